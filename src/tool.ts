@@ -1,0 +1,140 @@
+// The contract between the broker core and a server (http, git, github, postgres).
+// A server declares its policy section, its tools (schema, policy check, handler) and,
+// optionally, per-team runtime state (connection pools). It never sees sockets, audit or
+// other teams: the core pipeline (src/pipeline.ts) wraps every call in
+// authorize → resolve credential → call upstream → redact → audit.
+import { z } from 'zod';
+import type { Logger } from './log.js';
+
+export type ServerName = 'git' | 'github' | 'postgres' | 'http';
+
+export interface ToolAnnotations {
+  title?: string;
+  readOnlyHint: boolean;
+  destructiveHint: boolean;
+  idempotentHint?: boolean;
+  openWorldHint: boolean;
+}
+
+/** The outcome of a policy check. `rule` names the policy path that decided (e.g. `http.hosts[0].methods`). */
+export type Decision = { allow: true; rule: string } | { allow: false; rule: string; reason: string };
+
+export const allow = (rule: string): Decision => ({ allow: true, rule });
+export const deny = (rule: string, reason: string): Decision => ({ allow: false, rule, reason });
+
+/** Secrets as a tool sees them: by name, for its own team only. Values are registered for redaction. */
+export interface SecretAccess {
+  /** Resolves a named secret for the calling team. Throws SecretError (naming the secret, never its value). */
+  get(name: string): Promise<string>;
+}
+
+/** What a policy check may look at: the team's policy for this server and this tool, nothing live. */
+export interface AuthorizeContext<Section = unknown, Options = unknown> {
+  team: string;
+  /** The server's parsed policy section for this team (including `tools`). */
+  section: Section;
+  /** This tool's parsed policy entry (its own options plus `rateLimit`). */
+  options: Options;
+}
+
+export interface ToolContext<Section = unknown, Options = unknown, Runtime = unknown>
+  extends AuthorizeContext<Section, Options> {
+  server: ServerName;
+  secrets: SecretAccess;
+  /** Aborted when the session closes, the broker stops draining, or the call's own deadline passes. */
+  signal: AbortSignal;
+  /** Host-owned state folder for this server and team: `<stateDir>/<server>/<team>` (created on demand). */
+  stateDir: string;
+  log: Logger;
+  /** Per-team runtime of this server (pools, caches), from ServerDefinition.createRuntime. */
+  runtime: Runtime;
+}
+
+export interface ToolResult<Out = Record<string, unknown>> {
+  /** Matches the tool's output schema; sent as `structuredContent`. */
+  structured: Out;
+  /** Human/agent readable rendering; sent as the text content. */
+  text: string;
+}
+
+/** Throw from a handler for an error the agent should see verbatim (after redaction). */
+export class ToolError extends Error {
+  constructor(
+    message: string,
+    /** `invalid` → text starts "invalid argument:"; `denied` → "denied: <rule>: ..."; `upstream` → "error: ...". */
+    readonly kind: 'invalid' | 'denied' | 'upstream' = 'upstream',
+    readonly rule?: string,
+  ) {
+    super(message);
+    this.name = 'ToolError';
+  }
+}
+
+export interface ToolDefinition<
+  In extends z.ZodObject = z.ZodObject,
+  Out extends z.ZodObject = z.ZodObject,
+  Options extends z.ZodObject = z.ZodObject,
+  Section = unknown,
+  Runtime = unknown,
+> {
+  name: string;
+  title: string;
+  /** Short and exact: what it does, what it needs, what it returns. */
+  description: string;
+  input: In;
+  output: Out;
+  /** The tool's own policy options (`rateLimit` is added by the core for every tool). Use `.strict()`. */
+  options: Options;
+  annotations: ToolAnnotations;
+  /** Pure policy check on validated arguments. Runs before anything is audited as a request. */
+  authorize(args: z.output<In>, ctx: AuthorizeContext<Section, z.output<Options>>): Decision;
+  run(args: z.output<In>, ctx: ToolContext<Section, z.output<Options>, Runtime>): Promise<ToolResult<z.output<Out>>>;
+}
+
+// Handlers are stored type-erased in a server's tool list; defineTool keeps authors type-checked.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyToolDefinition = ToolDefinition<any, any, any, any, any>;
+
+export function defineTool<
+  In extends z.ZodObject,
+  Out extends z.ZodObject,
+  Options extends z.ZodObject,
+  Section,
+  Runtime = unknown,
+>(def: ToolDefinition<In, Out, Options, Section, Runtime>): ToolDefinition<In, Out, Options, Section, Runtime> {
+  return def;
+}
+
+/** A secret name referenced from a policy section, with its YAML path (for `file:line:col` errors). */
+export interface SecretRef {
+  name: string;
+  path: (string | number)[];
+}
+
+export interface ServerRuntime {
+  close(): Promise<void>;
+}
+
+export interface ServerDefinition<Section = unknown, Runtime = unknown> {
+  name: ServerName;
+  /** One-line description used in `tools/list` server info and docs. */
+  description: string;
+  /**
+   * The policy section without `tools` (the core adds `tools: { <tool>: options + rateLimit }`).
+   * Must be a strict zod object so unknown keys are reported.
+   */
+  section: z.ZodObject;
+  tools: AnyToolDefinition[];
+  /** Secret names this section references, so policy check can report unknown or forbidden ones. */
+  secretRefs(section: Section): SecretRef[];
+  /** Optional per-team state (pools). Created on first call, closed on policy change and shutdown. */
+  createRuntime?(ctx: { team: string; section: Section; secrets: SecretAccess; log: Logger }): Promise<
+    Runtime & ServerRuntime
+  >;
+}
+
+export function defineServer<Section, Runtime = unknown>(
+  def: ServerDefinition<Section, Runtime>,
+): ServerDefinition<Section, Runtime> {
+  return def;
+}
