@@ -1,0 +1,87 @@
+// Audit log throughput and latency: the latency of one appender's sequential appends (p50/p99,
+// the per-call overhead a broker pays twice per tool call), sequential appends/s, 64 concurrent
+// appenders with group commit, and the same 64 with one fsync per record (maxBatch 1), in one
+// run on the same disk.
+// Run: npx tsc -p . && node dist/bench/audit.js [records]   (not a test; prints appends/s)
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AuditLog, verifyAuditFile, type AuditEntry } from '../src/audit.js';
+
+const RECORDS = Number(process.argv[2] ?? 2000);
+const CONCURRENCY = 64;
+
+function entry(i: number): AuditEntry {
+  return {
+    team: 'payments',
+    server: 'http',
+    tool: 'http_request',
+    session: 'bench',
+    call: `call-${i}`,
+    phase: 'result',
+    args: { method: 'GET', url: `https://api.example.com/v1/charges/${i}` },
+    decision: 'allow',
+    rule: 'http.hosts[0]',
+    outcome: 'ok',
+    durationMs: 1.5,
+    resultBytes: 512,
+  };
+}
+
+async function run(
+  name: string,
+  dir: string,
+  records: number,
+  workers: number,
+  opts: { maxBatch?: number },
+): Promise<void> {
+  const file = path.join(dir, `${name}.jsonl`);
+  let syncs = 0;
+  const log = await AuditLog.open(file, { ...opts, onSync: () => syncs++ });
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < records) await log.append(entry(next++));
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  await log.close();
+  const check = await verifyAuditFile(file);
+  if (!check.ok || check.count !== records)
+    throw new Error(`${name}: log does not verify: ${JSON.stringify(check)}`);
+  const rate = Math.round(records / seconds);
+  console.log(
+    `${name.padEnd(36)} ${String(rate).padStart(8)} appends/s  ${String(records).padStart(6)} records  ${String(syncs).padStart(6)} fsyncs  ${(records / syncs).toFixed(1).padStart(6)} records/fsync`,
+  );
+}
+
+/** Sequential appends from one appender, each timed alone: what one tool call's record costs. */
+async function latency(dir: string, records: number): Promise<void> {
+  const file = path.join(dir, 'latency.jsonl');
+  const log = await AuditLog.open(file);
+  for (let i = 0; i < 50; i++) await log.append(entry(i)); // warm up (JIT, page cache, first extents)
+  const micros: number[] = [];
+  for (let i = 0; i < records; i++) {
+    const started = performance.now();
+    await log.append(entry(i));
+    micros.push((performance.now() - started) * 1000);
+  }
+  await log.close();
+  micros.sort((a, b) => a - b);
+  const at = (q: number) => Math.round(micros[Math.min(micros.length - 1, Math.floor(q * micros.length))]!);
+  console.log(
+    `${'single appender latency'.padEnd(36)} p50 ${String(at(0.5)).padStart(6)} µs  p99 ${String(at(0.99)).padStart(6)} µs  ${String(records).padStart(6)} records`,
+  );
+}
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-audit-'));
+try {
+  console.log(`audit log benchmark in ${dir} (${os.cpus().length} CPUs)`);
+  await latency(dir, Math.min(RECORDS, 1000));
+  await run('sequential (1 appender)', dir, Math.min(RECORDS, 1000), 1, {});
+  await run(`${CONCURRENCY} concurrent, fsync per record`, dir, RECORDS, CONCURRENCY, { maxBatch: 1 });
+  await run(`${CONCURRENCY} concurrent, group commit`, dir, RECORDS, CONCURRENCY, {});
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}

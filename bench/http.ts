@@ -1,0 +1,153 @@
+// Per-call overhead of http_request through socket + broker + durable audit, against a direct
+// request to the same loopback upstream, in one run. The broker runs as its own process (as in
+// production); clients are MCP SDK Clients on the Unix socket.
+//
+//   npm run build && node dist/bench/http.js [--calls 3000] [--sessions 64]
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { NdjsonTransport } from '../src/transport.js';
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '4000' },
+    sessions: { type: 'string', default: '64' },
+    sequential: { type: 'string', default: '1000' },
+  },
+});
+const CALLS = Number(values.calls);
+const SESSIONS = Number(values.sessions);
+const SEQUENTIAL = Number(values.sequential);
+const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
+
+interface Stats {
+  p50: number;
+  p99: number;
+  perSecond: number;
+}
+
+function stats(latencies: number[], wallMs: number): Stats {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), perSecond: (latencies.length / wallMs) * 1000 };
+}
+
+/** Runs `total` calls spread over `workers` concurrent loops; returns per-call latencies. */
+async function load(workers: Array<() => Promise<void>>, total: number): Promise<{ latencies: number[]; wallMs: number }> {
+  const latencies: number[] = [];
+  let issued = 0;
+  const start = performance.now();
+  await Promise.all(
+    workers.map(async (call) => {
+      while (issued < total) {
+        issued++;
+        const t = performance.now();
+        await call();
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  return { latencies, wallMs: performance.now() - start };
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-'));
+  const upstream = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end('{"ok":true,"items":[1,2,3]}');
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const port = (upstream.address() as net.AddressInfo).port;
+  const origin = `http://127.0.0.1:${port}`;
+
+  await mkdir(path.join(root, 'policies'), { recursive: true });
+  await writeFile(path.join(root, 'token'), 'bench-secret-token-value-123456\n', { mode: 0o600 });
+  await writeFile(
+    path.join(root, 'airlock.yaml'),
+    `socketDir: ${root}/run\nstateDir: ${root}/state\npolicies: ./policies\naudit:\n  file: ${root}/audit/audit.jsonl\nsecrets:\n  token: { file: ./token }\n`,
+  );
+  await writeFile(
+    path.join(root, 'policies/bench.yaml'),
+    `team: bench\nservers:\n  http:\n    hosts:\n      - origin: ${origin}\n        methods: [GET]\n        paths: ["/v1/**"]\n        inject: { header: Authorization, value: "Bearer \${secret:token}" }\n        allowPrivateAddress: true\n    tools:\n      http_request: {}\n`,
+  );
+  const broker = spawn(process.execPath, [...(process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? []), CLI, 'serve', '--config', path.join(root, 'airlock.yaml')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
+  });
+  const socketPath = path.join(root, 'run/bench/http.sock');
+  for (let i = 0; i < 200 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
+
+  const clients: Client[] = [];
+  for (let i = 0; i < SESSIONS; i++) {
+    const socket = net.connect(socketPath);
+    await new Promise((r) => socket.once('connect', r));
+    const client = new Client({ name: 'bench', version: '0' });
+    await client.connect(new NdjsonTransport(socket, socket));
+    clients.push(client);
+  }
+  const viaAirlock = (client: Client) => async () => {
+    const r = (await client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${origin}/v1/items` } })) as CallToolResult;
+    if (r.isError) throw new Error(JSON.stringify(r.content));
+  };
+  // The baseline makes the same request the broker makes: a fresh connection, the same headers.
+  const direct = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = http.request(`${origin}/v1/items`, { agent: false, headers: { authorization: 'Bearer x' } }, (res) => {
+        res.resume();
+        res.on('end', resolve);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  // Warm up both paths (JIT, connection setup).
+  await load([viaAirlock(clients[0]!)], 200);
+  await load([direct], 200);
+
+  const seqDirect = await load([direct], SEQUENTIAL);
+  const seqAirlock = await load([viaAirlock(clients[0]!)], SEQUENTIAL);
+  const conDirect = await load(Array.from({ length: SESSIONS }, () => direct), CALLS);
+  const conAirlock = await load(clients.map(viaAirlock), CALLS);
+
+  const rows: Array<[string, Stats]> = [
+    [`direct, 1 at a time (${SEQUENTIAL})`, stats(seqDirect.latencies, seqDirect.wallMs)],
+    [`airlock, 1 session (${SEQUENTIAL})`, stats(seqAirlock.latencies, seqAirlock.wallMs)],
+    [`direct, ${SESSIONS} concurrent (${CALLS})`, stats(conDirect.latencies, conDirect.wallMs)],
+    [`airlock, ${SESSIONS} sessions (${CALLS})`, stats(conAirlock.latencies, conAirlock.wallMs)],
+  ];
+  console.log(`http_request overhead — ${os.cpus().length} cores, node ${process.version}`);
+  console.log('case'.padEnd(36), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
+  for (const [name, s] of rows) {
+    console.log(name.padEnd(36), s.p50.toFixed(3).padStart(9), s.p99.toFixed(3).padStart(9), s.perSecond.toFixed(0).padStart(10));
+  }
+  const [d1, a1, dN, aN] = rows.map((r) => r[1]) as [Stats, Stats, Stats, Stats];
+  console.log(
+    `overhead, 1 session:   p50 +${(a1.p50 - d1.p50).toFixed(3)} ms, p99 +${(a1.p99 - d1.p99).toFixed(3)} ms  (target p50 ≤ 0.3, p99 ≤ 2)`,
+  );
+  console.log(
+    `overhead, ${SESSIONS} sessions: p50 +${(aN.p50 - dN.p50).toFixed(3)} ms, p99 +${(aN.p99 - dN.p99).toFixed(3)} ms; ` +
+      `throughput ${aN.perSecond.toFixed(0)} calls/s = ${((aN.perSecond / dN.perSecond) * 100).toFixed(0)}% of direct (target ≥ 3000)`,
+  );
+
+  for (const c of clients) await c.close();
+  broker.kill('SIGTERM');
+  await new Promise((r) => broker.once('exit', r));
+  upstream.closeAllConnections();
+  upstream.close();
+  await rm(root, { recursive: true, force: true });
+}
+
+await main();

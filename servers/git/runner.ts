@@ -1,0 +1,257 @@
+// Runs git on the host, hardened. Every argument a tool builds is an argv element (no shell
+// anywhere); the environment is built from nothing (the broker's own environment holds secrets
+// and can steer git: GIT_DIR, GIT_SSH_COMMAND, GIT_CONFIG_*, proxies); and every invocation
+// carries `-c` overrides that switch off each way git can be made to run a program.
+//
+// Why not simple-git (the stack's git library): v4 guards against exactly the options this
+// module needs — its environment guard strips GIT_* variables (GIT_CONFIG_NOSYSTEM,
+// GIT_ALLOW_PROTOCOL, GIT_CONFIG_COUNT…) unless each is allow-listed, and its "unsafe" plugin
+// rejects `-c core.hooksPath=…`, `-c credential.helper=…` and friends unless each category is
+// opted in. It also buffers whole outputs, where we need to stop reading at a byte cap and
+// kill the process group on abort. Driving child_process.spawn directly keeps the whole
+// hardening visible in this one file.
+import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Redactor } from '../../src/redact.js';
+
+/** Candidate git binaries, in order. Fixed paths: the broker's PATH is not trusted to pick git. */
+const GIT_CANDIDATES = ['/usr/bin/git', '/usr/local/bin/git', '/bin/git', '/opt/homebrew/bin/git'];
+
+let gitBinaryCache: string | undefined;
+
+export function gitBinary(): string {
+  if (gitBinaryCache) return gitBinaryCache;
+  for (const candidate of GIT_CANDIDATES) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      gitBinaryCache = candidate;
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  throw new Error(`git not found (looked in ${GIT_CANDIDATES.join(', ')})`);
+}
+
+/**
+ * Configuration forced on every git invocation (command-line scope beats every config file).
+ * The repository config is host-owned and written only by Airlock, and system/global config is
+ * off, so these are belt and braces — each one closes a way to make git run a program or talk
+ * to somewhere other than the policy remote.
+ */
+export const HARDENING_CONFIG: readonly string[] = [
+  'core.hooksPath=/dev/null', // no hooks (pre-commit, post-checkout, reference-transaction, …)
+  'core.fsmonitor=false', // fsmonitor names a program to run on status/diff/add
+  'core.pager=cat',
+  'core.editor=false', // never an editor: messages come with -F/--no-edit; fail if asked
+  'core.askPass=', // no askpass program; credentials only via our header
+  'core.sshCommand=false', // ssh is not an allowed protocol anyway
+  'core.attributesFile=/dev/null',
+  'core.excludesFile=/dev/null',
+  'core.untrackedCache=false',
+  'credential.helper=', // an empty value resets the helper list
+  'diff.external=', // plus --no-ext-diff on every diff-producing command
+  'diff.ignoreSubmodules=all', // never spawn git inside a nested repository
+  'status.submoduleSummary=false',
+  'submodule.recurse=false',
+  'fetch.recurseSubmodules=false',
+  'push.recurseSubmodules=no',
+  'push.followTags=false',
+  'protocol.allow=never', // the allowed transport is re-enabled per call
+  'http.followRedirects=false', // a redirect would carry the credential header elsewhere
+  'safe.bareRepository=explicit', // an embedded bare repository is never discovered
+  'commit.gpgSign=false',
+  'tag.gpgSign=false',
+  'log.showSignature=false',
+  'merge.verifySignatures=false',
+  'gc.auto=0', // no detached background `git gc`
+  'maintenance.auto=false',
+  'color.ui=false',
+  'advice.detachedHead=false',
+];
+
+export interface GitEnvOptions {
+  /** Empty host-owned folder used as HOME (git would otherwise read ~/.gitconfig). */
+  home: string;
+  /** The one transport protocol the policy remote needs (`https`, or `http` for loopback). */
+  protocol: 'https' | 'http';
+  author?: { name: string; email: string };
+  /** Extra config passed through GIT_CONFIG_COUNT (the environment), e.g. the auth header. */
+  envConfig?: Record<string, string>;
+  /** For read-only commands: do not take optional locks (status would refresh the index). */
+  noOptionalLocks?: boolean;
+}
+
+/** The complete environment of a git child. Nothing is inherited from the broker. */
+export function gitEnv(opts: GitEnvOptions): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: [...new Set([dirname(gitBinary()), '/usr/bin', '/bin'])].join(':'),
+    HOME: opts.home,
+    XDG_CONFIG_HOME: opts.home,
+    LC_ALL: 'C',
+    LANG: 'C',
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_CONFIG_GLOBAL: '/dev/null',
+    GIT_CONFIG_SYSTEM: '/dev/null',
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_PAGER: 'cat',
+    PAGER: 'cat',
+    GIT_EDITOR: 'false',
+    GIT_ALLOW_PROTOCOL: opts.protocol,
+    GIT_PROTOCOL_FROM_USER: '0',
+    GIT_NO_REPLACE_OBJECTS: '1',
+    // Paths are literal: `:(exclude)`, `:/` and glob magic in an argument are not pathspecs.
+    GIT_LITERAL_PATHSPECS: '1',
+  };
+  if (opts.noOptionalLocks) env.GIT_OPTIONAL_LOCKS = '0';
+  if (opts.author) {
+    env.GIT_AUTHOR_NAME = opts.author.name;
+    env.GIT_AUTHOR_EMAIL = opts.author.email;
+    env.GIT_COMMITTER_NAME = opts.author.name;
+    env.GIT_COMMITTER_EMAIL = opts.author.email;
+  }
+  const extra = Object.entries(opts.envConfig ?? {});
+  if (extra.length > 0) {
+    env.GIT_CONFIG_COUNT = String(extra.length);
+    extra.forEach(([key, value], i) => {
+      env[`GIT_CONFIG_KEY_${i}`] = key;
+      env[`GIT_CONFIG_VALUE_${i}`] = value;
+    });
+  }
+  return env;
+}
+
+export interface GitRunOptions {
+  /** Host-owned git dir; omitted only for commands that need no repository (check-ref-format). */
+  gitDir?: string;
+  workTree?: string;
+  /** The process's working directory (the work tree, so relative pathspecs resolve inside it). */
+  cwd: string;
+  /** The git subcommand and its arguments. */
+  args: readonly string[];
+  env: Record<string, string>;
+  /** The protocol re-enabled on the command line (must match GIT_ALLOW_PROTOCOL). */
+  protocol: 'https' | 'http';
+  input?: string | Buffer;
+  /** Stop reading stdout after this many bytes, kill git and report `truncated`. */
+  maxOutputBytes?: number;
+  signal?: AbortSignal;
+  timeoutMs: number;
+  /** Scrubs stderr (and the caller scrubs stdout) of the credential. */
+  redactor?: Redactor;
+}
+
+export interface GitRunResult {
+  code: number | null;
+  stdout: Buffer;
+  /** Redacted, capped. */
+  stderr: string;
+  /** stdout hit maxOutputBytes and git was stopped. */
+  truncated: boolean;
+}
+
+export class GitAbortError extends Error {
+  constructor(readonly why: 'aborted' | 'timeout') {
+    super(why === 'timeout' ? 'git timed out' : 'git was cancelled');
+  }
+}
+
+const MAX_STDERR_BYTES = 64 * 1024;
+const DEFAULT_MAX_STDOUT = 64 * 1024 * 1024;
+
+export function buildArgv(opts: Pick<GitRunOptions, 'gitDir' | 'workTree' | 'args' | 'protocol'>): string[] {
+  const argv: string[] = ['--no-pager', '--no-replace-objects'];
+  for (const c of HARDENING_CONFIG) argv.push('-c', c);
+  argv.push('-c', `protocol.${opts.protocol}.allow=always`);
+  if (opts.gitDir) argv.push(`--git-dir=${opts.gitDir}`);
+  if (opts.workTree) argv.push(`--work-tree=${opts.workTree}`);
+  argv.push(...opts.args);
+  return argv;
+}
+
+/** Runs one git command. Resolves with its exit code; rejects only on abort/timeout/spawn failure. */
+export function runGit(opts: GitRunOptions): Promise<GitRunResult> {
+  const argv = buildArgv(opts);
+  const maxOut = opts.maxOutputBytes ?? DEFAULT_MAX_STDOUT;
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) return reject(new GitAbortError('aborted'));
+    // Own process group, so remote helpers and pack-objects die with git on abort.
+    const child = spawn(gitBinary(), argv, {
+      cwd: opts.cwd,
+      env: opts.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+      shell: false,
+    });
+    const out: Buffer[] = [];
+    let outBytes = 0;
+    const err: Buffer[] = [];
+    let errBytes = 0;
+    let truncated = false;
+    let stopped: 'aborted' | 'timeout' | undefined;
+    let settled = false;
+
+    const killGroup = () => {
+      try {
+        if (child.pid) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
+    const onAbort = () => {
+      stopped ??= 'aborted';
+      killGroup();
+    };
+    const timer = setTimeout(() => {
+      stopped ??= 'timeout';
+      killGroup();
+    }, opts.timeoutMs);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (truncated) return;
+      const room = maxOut - outBytes;
+      if (chunk.length > room) {
+        out.push(chunk.subarray(0, room));
+        outBytes = maxOut;
+        truncated = true;
+        killGroup();
+        return;
+      }
+      out.push(chunk);
+      outBytes += chunk.length;
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      if (errBytes >= MAX_STDERR_BYTES) return;
+      err.push(chunk.subarray(0, MAX_STDERR_BYTES - errBytes));
+      errBytes += Math.min(chunk.length, MAX_STDERR_BYTES - errBytes);
+    });
+    child.stdin.on('error', () => {
+      // git may exit before reading its input (e.g. on a bad argument); the exit code says why.
+    });
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+    else child.stdin.end();
+
+    const finish = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      fn();
+    };
+    child.on('error', (e) => finish(() => reject(new Error(`could not run git: ${e.message}`))));
+    child.on('close', (code) =>
+      finish(() => {
+        if (stopped) return reject(new GitAbortError(stopped));
+        const stderrRaw = Buffer.concat(err).toString('utf8');
+        resolve({
+          code,
+          stdout: Buffer.concat(out),
+          stderr: opts.redactor ? opts.redactor.scrub(stderrRaw) : stderrRaw,
+          truncated,
+        });
+      }),
+    );
+  });
+}

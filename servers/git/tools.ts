@@ -1,0 +1,839 @@
+// The twelve git tools. Every ref the agent names is resolved to a commit id (or checked with
+// check-ref-format) before any other git command sees it; every path is resolved inside the
+// work tree and passed after `--`; the remote is always the policy URL, given explicitly.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { matchAny } from '../../src/glob.js';
+import { allow, defineTool, deny, ToolError, type Decision } from '../../src/tool.js';
+import {
+  noOptionsSchema,
+  pullOptionsSchema,
+  pushOptionsSchema,
+  type GitSection,
+  type PullOptions,
+  type PushOptions,
+} from './policy.js';
+import {
+  openWorkspace,
+  TRACKING_PREFIX,
+  withLock,
+  type GitToolContext,
+  type WorkspaceGit,
+} from './workspace.js';
+
+/** Cap on diff/log/show text handed back to the agent. */
+export const MAX_OUTPUT_BYTES = 256 * 1024;
+const MAX_STATUS_FILES = 2000;
+const MAX_STATUS_BYTES = 8 * 1024 * 1024;
+
+const workspaceArg = z.string().min(1).max(64).describe('A workspace named in the team policy');
+const refArg = z.string().min(1).max(256);
+const pathArg = z.string().min(1).max(4096);
+
+const sha = z.string();
+const truncatedField = z.boolean().describe('True when the output was cut at the size cap');
+
+function ctxOf(ctx: unknown): GitToolContext {
+  return ctx as GitToolContext;
+}
+
+function authorizeWorkspace(workspace: string, section: GitSection): Decision {
+  if (!Object.prototype.hasOwnProperty.call(section.workspaces, workspace)) {
+    return deny('git.workspaces', `workspace "${workspace}" is not in the policy`);
+  }
+  return allow(`git.workspaces.${workspace}`);
+}
+
+function truncationNote(truncated: boolean): string {
+  return truncated ? `\n[output truncated at ${MAX_OUTPUT_BYTES} bytes]` : '';
+}
+
+async function currentBranch(git: WorkspaceGit): Promise<string | undefined> {
+  // HEAD lives in the host-owned git dir: read it directly (saves a git process on status).
+  const head = await fs.readFile(path.join(git.ws.gitDir, 'HEAD'), 'utf8');
+  const m = /^ref: refs\/heads\/(.+)\n?$/.exec(head);
+  return m?.[1];
+}
+
+const READ_ONLY = {
+  readOnlyHint: true,
+  destructiveHint: false,
+  idempotentHint: true,
+  openWorldHint: false,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+
+const statusFile = z.object({
+  path: z.string(),
+  origPath: z.string().optional(),
+  kind: z.enum(['changed', 'renamed', 'unmerged', 'untracked']),
+  index: z.string().describe('Index status letter ("." unchanged, M, A, D, R, …)'),
+  workTree: z.string().describe('Work tree status letter'),
+});
+
+export const gitStatus = defineTool({
+  name: 'git_status',
+  title: 'Git status',
+  description:
+    'Current branch, ahead/behind the last fetch of its remote branch, and changed, staged and untracked files.',
+  input: z.object({ workspace: workspaceArg }).strict(),
+  output: z.object({
+    workspace: z.string(),
+    branch: z.string().nullable(),
+    head: z.string().nullable(),
+    ahead: z.number().nullable(),
+    behind: z.number().nullable(),
+    files: z.array(statusFile),
+    clean: z.boolean(),
+    truncated: truncatedField,
+  }),
+  options: noOptionsSchema,
+  annotations: { title: 'Git status', ...READ_ONLY },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const branch = await currentBranch(git);
+    const [status, counts] = await Promise.all([
+      git.run(
+        ['status', '--porcelain=v2', '-z', '--branch', '--untracked-files=normal', '--ignore-submodules=all'],
+        { readOnly: true, maxOutputBytes: MAX_STATUS_BYTES },
+      ),
+      branch
+        ? git.run(
+            [
+              'rev-list',
+              '--left-right',
+              '--count',
+              '--end-of-options',
+              `refs/heads/${branch}...${TRACKING_PREFIX}${branch}`,
+              '--',
+            ],
+            { readOnly: true, allowFailure: true },
+          )
+        : undefined,
+    ]);
+    let ahead: number | null = null;
+    let behind: number | null = null;
+    if (counts && counts.code === 0) {
+      const m = /^(\d+)\s+(\d+)/.exec(counts.stdout.toString('utf8'));
+      if (m) [ahead, behind] = [Number(m[1]), Number(m[2])];
+    }
+    const records = status.stdout.toString('utf8').split('\0');
+    let head: string | null = null;
+    const files: z.output<typeof statusFile>[] = [];
+    let truncated = status.truncated;
+    for (let i = 0; i < records.length; i++) {
+      const rec = records[i]!;
+      if (rec === '') continue;
+      if (rec.startsWith('# branch.oid ')) {
+        const oid = rec.slice('# branch.oid '.length);
+        head = oid === '(initial)' ? null : oid;
+        continue;
+      }
+      if (rec.startsWith('#')) continue;
+      if (files.length >= MAX_STATUS_FILES) {
+        truncated = true;
+        break;
+      }
+      const type = rec[0];
+      if (type === '?') files.push({ path: rec.slice(2), kind: 'untracked', index: '?', workTree: '?' });
+      else if (type === '1' || type === '2' || type === 'u') {
+        const fieldCount = type === '1' ? 8 : type === '2' ? 9 : 10;
+        const parts = rec.split(' ');
+        const xy = parts[1] ?? '..';
+        const filePath = parts.slice(fieldCount).join(' ');
+        const entry: z.output<typeof statusFile> = {
+          path: filePath,
+          kind: type === '1' ? 'changed' : type === '2' ? 'renamed' : 'unmerged',
+          index: xy[0] ?? '.',
+          workTree: xy[1] ?? '.',
+        };
+        if (type === '2') entry.origPath = records[++i] ?? '';
+        files.push(entry);
+      }
+    }
+    const structured = {
+      workspace: args.workspace,
+      branch: branch ?? null,
+      head,
+      ahead,
+      behind,
+      files,
+      clean: files.length === 0,
+      truncated,
+    };
+    const lines = [
+      `On ${branch ? `branch ${branch}` : 'a detached HEAD'}${head ? ` at ${head.slice(0, 12)}` : ' (no commits yet)'}` +
+        (ahead !== null ? ` — ${ahead} ahead, ${behind} behind ${TRACKING_PREFIX}${branch}` : ''),
+      ...(files.length === 0
+        ? ['nothing to commit, working tree clean']
+        : files.map((f) => `${f.index}${f.workTree} ${f.origPath ? `${f.origPath} -> ` : ''}${f.path}`)),
+    ];
+    if (truncated) lines.push(`[file list truncated at ${files.length} entries]`);
+    return { structured, text: lines.join('\n') };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const DIFF_FLAGS = ['--no-color', '--no-ext-diff', '--no-textconv', '--ignore-submodules=all'];
+
+export const gitDiff = defineTool({
+  name: 'git_diff',
+  title: 'Git diff',
+  description:
+    'Unified diff of the work tree against the index (default), of the index against HEAD (staged: true), or against a commit (ref). Optional paths limit it. Capped at 256 KiB.',
+  input: z
+    .object({
+      workspace: workspaceArg,
+      ref: refArg.optional().describe('Commit to compare against (branch, tag, sha, HEAD~1)'),
+      staged: z.boolean().optional().describe('Compare the index (staged changes) instead of the work tree'),
+      paths: z.array(pathArg).max(1000).optional().describe('Work-tree-relative paths to limit the diff to'),
+    })
+    .strict(),
+  output: z.object({ diff: z.string(), truncated: truncatedField }),
+  options: noOptionsSchema,
+  annotations: { title: 'Git diff', ...READ_ONLY },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const commit = args.ref !== undefined ? await git.resolveCommit(args.ref) : undefined;
+    const paths = args.paths ? await git.resolvePaths(args.paths) : [];
+    const argv = ['diff', ...DIFF_FLAGS];
+    if (args.staged) argv.push('--cached');
+    if (commit) argv.push(commit);
+    argv.push('--', ...paths);
+    const r = await git.run(argv, { readOnly: true, maxOutputBytes: MAX_OUTPUT_BYTES });
+    const diff = git.scrub(r.stdout.toString('utf8'));
+    return {
+      structured: { diff, truncated: r.truncated },
+      text: (diff || 'no differences') + truncationNote(r.truncated),
+    };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const commitSummary = z.object({
+  sha,
+  author: z.string(),
+  email: z.string(),
+  date: z.string(),
+  subject: z.string(),
+});
+const FIELD = '\x1f';
+const RECORD = '\x1e';
+
+export const gitLog = defineTool({
+  name: 'git_log',
+  title: 'Git log',
+  description:
+    'Commits reachable from ref (default HEAD), newest first: sha, author, date, subject. maxCount defaults to 20 (max 500).',
+  input: z
+    .object({
+      workspace: workspaceArg,
+      ref: refArg.optional(),
+      maxCount: z.number().int().min(1).max(500).optional(),
+    })
+    .strict(),
+  output: z.object({ commits: z.array(commitSummary), truncated: truncatedField }),
+  options: noOptionsSchema,
+  annotations: { title: 'Git log', ...READ_ONLY },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    let commit: string | undefined;
+    if (args.ref !== undefined) commit = await git.resolveCommit(args.ref);
+    else commit = await git.refSha('HEAD');
+    if (!commit) return { structured: { commits: [], truncated: false }, text: 'no commits yet' };
+    const r = await git.run(
+      [
+        'log',
+        '--no-color',
+        `--max-count=${args.maxCount ?? 20}`,
+        `--format=%H${FIELD}%an${FIELD}%ae${FIELD}%aI${FIELD}%s${RECORD}`,
+        commit,
+        '--',
+      ],
+      { readOnly: true, maxOutputBytes: MAX_OUTPUT_BYTES },
+    );
+    const commits: z.output<typeof commitSummary>[] = [];
+    const records = git.scrub(r.stdout.toString('utf8')).split(RECORD);
+    if (r.truncated) records.pop(); // the last record may be cut
+    for (const rec of records) {
+      const [shaField, author, email, date, subject] = rec.replace(/^\n/, '').split(FIELD);
+      if (!shaField || subject === undefined) continue;
+      commits.push({ sha: shaField, author: author ?? '', email: email ?? '', date: date ?? '', subject });
+    }
+    return {
+      structured: { commits, truncated: r.truncated },
+      text:
+        commits.map((c) => `${c.sha.slice(0, 12)} ${c.date} ${c.author}: ${c.subject}`).join('\n') +
+        truncationNote(r.truncated),
+    };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitShow = defineTool({
+  name: 'git_show',
+  title: 'Git show',
+  description: 'One commit: sha, author, date, full message and its patch (capped at 256 KiB).',
+  input: z.object({ workspace: workspaceArg, ref: refArg }).strict(),
+  output: z.object({
+    sha,
+    author: z.string(),
+    email: z.string(),
+    date: z.string(),
+    message: z.string(),
+    diff: z.string(),
+    truncated: truncatedField,
+  }),
+  options: noOptionsSchema,
+  annotations: { title: 'Git show', ...READ_ONLY },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const commit = await git.resolveCommit(args.ref);
+    const r = await git.run(
+      [
+        'show',
+        ...DIFF_FLAGS,
+        '--patch',
+        `--format=%H${FIELD}%an${FIELD}%ae${FIELD}%aI${FIELD}%B${RECORD}`,
+        commit,
+        '--',
+      ],
+      { readOnly: true, maxOutputBytes: MAX_OUTPUT_BYTES },
+    );
+    const out = git.scrub(r.stdout.toString('utf8'));
+    const cut = out.indexOf(RECORD);
+    const header = cut >= 0 ? out.slice(0, cut) : out;
+    const diff = cut >= 0 ? out.slice(cut + 1).replace(/^\n+/, '') : '';
+    const [shaField = commit, author = '', email = '', date = '', message = ''] = header.split(FIELD);
+    return {
+      structured: {
+        sha: shaField,
+        author,
+        email,
+        date,
+        message: message.trimEnd(),
+        diff,
+        truncated: r.truncated,
+      },
+      text: `commit ${shaField}\nAuthor: ${author} <${email}>\nDate:   ${date}\n\n${message.trimEnd()}\n\n${diff}${truncationNote(r.truncated)}`,
+    };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitBranchList = defineTool({
+  name: 'git_branch_list',
+  title: 'List git branches',
+  description: 'Local branches (marking the current one) and remote branches as of the last fetch.',
+  input: z.object({ workspace: workspaceArg }).strict(),
+  output: z.object({
+    current: z.string().nullable(),
+    local: z.array(z.object({ name: z.string(), sha, current: z.boolean() })),
+    remote: z.array(z.object({ name: z.string(), sha })),
+  }),
+  options: noOptionsSchema,
+  annotations: { title: 'List git branches', ...READ_ONLY },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const current = (await currentBranch(git)) ?? null;
+    const out = await git.text(
+      ['for-each-ref', '--format=%(refname)%00%(objectname)', 'refs/heads/', TRACKING_PREFIX],
+      {
+        readOnly: true,
+      },
+    );
+    const local: { name: string; sha: string; current: boolean }[] = [];
+    const remote: { name: string; sha: string }[] = [];
+    for (const line of out.split('\n')) {
+      const [ref, oid] = line.split('\0');
+      if (!ref || !oid) continue;
+      if (ref.startsWith('refs/heads/')) {
+        const name = ref.slice('refs/heads/'.length);
+        local.push({ name, sha: oid, current: name === current });
+      } else if (ref.startsWith(TRACKING_PREFIX)) {
+        remote.push({ name: ref.slice(TRACKING_PREFIX.length), sha: oid });
+      }
+    }
+    const text = [
+      ...local.map((b) => `${b.current ? '*' : ' '} ${b.name} ${b.sha.slice(0, 12)}`),
+      ...remote.map((b) => `  origin/${b.name} ${b.sha.slice(0, 12)}`),
+    ].join('\n');
+    return { structured: { current, local, remote }, text: text || 'no branches yet' };
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitCreateBranch = defineTool({
+  name: 'git_create_branch',
+  title: 'Create a git branch',
+  description:
+    'Creates a local branch at from (a commit, default HEAD) without switching to it. Fails if it exists.',
+  input: z
+    .object({ workspace: workspaceArg, name: z.string().min(1).max(200), from: refArg.optional() })
+    .strict(),
+  output: z.object({ name: z.string(), sha }),
+  options: noOptionsSchema,
+  annotations: {
+    title: 'Create a git branch',
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: false,
+    openWorldHint: false,
+  },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    await git.checkBranchName(args.name);
+    return withLock(git.ws.gitDir, async () => {
+      const commit = await git.resolveCommit(args.from ?? 'HEAD', 'from');
+      // update-ref with an all-zero old value: creates, never moves an existing branch.
+      const r = await git.run(
+        ['update-ref', '--create-reflog', `refs/heads/${args.name}`, commit, '0'.repeat(commit.length)],
+        {
+          allowFailure: true,
+        },
+      );
+      if (r.code !== 0) throw new ToolError(`branch "${args.name}" already exists`, 'invalid');
+      return {
+        structured: { name: args.name, sha: commit },
+        text: `created branch ${args.name} at ${commit.slice(0, 12)}`,
+      };
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitCheckout = defineTool({
+  name: 'git_checkout',
+  title: 'Switch git branch',
+  description:
+    'Switches the work tree to a local branch; a branch that exists only on the remote (as of the last fetch) is created from it. Refuses to overwrite uncommitted changes.',
+  input: z.object({ workspace: workspaceArg, branch: z.string().min(1).max(200) }).strict(),
+  output: z.object({ branch: z.string(), sha, created: z.boolean() }),
+  options: noOptionsSchema,
+  annotations: {
+    title: 'Switch git branch',
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: true,
+    openWorldHint: false,
+  },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    await git.checkBranchName(args.branch);
+    return withLock(git.ws.gitDir, async () => {
+      const local = await git.refSha(`refs/heads/${args.branch}`);
+      let created = false;
+      if (local) {
+        await git.run(['switch', '--quiet', '--no-guess', args.branch]);
+      } else {
+        const tracking = await git.refSha(`${TRACKING_PREFIX}${args.branch}`);
+        if (!tracking)
+          throw new ToolError(
+            `no branch "${args.branch}" locally or on the remote (fetch first?)`,
+            'invalid',
+          );
+        await git.run(['switch', '--quiet', '--no-track', '--create', args.branch, tracking]);
+        created = true;
+      }
+      const head = (await git.refSha('HEAD')) ?? '';
+      return {
+        structured: { branch: args.branch, sha: head, created },
+        text: `switched to ${created ? 'new ' : ''}branch ${args.branch} at ${head.slice(0, 12)}`,
+      };
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitAdd = defineTool({
+  name: 'git_add',
+  title: 'Stage files',
+  description:
+    'Stages the given work-tree-relative paths (new, modified and deleted files; "." for everything).',
+  input: z.object({ workspace: workspaceArg, paths: z.array(pathArg).min(1).max(1000) }).strict(),
+  output: z.object({ staged: z.array(z.string()), truncated: truncatedField }),
+  options: noOptionsSchema,
+  annotations: {
+    title: 'Stage files',
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: true,
+    openWorldHint: false,
+  },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const paths = await git.resolvePaths(args.paths);
+    return withLock(git.ws.gitDir, async () => {
+      await git.run(['add', '--', ...paths]);
+      const r = await git.run(
+        ['diff', '--cached', '--name-only', '-z', '--no-renames', '--ignore-submodules=all'],
+        {
+          maxOutputBytes: MAX_OUTPUT_BYTES,
+        },
+      );
+      const staged = r.stdout.toString('utf8').split('\0').filter(Boolean);
+      if (r.truncated) staged.pop();
+      return {
+        structured: { staged, truncated: r.truncated },
+        text: staged.length
+          ? `staged:\n${staged.join('\n')}${truncationNote(r.truncated)}`
+          : 'nothing staged',
+      };
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitCommit = defineTool({
+  name: 'git_commit',
+  title: 'Commit staged changes',
+  description:
+    "Commits the staged changes with the given message. Author and committer are the workspace policy's author.",
+  input: z
+    .object({
+      workspace: workspaceArg,
+      message: z
+        .string()
+        .min(1)
+        .max(64 * 1024),
+    })
+    .strict(),
+  output: z.object({ sha, branch: z.string().nullable(), subject: z.string() }),
+  options: noOptionsSchema,
+  annotations: {
+    title: 'Commit staged changes',
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: false,
+    openWorldHint: false,
+  },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    if (args.message.includes('\0')) throw new ToolError('commit message must not contain NUL', 'invalid');
+    if (args.message.trim() === '') throw new ToolError('commit message is empty', 'invalid');
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    return withLock(git.ws.gitDir, async () => {
+      const staged = await git.run(['diff', '--cached', '--quiet', '--ignore-submodules=all'], {
+        allowFailure: true,
+      });
+      if (staged.code === 0) throw new ToolError('nothing staged to commit (use git_add first)');
+      // The message goes in on stdin: it is never an argument, and no editor is ever started.
+      await git.run(['commit', '--quiet', '--no-verify', '--cleanup=strip', '--file=-'], {
+        input: args.message,
+      });
+      const head = (await git.refSha('HEAD')) ?? '';
+      const branch = (await currentBranch(git)) ?? null;
+      const subject = args.message.trim().split('\n')[0] ?? '';
+      return {
+        structured: { sha: head, branch, subject },
+        text: `[${branch ?? 'detached HEAD'} ${head.slice(0, 12)}] ${subject}`,
+      };
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+async function trackingRefs(git: WorkspaceGit): Promise<Map<string, string>> {
+  const out = await git.text(['for-each-ref', '--format=%(refname)%00%(objectname)', TRACKING_PREFIX], {
+    readOnly: true,
+  });
+  const refs = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const [ref, oid] = line.split('\0');
+    if (ref && oid) refs.set(ref.slice(TRACKING_PREFIX.length), oid);
+  }
+  return refs;
+}
+
+/** Fetch from the policy remote (never a configured remote) into refs/remotes/origin/. */
+async function fetchFromPolicyRemote(git: WorkspaceGit, refspec: string): Promise<void> {
+  await git.run(
+    [
+      'fetch',
+      '--quiet',
+      '--prune',
+      '--no-tags',
+      '--no-write-fetch-head',
+      '--recurse-submodules=no',
+      '--end-of-options',
+      git.ws.policy.remote,
+      refspec,
+    ],
+    {
+      network: true,
+    },
+  );
+}
+
+export const gitFetch = defineTool({
+  name: 'git_fetch',
+  title: 'Fetch from the remote',
+  description:
+    "Fetches every branch of the workspace's policy remote into origin/* (no tags) and reports what moved.",
+  input: z.object({ workspace: workspaceArg }).strict(),
+  output: z.object({
+    remote: z.string(),
+    updated: z.array(
+      z.object({ branch: z.string(), old: z.string().nullable(), new: z.string().nullable() }),
+    ),
+  }),
+  options: noOptionsSchema,
+  annotations: {
+    title: 'Fetch from the remote',
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: true,
+    openWorldHint: true,
+  },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    return withLock(git.ws.gitDir, async () => {
+      const before = await trackingRefs(git);
+      await fetchFromPolicyRemote(git, `+refs/heads/*:${TRACKING_PREFIX}*`);
+      const after = await trackingRefs(git);
+      const updated: { branch: string; old: string | null; new: string | null }[] = [];
+      for (const name of new Set([...before.keys(), ...after.keys()])) {
+        const [o, n] = [before.get(name) ?? null, after.get(name) ?? null];
+        if (o !== n) updated.push({ branch: name, old: o, new: n });
+      }
+      return {
+        structured: { remote: git.ws.policy.remote, updated },
+        text: updated.length
+          ? updated
+              .map(
+                (u) =>
+                  `origin/${u.branch}: ${u.old?.slice(0, 12) ?? '(new)'} -> ${u.new?.slice(0, 12) ?? '(deleted)'}`,
+              )
+              .join('\n')
+          : 'already up to date',
+      };
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+export const gitPull = defineTool({
+  name: 'git_pull',
+  title: 'Pull the current branch',
+  description:
+    'Fetches the current branch from the policy remote and fast-forwards to it (a merge commit only if the policy allows merges).',
+  input: z.object({ workspace: workspaceArg }).strict(),
+  output: z.object({
+    branch: z.string(),
+    from: z.string().nullable(),
+    to: z.string(),
+    result: z.enum(['up-to-date', 'fast-forward', 'merge']),
+  }),
+  options: pullOptionsSchema,
+  annotations: {
+    title: 'Pull the current branch',
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: false,
+    openWorldHint: true,
+  },
+  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
+  async run(args, rawCtx) {
+    const ctx = ctxOf(rawCtx);
+    const options = ctx.options as PullOptions;
+    const git = await openWorkspace(ctx, args.workspace);
+    const branch = await currentBranch(git);
+    if (!branch) throw new ToolError('HEAD is detached; switch to a branch first', 'invalid');
+    return withLock(git.ws.gitDir, async () => {
+      await fetchFromPolicyRemote(git, `+refs/heads/${branch}:${TRACKING_PREFIX}${branch}`);
+      const target = await git.refSha(`${TRACKING_PREFIX}${branch}`);
+      if (!target) throw new ToolError(`the remote has no branch "${branch}"`);
+      const from = (await git.refSha('HEAD')) ?? null;
+      if (from === target) {
+        return {
+          structured: { branch, from, to: target, result: 'up-to-date' as const },
+          text: `${branch} is up to date`,
+        };
+      }
+      const ff =
+        from === null ||
+        (await git.run(['merge-base', '--is-ancestor', from, target], { allowFailure: true })).code === 0;
+      if (!ff && !options.merge) {
+        throw new ToolError(
+          `${branch} has diverged from the remote and the policy allows fast-forward pulls only`,
+          'denied',
+          'git.tools.git_pull.merge',
+        );
+      }
+      const mergeArgs = ['merge', '--quiet', '--no-edit', '--no-verify', '--no-stat'];
+      mergeArgs.push(ff ? '--ff-only' : '--no-ff', target);
+      const r = await git.run(mergeArgs, { allowFailure: true });
+      if (r.code !== 0) {
+        // Leave the work tree as it was, never half-merged.
+        await git.run(['merge', '--abort'], { allowFailure: true });
+        throw new ToolError(
+          `git merge failed (merge aborted): ${r.stderr.trim().split('\n').slice(-4).join('\n') || r.stdout.toString('utf8').trim().split('\n').slice(-4).join('\n')}`,
+        );
+      }
+      const to = (await git.refSha('HEAD')) ?? target;
+      const result = ff ? ('fast-forward' as const) : ('merge' as const);
+      return {
+        structured: { branch, from, to, result },
+        text: `${branch}: ${result} ${from?.slice(0, 12) ?? '(empty)'} -> ${to.slice(0, 12)}`,
+      };
+    });
+  },
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const TAG_PREFIX = 'refs/tags/';
+
+export const gitPush = defineTool({
+  name: 'git_push',
+  title: 'Push a branch',
+  description:
+    'Pushes local branch `branch` to the same branch of the policy remote. force (if the policy allows) is --force-with-lease against the last fetch; delete removes the remote branch (if allowed); branch "refs/tags/<name>" pushes a tag (if allowed).',
+  input: z
+    .object({
+      workspace: workspaceArg,
+      branch: z.string().min(1).max(200),
+      force: z.boolean().optional(),
+      delete: z.boolean().optional().describe('Delete the remote branch instead of pushing'),
+    })
+    .strict(),
+  output: z.object({
+    ref: z.string(),
+    remote: z.string(),
+    pushed: z.boolean(),
+    forced: z.boolean(),
+    deleted: z.boolean(),
+    sha: z.string().nullable(),
+    summary: z.string(),
+    remoteMessages: z.string().describe('Lines the remote sent back ("remote: …"), e.g. why it refused'),
+  }),
+  options: pushOptionsSchema,
+  annotations: {
+    title: 'Push a branch',
+    readOnlyHint: false,
+    destructiveHint: true,
+    idempotentHint: false,
+    openWorldHint: true,
+  },
+  authorize(args, ctx) {
+    const ws = authorizeWorkspace(args.workspace, ctx.section as GitSection);
+    if (!ws.allow) return ws;
+    const options = ctx.options as PushOptions;
+    if (args.branch.startsWith(TAG_PREFIX)) {
+      if (!options.tags) return deny('git.tools.git_push.tags', 'pushing tags is not allowed by the policy');
+    } else if (!matchAny(options.branches, args.branch)) {
+      return deny(
+        'git.tools.git_push.branches',
+        options.branches.length
+          ? `branch "${args.branch}" matches none of ${options.branches.map((b) => `"${b}"`).join(', ')}`
+          : 'the policy lists no branches to push to',
+      );
+    }
+    if (args.force && !options.force)
+      return deny('git.tools.git_push.force', 'force pushes are not allowed by the policy');
+    if (args.delete && !options.delete)
+      return deny('git.tools.git_push.delete', 'deleting remote branches is not allowed by the policy');
+    return allow(
+      args.branch.startsWith(TAG_PREFIX) ? 'git.tools.git_push.tags' : 'git.tools.git_push.branches',
+    );
+  },
+  async run(args, rawCtx) {
+    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const isTag = args.branch.startsWith(TAG_PREFIX);
+    let ref: string;
+    if (isTag) {
+      const tag = args.branch.slice(TAG_PREFIX.length);
+      if (!tag || tag.startsWith('-')) throw new ToolError(`invalid tag name "${tag}"`, 'invalid');
+      await git.checkRefFormat(args.branch, `tag "${tag}"`);
+      ref = args.branch;
+    } else {
+      await git.checkBranchName(args.branch);
+      ref = `refs/heads/${args.branch}`;
+    }
+    const remote = git.ws.policy.remote;
+    return withLock(git.ws.gitDir, async () => {
+      const local = args.delete ? undefined : await git.refSha(ref);
+      if (!args.delete && !local)
+        throw new ToolError(`no local ${isTag ? 'tag' : 'branch'} "${args.branch}" to push`, 'invalid');
+      const tracking = isTag ? undefined : `${TRACKING_PREFIX}${args.branch}`;
+      const argv = ['push', '--porcelain', '--no-verify', '--recurse-submodules=no', '--no-follow-tags'];
+      if (args.force || args.delete) {
+        // The lease is our last fetch: a force push never clobbers commits we have not seen.
+        const expected = tracking ? ((await git.refSha(tracking)) ?? '') : '';
+        argv.push(`--force-with-lease=${ref}:${expected}`);
+      }
+      // Our own refspec from validated names: the local commit id onto the remote ref.
+      argv.push('--end-of-options', remote, args.delete ? `:${ref}` : `${local}:${ref}`);
+      const r = await git.run(argv, { network: true, allowFailure: true });
+      const out = git.scrub(r.stdout.toString('utf8'));
+      const line = out.split('\n').find((l) => /^[ +\-*=!]\t/.test(l) && l.includes(`\t`));
+      const flag = line?.[0];
+      const summary = (line?.split('\t')[2] ?? '').trim();
+      if (r.code !== 0 && flag !== '!') {
+        throw new ToolError(
+          `git push failed: ${r.stderr.trim().split('\n').slice(-4).join('\n') || 'no output'}`,
+        );
+      }
+      const pushed = r.code === 0 && flag !== '!';
+      if (pushed && tracking) {
+        // Record what the remote now has (an explicit URL push updates no tracking ref).
+        if (args.delete) await git.run(['update-ref', '-d', tracking], { allowFailure: true });
+        else if (local) await git.run(['update-ref', tracking, local]);
+      }
+      const structured = {
+        ref,
+        remote,
+        pushed,
+        forced: pushed && flag === '+',
+        deleted: pushed && !!args.delete,
+        sha: local ?? null,
+        summary: summary || (pushed ? 'done' : 'rejected'),
+        remoteMessages: r.stderr
+          .split('\n')
+          .filter((l) => l.startsWith('remote:'))
+          .join('\n')
+          .slice(0, 16 * 1024),
+      };
+      const text = pushed
+        ? `pushed ${args.delete ? `deletion of ${ref}` : `${local?.slice(0, 12)} to ${ref}`} (${structured.summary})`
+        : `push of ${ref} rejected: ${structured.summary}${structured.remoteMessages ? `\n${structured.remoteMessages}` : ''}`;
+      return { structured, text };
+    });
+  },
+});
+
+export const gitTools = [
+  gitStatus,
+  gitDiff,
+  gitLog,
+  gitShow,
+  gitBranchList,
+  gitCreateBranch,
+  gitCheckout,
+  gitAdd,
+  gitCommit,
+  gitFetch,
+  gitPull,
+  gitPush,
+];

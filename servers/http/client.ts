@@ -1,0 +1,378 @@
+// The hardened upstream client behind http_request. What it guarantees, whatever the upstream
+// or the agent does:
+// - DNS is resolved once per hop, every address is classified (addresses.ts), and the socket is
+//   pinned to the checked address through a `lookup` that returns only it. The URL's host name
+//   still drives SNI, certificate verification and the Host header, so TLS is unchanged, and a
+//   second (rebinding) DNS answer is never consulted.
+// - No connection reuse (`agent: false`): a pooled socket would skip the pinned lookup.
+// - Redirects are never followed blindly: every hop is planned again by the caller's policy
+//   (`planHop`), which also decides that hop's headers, so a credential only goes to the origin
+//   it was injected for. At most `maxRedirects` hops.
+// - One deadline (`timeoutMs`) covers DNS, connect, headers and body over all hops, together
+//   with the caller's cancellation signal.
+// - The body is capped at `maxResponseBytes` on the wire and after decompression; once the cap is
+//   hit the socket is destroyed rather than drained.
+import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
+import { isIP, type LookupFunction } from 'node:net';
+import type { Transform } from 'node:stream';
+import zlib from 'node:zlib';
+import { ToolError } from '../../src/tool.js';
+import { classifyAddress, ipLiteralOf, isMetadataHostname } from './addresses.js';
+
+export interface ResolvedAddress {
+  address: string;
+  family: number;
+}
+
+/** Resolves a host name to all of its addresses (the seam tests use to prove pinning). */
+export type Resolver = (hostname: string) => Promise<ResolvedAddress[]>;
+
+export const systemResolver: Resolver = (hostname) =>
+  dns.promises.lookup(hostname, { all: true, verbatim: true });
+
+/** What the policy says about one hop (the first request, or a redirect target). */
+export interface HopPlan {
+  /** The complete request headers for this hop (sanitized caller headers + this origin's injection). */
+  headers: Record<string, string>;
+  /** From the matched policy entry: loopback/private addresses are acceptable. */
+  allowPrivateAddress: boolean;
+  /** Policy path named when the address check refuses (e.g. `http.hosts[0].allowPrivateAddress`). */
+  addressRule: string;
+}
+
+export interface HopRequest {
+  method: string;
+  url: URL;
+  /** 0 for the first request, n for the n-th redirect. */
+  hop: number;
+}
+
+export interface UpstreamRequest {
+  method: string;
+  url: URL;
+  body?: Buffer;
+  /** Checks a hop against the policy and returns its headers; throws ToolError('denied') to refuse. */
+  planHop(hop: HopRequest): Promise<HopPlan>;
+  maxResponseBytes: number;
+  timeoutMs: number;
+  signal: AbortSignal;
+  maxRedirects?: number;
+  resolve?: Resolver;
+}
+
+export interface UpstreamResponse {
+  status: number;
+  statusText: string;
+  /** Response headers as Node parsed them (lower-case names); without content-encoding/-length once decoded. */
+  headers: http.IncomingHttpHeaders;
+  /** The body after content decoding (unless the encoding was unknown: then `decoded` is false). */
+  body: Buffer;
+  decoded: boolean;
+  truncated: boolean;
+  /** The URL that produced this response. */
+  url: URL;
+  /** Redirect targets followed, in order. */
+  redirects: string[];
+}
+
+export const DEFAULT_MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const ACCEPT_ENCODING = 'gzip, deflate, br';
+
+export async function sendUpstream(req: UpstreamRequest): Promise<UpstreamResponse> {
+  const maxRedirects = req.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
+  const resolve = req.resolve ?? systemResolver;
+  const deadline = AbortSignal.any([req.signal, AbortSignal.timeout(req.timeoutMs)]);
+  const describeAbort = () =>
+    req.signal.aborted
+      ? new ToolError('request cancelled', 'upstream')
+      : new ToolError(`upstream did not complete within ${req.timeoutMs} ms (http.timeoutMs)`, 'upstream');
+
+  let method = req.method;
+  let url = req.url;
+  let body = req.body;
+  const redirects: string[] = [];
+  try {
+    for (let hop = 0; ; hop++) {
+      if (deadline.aborted) throw describeAbort();
+      const plan = await withDeadline(req.planHop({ method, url, hop }), deadline); // may fetch secrets
+      const pinned = await withDeadline(pinAddress(url, plan, resolve), deadline);
+      const headers: Record<string, string> = { ...plan.headers, 'accept-encoding': ACCEPT_ENCODING };
+      if (body !== undefined) headers['content-length'] = String(body.length);
+      const res = await openResponse(method, url, headers, body, pinned, deadline);
+      const location = res.headers.location;
+      if (REDIRECT_STATUSES.has(res.statusCode ?? 0) && location) {
+        res.destroy();
+        if (redirects.length >= maxRedirects) {
+          throw new ToolError(
+            `too many redirects: stopped after ${maxRedirects} (last target ${location})`,
+            'upstream',
+          );
+        }
+        let next: URL;
+        try {
+          next = new URL(location, url);
+        } catch {
+          throw new ToolError(
+            `upstream redirected to an invalid URL: ${JSON.stringify(location)}`,
+            'upstream',
+          );
+        }
+        // As browsers do: 303, and 301/302 for anything but GET/HEAD, turn into a body-less GET;
+        // 307/308 repeat the same method and body.
+        if ([301, 302, 303].includes(res.statusCode ?? 0) && method !== 'GET' && method !== 'HEAD') {
+          method = 'GET';
+          body = undefined;
+        }
+        url = next;
+        redirects.push(next.href);
+        continue;
+      }
+      const {
+        body: responseBody,
+        decoded,
+        truncated,
+        unwrapped,
+      } = await readBody(res, req.maxResponseBytes, deadline);
+      const responseHeaders = { ...res.headers };
+      if (unwrapped) {
+        // These described the compressed wire body, not the one we return.
+        delete responseHeaders['content-encoding'];
+        delete responseHeaders['content-length'];
+      }
+      return {
+        status: res.statusCode ?? 0,
+        statusText: res.statusMessage ?? '',
+        headers: responseHeaders,
+        body: responseBody,
+        decoded,
+        truncated,
+        url,
+        redirects,
+      };
+    }
+  } catch (err) {
+    if (err instanceof ToolError) throw err;
+    if (deadline.aborted) throw describeAbort();
+    throw new ToolError(`request to ${url.origin} failed: ${networkErrorText(err)}`, 'upstream');
+  }
+}
+
+function networkErrorText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code ? `${e.code}` : e.message || String(err);
+}
+
+/** Resolves the hop's host once, checks every address, and returns the one to connect to. */
+async function pinAddress(url: URL, plan: HopPlan, resolve: Resolver): Promise<ResolvedAddress> {
+  const host = url.hostname;
+  if (isMetadataHostname(host)) {
+    throw new ToolError(
+      `${host} is a cloud metadata endpoint, which is never reachable`,
+      'denied',
+      'http.hosts',
+    );
+  }
+  const literal = ipLiteralOf(host);
+  const addresses = literal ? [{ address: literal, family: isIP(literal) }] : await resolve(host);
+  if (addresses.length === 0) throw new ToolError(`${host} did not resolve to any address`, 'upstream');
+  for (const { address } of addresses) {
+    const verdict = classifyAddress(address);
+    if (verdict.kind === 'metadata') {
+      throw new ToolError(
+        `${host} resolves to ${address}, a cloud metadata endpoint, which is never reachable`,
+        'denied',
+        'http.hosts',
+      );
+    }
+    if (verdict.kind === 'private' && !plan.allowPrivateAddress) {
+      throw new ToolError(
+        `${host} resolves to ${address} (${verdict.range}), which is not a public address; ` +
+          `only a policy entry with allowPrivateAddress: true may reach it`,
+        'denied',
+        plan.addressRule,
+      );
+    }
+  }
+  const first = addresses[0]!;
+  return { address: first.address, family: first.family === 6 ? 6 : 4 };
+}
+
+/** A `lookup` for net.connect that only ever answers with the address we checked. */
+function pinnedLookup(pinned: ResolvedAddress): LookupFunction {
+  return (_hostname, options, callback) => {
+    if (options.all) callback(null, [{ address: pinned.address, family: pinned.family }]);
+    else callback(null, pinned.address, pinned.family);
+  };
+}
+
+function openResponse(
+  method: string,
+  url: URL,
+  headers: Record<string, string>,
+  body: Buffer | undefined,
+  pinned: ResolvedAddress,
+  deadline: AbortSignal,
+): Promise<http.IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const options: https.RequestOptions = {
+      method,
+      hostname: ipLiteralOf(url.hostname) ?? url.hostname,
+      port: url.port || (url.protocol === 'https:' ? 443 : 80),
+      path: url.pathname + url.search,
+      headers,
+      agent: false,
+      lookup: pinnedLookup(pinned),
+      // Never let NODE_TLS_REJECT_UNAUTHORIZED (or anything else) weaken verification.
+      rejectUnauthorized: true,
+    };
+    // Until the response head arrives the deadline destroys the request; readBody takes over after.
+    const onAbort = () =>
+      request.destroy(deadline.reason instanceof Error ? deadline.reason : new Error('aborted'));
+    const request = (url.protocol === 'https:' ? https : http).request(options, (res) => {
+      deadline.removeEventListener('abort', onAbort);
+      resolve(res);
+    });
+    request.on('error', (err) => {
+      deadline.removeEventListener('abort', onAbort);
+      reject(err);
+    });
+    if (deadline.aborted) return onAbort();
+    deadline.addEventListener('abort', onAbort, { once: true });
+    request.end(body);
+  });
+}
+
+function decoderFor(contentEncoding: string | undefined): Transform | null | undefined {
+  const encoding = (contentEncoding ?? '').trim().toLowerCase();
+  // SYNC_FLUSH: a body cut at the wire cap still yields everything decodable so far.
+  switch (encoding) {
+    case '':
+    case 'identity':
+      return null;
+    case 'gzip':
+    case 'x-gzip':
+      return zlib.createGunzip({ finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    case 'deflate': // the zlib format (RFC 9110); a raw deflate stream fails to decode and is reported
+      return zlib.createInflate({ finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    case 'br':
+      return zlib.createBrotliDecompress({ finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH });
+    default:
+      return undefined; // unknown or stacked encoding: hand back the raw bytes
+  }
+}
+
+/** Reads the body up to `maxBytes` on the wire and after decoding, destroying the socket at the cap. */
+function readBody(
+  res: http.IncomingMessage,
+  maxBytes: number,
+  deadline: AbortSignal,
+): Promise<{ body: Buffer; decoded: boolean; truncated: boolean; unwrapped: boolean }> {
+  const decoder = decoderFor(res.headers['content-encoding']);
+  const decoded = decoder !== undefined;
+  const unwrapped = !!decoder;
+  return new Promise((resolve, reject) => {
+    const kept: Buffer[] = [];
+    let keptBytes = 0;
+    let wireBytes = 0;
+    let truncated = false;
+    let fed = false;
+    let inputEnded = false;
+    let done = false;
+
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      deadline.removeEventListener('abort', onAbort);
+      res.destroy();
+      decoder?.destroy();
+      if (err) reject(err);
+      else resolve({ body: Buffer.concat(kept), decoded, truncated, unwrapped });
+    };
+    const onAbort = () => finish(deadline.reason instanceof Error ? deadline.reason : new Error('aborted'));
+    const keep = (chunk: Buffer) => {
+      if (done) return;
+      const room = maxBytes - keptBytes;
+      if (chunk.length > room) {
+        kept.push(chunk.subarray(0, room));
+        keptBytes = maxBytes;
+        truncated = true;
+        finish();
+        return;
+      }
+      kept.push(chunk);
+      keptBytes += chunk.length;
+    };
+
+    if (deadline.aborted) return onAbort();
+    deadline.addEventListener('abort', onAbort, { once: true });
+
+    if (decoder) {
+      decoder.on('data', keep);
+      decoder.on('end', () => finish());
+      decoder.on('error', (err) => {
+        // A body we cut ourselves may end mid-stream; keep what decoded.
+        if (truncated) finish();
+        else
+          finish(
+            new ToolError(
+              `response body could not be decoded (${res.headers['content-encoding']}): ${err.message}`,
+            ),
+          );
+      });
+    }
+    const feed = (chunk: Buffer) => {
+      fed = true;
+      if (decoder) decoder.write(chunk);
+      else keep(chunk);
+    };
+    const endOfInput = () => {
+      if (inputEnded) return;
+      inputEnded = true;
+      if (decoder && fed) decoder.end();
+      else finish();
+    };
+
+    res.on('data', (chunk: Buffer) => {
+      if (done) return;
+      wireBytes += chunk.length;
+      if (wireBytes > maxBytes) {
+        truncated = true;
+        feed(chunk.subarray(0, chunk.length - (wireBytes - maxBytes)));
+        endOfInput();
+        res.destroy(); // stop reading: no draining of an oversized body
+        return;
+      }
+      feed(chunk);
+    });
+    res.on('end', endOfInput);
+    // Once we stopped reading (cap or end), the socket's own teardown is not an upstream failure.
+    res.on('error', (err) => {
+      if (!inputEnded) finish(err);
+    });
+    res.on('aborted', () => {
+      if (!inputEnded) finish(new Error('upstream closed the connection mid-response'));
+    });
+  });
+}
+
+/** Awaits `work` but gives up as soon as `signal` aborts (DNS lookups cannot be cancelled). */
+function withDeadline<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,363 @@
+// http_request: one HTTP call to an upstream the team policy allows, made on the host, with the
+// policy's credential injected outside the sandbox. Schema, policy check and handler live here;
+// the hardened transport (DNS pinning, redirects, caps, deadline) is client.ts.
+import { z } from 'zod';
+import { matchAny } from '../../src/glob.js';
+import { allow, defineTool, deny, ToolError, type Decision, type SecretAccess } from '../../src/tool.js';
+import { classifyHostname } from './addresses.js';
+import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
+import {
+  CLIENT_CONTROLLED_HEADERS,
+  HEADER_NAME,
+  HTTP_METHODS,
+  SECRET_REF,
+  type HostEntry,
+  type HttpSection,
+} from './section.js';
+
+/** Largest request body sent upstream (UTF-8 bytes). */
+export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
+const MAX_REQUEST_HEADERS = 64;
+const MAX_HEADER_VALUE_BYTES = 8 * 1024;
+
+/** Caller headers that could carry or replace credentials: always dropped. */
+const CREDENTIAL_HEADER = /^(authorization|cookie|proxy-.*)$/;
+
+/** What Node itself refuses in a header value (anything but tab, visible ASCII and obs-text). */
+const INVALID_HEADER_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** Percent-encoded "/", "\", "." or NUL: an upstream that decodes them would see another path than the glob did. */
+const ENCODED_PATH_TRICK = /%(2f|5c|2e|00)/i;
+
+const input = z
+  .object({
+    method: z.enum(HTTP_METHODS).describe('Upper-case HTTP method'),
+    url: z
+      .string()
+      .min(1)
+      .max(8192)
+      .describe('Absolute http(s) URL; its origin, method and path must be allowed by the team policy'),
+    headers: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe(
+        'Request headers. Authorization, Cookie, Proxy-* and connection headers are dropped: credentials come from the policy',
+      ),
+    body: z
+      .string()
+      .refine((b) => Buffer.byteLength(b, 'utf8') <= MAX_REQUEST_BODY_BYTES, {
+        message: `body is larger than ${MAX_REQUEST_BODY_BYTES} bytes`,
+      })
+      .optional()
+      .describe(`Request body as UTF-8 text (at most ${MAX_REQUEST_BODY_BYTES} bytes)`),
+  })
+  .strict();
+
+/**
+ * status, headers, body, truncated: as SPEC. Also:
+ * - statusText: the upstream's reason phrase;
+ * - bodyEncoding: `utf8` for textual/JSON/XML content (or untyped valid UTF-8), else `base64`;
+ * - url: the URL that produced the response (after redirects);
+ * - redirects: each redirect target followed, in order;
+ * - droppedRequestHeaders: caller headers that were not sent (credentials, framing).
+ * Response headers are lower-cased, `set-cookie` is dropped, and after decompression
+ * `content-encoding`/`content-length` are dropped because they describe the wire body.
+ */
+const output = z.object({
+  status: z.number().int(),
+  statusText: z.string(),
+  headers: z.record(z.string(), z.string()),
+  body: z.string(),
+  bodyEncoding: z.enum(['utf8', 'base64']),
+  truncated: z.boolean(),
+  url: z.string(),
+  redirects: z.array(z.string()),
+  droppedRequestHeaders: z.array(z.string()),
+});
+
+const options = z.object({}).strict();
+
+export type HttpRequestArgs = z.output<typeof input>;
+export type HttpRequestResult = z.output<typeof output>;
+
+interface Match {
+  entry: HostEntry;
+  index: number;
+}
+
+const list = (items: Iterable<string>) => [...new Set(items)].join(', ');
+
+/**
+ * The policy decision for one request (the first one or a redirect hop). The WHATWG URL parser
+ * decides origin and path, exactly as the connection will use them.
+ */
+export function checkRequest(
+  section: HttpSection,
+  method: string,
+  rawUrl: string,
+): { decision: Decision; match?: Match; url?: URL } {
+  let url: URL;
+  try {
+    url = new URL(rawUrl);
+  } catch {
+    return { decision: deny('http.hosts', `not an absolute URL: ${JSON.stringify(rawUrl)}`) };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return { decision: deny('http.hosts', `only http: and https: URLs are allowed, not ${url.protocol}`) };
+  }
+  if (url.username || url.password) {
+    return {
+      decision: deny(
+        'http.hosts',
+        'URLs with user info (user@ or user:pass@) are refused; credentials come from the policy',
+      ),
+    };
+  }
+  const hostClass = classifyHostname(url.hostname);
+  if (hostClass?.kind === 'metadata') {
+    return {
+      decision: deny('http.hosts', `${url.hostname} is a cloud metadata endpoint, which is never reachable`),
+    };
+  }
+  const sameOrigin: Match[] = section.hosts
+    .map((entry, index) => ({ entry, index }))
+    .filter(({ entry }) => entry.origin === url.origin);
+  if (sameOrigin.length === 0) {
+    const origins = list(section.hosts.map((h) => h.origin)) || '(none)';
+    return {
+      decision: deny(
+        'http.hosts',
+        `no policy entry allows origin ${url.origin}; allowed origins: ${origins}`,
+      ),
+    };
+  }
+  const first = sameOrigin[0]!;
+  if (ENCODED_PATH_TRICK.test(url.pathname)) {
+    return {
+      decision: deny(
+        `http.hosts[${first.index}].paths`,
+        `path ${url.pathname} contains an encoded "/", "\\", "." or NUL (%2F, %5C, %2E, %00), which is refused so path rules cannot be bypassed`,
+      ),
+    };
+  }
+  const methodOk = sameOrigin.filter(({ entry }) => (entry.methods as readonly string[]).includes(method));
+  if (methodOk.length === 0) {
+    return {
+      decision: deny(
+        `http.hosts[${first.index}].methods`,
+        `${method} is not allowed for ${url.origin}; allowed methods: ${list(sameOrigin.flatMap((m) => m.entry.methods))}`,
+      ),
+    };
+  }
+  const match = methodOk.find(({ entry }) => matchAny(entry.paths, url.pathname) !== undefined);
+  if (!match) {
+    return {
+      decision: deny(
+        `http.hosts[${methodOk[0]!.index}].paths`,
+        `path ${url.pathname} is not allowed for ${method} ${url.origin}; allowed paths: ${list(methodOk.flatMap((m) => m.entry.paths))}`,
+      ),
+    };
+  }
+  if (hostClass?.kind === 'private' && !match.entry.allowPrivateAddress) {
+    return {
+      decision: deny(
+        `http.hosts[${match.index}].allowPrivateAddress`,
+        `${url.hostname} is a ${hostClass.range} address; only an entry with allowPrivateAddress: true may reach it`,
+      ),
+    };
+  }
+  return { decision: allow(`http.hosts[${match.index}]`), match, url };
+}
+
+/**
+ * Validates the caller's headers and drops those it may not set. Names come back lower-case.
+ * Throws ToolError('invalid') on anything that could split or smuggle a header.
+ */
+export function sanitizeCallerHeaders(headers: Record<string, string> | undefined): {
+  headers: Record<string, string>;
+  dropped: string[];
+} {
+  const kept: Record<string, string> = {};
+  const dropped: string[] = [];
+  const entries = Object.entries(headers ?? {});
+  if (entries.length > MAX_REQUEST_HEADERS) {
+    throw new ToolError(`at most ${MAX_REQUEST_HEADERS} request headers are allowed`, 'invalid');
+  }
+  for (const [name, value] of entries) {
+    if (/[\0\r\n]/.test(name) || /[\0\r\n]/.test(value)) {
+      throw new ToolError(`header ${JSON.stringify(name)} contains CR, LF or NUL`, 'invalid');
+    }
+    if (!HEADER_NAME.test(name))
+      throw new ToolError(`${JSON.stringify(name)} is not a valid header name`, 'invalid');
+    if (INVALID_HEADER_VALUE_CHAR.test(value)) {
+      throw new ToolError(`header ${name} has a control or non-Latin-1 character in its value`, 'invalid');
+    }
+    if (Buffer.byteLength(value) > MAX_HEADER_VALUE_BYTES) {
+      throw new ToolError(`header ${name} is longer than ${MAX_HEADER_VALUE_BYTES} bytes`, 'invalid');
+    }
+    const lower = name.toLowerCase();
+    if (lower in kept) throw new ToolError(`header ${name} is given twice`, 'invalid');
+    if (CREDENTIAL_HEADER.test(lower) || CLIENT_CONTROLLED_HEADERS.has(lower)) {
+      dropped.push(name);
+      continue;
+    }
+    kept[lower] = value;
+  }
+  return { headers: kept, dropped };
+}
+
+/** Builds the inject header value on the host; the secret never passes through the agent. */
+async function injectedValue(entry: HostEntry, secrets: SecretAccess): Promise<string> {
+  const template = entry.inject!.value;
+  const values = new Map<string, string>();
+  for (const m of template.matchAll(SECRET_REF)) {
+    const name = m[1]!;
+    if (!values.has(name)) values.set(name, await secrets.get(name));
+  }
+  const value = template.replace(SECRET_REF, (_ref, name: string) => values.get(name)!);
+  if (INVALID_HEADER_VALUE_CHAR.test(value)) {
+    // Name the header and secrets only: the value is the credential.
+    throw new ToolError(
+      `the ${entry.inject!.header} value for ${entry.origin} contains a control character (check secrets ${list(values.keys())})`,
+      'upstream',
+    );
+  }
+  return value;
+}
+
+const TEXTUAL_TYPE =
+  /^(text\/|application\/(json|xml|javascript|ecmascript|x-www-form-urlencoded|graphql|yaml|x-yaml|x-ndjson)\b|[^;]*\+(json|xml)\b)/i;
+
+function bodyEncodingFor(contentType: string | undefined, body: Buffer, decoded: boolean): 'utf8' | 'base64' {
+  if (!decoded) return 'base64'; // still compressed in an encoding we do not decode
+  if (contentType) return TEXTUAL_TYPE.test(contentType.trim()) ? 'utf8' : 'base64';
+  if (body.includes(0)) return 'base64';
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(body);
+    return 'utf8';
+  } catch {
+    return 'base64';
+  }
+}
+
+function responseHeaders(res: UpstreamResponse): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(res.headers)) {
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (lower === 'set-cookie' || lower === 'set-cookie2') continue; // session credentials
+    out[lower] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return out;
+}
+
+const TEXT_HEADERS = ['content-type', 'content-length', 'location', 'retry-after'];
+
+function render(result: HttpRequestResult, method: string, maxBytes: number): string {
+  const lines = [`HTTP ${result.status} ${result.statusText}`.trimEnd() + ` (${method} ${result.url})`];
+  if (result.redirects.length > 0) lines.push(`redirected ${result.redirects.length}x`);
+  for (const name of TEXT_HEADERS) {
+    if (result.headers[name] !== undefined) lines.push(`${name}: ${result.headers[name]}`);
+  }
+  if (result.droppedRequestHeaders.length > 0)
+    lines.push(`(not sent: ${result.droppedRequestHeaders.join(', ')})`);
+  lines.push('');
+  if (result.bodyEncoding === 'utf8') lines.push(result.body);
+  else
+    lines.push(
+      `[binary body, ${Buffer.from(result.body, 'base64').length} bytes; base64 in structuredContent.body]`,
+    );
+  if (result.truncated) lines.push(`[truncated at ${maxBytes} bytes (http.maxResponseBytes)]`);
+  return lines.join('\n');
+}
+
+export interface HttpRequestDeps {
+  /** DNS seam (tests): defaults to dns.promises.lookup with all: true. */
+  resolve?: Resolver;
+}
+
+export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
+  return defineTool<typeof input, typeof output, typeof options, HttpSection>({
+    name: 'http_request',
+    title: 'HTTP request',
+    description:
+      'Sends one HTTP request to an upstream allowed by the team policy (origin, method and path), adding the ' +
+      "policy's credential header on the host. Redirects are followed only to allowed targets. Returns status, " +
+      'lower-cased headers, body (utf8 or base64) and whether the body was truncated.',
+    input,
+    output,
+    options,
+    annotations: {
+      title: 'HTTP request',
+      readOnlyHint: false,
+      destructiveHint: true,
+      idempotentHint: false,
+      openWorldHint: true,
+    },
+
+    authorize(args, ctx) {
+      return checkRequest(ctx.section, args.method, args.url).decision;
+    },
+
+    async run(args, ctx) {
+      const section = ctx.section;
+      const caller = sanitizeCallerHeaders(args.headers);
+      const dropped = [...caller.dropped];
+      const first = checkRequest(section, args.method, args.url);
+      if (!first.decision.allow) throw new ToolError(first.decision.reason, 'denied', first.decision.rule);
+
+      const response = await sendUpstream({
+        method: args.method,
+        url: first.url!,
+        body: args.body === undefined ? undefined : Buffer.from(args.body, 'utf8'),
+        maxResponseBytes: section.maxResponseBytes,
+        timeoutMs: section.timeoutMs,
+        signal: ctx.signal,
+        resolve: deps.resolve,
+        // Every hop is judged afresh; its headers carry only the credential of the entry matching that hop.
+        async planHop({ method, url, hop }) {
+          const checked = hop === 0 ? first : checkRequest(section, method, url.href);
+          if (!checked.decision.allow) {
+            throw new ToolError(
+              `redirect to ${url.href} refused: ${checked.decision.reason}`,
+              'denied',
+              checked.decision.rule,
+            );
+          }
+          const { entry, index } = checked.match!;
+          const headers = { ...caller.headers };
+          if (entry.inject) {
+            const injectName = entry.inject.header.toLowerCase();
+            if (injectName in headers) {
+              delete headers[injectName];
+              if (hop === 0) dropped.push(injectName);
+            }
+            headers[injectName] = await injectedValue(entry, ctx.secrets);
+          }
+          return {
+            headers,
+            allowPrivateAddress: entry.allowPrivateAddress,
+            addressRule: `http.hosts[${index}].allowPrivateAddress`,
+          };
+        },
+      });
+
+      const headers = responseHeaders(response);
+      const bodyEncoding = bodyEncodingFor(headers['content-type'], response.body, response.decoded);
+      const structured: HttpRequestResult = {
+        status: response.status,
+        statusText: response.statusText,
+        headers,
+        body: response.body.toString(bodyEncoding),
+        bodyEncoding,
+        truncated: response.truncated,
+        url: response.url.href,
+        redirects: response.redirects,
+        droppedRequestHeaders: dropped,
+      };
+      return { structured, text: render(structured, args.method, section.maxResponseBytes) };
+    },
+  });
+}
+
+export const httpRequestTool = createHttpRequestTool();

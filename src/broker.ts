@@ -1,0 +1,313 @@
+// The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
+// sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
+import { mkdir, readFile, writeFile, rename, lstat, unlink, chmod, chown } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { AuditLog } from './audit.js';
+import type { AirlockConfig } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { CallPipeline } from './pipeline.js';
+import { PolicyStore } from './policy.js';
+import { RateLimiter } from './ratelimit.js';
+import { Redactor } from './redact.js';
+import { SecretStore } from './secrets.js';
+import { SERVERS, SERVER_MAP } from './servers.js';
+import { NdjsonTransport } from './transport.js';
+import { openSession, type McpSession } from './session.js';
+import type { ServerName } from './tool.js';
+
+/** Sessions per socket; past this new connections are refused (fd exhaustion by one team). */
+const MAX_SESSIONS_PER_SOCKET = 256;
+/** A connection that has not completed the MCP handshake by then is closed. */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+const DRAIN_TIMEOUT_MS = 30_000;
+
+export interface Core {
+  config: AirlockConfig;
+  log: Logger;
+  redactor: Redactor;
+  secrets: SecretStore;
+  audit: AuditLog;
+  policies: PolicyStore;
+  pipeline: CallPipeline;
+  rateLimiter: RateLimiter;
+  close(): Promise<void>;
+}
+
+/** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
+export async function createCore(config: AirlockConfig, opts: { log?: Logger; watch?: boolean } = {}): Promise<Core> {
+  const redactor = new Redactor();
+  const log = opts.log ?? createLogger(redactor);
+  const secrets = new SecretStore(config.secrets, redactor);
+  // Resolve every secret up front so the redactor knows all values before any call runs.
+  for (const r of await secrets.resolveAll()) {
+    if (!r.ok) log.warn({ secret: r.name, error: r.error }, 'secret does not resolve; calls that need it will fail');
+    else if (r.warning) log.warn({ secret: r.name, warning: r.warning }, 'secret warning');
+  }
+  const audit = await AuditLog.open(config.audit.file, { scrub: (entry) => redactor.scrubDeep(entry) });
+  let policies: PolicyStore;
+  try {
+    policies = await PolicyStore.load(config, SERVERS, log);
+  } catch (err) {
+    await audit.close();
+    throw err;
+  }
+  if (opts.watch !== false) policies.watch();
+  const rateLimiter = new RateLimiter();
+  const ratePath = path.join(config.stateDir, 'ratelimits.json');
+  try {
+    rateLimiter.restore(JSON.parse(await readFile(ratePath, 'utf8')));
+  } catch {
+    // No saved counters (first start) or unreadable: start with full buckets.
+  }
+  const pipeline = new CallPipeline({
+    servers: SERVER_MAP,
+    policies,
+    audit,
+    secrets,
+    redactor,
+    rateLimiter,
+    stateDir: config.stateDir,
+    log,
+  });
+  policies.on('change', (teams: string[]) => {
+    for (const team of teams) void pipeline.resetRuntimes(team);
+  });
+  return {
+    config,
+    log,
+    redactor,
+    secrets,
+    audit,
+    policies,
+    pipeline,
+    rateLimiter,
+    async close() {
+      policies.close();
+      await pipeline.resetRuntimes();
+      try {
+        await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+        const tmp = `${ratePath}.${process.pid}.tmp`;
+        await writeFile(tmp, JSON.stringify(rateLimiter.snapshot()), { mode: 0o600 });
+        await rename(tmp, ratePath);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
+      }
+      await audit.close();
+    },
+  };
+}
+
+interface Listener {
+  team: string;
+  server: ServerName;
+  socketPath: string;
+  net: net.Server;
+  sessions: Set<McpSession>;
+}
+
+export class Broker {
+  private readonly listeners = new Map<string, Listener>();
+  private stopping = false;
+  private syncing: Promise<void> = Promise.resolve();
+
+  private constructor(readonly core: Core) {}
+
+  static async start(config: AirlockConfig, opts: { log?: Logger } = {}): Promise<Broker> {
+    const core = await createCore(config, opts);
+    const broker = new Broker(core);
+    try {
+      await broker.syncSockets();
+    } catch (err) {
+      await broker.stop();
+      throw err;
+    }
+    core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
+    return broker;
+  }
+
+  /** Socket paths currently served, for logs and tests. */
+  sockets(): string[] {
+    return [...this.listeners.values()].map((l) => l.socketPath);
+  }
+
+  sessionCount(): number {
+    let n = 0;
+    for (const l of this.listeners.values()) n += l.sessions.size;
+    return n;
+  }
+
+  async reload(): Promise<void> {
+    const { changed, errors } = await this.core.policies.reload();
+    for (const e of errors) this.core.log.error(`${e.file}:${e.line}:${e.col}: ${e.message}`);
+    if (changed.length === 0) await this.syncSockets();
+  }
+
+  private async onPolicyChange(teams: string[]): Promise<void> {
+    await this.syncSockets();
+    for (const l of this.listeners.values()) {
+      if (teams.includes(l.team)) for (const s of l.sessions) s.notifyToolsChanged();
+    }
+    this.core.log.info({ teams }, 'policies reloaded');
+  }
+
+  /** Opens a socket for every (team, server) the policies enable and closes the rest. Serialized. */
+  syncSockets(): Promise<void> {
+    this.syncing = this.syncing.then(() => this.doSync()).catch((err) => {
+      this.core.log.error({ err: (err as Error).message }, 'could not update sockets');
+    });
+    return this.syncing;
+  }
+
+  private async doSync(): Promise<void> {
+    if (this.stopping) return;
+    const wanted = new Set<string>();
+    for (const policy of this.core.policies.teams()) {
+      for (const name of Object.keys(policy.servers)) {
+        if (!SERVER_MAP.has(name as ServerName)) continue;
+        const key = `${policy.team}/${name}`;
+        wanted.add(key);
+        if (!this.listeners.has(key)) await this.listen(policy.team, name as ServerName);
+      }
+    }
+    for (const [key, l] of this.listeners) {
+      if (!wanted.has(key)) await this.closeListener(key, l);
+    }
+  }
+
+  private async listen(team: string, server: ServerName): Promise<void> {
+    const { socketDir, socketGroup } = this.core.config;
+    const teamDir = path.join(socketDir, team);
+    await mkdir(socketDir, { recursive: true, mode: 0o755 });
+    await mkdir(teamDir, { recursive: true, mode: 0o750 });
+    await chmod(teamDir, 0o750);
+    if (socketGroup !== undefined) await chown(teamDir, process.getuid?.() ?? 0, socketGroup);
+    const socketPath = path.join(teamDir, `${server}.sock`);
+    await removeStaleSocket(socketPath);
+
+    const listener: Listener = { team, server, socketPath, net: net.createServer(), sessions: new Set() };
+    listener.net.maxConnections = MAX_SESSIONS_PER_SOCKET;
+    listener.net.on('connection', (conn) => void this.accept(listener, conn));
+    listener.net.on('error', (err) => this.core.log.error({ err: err.message, socketPath }, 'socket error'));
+    await new Promise<void>((resolve, reject) => {
+      listener.net.once('error', reject);
+      listener.net.listen(socketPath, () => {
+        listener.net.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(socketPath, 0o660);
+    if (socketGroup !== undefined) await chown(socketPath, process.getuid?.() ?? 0, socketGroup);
+    this.listeners.set(`${team}/${server}`, listener);
+    this.core.log.info({ team, server, socketPath }, 'listening');
+  }
+
+  private async accept(listener: Listener, conn: net.Socket): Promise<void> {
+    if (this.stopping) return void conn.destroy();
+    const log = this.core.log;
+    const transport = new NdjsonTransport(conn, conn, {
+      onProtocolError: (message) => log.warn({ team: listener.team, server: listener.server, message }, 'protocol error'),
+    });
+    const session = await openSession(this.core.pipeline, {
+      team: listener.team,
+      server: listener.server,
+      transport,
+      kind: 'socket',
+    });
+    listener.sessions.add(session);
+    const handshake = setTimeout(() => {
+      log.warn({ team: listener.team, server: listener.server }, 'no MCP handshake; closing connection');
+      void session.close();
+    }, HANDSHAKE_TIMEOUT_MS);
+    handshake.unref();
+    session.server.oninitialized = () => clearTimeout(handshake);
+    void session.closed.then(() => {
+      clearTimeout(handshake);
+      listener.sessions.delete(session);
+    });
+  }
+
+  private async closeListener(key: string, l: Listener): Promise<void> {
+    this.listeners.delete(key);
+    await new Promise<void>((resolve) => l.net.close(() => resolve()));
+    for (const s of l.sessions) await s.close().catch(() => undefined);
+    await unlink(l.socketPath).catch(() => undefined);
+    this.core.log.info({ team: l.team, server: l.server }, 'socket closed (no longer in policy)');
+  }
+
+  /** Stops accepting, lets in-flight calls finish (aborting them after the drain timeout), then closes. */
+  async stop(drainTimeoutMs = DRAIN_TIMEOUT_MS): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await this.syncing;
+    for (const l of this.listeners.values()) l.net.close();
+    this.core.log.info({ inFlight: this.core.pipeline.activeCalls }, 'draining');
+    const clean = await this.core.pipeline.drain(drainTimeoutMs);
+    // The SDK sends a handler's response a few microtasks after it returns: let those go out.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (!clean) this.core.log.warn('drain timed out; in-flight calls were aborted');
+    for (const l of this.listeners.values()) {
+      for (const s of l.sessions) await s.close().catch(() => undefined);
+      await unlink(l.socketPath).catch(() => undefined);
+    }
+    this.listeners.clear();
+    await this.core.close();
+  }
+}
+
+/** A leftover socket file from a crashed broker is removed; a live one means another broker runs. */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(socketPath);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive) throw new Error(`${socketPath} is served by another running broker`);
+  await unlink(socketPath);
+}
+
+/** `airlock stdio SERVER --team T`: one session on stdin/stdout, same policy, secrets and audit. */
+export async function serveStdio(config: AirlockConfig, server: ServerName, team: string): Promise<void> {
+  const core = await createCore(config);
+  const policy = core.policies.get(team);
+  if (!policy) {
+    await core.close();
+    throw new UserError(`no policy for team "${team}" in ${config.policies}`);
+  }
+  if (!policy.servers[server]) {
+    await core.close();
+    throw new UserError(`team "${team}" does not enable the ${server} server`);
+  }
+  const transport = new NdjsonTransport(process.stdin, process.stdout, {
+    onProtocolError: (message) => core.log.warn({ team, server, message }, 'protocol error'),
+  });
+  const session = await openSession(core.pipeline, { team, server, transport, kind: 'stdio' });
+  core.policies.on('change', (teams: string[]) => {
+    if (teams.includes(team)) session.notifyToolsChanged();
+  });
+  const stop = async () => {
+    await core.pipeline.drain(DRAIN_TIMEOUT_MS);
+    await session.close().catch(() => undefined);
+  };
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+  process.on('SIGHUP', () => void core.policies.reload());
+  await session.closed;
+  await core.pipeline.drain(DRAIN_TIMEOUT_MS);
+  await core.close();
+}
+
+/** An error the user can fix (bad input, bad policy): exit code 1. */
+export class UserError extends Error {
+  override name = 'UserError';
+}

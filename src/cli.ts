@@ -1,0 +1,210 @@
+#!/usr/bin/env node
+// The `airlock` command. Exit codes: 0 ok, 1 user error (bad input, bad policy), 2 internal error.
+import { realpathSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Broker, serveStdio, UserError } from './broker.js';
+import { ConfigError, loadConfig, type AirlockConfig } from './config.js';
+import { auditTailCommand, auditVerifyCommand } from './commands/audit.js';
+import { policyCheckCommand, policySchemaCommand } from './commands/policy.js';
+import { secretsCommand } from './commands/secrets.js';
+import { doctorCommand } from './commands/doctor.js';
+import { claudeConfigCommand } from './commands/claude-config.js';
+import { SERVERS, SERVER_MAP } from './servers.js';
+import type { ServerName } from './tool.js';
+import { VERSION } from './version.js';
+import bridge from './bridge.cjs';
+
+const HELP = `airlock ${VERSION} — credential broker for AI coding agents
+
+usage:
+  airlock serve [--config FILE]
+  airlock stdio SERVER --team TEAM [--config FILE]
+  airlock bridge SOCKET
+  airlock bridge --listen HOST:PORT SOCKET
+  airlock policy check [--config FILE] [PATH...]
+  airlock policy schema
+  airlock secrets set NAME | list | delete NAME      (set reads the value from stdin)
+  airlock audit verify [--file FILE] [--config FILE]
+  airlock audit tail [-f] [--team T] [--decision allow|deny] [--json] [-n N] [--file FILE]
+  airlock claude-config --team TEAM [--sandbox] [--config FILE]
+  airlock doctor [--config FILE]
+
+Every command accepts --config FILE (default ./airlock.yaml).`;
+
+const CLI_PATH = fileURLToPath(import.meta.url);
+
+async function config(file: string): Promise<AirlockConfig> {
+  return loadConfig(path.resolve(file));
+}
+
+type OptionSpec = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
+type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
+
+function parse(args: string[], options: OptionSpec = {}): Parsed {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: { config: { type: 'string', default: 'airlock.yaml' }, help: { type: 'boolean', short: 'h' }, ...options },
+  });
+  return { values: values as Parsed['values'], positionals };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(HELP + '\n');
+      return command === undefined ? 1 : 0;
+    case '--version':
+    case 'version':
+      process.stdout.write(VERSION + '\n');
+      return 0;
+
+    case 'serve': {
+      const { values } = parse(rest);
+      const broker = await Broker.start(await config(values.config as string));
+      for (const s of broker.sockets()) broker.core.log.info({ socket: s }, 'ready');
+      process.on('SIGHUP', () => void broker.reload());
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          void broker.stop().then(resolve);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      return 0;
+    }
+
+    case 'stdio': {
+      const { values, positionals } = parse(rest, { team: { type: 'string' } });
+      const server = positionals[0];
+      if (!server || positionals.length !== 1) throw new UserError('usage: airlock stdio SERVER --team TEAM');
+      if (!SERVER_MAP.has(server as ServerName)) {
+        throw new UserError(`unknown server "${server}"; available: ${[...SERVER_MAP.keys()].join(', ')}`);
+      }
+      if (!values.team) throw new UserError('--team TEAM is required');
+      await serveStdio(await config(values.config as string), server as ServerName, values.team as string);
+      return 0;
+    }
+
+    case 'bridge': {
+      // The bridge takes its own simple argv; --config is accepted and ignored.
+      const args: string[] = [];
+      for (let i = 0; i < rest.length; i++) {
+        if (rest[i] === '--config') i++;
+        else if (rest[i]!.startsWith('--config=')) continue;
+        else args.push(rest[i]!);
+      }
+      return bridge.runBridge(args);
+    }
+
+    case 'policy': {
+      const [sub, ...more] = rest;
+      const { values, positionals } = parse(more);
+      if (sub === 'check') {
+        return policyCheckCommand({ config: path.resolve(values.config as string), paths: positionals, servers: SERVERS });
+      }
+      if (sub === 'schema') return policySchemaCommand({ servers: SERVERS });
+      throw new UserError('usage: airlock policy check [PATH...] | airlock policy schema');
+    }
+
+    case 'secrets': {
+      const [sub, ...more] = rest;
+      const { positionals } = parse(more);
+      if (sub !== 'set' && sub !== 'list' && sub !== 'delete') {
+        throw new UserError('usage: airlock secrets set NAME | list | delete NAME');
+      }
+      if (sub === 'list' ? positionals.length !== 0 : positionals.length !== 1) {
+        throw new UserError(
+          sub === 'set'
+            ? 'usage: airlock secrets set NAME   (the value is read from stdin, never from the command line)'
+            : `usage: airlock secrets ${sub}${sub === 'list' ? '' : ' NAME'}`,
+        );
+      }
+      return secretsCommand({ action: sub, name: positionals[0], stdin: process.stdin });
+    }
+
+    case 'audit': {
+      const [sub, ...more] = rest;
+      const { values, positionals } = parse(more, {
+        file: { type: 'string' },
+        follow: { type: 'boolean', short: 'f' },
+        team: { type: 'string' },
+        decision: { type: 'string' },
+        json: { type: 'boolean' },
+        lines: { type: 'string', short: 'n' },
+      });
+      if (positionals.length) throw new UserError(`unexpected argument "${positionals[0]}"`);
+      const file = values.file ? path.resolve(values.file as string) : (await config(values.config as string)).audit.file;
+      if (sub === 'verify') return auditVerifyCommand({ file });
+      if (sub === 'tail') {
+        const decision = values.decision as string | undefined;
+        if (decision !== undefined && decision !== 'allow' && decision !== 'deny') {
+          throw new UserError('--decision must be allow or deny');
+        }
+        const controller = new AbortController();
+        process.once('SIGINT', () => controller.abort());
+        process.once('SIGTERM', () => controller.abort());
+        return auditTailCommand({
+          file,
+          follow: Boolean(values.follow),
+          team: values.team as string | undefined,
+          decision,
+          json: Boolean(values.json),
+          lines: values.lines !== undefined ? Number(values.lines) : undefined,
+          signal: controller.signal,
+        });
+      }
+      throw new UserError('usage: airlock audit verify | airlock audit tail');
+    }
+
+    case 'claude-config': {
+      const { values } = parse(rest, { team: { type: 'string' }, sandbox: { type: 'boolean' } });
+      if (!values.team) throw new UserError('--team TEAM is required');
+      return claudeConfigCommand({
+        config: await config(values.config as string),
+        team: values.team as string,
+        sandbox: Boolean(values.sandbox),
+        cliPath: CLI_PATH,
+      });
+    }
+
+    case 'doctor': {
+      const { values } = parse(rest);
+      return doctorCommand({ configFile: path.resolve(values.config as string) });
+    }
+
+    default:
+      throw new UserError(`unknown command "${command}"\n\n${HELP}`);
+  }
+}
+
+function isUserError(err: unknown): boolean {
+  if (err instanceof UserError || err instanceof ConfigError) return true;
+  const code = (err as { code?: string })?.code;
+  // util.parseArgs reports unknown options and missing values with these codes.
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+}
+
+if (process.argv[1] && realpathSync(path.resolve(process.argv[1])) === realpathSync(CLI_PATH)) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: Error) => {
+      if (err instanceof ConfigError) {
+        for (const i of err.issues) process.stderr.write(`${i.file}:${i.line}:${i.col}: ${i.message}\n`);
+        if (err.issues.length === 0) process.stderr.write(`airlock: ${err.message}\n`);
+      } else {
+        process.stderr.write(`airlock: ${err.message}\n`);
+      }
+      process.exitCode = isUserError(err) ? 1 : 2;
+    },
+  );
+}

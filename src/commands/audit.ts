@@ -1,0 +1,295 @@
+// `airlock audit verify` and `airlock audit tail`. Records hold text chosen by a possibly hostile
+// agent (arguments, denial reasons), so everything printed as a table has control characters
+// escaped: a record cannot move the cursor or recolour an operator's terminal.
+import { open, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { readAuditLines, readAuditLinesBackward, verifyAuditFile, type AuditRecord } from '../audit.js';
+
+type Out = NodeJS.WritableStream;
+
+function write(out: Out, text: string): void {
+  out.write(text.endsWith('\n') ? text : text + '\n');
+}
+
+/** Escapes C0/C1 controls (ESC, CR, BEL, …) and bidi overrides so text prints as one inert line. */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) =>
+    c === '\t' ? ' ' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+function errorCode(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code ?? (err instanceof Error ? err.message : String(err));
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+export async function auditVerifyCommand(opts: { file: string; out?: Out }): Promise<number> {
+  const out = opts.out ?? process.stdout;
+  let result;
+  try {
+    result = await verifyAuditFile(opts.file);
+  } catch (err) {
+    write(out, `cannot read ${opts.file}: ${errorCode(err)}`);
+    return 1;
+  }
+  if (result.ok) {
+    write(out, `ok: ${result.count} records, chain intact`);
+    return 0;
+  }
+  write(out, `broken at line ${result.line}: ${result.reason}`);
+  if (result.text !== undefined) write(out, `  ${printable(result.text)}`);
+  write(out, `(${result.count} records before it verify)`);
+  return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// table
+
+const COLUMNS = ['SEQ', 'TIME', 'TEAM', 'SERVER', 'TOOL', 'PHASE', 'DECISION', 'DURATION', 'RESULT'] as const;
+type Column = (typeof COLUMNS)[number];
+/** Longest cell kept per column; longer cells are cut with "…". */
+const MAX_WIDTH: Record<Column, number> = {
+  SEQ: 10,
+  TIME: 24,
+  TEAM: 24,
+  SERVER: 10,
+  TOOL: 28,
+  PHASE: 7,
+  DECISION: 8,
+  DURATION: 10,
+  RESULT: 100,
+};
+const RIGHT_ALIGNED = new Set<Column>(['SEQ', 'DURATION']);
+
+export type AuditTableWidths = Record<Column, number>;
+
+function text(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  return printable(typeof value === 'string' ? value : JSON.stringify(value));
+}
+
+function formatDuration(ms: unknown): string {
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) return '-';
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;
+}
+
+function resultCell(r: AuditRecord): string {
+  if (r.decision === 'deny' || r.outcome === 'denied') {
+    return `denied: ${text(r.rule)}${r.reason !== undefined ? `: ${text(r.reason)}` : ''}`;
+  }
+  if (r.outcome === 'error') return `error${r.error !== undefined ? `: ${text(r.error)}` : ''}`;
+  if (r.outcome !== undefined) return text(r.outcome);
+  return r.phase === 'request' ? '…' : '';
+}
+
+function cells(r: AuditRecord): Record<Column, string> {
+  return {
+    SEQ: text(r.seq),
+    TIME: text(r.ts),
+    TEAM: text(r.team),
+    SERVER: text(r.server),
+    TOOL: text(r.tool),
+    PHASE: text(r.phase),
+    DECISION: text(r.decision),
+    DURATION: r.phase === 'request' ? '' : formatDuration(r.durationMs),
+    RESULT: resultCell(r),
+  };
+}
+
+function clip(s: string, width: number): string {
+  return s.length > width ? s.slice(0, Math.max(0, width - 1)) + '…' : s;
+}
+
+/** Typical widths, so rows followed after an empty or narrow first table still line up. */
+const FOLLOW_MIN_WIDTH: Record<Column, number> = {
+  SEQ: 6,
+  TIME: 24,
+  TEAM: 12,
+  SERVER: 8,
+  TOOL: 20,
+  PHASE: 7,
+  DECISION: 8,
+  DURATION: 8,
+  RESULT: 0,
+};
+
+/** Column widths that fit `records` (and the headers), each capped; `minimum` widens them. */
+export function auditTableWidths(
+  records: AuditRecord[],
+  minimum?: Partial<AuditTableWidths>,
+): AuditTableWidths {
+  const widths = Object.fromEntries(
+    COLUMNS.map((c) => [c, Math.max(c.length, minimum?.[c] ?? 0)]),
+  ) as AuditTableWidths;
+  for (const r of records) {
+    const row = cells(r);
+    for (const c of COLUMNS) widths[c] = Math.min(MAX_WIDTH[c], Math.max(widths[c], row[c].length));
+  }
+  return widths;
+}
+
+function formatRow(row: Record<Column, string>, widths: AuditTableWidths): string {
+  return COLUMNS.map((c, i) => {
+    // Cut at the column's cap only: a row printed later with narrower widths overflows, not truncates.
+    const cell = clip(row[c], MAX_WIDTH[c]);
+    if (i === COLUMNS.length - 1) return cell; // no trailing padding
+    return RIGHT_ALIGNED.has(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c]);
+  })
+    .join('  ')
+    .trimEnd();
+}
+
+/** One record as a table row with the given widths (for rows printed after the table, as in `tail -f`). */
+export function formatAuditRow(record: AuditRecord, widths: AuditTableWidths): string {
+  return formatRow(cells(record), widths);
+}
+
+/** The header line for `widths`. */
+export function formatAuditHeader(widths: AuditTableWidths): string {
+  return formatRow(Object.fromEntries(COLUMNS.map((c) => [c, c])) as Record<Column, string>, widths);
+}
+
+/** Records as a readable table: a header, then one line per record. No trailing newline. */
+export function formatAuditTable(records: AuditRecord[]): string {
+  const widths = auditTableWidths(records);
+  return [formatAuditHeader(widths), ...records.map((r) => formatAuditRow(r, widths))].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// tail
+
+export interface AuditTailOptions {
+  file: string;
+  follow: boolean;
+  team?: string;
+  decision?: 'allow' | 'deny';
+  json?: boolean;
+  /** How many of the last matching records to print first (default 10). */
+  lines?: number;
+  out?: Out;
+  signal?: AbortSignal;
+  /** How often `follow` looks for new lines (default 250 ms). */
+  pollMs?: number;
+}
+
+function parseLine(line: string): AuditRecord | null {
+  try {
+    const v = JSON.parse(line) as unknown;
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as AuditRecord) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The last `count` matching records of `file` (read backwards from the end, so a large log costs
+ * little), and the offset just after the last complete line.
+ */
+async function lastRecords(
+  file: string,
+  count: number,
+  matches: (r: AuditRecord) => boolean,
+): Promise<{ records: AuditRecord[]; skipped: number; offset: number; ino: number }> {
+  const fh = await open(file, 'r');
+  try {
+    const st = await fh.stat();
+    const records: AuditRecord[] = [];
+    let skipped = 0;
+    let offset = st.size;
+    if (st.size === 0) return { records, skipped, offset, ino: st.ino };
+    const last = Buffer.alloc(1);
+    await fh.read(last, 0, 1, st.size - 1);
+    let first = true;
+    for await (const { text: line, start } of readAuditLinesBackward(fh, st.size)) {
+      if (first && last[0] !== 10) {
+        offset = start; // a line still being written: follow picks it up once complete
+        first = false;
+        continue;
+      }
+      first = false;
+      if (records.length >= count) break;
+      const r = parseLine(line);
+      if (!r) skipped++;
+      else if (matches(r)) records.push(r);
+    }
+    return { records: records.reverse(), skipped, offset, ino: st.ino };
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function auditTailCommand(opts: AuditTailOptions): Promise<number> {
+  const out = opts.out ?? process.stdout;
+  const count = opts.lines ?? 10;
+  if (!Number.isInteger(count) || count < 0) {
+    write(out, '--lines must be a whole number of records (0 or more)');
+    return 1;
+  }
+  const matches = (r: AuditRecord): boolean =>
+    (opts.team === undefined || r.team === opts.team) &&
+    (opts.decision === undefined || r.decision === opts.decision);
+
+  let offset = 0;
+  let ino: number | null = null;
+  let widths: AuditTableWidths;
+  try {
+    const initial = await lastRecords(opts.file, count, matches);
+    offset = initial.offset;
+    ino = initial.ino;
+    widths = auditTableWidths(initial.records, opts.follow ? FOLLOW_MIN_WIDTH : undefined);
+    if (opts.json) for (const r of initial.records) write(out, JSON.stringify(r));
+    else {
+      write(out, formatAuditHeader(widths));
+      for (const r of initial.records) write(out, formatAuditRow(r, widths));
+      if (initial.skipped)
+        write(out, `# ${initial.skipped} unparsable line(s) skipped; run airlock audit verify`);
+    }
+  } catch (err) {
+    // When following, a log that does not exist yet is waited for.
+    if (!(opts.follow && errorCode(err) === 'ENOENT')) {
+      write(out, `cannot read ${opts.file}: ${errorCode(err)}`);
+      return 1;
+    }
+    widths = auditTableWidths([], FOLLOW_MIN_WIDTH);
+    if (!opts.json) write(out, formatAuditHeader(widths));
+  }
+  if (!opts.follow) return 0;
+
+  const pollMs = opts.pollMs ?? 250;
+  const signal = opts.signal;
+  while (!signal?.aborted) {
+    try {
+      await sleep(pollMs, undefined, signal ? { signal } : undefined);
+    } catch {
+      break; // aborted
+    }
+    const st = await stat(opts.file).catch(() => null);
+    if (!st) continue;
+    // A new file at the path (rotation, restore) or a shorter one: read it from the start.
+    if (st.ino !== ino || st.size < offset) {
+      ino = st.ino;
+      offset = 0;
+    }
+    if (st.size <= offset) continue;
+    try {
+      for await (const { text: line, terminated, end } of readAuditLines(opts.file, offset)) {
+        if (!terminated) break; // incomplete: read again next time
+        offset = end;
+        const r = parseLine(line);
+        if (!r) {
+          if (!opts.json) write(out, '# unparsable line skipped; run airlock audit verify');
+          continue;
+        }
+        if (!matches(r)) continue;
+        write(out, opts.json ? JSON.stringify(r) : formatAuditRow(r, widths));
+      }
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,135 @@
+// airlock.yaml: the operator's host config. Parsed with positions so every mistake is reported
+// as `file:line:col: message`, all at once. Relative paths resolve against the config file's
+// folder (never the working directory, never `~`, never environment variables).
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { secretConfigSchema, secretNameSchema, type SecretConfig } from './secret-config.js';
+import {
+  formatIssue,
+  issueAt,
+  parseYaml,
+  sortIssues,
+  validateYaml,
+  type PolicyIssue,
+} from './yaml-positions.js';
+
+export type { PolicyIssue } from './yaml-positions.js';
+
+export interface AirlockConfig {
+  /** Absolute path of the config file. */
+  file: string;
+  /** Its folder (the base of every relative path in it). */
+  dir: string;
+  socketDir: string;
+  /** gid given to the sockets (a group name in the file is resolved through /etc/group). */
+  socketGroup?: number;
+  stateDir: string;
+  /** Absolute path of the policy folder. */
+  policies: string;
+  audit: { file: string };
+  secrets: Record<string, SecretConfig>;
+}
+
+export class ConfigError extends Error {
+  readonly issues: PolicyIssue[];
+  constructor(issues: PolicyIssue[], headline?: string) {
+    const sorted = sortIssues(issues);
+    super([...(headline ? [headline] : []), ...sorted.map(formatIssue)].join('\n'));
+    this.name = 'ConfigError';
+    this.issues = sorted;
+  }
+}
+
+const pathSchema = (what: string) => z.string().min(1, `${what} must not be empty`);
+
+export const configSchema = z
+  .object({
+    socketDir: pathSchema('socketDir').describe('Sockets are created at <socketDir>/<team>/<server>.sock'),
+    socketGroup: z
+      .union([z.number().int().nonnegative(), z.string().min(1)])
+      .optional()
+      .describe('Group (name or gid) given to the sockets so the agent uid can connect'),
+    stateDir: pathSchema('stateDir').describe('Host-owned state (git dirs, rate-limit counters)'),
+    policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
+    audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
+    secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
+  })
+  .strict();
+
+/** Reads /etc/group (or `groupFile`) and returns the gid of `name`. */
+export async function resolveGroup(name: string, groupFile = '/etc/group'): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await readFile(groupFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const [groupName, , gid] = line.split(':');
+    if (groupName === name && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  return undefined;
+}
+
+function resolveSecretPaths(secret: SecretConfig, dir: string): SecretConfig {
+  if ('file' in secret) return { ...secret, file: path.resolve(dir, secret.file) };
+  if ('githubApp' in secret && 'file' in secret.githubApp.privateKey) {
+    return {
+      ...secret,
+      githubApp: {
+        ...secret.githubApp,
+        privateKey: { file: path.resolve(dir, secret.githubApp.privateKey.file) },
+      },
+    };
+  }
+  return secret;
+}
+
+export async function loadConfig(file: string): Promise<AirlockConfig> {
+  const absFile = path.resolve(file);
+  const dir = path.dirname(absFile);
+  let text: string;
+  try {
+    text = await readFile(absFile, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'config file not found (pass --config FILE)'
+        : `cannot read config file (${code ?? 'error'})`;
+    throw new ConfigError([{ file: absFile, line: 1, col: 1, message: why }]);
+  }
+  const src = parseYaml(absFile, text);
+  const issues = [...src.issues];
+  if (!src.usable) throw new ConfigError(issues);
+  const result = validateYaml(src, configSchema);
+  if (!result.success) throw new ConfigError([...issues, ...result.issues]);
+  const raw = result.data;
+
+  let socketGroup: number | undefined;
+  if (typeof raw.socketGroup === 'number') socketGroup = raw.socketGroup;
+  else if (typeof raw.socketGroup === 'string') {
+    socketGroup = /^\d+$/.test(raw.socketGroup)
+      ? Number(raw.socketGroup)
+      : await resolveGroup(raw.socketGroup);
+    if (socketGroup === undefined) {
+      issues.push(issueAt(src, ['socketGroup'], `unknown group "${raw.socketGroup}" (not in /etc/group)`));
+    }
+  }
+  if (issues.length) throw new ConfigError(issues);
+
+  const secrets: Record<string, SecretConfig> = {};
+  for (const [name, secret] of Object.entries(raw.secrets)) secrets[name] = resolveSecretPaths(secret, dir);
+
+  return {
+    file: absFile,
+    dir,
+    socketDir: path.resolve(dir, raw.socketDir),
+    ...(socketGroup !== undefined ? { socketGroup } : {}),
+    stateDir: path.resolve(dir, raw.stateDir),
+    policies: path.resolve(dir, raw.policies),
+    audit: { file: path.resolve(dir, raw.audit.file) },
+    secrets,
+  };
+}

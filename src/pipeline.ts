@@ -1,0 +1,350 @@
+// The call pipeline every server plugs into, in this order:
+//   find tool (default deny) → validate arguments → authorize (policy) → rate limit
+//   → audit "request" (durable) → resolve credential + call upstream (the tool's handler)
+//   → redact → audit "result" (durable) → answer.
+// Nothing reaches an upstream unless its request record is on disk, and no result goes back
+// unless its result record is; a denial writes one record. Servers never see audit or sockets.
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { AuditEntry } from './audit.js';
+import type { Logger } from './log.js';
+import { digest, type Redactor } from './redact.js';
+import { formatWait, type RateLimiter, type RateLimitSpec } from './ratelimit.js';
+import { ToolError, type AnyToolDefinition, type SecretAccess, type ServerDefinition, type ServerName, type ServerRuntime } from './tool.js';
+
+export interface SessionInfo {
+  id: string;
+  team: string;
+  server: ServerName;
+  transport: 'socket' | 'stdio';
+}
+
+/** The team policy as the pipeline reads it (parsed and validated by src/policy.ts). */
+export interface PolicyView {
+  get(team: string):
+    | { servers: Record<string, ({ tools: Record<string, { rateLimit?: RateLimitSpec } & Record<string, unknown>> } & Record<string, unknown>) | undefined> }
+    | undefined;
+}
+
+export interface PipelineDeps {
+  servers: ReadonlyMap<ServerName, ServerDefinition>;
+  policies: PolicyView;
+  audit: { append(entry: AuditEntry): Promise<unknown> };
+  secrets: { forTeam(team: string): SecretAccess };
+  redactor: Redactor;
+  rateLimiter: RateLimiter;
+  stateDir: string;
+  log: Logger;
+  /** Upper bound for one call, whatever the tool does (a hung upstream never holds a session forever). */
+  callTimeoutMs?: number;
+}
+
+/** Longest string kept whole in an audit record's `args`; longer ones keep a prefix and a digest. */
+const AUDIT_STRING_LIMIT = 1024;
+const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
+
+export class CallPipeline {
+  private readonly schemaCache = new WeakMap<AnyToolDefinition, Tool>();
+  private readonly runtimes = new Map<string, Promise<ServerRuntime & object>>();
+  private inFlight = 0;
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly drainController = new AbortController();
+
+  constructor(private readonly deps: PipelineDeps) {}
+
+  get activeCalls(): number {
+    return this.inFlight;
+  }
+
+  /** The tools this team's policy enables on this server: nothing else exists for the session. */
+  listTools(team: string, server: ServerName): Tool[] {
+    const def = this.deps.servers.get(server);
+    const section = this.deps.policies.get(team)?.servers[server];
+    if (!def || !section) return [];
+    return def.tools.filter((t) => section.tools[t.name] !== undefined).map((t) => this.describe(t));
+  }
+
+  private describe(tool: AnyToolDefinition): Tool {
+    let described = this.schemaCache.get(tool);
+    if (!described) {
+      described = {
+        name: tool.name,
+        title: tool.title,
+        description: tool.description,
+        inputSchema: toObjectSchema(tool.input, 'input'),
+        outputSchema: toObjectSchema(tool.output, 'output'),
+        annotations: { title: tool.title, ...tool.annotations },
+      };
+      this.schemaCache.set(tool, described);
+    }
+    return described;
+  }
+
+  async call(session: SessionInfo, name: string, rawArgs: unknown, signal?: AbortSignal): Promise<CallToolResult> {
+    this.inFlight++;
+    try {
+      return await this.run(session, name, rawArgs ?? {}, signal);
+    } finally {
+      if (--this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    }
+  }
+
+  private async run(session: SessionInfo, name: string, rawArgs: unknown, signal?: AbortSignal): Promise<CallToolResult> {
+    const started = performance.now();
+    const { team, server } = session;
+    const call = randomUUID();
+    const auditArgs = this.auditArgs(rawArgs);
+    const base = { team, server, tool: name, session: session.id, call, args: auditArgs };
+    const elapsed = () => round(performance.now() - started);
+
+    const refuse = async (rule: string, reason: string, text: string): Promise<CallToolResult> => {
+      await this.deps.audit.append({ ...base, phase: 'result', decision: 'deny', rule, reason: this.deps.redactor.scrub(reason), outcome: 'denied', durationMs: elapsed() });
+      return errorResult(this.deps.redactor.scrub(text));
+    };
+    const deny = (rule: string, reason: string) => this.guardAudit(() => refuse(rule, reason, `denied: ${rule}: ${reason}`));
+
+    // 1. Default deny: a tool the team's policy does not list does not exist for it.
+    const def = this.deps.servers.get(server);
+    const section = this.deps.policies.get(team)?.servers[server];
+    const tool = def?.tools.find((t) => t.name === name);
+    const options = section?.tools[name];
+    if (!def || !section || !tool || !options) {
+      const enabled = section ? Object.keys(section.tools).join(', ') || 'none' : 'none';
+      return deny(`${server}.tools`, `tool "${name}" is not enabled for team "${team}" on the ${server} server; enabled tools: ${enabled}`);
+    }
+    const rulePrefix = `${server}.tools.${name}`;
+
+    // 2. Arguments are hostile until the schema says otherwise.
+    const parsed = tool.input.safeParse(rawArgs);
+    if (!parsed.success) {
+      const reason = formatZodError(parsed.error);
+      return this.guardAudit(() => refuse(`${rulePrefix}.input`, `invalid argument: ${reason}`, `invalid argument: ${reason}`));
+    }
+    const args = parsed.data;
+
+    // 3. Policy.
+    let decision;
+    try {
+      decision = tool.authorize(args, { team, section, options });
+    } catch (err) {
+      if (err instanceof ToolError) return this.guardAudit(() => refuse(err.rule ?? rulePrefix, err.message, toolErrorText(err)));
+      throw err;
+    }
+    if (!decision.allow) return deny(decision.rule, decision.reason);
+
+    // 4. Rate limit (only allowed calls spend a token).
+    if (options.rateLimit) {
+      const rl = this.deps.rateLimiter.take(`${team}/${server}/${name}`, options.rateLimit);
+      if (!rl.ok) {
+        return deny(
+          `${rulePrefix}.rateLimit`,
+          `rate limit ${options.rateLimit.text} reached; next call allowed in ${formatWait(rl.retryAfterMs)}`,
+        );
+      }
+    }
+
+    // 5. Durable request record before anything reaches the upstream.
+    const allowed = { ...base, decision: 'allow' as const, rule: decision.rule };
+    try {
+      await this.deps.audit.append({ ...allowed, phase: 'request' });
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message, team, server, tool: name }, 'audit write failed; call refused');
+      return errorResult(`refused: the audit log is unavailable, so nothing was done (${(err as Error).message})`);
+    }
+
+    // 6. The upstream call, bounded by the session, the broker's drain and a hard deadline.
+    const callSignal = AbortSignal.any([
+      ...(signal ? [signal] : []),
+      this.drainController.signal,
+      AbortSignal.timeout(this.deps.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS),
+    ]);
+    let result: CallToolResult;
+    let outcome: 'ok' | 'error' = 'ok';
+    let errorText: string | undefined;
+    try {
+      const runtime = def.createRuntime ? await this.runtime(def, team, section) : undefined;
+      const stateDir = path.join(this.deps.stateDir, server, team);
+      const log = this.deps.log.child({ team, server, tool: name, call });
+      const out = await raceAbort(
+        tool.run(args, {
+          team,
+          server,
+          section,
+          options,
+          secrets: this.deps.secrets.forTeam(team),
+          signal: callSignal,
+          stateDir,
+          log,
+          runtime,
+        }),
+        callSignal,
+      );
+      // 7. Redact everything that goes back, whatever the tool did.
+      const structured = this.deps.redactor.scrubDeep(out.structured);
+      const text = this.deps.redactor.scrub(out.text);
+      result = { content: [{ type: 'text', text }], structuredContent: structured as Record<string, unknown> };
+    } catch (err) {
+      outcome = 'error';
+      errorText = this.deps.redactor.scrub(describeError(err, callSignal));
+      result = errorResult(err instanceof ToolError ? this.deps.redactor.scrub(toolErrorText(err)) : `error: ${errorText}`);
+      if (!(err instanceof ToolError)) this.deps.log.warn({ team, server, tool: name, call, err: errorText }, 'tool call failed');
+    }
+
+    // 8. Durable result record before the answer goes back.
+    const resultBytes = Buffer.byteLength(JSON.stringify(result));
+    try {
+      await this.deps.audit.append({
+        ...allowed,
+        phase: 'result',
+        outcome,
+        ...(errorText !== undefined ? { error: errorText } : {}),
+        durationMs: elapsed(),
+        resultBytes,
+      });
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message, team, server, tool: name, call }, 'audit write failed; result withheld');
+      return errorResult(`refused: the audit log is unavailable, so the result is withheld (${(err as Error).message})`);
+    }
+    return result;
+  }
+
+  /** A denial whose record cannot be written still answers (nothing was done), but says so. */
+  private async guardAudit(fn: () => Promise<CallToolResult>): Promise<CallToolResult> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message }, 'audit write failed for a refused call');
+      return errorResult(`refused: the audit log is unavailable (${(err as Error).message})`);
+    }
+  }
+
+  private auditArgs(raw: unknown): unknown {
+    return truncateStrings(this.deps.redactor.scrubDeep(raw), AUDIT_STRING_LIMIT);
+  }
+
+  private runtime(def: ServerDefinition, team: string, section: unknown): Promise<ServerRuntime & object> {
+    const key = `${team}/${def.name}`;
+    let rt = this.runtimes.get(key);
+    if (!rt) {
+      const created = def.createRuntime!({
+        team,
+        section,
+        secrets: this.deps.secrets.forTeam(team),
+        log: this.deps.log.child({ team, server: def.name }),
+      }) as Promise<ServerRuntime & object>;
+      rt = created.catch((err) => {
+        this.runtimes.delete(key);
+        throw err;
+      });
+      this.runtimes.set(key, rt);
+      void mkdir(path.join(this.deps.stateDir, def.name, team), { recursive: true, mode: 0o700 }).catch(() => undefined);
+    }
+    return rt;
+  }
+
+  /** Drops a team's runtimes (pools) after its policy changed; they are rebuilt on next use. */
+  async resetRuntimes(team?: string): Promise<void> {
+    const closing: Promise<void>[] = [];
+    for (const [key, rt] of this.runtimes) {
+      if (team === undefined || key.startsWith(`${team}/`)) {
+        this.runtimes.delete(key);
+        closing.push(rt.then((r) => r.close()).catch(() => undefined));
+      }
+    }
+    await Promise.all(closing);
+  }
+
+  /** Waits for in-flight calls to finish; after `timeoutMs` aborts them. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.inFlight === 0) return true;
+    const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const clean = await Promise.race([idle.then(() => true as const), timedOut]);
+    clearTimeout(timer);
+    if (!clean) {
+      this.drainController.abort(new Error('broker is shutting down'));
+      await Promise.race([idle, new Promise((r) => setTimeout(r, 2000))]);
+    }
+    return clean;
+  }
+}
+
+function toObjectSchema(schema: z.ZodType, io: 'input' | 'output'): Tool['inputSchema'] {
+  const json = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>;
+  delete json.$schema;
+  return { ...json, type: 'object' } as Tool['inputSchema'];
+}
+
+function errorResult(text: string): CallToolResult {
+  return { content: [{ type: 'text', text }], isError: true };
+}
+
+function toolErrorText(err: ToolError): string {
+  if (err.kind === 'invalid') return err.message.startsWith('invalid argument') ? err.message : `invalid argument: ${err.message}`;
+  if (err.kind === 'denied') return `denied: ${err.rule ?? 'policy'}: ${err.message}`;
+  return `error: ${err.message}`;
+}
+
+function describeError(err: unknown, signal: AbortSignal): string {
+  if (signal.aborted) {
+    const reason = signal.reason as Error | undefined;
+    if (reason?.name === 'TimeoutError') return 'the call exceeded its time limit and was aborted';
+    return `the call was aborted: ${reason?.message ?? 'cancelled'}`;
+  }
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+/** Resolves with `promise` or rejects as soon as `signal` aborts (the handler is told via the same signal). */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+export function formatZodError(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => {
+      const where = i.path.length ? i.path.join('.') : 'arguments';
+      if (i.code === 'unrecognized_keys') return `${where}: unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+      return `${where}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+function truncateStrings(value: unknown, limit: number): unknown {
+  if (typeof value === 'string') {
+    if (value.length <= limit) return value;
+    return `${value.slice(0, limit)}…[${Buffer.byteLength(value)} bytes, ${digest(value)}]`;
+  }
+  if (Array.isArray(value)) return value.slice(0, 100).map((v) => truncateStrings(v, limit));
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value).slice(0, 100)) out[k] = truncateStrings(v, limit);
+    return out;
+  }
+  return value;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

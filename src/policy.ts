@@ -1,0 +1,501 @@
+// Team policy files (`policies/<team>.yaml`): the schema (built from the server definitions
+// plugged into the core), validation with `file:line:col` positions, cross-checks against the
+// config's secrets, and the runtime store that `airlock serve` reloads on change.
+//
+// Default deny lives here: a server section or tool that the schema does not know is an error,
+// and a tool that a valid policy does not list does not exist for that team.
+import { EventEmitter } from 'node:events';
+import { watch as fsWatch, type FSWatcher } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { ConfigError, type AirlockConfig } from './config.js';
+import { globSchema } from './glob.js';
+import type { Logger } from './log.js';
+import { rateLimitSchema, type RateLimit } from './ratelimit-spec.js';
+import { secretNameSchema } from './secret-config.js';
+import type { SecretRef, ServerDefinition } from './tool.js';
+import {
+  formatIssue,
+  issueAt,
+  parseYaml,
+  sortIssues,
+  valuePosition,
+  zodIssuesToPolicyIssues,
+  type IssuePath,
+  type PolicyIssue,
+  type YamlSource,
+} from './yaml-positions.js';
+
+export { formatIssue, type PolicyIssue } from './yaml-positions.js';
+
+export const TEAM_NAME_RE = /^[a-z0-9][a-z0-9-]*$/;
+
+export type ToolPolicy = { rateLimit?: RateLimit } & Record<string, unknown>;
+export type ServerPolicy = { tools: Record<string, ToolPolicy> } & Record<string, unknown>;
+
+export interface TeamPolicy {
+  team: string;
+  /** Absolute path of the policy file it came from. */
+  file: string;
+  /** MCP server sections (git, github, postgres, http), each with its `tools`. */
+  servers: Record<string, ServerPolicy>;
+  /** The `servers.model` section (the model API proxy; HTTP, not MCP, so it has no tools). */
+  model?: ModelPolicy;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+
+export const DEFAULT_MODEL_UPSTREAM = 'https://api.anthropic.com';
+export const DEFAULT_MODEL_PATHS = ['/v1/messages', '/v1/messages/count_tokens'];
+
+const upstreamSchema = z
+  .url({ protocol: /^https?$/, error: 'upstream must be an http(s) URL such as https://api.anthropic.com' })
+  .superRefine((value, ctx) => {
+    const url = new URL(value);
+    if (url.username || url.password) {
+      ctx.addIssue({ code: 'custom', message: 'upstream must not contain credentials; use `credential`' });
+    }
+    if (url.search || url.hash)
+      ctx.addIssue({ code: 'custom', message: 'upstream must not have a query or fragment' });
+  });
+
+const urlPathGlobSchema = globSchema.refine((p) => p.startsWith('/'), { error: 'paths must start with "/"' });
+
+export const modelSectionSchema = z
+  .object({
+    upstream: upstreamSchema.default(DEFAULT_MODEL_UPSTREAM).describe('Model API base URL'),
+    credential: secretNameSchema.describe('Secret holding the API key (sent as x-api-key / Authorization)'),
+    paths: z
+      .array(urlPathGlobSchema)
+      .min(1)
+      .default(() => [...DEFAULT_MODEL_PATHS])
+      .describe('Request paths the agent may call (globs)'),
+    dailyTokenBudget: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Input + output tokens per UTC day for this team; absent means unlimited'),
+  })
+  .strict()
+  .describe("The agent's own model API, served on model.sock (HTTP/1.1)");
+
+export type ModelPolicy = z.output<typeof modelSectionSchema>;
+
+const RESERVED_SECTIONS = new Set(['model']);
+
+function toolsSchema(server: ServerDefinition): z.ZodObject {
+  const shape: Record<string, z.ZodType> = {};
+  for (const tool of server.tools) {
+    shape[tool.name] = tool.options
+      .extend({ rateLimit: rateLimitSchema.optional() })
+      .strict()
+      .optional()
+      .describe(`${tool.title}: ${tool.description}`);
+  }
+  return z
+    .object(shape)
+    .strict()
+    .describe(`Tools of ${server.name} this team may call; unlisted tools do not exist`);
+}
+
+/** The schema of one server's section: its own fields plus `tools`. */
+export function serverSectionSchema(server: ServerDefinition): z.ZodObject {
+  return server.section
+    .extend({ tools: toolsSchema(server) })
+    .strict()
+    .describe(server.description);
+}
+
+export function buildPolicySchema(servers: ServerDefinition[]): z.ZodObject {
+  const sections: Record<string, z.ZodType> = {};
+  for (const server of servers) {
+    if (sections[server.name] || RESERVED_SECTIONS.has(server.name)) {
+      throw new Error(`server "${server.name}" is defined twice or uses a reserved name`);
+    }
+    sections[server.name] = serverSectionSchema(server).optional();
+  }
+  sections.model = modelSectionSchema.optional();
+  return z
+    .object({
+      team: z
+        .string()
+        .regex(TEAM_NAME_RE, 'team must match [a-z0-9][a-z0-9-]* (lowercase letters, digits, "-")')
+        .describe('Team name; must be unique across policy files (the file name is free)'),
+      servers: z
+        .object(sections)
+        .strict()
+        .describe('Servers this team may use; absent ones do not exist for it'),
+    })
+    .strict();
+}
+
+export function policyJsonSchema(servers: ServerDefinition[]): object {
+  const schema = buildPolicySchema(servers).meta({
+    title: 'Airlock team policy',
+    description: 'One team policy file (policies/<team>.yaml). See `airlock policy check`.',
+  });
+  // `io: input` describes what the author writes (before defaults and rate-limit parsing).
+  return z.toJSONSchema(schema, { target: 'draft-07', io: 'input', unrepresentable: 'any' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking files
+
+/** Policy files are the `.yaml`/`.yml` files of the folder; dotfiles (editor locks) are not. */
+export function isPolicyFileName(name: string): boolean {
+  return !name.startsWith('.') && /\.ya?ml$/.test(name);
+}
+
+async function listPolicyFiles(dir: string): Promise<{ files: string[]; issues: PolicyIssue[] }> {
+  try {
+    const entries = await readdir(dir, { withFileTypes: true });
+    const files = entries
+      .filter((e) => (e.isFile() || e.isSymbolicLink()) && isPolicyFileName(e.name))
+      .map((e) => path.join(dir, e.name))
+      .sort();
+    return { files, issues: [] };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return {
+      files: [],
+      issues: [{ file: dir, line: 1, col: 1, message: `cannot read policy folder (${code})` }],
+    };
+  }
+}
+
+async function expandPaths(paths: string[]): Promise<{ files: string[]; issues: PolicyIssue[] }> {
+  const files: string[] = [];
+  const issues: PolicyIssue[] = [];
+  for (const p of paths) {
+    const abs = path.resolve(p);
+    try {
+      if ((await stat(abs)).isDirectory()) {
+        const listed = await listPolicyFiles(abs);
+        files.push(...listed.files);
+        issues.push(...listed.issues);
+      } else {
+        files.push(abs); // named explicitly: checked whatever its extension
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      issues.push({
+        file: abs,
+        line: 1,
+        col: 1,
+        message: code === 'ENOENT' ? 'no such file' : `cannot read (${code})`,
+      });
+    }
+  }
+  return { files: [...new Set(files)], issues };
+}
+
+interface FileCheck {
+  file: string;
+  issues: PolicyIssue[];
+  /** The team the file declares, when it names a valid one (even if the rest is broken). */
+  team?: string;
+  policy?: TeamPolicy;
+  src?: YamlSource;
+}
+
+function asRecord(value: unknown): Record<string, unknown> | undefined {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
+}
+
+function joinOrNone(names: string[]): string {
+  return names.length ? [...names].sort().join(', ') : '(none)';
+}
+
+function checkSecretRef(
+  src: YamlSource,
+  config: AirlockConfig,
+  team: string | undefined,
+  name: string,
+  where: IssuePath,
+): PolicyIssue | undefined {
+  const secret = Object.prototype.hasOwnProperty.call(config.secrets, name)
+    ? config.secrets[name]
+    : undefined;
+  if (!secret) {
+    return issueAt(
+      src,
+      where,
+      `unknown secret "${name}"; known secrets: ${joinOrNone(Object.keys(config.secrets))}`,
+    );
+  }
+  if (team !== undefined && secret.teams && !secret.teams.includes(team)) {
+    return issueAt(
+      src,
+      where,
+      `secret "${name}" may not be used by team "${team}" (allowed: ${joinOrNone(secret.teams)})`,
+    );
+  }
+  return undefined;
+}
+
+/** Secret names a section references: from the validated section, or best effort from the raw one. */
+function sectionSecretRefs(server: ServerDefinition, rawSection: unknown): SecretRef[] {
+  const parsed = serverSectionSchema(server).safeParse(rawSection);
+  if (parsed.success) return server.secretRefs(parsed.data);
+  try {
+    // The section has other mistakes; still report secret problems in the same run when we can.
+    return server.secretRefs(rawSection);
+  } catch {
+    return [];
+  }
+}
+
+function checkFile(
+  file: string,
+  text: string,
+  config: AirlockConfig,
+  servers: ServerDefinition[],
+  schema: z.ZodObject,
+): FileCheck {
+  const src = parseYaml(file, text);
+  const issues = [...src.issues];
+  if (!src.usable) return { file, issues };
+
+  const result = schema.safeParse(src.data);
+  if (!result.success) issues.push(...zodIssuesToPolicyIssues(src, result.error.issues, schema));
+
+  const root = asRecord(src.data);
+  const team = typeof root?.team === 'string' && TEAM_NAME_RE.test(root.team) ? root.team : undefined;
+  const rawServers = asRecord(root?.servers);
+
+  // Secrets are checked even when other parts of the file are broken: every mistake at once.
+  for (const server of servers) {
+    const rawSection = rawServers?.[server.name];
+    if (rawSection === undefined) continue;
+    for (const ref of sectionSecretRefs(server, rawSection)) {
+      if (typeof ref?.name !== 'string') continue;
+      const refPath = Array.isArray(ref.path) ? ref.path : [];
+      const where = refPath[0] === 'servers' ? refPath : ['servers', server.name, ...refPath];
+      const issue = checkSecretRef(src, config, team, ref.name, where);
+      if (issue) issues.push(issue);
+    }
+  }
+  const credential = asRecord(rawServers?.model)?.credential;
+  if (typeof credential === 'string') {
+    const issue = checkSecretRef(src, config, team, credential, ['servers', 'model', 'credential']);
+    if (issue) issues.push(issue);
+  }
+
+  let policy: TeamPolicy | undefined;
+  if (result.success && issues.length === 0) {
+    const { model, ...mcpServers } = result.data.servers as Record<string, unknown>;
+    policy = {
+      team: result.data.team as string,
+      file,
+      servers: mcpServers as Record<string, ServerPolicy>,
+      ...(model ? { model: model as ModelPolicy } : {}),
+    };
+  }
+  return { file, issues, team, policy, src };
+}
+
+async function checkFiles(
+  config: AirlockConfig,
+  servers: ServerDefinition[],
+  paths?: string[],
+): Promise<{ checks: FileCheck[]; issues: PolicyIssue[] }> {
+  const listed = paths && paths.length ? await expandPaths(paths) : await listPolicyFiles(config.policies);
+  const issues = [...listed.issues];
+  const schema = buildPolicySchema(servers);
+  const checks: FileCheck[] = [];
+  const firstByTeam = new Map<string, string>();
+  for (const file of listed.files) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error';
+      const check: FileCheck = {
+        file,
+        issues: [{ file, line: 1, col: 1, message: `cannot read policy file (${code})` }],
+      };
+      checks.push(check);
+      issues.push(...check.issues);
+      continue;
+    }
+    const check = checkFile(file, text, config, servers, schema);
+    if (check.team !== undefined && check.src) {
+      const first = firstByTeam.get(check.team);
+      if (first !== undefined) {
+        check.issues.push(
+          issueAt(check.src, ['team'], `team "${check.team}" is already defined in ${first}`),
+        );
+        delete check.policy;
+      } else {
+        const pos = valuePosition(check.src, ['team']);
+        firstByTeam.set(check.team, `${file}:${pos.line}:${pos.col}`);
+      }
+    }
+    checks.push(check);
+    issues.push(...check.issues);
+  }
+  return { checks, issues: sortIssues(issues) };
+}
+
+/**
+ * Validates policy files (default: every `.yaml`/`.yml` file of the config's policy folder) and
+ * returns the valid policies plus every issue found, each with its position.
+ */
+export async function checkPolicyFiles(
+  config: AirlockConfig,
+  servers: ServerDefinition[],
+  paths?: string[],
+): Promise<{ policies: TeamPolicy[]; issues: PolicyIssue[] }> {
+  const { checks, issues } = await checkFiles(config, servers, paths);
+  const policies = checks.flatMap((c) => (c.policy ? [c.policy] : []));
+  return { policies, issues };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime store
+
+const RELOAD_DEBOUNCE_MS = 100;
+
+function samePolicy(a: TeamPolicy, b: TeamPolicy): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * The policies `airlock serve` runs on. Reloads keep a team's last good policy while its file
+ * is broken (and log why), drop a team whose file is gone, and emit `change` with the teams
+ * whose policy changed.
+ */
+export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
+  private byTeam = new Map<string, TeamPolicy>();
+  private watcher: FSWatcher | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    private readonly config: AirlockConfig,
+    private readonly servers: ServerDefinition[],
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  static async load(config: AirlockConfig, servers: ServerDefinition[], log: Logger): Promise<PolicyStore> {
+    const store = new PolicyStore(config, servers, log);
+    const { policies, issues } = await checkPolicyFiles(config, servers);
+    if (issues.length) throw new ConfigError(issues, `invalid policies in ${config.policies}:`);
+    for (const policy of policies) store.byTeam.set(policy.team, policy);
+    log.info(
+      { teams: [...store.byTeam.keys()] },
+      `loaded ${store.byTeam.size} team policies from ${config.policies}`,
+    );
+    return store;
+  }
+
+  get(team: string): TeamPolicy | undefined {
+    return this.byTeam.get(team);
+  }
+
+  teams(): TeamPolicy[] {
+    return [...this.byTeam.values()].sort((a, b) => (a.team < b.team ? -1 : a.team > b.team ? 1 : 0));
+  }
+
+  /** Re-reads the policy folder. Reloads run one at a time, in order. */
+  reload(): Promise<{ changed: string[]; errors: PolicyIssue[] }> {
+    const run = this.queue.then(() => this.reloadNow());
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reloadNow(): Promise<{ changed: string[]; errors: PolicyIssue[] }> {
+    const { checks, issues } = await checkFiles(this.config, this.servers);
+    const folderBroken = issues.some((i) => i.file === this.config.policies);
+    const next = new Map<string, TeamPolicy>();
+    for (const check of checks) if (check.policy) next.set(check.policy.team, check.policy);
+
+    // A broken file keeps the last good policy of the team it held (or, failing that, the team
+    // it names), unless a valid file now provides that team.
+    for (const check of checks) {
+      if (check.policy || check.issues.length === 0) continue;
+      const keptTeams = [...this.byTeam.values()].filter((p) => p.file === check.file).map((p) => p.team);
+      if (keptTeams.length === 0 && check.team && this.byTeam.get(check.team)) keptTeams.push(check.team);
+      for (const team of keptTeams) {
+        if (next.has(team)) continue;
+        next.set(team, this.byTeam.get(team)!);
+        this.log.warn(
+          { team, file: check.file },
+          `policy of team "${team}" is broken; keeping its last good version`,
+        );
+      }
+    }
+    // The folder itself unreadable (e.g. mid-replace): keep everything rather than drop all teams.
+    if (folderBroken) for (const [team, policy] of this.byTeam) if (!next.has(team)) next.set(team, policy);
+
+    for (const issue of issues)
+      this.log.error({ file: issue.file, line: issue.line, col: issue.col }, formatIssue(issue));
+
+    const changed: string[] = [];
+    for (const [team, policy] of next) {
+      const before = this.byTeam.get(team);
+      if (!before || !samePolicy(before, policy)) changed.push(team);
+    }
+    for (const team of this.byTeam.keys()) if (!next.has(team)) changed.push(team);
+    changed.sort();
+
+    this.byTeam = next;
+    if (changed.length) {
+      this.log.info({ teams: changed }, `policies changed: ${changed.join(', ')}`);
+      this.emit('change', changed);
+    }
+    return { changed, errors: issues };
+  }
+
+  /**
+   * Watches the policy folder (not the files: editors that write a temp file and rename it over
+   * the original replace the inode, which a per-file watch would lose). Events are debounced.
+   */
+  watch(): void {
+    if (this.watcher || this.closed) return;
+    try {
+      this.watcher = fsWatch(this.config.policies, { persistent: false }, (_event, filename) => {
+        if (filename && !isPolicyFileName(filename.toString())) return;
+        this.scheduleReload();
+      });
+    } catch (err) {
+      this.log.error(
+        { err: (err as Error).message },
+        `cannot watch ${this.config.policies}; use SIGHUP to reload`,
+      );
+      return;
+    }
+    this.watcher.on('error', (err) => {
+      this.log.error({ err: err.message }, `watching ${this.config.policies} failed; use SIGHUP to reload`);
+      this.watcher?.close();
+      this.watcher = undefined;
+    });
+  }
+
+  private scheduleReload(): void {
+    if (this.closed) return;
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined;
+      this.reload().catch((err: unknown) =>
+        this.log.error({ err: (err as Error).message }, 'policy reload failed'),
+      );
+    }, RELOAD_DEBOUNCE_MS);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.debounce);
+    this.debounce = undefined;
+    this.watcher?.close();
+    this.watcher = undefined;
+  }
+}

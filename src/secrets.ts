@@ -1,0 +1,262 @@
+// Named secrets from airlock.yaml: read from the broker's environment, a file or the OS keychain,
+// checked against the secret's `teams:` list, and registered with the redactor the moment they
+// are read so no later output can carry them. Errors name the secret and the cause, never the value.
+import { constants as fsConstants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createPrivateKey } from 'node:crypto';
+import type { Redactor } from './redact.js';
+import { MIN_REDACTABLE_LENGTH } from './redact.js';
+import type { SecretConfig, ValueSource } from './secret-config.js';
+import type { SecretAccess } from './tool.js';
+import { KEYCHAIN_SERVICE, KeychainUnavailableError, osKeychain, type Keychain } from './keychain.js';
+
+export class SecretError extends Error {
+  constructor(
+    /** The secret's name (never its value). */
+    readonly secret: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SecretError';
+  }
+}
+
+/** How long a read value is reused, so rotation works without a restart but a call does not hit the keychain each time. */
+export const DEFAULT_CACHE_TTL_MS = 30_000;
+
+/** Larger files are not credentials; reading them whole would only cost memory. */
+export const MAX_SECRET_FILE_BYTES = 1024 * 1024;
+
+export interface SecretStoreOptions {
+  keychain?: Keychain;
+  env?: NodeJS.ProcessEnv;
+  /** 0 disables caching. */
+  cacheTtlMs?: number;
+  /** Called once per distinct warning met by resolve() (loose file mode, value too short to redact). */
+  onWarning?: (warning: string) => void;
+}
+
+export interface SecretCheck {
+  name: string;
+  ok: boolean;
+  error?: string;
+  warning?: string;
+}
+
+interface ReadValue {
+  value: string;
+  warnings: string[];
+}
+
+interface CacheEntry {
+  read: Promise<ReadValue>;
+  expires: number;
+}
+
+/** Strips exactly one trailing newline (`\n` or `\r\n`): editors add one, a value never ends in one. */
+export function trimOneNewline(text: string): string {
+  if (text.endsWith('\r\n')) return text.slice(0, -2);
+  if (text.endsWith('\n')) return text.slice(0, -1);
+  return text;
+}
+
+function errorCode(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : 'unknown error';
+}
+
+export class SecretStore {
+  private readonly keychain: Keychain;
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly ttlMs: number;
+  private readonly onWarning: ((warning: string) => void) | undefined;
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly warned = new Set<string>();
+
+  constructor(
+    private readonly secrets: Record<string, SecretConfig>,
+    private readonly redactor: Redactor,
+    opts: SecretStoreOptions = {},
+  ) {
+    this.keychain = opts.keychain ?? osKeychain;
+    this.env = opts.env ?? process.env;
+    this.ttlMs = opts.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS;
+    this.onWarning = opts.onWarning;
+  }
+
+  has(name: string): boolean {
+    return Object.hasOwn(this.secrets, name);
+  }
+
+  mayUse(name: string, team: string): boolean {
+    const config = this.config(name);
+    if (!config) return false;
+    return config.teams === undefined || config.teams.includes(team);
+  }
+
+  /** The value of `name` for `team`. Checks the team's right first; the value is registered with the redactor before it is returned. */
+  async resolve(name: string, team: string): Promise<string> {
+    const config = this.config(name);
+    if (!config) throw new SecretError(name, `unknown secret "${name}"`);
+    if (!this.mayUse(name, team))
+      throw new SecretError(name, `secret "${name}" may not be used by team "${team}"`);
+    if ('githubApp' in config) {
+      throw new SecretError(
+        name,
+        `secret "${name}" is a GitHub App: installation tokens are minted by the github server, ` +
+          `which is not available in this version; use a token secret ({ env }, { file } or { keychain }) instead`,
+      );
+    }
+    const { value, warnings } = await this.cached(name, config);
+    for (const w of warnings) this.warnOnce(w);
+    return value;
+  }
+
+  forTeam(team: string): SecretAccess {
+    return { get: (name: string) => this.resolve(name, team) };
+  }
+
+  /**
+   * Reads every configured secret (a GitHub App's private key) without regard to teams, for
+   * `airlock doctor` and for registering every value with the redactor at startup. Never returns values.
+   */
+  async resolveAll(): Promise<SecretCheck[]> {
+    return Promise.all(
+      Object.keys(this.secrets).map(async (name): Promise<SecretCheck> => {
+        const config = this.secrets[name]!;
+        try {
+          const { value, warnings } = await this.cached(name, config);
+          if ('githubApp' in config) {
+            try {
+              createPrivateKey(value);
+            } catch {
+              return {
+                name,
+                ok: false,
+                error: `secret "${name}": the GitHub App private key is not a valid PEM private key`,
+              };
+            }
+            warnings.push(
+              `secret "${name}": GitHub App installation tokens are minted by the github server, which is not available in this version`,
+            );
+          }
+          return warnings.length > 0 ? { name, ok: true, warning: warnings.join('; ') } : { name, ok: true };
+        } catch (err) {
+          return { name, ok: false, error: err instanceof Error ? err.message : String(err) };
+        }
+      }),
+    );
+  }
+
+  private config(name: string): SecretConfig | undefined {
+    return this.has(name) ? this.secrets[name] : undefined;
+  }
+
+  private warnOnce(warning: string): void {
+    if (this.warned.has(warning)) return;
+    this.warned.add(warning);
+    this.onWarning?.(warning);
+  }
+
+  /** One read per secret per TTL, shared by concurrent callers; failures are not cached. */
+  private cached(name: string, config: SecretConfig): Promise<ReadValue> {
+    const now = Date.now();
+    const hit = this.cache.get(name);
+    if (hit && hit.expires > now)
+      return hit.read.then((r) => ({ value: r.value, warnings: [...r.warnings] }));
+    const source: ValueSource = 'githubApp' in config ? config.githubApp.privateKey : config;
+    const read = this.read(name, source).then((r) => {
+      if ('githubApp' in config) this.registerPemBody(r.value);
+      if (!this.redactor.add(r.value)) {
+        r.warnings.push(
+          `secret "${name}": the value is shorter than ${MIN_REDACTABLE_LENGTH} characters, so it cannot be redacted from output`,
+        );
+      }
+      return r;
+    });
+    const entry: CacheEntry = { read, expires: this.ttlMs > 0 ? now + this.ttlMs : 0 };
+    if (this.ttlMs > 0) this.cache.set(name, entry);
+    read.catch(() => {
+      if (this.cache.get(name) === entry) this.cache.delete(name);
+    });
+    return read.then((r) => ({ value: r.value, warnings: [...r.warnings] }));
+  }
+
+  /**
+   * A private key leaks in pieces or re-wrapped as often as whole: each base64 line of the PEM
+   * body, and the body joined into one line, are registered too.
+   */
+  private registerPemBody(pem: string): void {
+    const body = pem
+      .split(/\r?\n/)
+      .map((line) => line.trim())
+      .filter((line) => line !== '' && !line.startsWith('-----') && !line.includes(':'));
+    for (const line of body) if (line.length >= 16) this.redactor.add(line);
+    if (body.length > 1) this.redactor.add(body.join(''));
+  }
+
+  private async read(name: string, source: ValueSource): Promise<ReadValue> {
+    if ('env' in source) {
+      const value = this.env[source.env];
+      if (value === undefined)
+        throw new SecretError(name, `secret "${name}": environment variable ${source.env} is not set`);
+      if (value === '')
+        throw new SecretError(name, `secret "${name}": environment variable ${source.env} is empty`);
+      return { value, warnings: [] };
+    }
+    if ('file' in source) return this.readFile(name, source.file);
+    return this.readKeychain(name, source.keychain);
+  }
+
+  private async readFile(name: string, path: string): Promise<ReadValue> {
+    const unreadable = (cause: string) =>
+      new SecretError(name, `secret "${name}": file ${path} is not readable (${cause})`);
+    let handle;
+    try {
+      // O_NONBLOCK so a FIFO in place of the file fails the type check below instead of hanging.
+      handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    } catch (err) {
+      throw unreadable(errorCode(err));
+    }
+    try {
+      const stat = await handle.stat();
+      if (!stat.isFile()) throw unreadable('not a regular file');
+      if (stat.size > MAX_SECRET_FILE_BYTES) throw unreadable(`larger than ${MAX_SECRET_FILE_BYTES} bytes`);
+      let text: string;
+      try {
+        text = await handle.readFile({ encoding: 'utf8' });
+      } catch (err) {
+        throw unreadable(errorCode(err));
+      }
+      const value = trimOneNewline(text);
+      if (value === '') throw new SecretError(name, `secret "${name}": file ${path} is empty`);
+      const warnings: string[] = [];
+      if ((stat.mode & 0o077) !== 0) {
+        const mode = (stat.mode & 0o777).toString(8).padStart(4, '0');
+        warnings.push(
+          `secret "${name}": file ${path} is accessible to group or others (mode ${mode}); chmod 600 it`,
+        );
+      }
+      return { value, warnings };
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async readKeychain(name: string, account: string): Promise<ReadValue> {
+    let value: string | undefined;
+    try {
+      value = await this.keychain.get(account);
+    } catch (err) {
+      const cause =
+        err instanceof KeychainUnavailableError ? err.message : `OS keychain error: ${errorCode(err)}`;
+      throw new SecretError(name, `secret "${name}": ${cause}`);
+    }
+    const where = `(service "${KEYCHAIN_SERVICE}", account "${account}")`;
+    if (value === undefined)
+      throw new SecretError(name, `secret "${name}": not found in the OS keychain ${where}`);
+    if (value === '')
+      throw new SecretError(name, `secret "${name}": the OS keychain entry ${where} is empty`);
+    return { value, warnings: [] };
+  }
+}

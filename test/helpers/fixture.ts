@@ -1,0 +1,167 @@
+// Shared test fixtures: a temporary Airlock installation (config, policies, secrets, audit),
+// a loopback upstream that echoes what it received, and MCP clients over real sockets.
+import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { NdjsonTransport } from '../../src/transport.js';
+
+export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
+export const CLI = path.join(REPO_ROOT, 'dist/src/cli.js');
+export const BRIDGE = path.join(REPO_ROOT, 'dist/src/bridge.cjs');
+
+export interface Installation {
+  root: string;
+  configFile: string;
+  socketDir: string;
+  stateDir: string;
+  policiesDir: string;
+  auditFile: string;
+  socket(team: string, server: string): string;
+  writePolicy(name: string, yaml: string): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/** A throwaway install: `secrets` maps name → value, stored as 0600 files referenced from airlock.yaml. */
+export async function makeInstallation(opts: {
+  secrets?: Record<string, string>;
+  policies?: Record<string, string>;
+  extraSecretsYaml?: string;
+}): Promise<Installation> {
+  // Short base path: Unix socket paths are limited to ~107 bytes.
+  const root = await mkdtemp(path.join(os.tmpdir(), 'al-'));
+  const socketDir = path.join(root, 'run');
+  const stateDir = path.join(root, 'state');
+  const policiesDir = path.join(root, 'policies');
+  const auditFile = path.join(root, 'audit', 'audit.jsonl');
+  await mkdir(policiesDir, { recursive: true });
+  await mkdir(path.join(root, 'secrets'), { recursive: true, mode: 0o700 });
+  const secretLines: string[] = [];
+  for (const [name, value] of Object.entries(opts.secrets ?? {})) {
+    await writeFile(path.join(root, 'secrets', name), value + '\n', { mode: 0o600 });
+    secretLines.push(`  ${name}: { file: ./secrets/${name} }`);
+  }
+  if (opts.extraSecretsYaml) secretLines.push(opts.extraSecretsYaml);
+  const configFile = path.join(root, 'airlock.yaml');
+  await writeFile(
+    configFile,
+    [
+      `socketDir: ${socketDir}`,
+      `stateDir: ${stateDir}`,
+      `policies: ./policies`,
+      `audit:`,
+      `  file: ${auditFile}`,
+      `secrets:${secretLines.length ? '' : ' {}'}`,
+      ...secretLines,
+      '',
+    ].join('\n'),
+  );
+  const inst: Installation = {
+    root,
+    configFile,
+    socketDir,
+    stateDir,
+    policiesDir,
+    auditFile,
+    socket: (team, server) => path.join(socketDir, team, `${server}.sock`),
+    writePolicy: (name, yaml) => writeFile(path.join(policiesDir, name), yaml),
+    cleanup: () => rm(root, { recursive: true, force: true }),
+  };
+  for (const [name, yaml] of Object.entries(opts.policies ?? {})) await inst.writePolicy(name, yaml);
+  return inst;
+}
+
+export interface EchoRequest {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** A loopback HTTP upstream that answers every request with a JSON echo of it. */
+export async function startEchoUpstream(
+  handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: string) => boolean | void,
+): Promise<{ origin: string; port: number; requests: EchoRequest[]; close(): Promise<void> }> {
+  const requests: EchoRequest[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      requests.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      if (handler?.(req, res, body)) return;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    port,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** An MCP SDK Client connected straight to a Unix socket (newline-delimited JSON-RPC). */
+export async function connectSocketClient(socketPath: string): Promise<{ client: Client; socket: net.Socket }> {
+  const socket = net.connect(socketPath);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  const client = new Client({ name: 'airlock-test', version: '0.0.0' });
+  await client.connect(new NdjsonTransport(socket, socket));
+  return { client, socket };
+}
+
+/** Sends raw lines on a fresh connection and collects the JSON lines that come back. */
+export async function rawExchange(
+  socketPath: string,
+  payload: string | Buffer,
+  opts: { waitMs?: number; expectLines?: number } = {},
+): Promise<{ lines: unknown[]; closed: boolean }> {
+  const socket = net.connect(socketPath);
+  const lines: unknown[] = [];
+  let buf = '';
+  let closed = false;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, opts.waitMs ?? 1000);
+    socket.on('data', (d) => {
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(buf.slice(0, i)));
+        buf = buf.slice(i + 1);
+      }
+      if (opts.expectLines !== undefined && lines.length >= opts.expectLines) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    socket.on('close', () => {
+      closed = true;
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.on('error', () => undefined);
+    socket.write(payload);
+  });
+  socket.destroy();
+  return { lines, closed };
+}
+
+export const INIT_LINE =
+  JSON.stringify({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '0' } },
+  }) + '\n';

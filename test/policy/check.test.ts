@@ -1,0 +1,317 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { loadConfig, type AirlockConfig } from '../../src/config.js';
+import { checkPolicyFiles } from '../../src/policy.js';
+import { fakeHttp, fakeServers } from './fake-servers.js';
+import { brief, makeWorkspace } from './helpers.js';
+
+let ws: Awaited<ReturnType<typeof makeWorkspace>>;
+let config: AirlockConfig;
+
+beforeEach(async () => {
+  ws = await makeWorkspace();
+  config = await loadConfig(ws.configFile);
+});
+afterEach(() => ws.cleanup());
+
+async function check(text: string, name = 'payments.yaml') {
+  const file = await ws.write(name, text);
+  const result = await checkPolicyFiles(config, fakeServers, [file]);
+  return { ...result, file, lines: brief(result.issues) };
+}
+
+describe('checkPolicyFiles', () => {
+  it('reports all three mistakes of one file with exact positions', async () => {
+    const { lines, issues, policies, file } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  http:',
+        '    hosts:',
+        '      - origin: https://api.stripe.com',
+        '        inject: { header: Authorization, value: "Bearer ${secret:strpe-key}" }',
+        '    timeoutMs: "10s"',
+        '    tools:',
+        '      http_request: {}',
+        '      http_requets: {}',
+        '',
+      ].join('\n'),
+    );
+    expect(lines).toEqual([
+      '6:49: servers.http.hosts[0].inject.value: unknown secret "strpe-key"; known secrets: anthropic-key, github-token, pg-analytics, stripe-key',
+      '7:16: servers.http.timeoutMs: expected number, received string',
+      '10:7: servers.http.tools: unknown key "http_requets" (allowed: http_request, http_get)',
+    ]);
+    expect(issues.every((i) => i.file === file)).toBe(true);
+    expect(policies).toEqual([]);
+  });
+
+  it('accepts a valid policy and parses rate limits and model defaults', async () => {
+    const { issues, policies } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  http:',
+        '    hosts:',
+        '      - origin: https://api.stripe.com',
+        '        inject: { header: Authorization, value: "Bearer ${secret:stripe-key}" }',
+        '    tools:',
+        '      http_request: { rateLimit: 10/hour }',
+        '  model:',
+        '    credential: anthropic-key',
+        '',
+      ].join('\n'),
+    );
+    expect(issues).toEqual([]);
+    expect(policies).toHaveLength(1);
+    const policy = policies[0]!;
+    expect(policy.team).toBe('payments');
+    expect(policy.servers.http!.tools.http_request!.rateLimit).toEqual({
+      count: 10,
+      periodMs: 3_600_000,
+      text: '10/hour',
+    });
+    expect(policy.servers.http!.timeoutMs).toBe(10_000); // the server's default applied
+    expect(policy.servers).not.toHaveProperty('model');
+    expect(policy.model).toEqual({
+      upstream: 'https://api.anthropic.com',
+      credential: 'anthropic-key',
+      paths: ['/v1/messages', '/v1/messages/count_tokens'],
+    });
+  });
+
+  it('reports YAML syntax errors at their position', async () => {
+    const { lines, policies } = await check('team: payments\nservers: a: b\n');
+    expect(lines).toEqual(['2:10: Nested mappings are not allowed in compact mappings']);
+    expect(policies).toEqual([]);
+    expect((await check('team: payments\n\tservers: {}\n', 'tab.yaml')).lines).toEqual([
+      '2:1: Tabs are not allowed as indentation',
+    ]);
+    expect((await check('team: payments\nservers: *nowhere\n', 'alias.yaml')).lines).toEqual([
+      '2:10: unknown alias "*nowhere"',
+    ]);
+  });
+
+  it('refuses an alias bomb instead of expanding it', async () => {
+    const bomb = [
+      'a: &a ["x","x","x","x","x","x","x","x","x","x"]',
+      'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+      'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+      'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+      'e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+      'f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]',
+      'team: payments',
+      'servers: {}',
+      '',
+    ].join('\n');
+    const { lines, policies } = await check(bomb);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^1:1: cannot read YAML: .*alias/i);
+    expect(policies).toEqual([]);
+  });
+
+  it('reports a duplicate key at the second occurrence, together with schema errors', async () => {
+    const { lines } = await check('team: payments\nservers: {}\nteam: other\nbogus: 1\n');
+    expect(lines).toEqual(['3:1: duplicate key "team"', '4:1: unknown key "bogus" (allowed: team, servers)']);
+  });
+
+  it('reports an unknown server section at its key, listing the known ones', async () => {
+    const { lines } = await check('team: payments\nservers:\n  htp:\n    tools: {}\n');
+    expect(lines).toEqual(['3:3: servers: unknown key "htp" (allowed: git, github, postgres, http, model)']);
+  });
+
+  it('reports an unknown tool option at its key', async () => {
+    const { lines } = await check(
+      'team: payments\nservers:\n  http:\n    hosts: [{ origin: "https://a.example" }]\n    tools:\n      http_get: { maxByts: 5 }\n',
+    );
+    expect(lines).toEqual([
+      '6:19: servers.http.tools.http_get: unknown key "maxByts" (allowed: maxBytes, rateLimit)',
+    ]);
+  });
+
+  it('reports a missing key at the mapping that lacks it', async () => {
+    const { lines } = await check(
+      'team: payments\nservers:\n  http:\n    hosts: [{ origin: "https://a.example" }]\n',
+    );
+    // The `http` mapping starts at line 4, col 5 (its first key).
+    expect(lines).toEqual(['4:5: servers.http: missing required key "tools"']);
+    const noTeam = await check('servers: {}\n', 'noteam.yaml');
+    expect(noTeam.lines).toEqual(['1:1: missing required key "team"']);
+  });
+
+  it('reports a wrong type at the value', async () => {
+    const { lines } = await check('team: payments\nservers:\n  http:\n    hosts: yes\n    tools: {}\n');
+    expect(lines).toEqual(['4:12: servers.http.hosts: expected array, received string']);
+  });
+
+  it('requires the team name to match [a-z0-9][a-z0-9-]*', async () => {
+    const { lines } = await check('team: Payments_Team\nservers: {}\n');
+    expect(lines).toEqual(['1:7: team: team must match [a-z0-9][a-z0-9-]* (lowercase letters, digits, "-")']);
+    expect((await check('team: -x\nservers: {}\n', 'b.yaml')).lines).toHaveLength(1);
+    expect((await check('team: a-1\nservers: {}\n', 'c.yaml')).lines).toEqual([]);
+  });
+
+  it('reports a team defined twice at the second file, naming the first', async () => {
+    const first = await ws.write('a.yaml', 'team: payments\nservers: {}\n');
+    const second = await ws.write('b.yaml', '# again\nteam: payments\nservers: {}\n');
+    const { issues, policies } = await checkPolicyFiles(config, fakeServers);
+    expect(issues).toEqual([
+      { file: second, line: 2, col: 7, message: `team: team "payments" is already defined in ${first}:1:7` },
+    ]);
+    expect(policies.map((p) => p.file)).toEqual([first]);
+  });
+
+  it('reports unknown secrets in a server section and in model.credential', async () => {
+    const { lines } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  http:',
+        '    hosts:',
+        '      - origin: https://a.example',
+        '        inject: { header: X-Key, value: "${secret:nope}" }',
+        '    tools: {}',
+        '  model:',
+        '    credential: missing-key',
+        '',
+      ].join('\n'),
+    );
+    const known = 'known secrets: anthropic-key, github-token, pg-analytics, stripe-key';
+    expect(lines).toEqual([
+      `6:41: servers.http.hosts[0].inject.value: unknown secret "nope"; ${known}`,
+      `9:17: servers.model.credential: unknown secret "missing-key"; ${known}`,
+    ]);
+  });
+
+  it('refuses a secret whose teams do not include this team', async () => {
+    const { lines } = await check(
+      [
+        'team: web',
+        'servers:',
+        '  http:',
+        '    hosts:',
+        '      - origin: https://a.example',
+        '        inject: { header: X-Key, value: "${secret:github-token}" }',
+        '    tools: {}',
+        '  model: { credential: anthropic-key }',
+        '',
+      ].join('\n'),
+      'web.yaml',
+    );
+    // github-token allows [payments, web]; anthropic-key only [payments].
+    expect(lines).toEqual([
+      '8:24: servers.model.credential: secret "anthropic-key" may not be used by team "web" (allowed: payments)',
+    ]);
+  });
+
+  it('reports a bad glob at the glob itself', async () => {
+    const { lines } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  http:',
+        '    hosts:',
+        '      - origin: https://a.example',
+        '        paths: ["/ok/*", "/bad/***"]',
+        '    tools: {}',
+        '',
+      ].join('\n'),
+    );
+    expect(lines).toEqual([
+      '6:26: servers.http.hosts[0].paths[1]: bad glob "/bad/***": "***" is not a pattern (use "*" or "**")',
+    ]);
+  });
+
+  it('reports bad rate limits at the value', async () => {
+    const { lines } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  http:',
+        '    hosts: [{ origin: "https://a.example" }]',
+        '    tools:',
+        '      http_request: { rateLimit: 10/fortnight }',
+        '      http_get: { rateLimit: 0/hour }',
+        '',
+      ].join('\n'),
+    );
+    expect(lines).toEqual([
+      '6:34: servers.http.tools.http_request.rateLimit: bad rateLimit "10/fortnight": expected N/second, N/minute, N/hour or N/day (e.g. "10/hour")',
+      '7:30: servers.http.tools.http_get.rateLimit: bad rateLimit "0/hour": the count must be between 1 and 1000000000',
+    ]);
+  });
+
+  it('validates the model section strictly', async () => {
+    const { lines } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  model:',
+        '    upstream: ftp://example.com',
+        '    credential: anthropic-key',
+        '    paths: ["v1/messages"]',
+        '    dailyTokenBudget: -5',
+        '    budget: 1',
+        '',
+      ].join('\n'),
+    );
+    expect(lines).toEqual([
+      '4:15: servers.model.upstream: upstream must be an http(s) URL such as https://api.anthropic.com',
+      '6:13: servers.model.paths[0]: paths must start with "/"',
+      '7:23: servers.model.dailyTokenBudget: Too small: expected number to be >0',
+      '8:5: servers.model: unknown key "budget" (allowed: upstream, credential, paths, dailyTokenBudget)',
+    ]);
+  });
+
+  it('never expands environment variables', async () => {
+    process.env.AIRLOCK_TEST_SECRET_VALUE = 'expanded!';
+    const { issues, policies } = await check(
+      [
+        'team: payments',
+        'servers:',
+        '  http:',
+        '    hosts:',
+        '      - origin: https://a.example',
+        '        paths: ["/$HOME/${AIRLOCK_TEST_SECRET_VALUE}"]',
+        '        inject: { header: X-Home, value: "$HOME ${AIRLOCK_TEST_SECRET_VALUE}" }',
+        '    tools: {}',
+        '',
+      ].join('\n'),
+    );
+    delete process.env.AIRLOCK_TEST_SECRET_VALUE;
+    expect(issues).toEqual([]);
+    const host = (policies[0]!.servers.http!.hosts as { paths: string[]; inject: { value: string } }[])[0]!;
+    expect(host.paths).toEqual(['/$HOME/${AIRLOCK_TEST_SECRET_VALUE}']);
+    expect(host.inject.value).toBe('$HOME ${AIRLOCK_TEST_SECRET_VALUE}');
+  });
+
+  it('reads only .yaml/.yml files of the folder, whatever their names', async () => {
+    await ws.write('whatever-name.yml', 'team: payments\nservers: {}\n');
+    await ws.write('other.yaml', 'team: web\nservers: {}\n');
+    await ws.write('schema.json', '{"not": "a policy"}');
+    await ws.write('README.md', '# notes');
+    await ws.write('.#other.yaml', 'broken: [');
+    const { issues, policies } = await checkPolicyFiles(config, [fakeHttp]);
+    expect(issues).toEqual([]);
+    expect(policies.map((p) => [p.team, path.basename(p.file)])).toEqual([
+      ['web', 'other.yaml'],
+      ['payments', 'whatever-name.yml'],
+    ]);
+  });
+
+  it('reports a missing file or folder', async () => {
+    const missing = path.join(ws.dir, 'nope.yaml');
+    expect((await checkPolicyFiles(config, fakeServers, [missing])).issues).toEqual([
+      { file: missing, line: 1, col: 1, message: 'no such file' },
+    ]);
+    const gone = { ...config, policies: path.join(ws.dir, 'gone') };
+    expect(brief((await checkPolicyFiles(gone, fakeServers)).issues)).toEqual([
+      '1:1: cannot read policy folder (ENOENT)',
+    ]);
+  });
+
+  it('reports an empty file as a missing mapping', async () => {
+    const { lines } = await check('');
+    expect(lines).toEqual(['1:1: expected object, received null']);
+  });
+});

@@ -1,0 +1,138 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { ConfigError, loadConfig, resolveGroup } from '../../src/config.js';
+import { brief, makeWorkspace } from './helpers.js';
+
+let ws: Awaited<ReturnType<typeof makeWorkspace>>;
+beforeEach(async () => {
+  ws = await makeWorkspace();
+});
+afterEach(() => ws.cleanup());
+
+async function configIssues(text: string): Promise<string[]> {
+  const file = path.join(ws.dir, 'bad.yaml');
+  await (await import('node:fs/promises')).writeFile(file, text);
+  const err = await loadConfig(file).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ConfigError);
+  return brief((err as ConfigError).issues);
+}
+
+describe('loadConfig', () => {
+  it('resolves relative paths against the config file folder, not the working directory', async () => {
+    const config = await loadConfig(path.relative(process.cwd(), ws.configFile));
+    expect(config.file).toBe(ws.configFile);
+    expect(config.dir).toBe(ws.dir);
+    expect(config.socketDir).toBe(path.join(ws.dir, 'run'));
+    expect(config.stateDir).toBe(path.join(ws.dir, 'state'));
+    expect(config.policies).toBe(path.join(ws.dir, 'policies'));
+    expect(config.audit.file).toBe(path.join(ws.dir, 'audit.jsonl'));
+    expect(config.secrets['pg-analytics']).toEqual({ file: path.join(ws.dir, 'pg_url') });
+    expect(config.secrets['stripe-key']).toEqual({ env: 'STRIPE_KEY' });
+    expect(config.socketGroup).toBeUndefined();
+  });
+
+  it('resolves a githubApp private key file and keeps absolute paths', async () => {
+    const file = path.join(ws.dir, 'app.yaml');
+    await (
+      await import('node:fs/promises')
+    ).writeFile(
+      file,
+      [
+        'socketDir: /run/airlock',
+        'stateDir: state',
+        'audit: { file: /var/log/a.jsonl }',
+        'secrets:',
+        '  app:',
+        '    githubApp: { appId: 1, installationId: "2", privateKey: { file: keys/app.pem } }',
+        '    teams: [payments]',
+        '  app2:',
+        '    githubApp: { appId: 1, installationId: 2, privateKey: { env: APP_KEY } }',
+        '',
+      ].join('\n'),
+    );
+    const config = await loadConfig(file);
+    expect(config.socketDir).toBe('/run/airlock');
+    expect(config.audit.file).toBe('/var/log/a.jsonl');
+    expect(config.policies).toBe(path.join(ws.dir, 'policies')); // the default ./policies
+    expect(config.secrets.app).toEqual({
+      githubApp: { appId: 1, installationId: '2', privateKey: { file: path.join(ws.dir, 'keys/app.pem') } },
+      teams: ['payments'],
+    });
+    expect(config.secrets.app2).toEqual({
+      githubApp: { appId: 1, installationId: 2, privateKey: { env: 'APP_KEY' } },
+    });
+  });
+
+  it('accepts socketGroup as a gid or a group name', async () => {
+    const withGroup = async (value: string) => {
+      const file = path.join(ws.dir, `g-${Math.random()}.yaml`);
+      await (
+        await import('node:fs/promises')
+      ).writeFile(file, `socketDir: run\nstateDir: state\naudit: { file: a.jsonl }\nsocketGroup: ${value}\n`);
+      return (await loadConfig(file)).socketGroup;
+    };
+    expect(await withGroup('root')).toBe(0);
+    expect(await withGroup('1000')).toBe(1000);
+    expect(await withGroup('"1234"')).toBe(1234);
+    expect(await resolveGroup('root')).toBe(0);
+    expect(await resolveGroup('no-such-group-airlock')).toBeUndefined();
+  });
+
+  it('reports an unknown group at its value', async () => {
+    expect(
+      await configIssues(
+        'socketDir: run\nstateDir: s\naudit: { file: a }\nsocketGroup: no-such-group-airlock\n',
+      ),
+    ).toEqual(['4:14: socketGroup: unknown group "no-such-group-airlock" (not in /etc/group)']);
+  });
+
+  it('reports every config mistake with its position', async () => {
+    const lines = await configIssues(
+      [
+        'socketDir: 5',
+        'audit: { file: a, fsync: true }',
+        'polices: ./p',
+        'secrets:',
+        '  ok: { env: X }',
+        '  typo: { env: X, team: [payments] }',
+        '  "bad name": { env: X }',
+        '  empty: {}',
+        '  wrongteam: { env: X, teams: [Payments] }',
+        '',
+      ].join('\n'),
+    );
+    expect(lines).toEqual([
+      '1:1: missing required key "stateDir"',
+      '1:12: socketDir: expected string, received number',
+      '2:19: audit: unknown key "fsync" (allowed: file)',
+      '3:1: unknown key "polices" (allowed: socketDir, socketGroup, stateDir, policies, audit, secrets)',
+      '6:19: secrets.typo: unknown key "team" (allowed: env, teams)',
+      '7:3: secrets: invalid key "bad name": secret names use letters, digits, ".", "_" and "-"',
+      '8:10: secrets.empty: expected a mapping with exactly one of: env, file, keychain, githubApp',
+      '9:32: secrets.wrongteam.teams[0]: team names match [a-z0-9][a-z0-9-]*',
+    ]);
+  });
+
+  it('reports a missing config file', async () => {
+    const missing = path.join(ws.dir, 'nope.yaml');
+    await expect(loadConfig(missing)).rejects.toThrow(
+      `${missing}:1:1: config file not found (pass --config FILE)`,
+    );
+  });
+
+  it('loads the example config', async () => {
+    const config = await loadConfig(path.join(import.meta.dirname, '../../airlock.example.yaml'));
+    expect(config.socketGroup).toBe(1000);
+    expect(Object.keys(config.secrets).sort()).toEqual([
+      'anthropic-key',
+      'gh-app',
+      'github-token',
+      'pg-analytics',
+      'stripe-key',
+    ]);
+    expect(config.policies).toBe(path.resolve(import.meta.dirname, '../../policies'));
+  });
+});
