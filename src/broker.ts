@@ -1,6 +1,7 @@
 // The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
 // sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
 import { mkdir, readFile, writeFile, rename, lstat, unlink, chmod, chown } from 'node:fs/promises';
+import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { AuditLog } from './audit.js';
@@ -13,6 +14,7 @@ import { Redactor } from './redact.js';
 import { SecretStore } from './secrets.js';
 import { SERVERS, SERVER_MAP } from './servers.js';
 import { NdjsonTransport } from './transport.js';
+import { createModelProxy } from './model-proxy.js';
 import { openSession, type McpSession } from './session.js';
 import type { ServerName } from './tool.js';
 
@@ -100,7 +102,8 @@ export async function createCore(config: AirlockConfig, opts: { log?: Logger; wa
 
 interface Listener {
   team: string;
-  server: ServerName;
+  /** An MCP server, or `model` (the HTTP/1.1 model API proxy). */
+  server: ServerName | 'model';
   socketPath: string;
   net: net.Server;
   sessions: Set<McpSession>;
@@ -108,6 +111,7 @@ interface Listener {
 
 export class Broker {
   private readonly listeners = new Map<string, Listener>();
+  private readonly modelProxies = new Set<http.Server>();
   private stopping = false;
   private syncing: Promise<void> = Promise.resolve();
 
@@ -138,9 +142,10 @@ export class Broker {
   }
 
   async reload(): Promise<void> {
-    const { changed, errors } = await this.core.policies.reload();
-    for (const e of errors) this.core.log.error(`${e.file}:${e.line}:${e.col}: ${e.message}`);
-    if (changed.length === 0) await this.syncSockets();
+    // The store logs each broken file with its position and keeps the last good policy.
+    await this.core.policies.reload();
+    // A change already triggered a socket sync through the 'change' event; wait for it.
+    await this.syncSockets();
   }
 
   private async onPolicyChange(teams: string[]): Promise<void> {
@@ -169,13 +174,18 @@ export class Broker {
         wanted.add(key);
         if (!this.listeners.has(key)) await this.listen(policy.team, name as ServerName);
       }
+      if (policy.model) {
+        const key = `${policy.team}/model`;
+        wanted.add(key);
+        if (!this.listeners.has(key)) await this.listen(policy.team, 'model');
+      }
     }
     for (const [key, l] of this.listeners) {
       if (!wanted.has(key)) await this.closeListener(key, l);
     }
   }
 
-  private async listen(team: string, server: ServerName): Promise<void> {
+  private async listen(team: string, server: ServerName | 'model'): Promise<void> {
     const { socketDir, socketGroup } = this.core.config;
     const teamDir = path.join(socketDir, team);
     await mkdir(socketDir, { recursive: true, mode: 0o755 });
@@ -185,9 +195,9 @@ export class Broker {
     const socketPath = path.join(teamDir, `${server}.sock`);
     await removeStaleSocket(socketPath);
 
-    const listener: Listener = { team, server, socketPath, net: net.createServer(), sessions: new Set() };
+    const listener: Listener = { team, server, socketPath, net: this.createListener(team, server), sessions: new Set() };
     listener.net.maxConnections = MAX_SESSIONS_PER_SOCKET;
-    listener.net.on('connection', (conn) => void this.accept(listener, conn));
+    if (server !== 'model') listener.net.on('connection', (conn) => void this.accept(listener, conn));
     listener.net.on('error', (err) => this.core.log.error({ err: err.message, socketPath }, 'socket error'));
     await new Promise<void>((resolve, reject) => {
       listener.net.once('error', reject);
@@ -202,15 +212,32 @@ export class Broker {
     this.core.log.info({ team, server, socketPath }, 'listening');
   }
 
+  private createListener(team: string, server: ServerName | 'model'): net.Server {
+    if (server !== 'model') return net.createServer();
+    const { core } = this;
+    const proxy = createModelProxy({
+      team,
+      getSection: () => core.policies.get(team)?.model,
+      secrets: core.secrets.forTeam(team),
+      audit: core.audit,
+      redactor: core.redactor,
+      log: core.log.child({ team, server: 'model' }),
+      stateDir: core.config.stateDir,
+    });
+    this.modelProxies.add(proxy);
+    proxy.once('close', () => this.modelProxies.delete(proxy));
+    return proxy;
+  }
+
   private async accept(listener: Listener, conn: net.Socket): Promise<void> {
-    if (this.stopping) return void conn.destroy();
+    if (this.stopping || listener.server === 'model') return void conn.destroy();
     const log = this.core.log;
     const transport = new NdjsonTransport(conn, conn, {
       onProtocolError: (message) => log.warn({ team: listener.team, server: listener.server, message }, 'protocol error'),
     });
     const session = await openSession(this.core.pipeline, {
       team: listener.team,
-      server: listener.server,
+      server: listener.server as ServerName,
       transport,
       kind: 'socket',
     });
@@ -242,7 +269,16 @@ export class Broker {
     await this.syncing;
     for (const l of this.listeners.values()) l.net.close();
     this.core.log.info({ inFlight: this.core.pipeline.activeCalls }, 'draining');
+    const models = [...this.modelProxies].map(
+      (p) => new Promise<void>((resolve) => p.close(() => resolve())),
+    );
     const clean = await this.core.pipeline.drain(drainTimeoutMs);
+    // Model streams in flight get the same drain window, then are cut.
+    const modelTimer = setTimeout(() => {
+      for (const p of this.modelProxies) p.closeAllConnections();
+    }, clean ? drainTimeoutMs : 0);
+    await Promise.all(models);
+    clearTimeout(modelTimer);
     // The SDK sends a handler's response a few microtasks after it returns: let those go out.
     await new Promise((resolve) => setImmediate(resolve));
     if (!clean) this.core.log.warn('drain timed out; in-flight calls were aborted');

@@ -390,9 +390,10 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     deps.redactor.add(key);
 
     const upstreamUrl = joinUpstream(section.upstream, opts.target);
+    const allowPrivate = deps.upstreamAllowPrivate === true || section.allowPrivateAddress === true;
     const literal = classifyHostname(upstreamUrl.hostname);
     const literalProblem =
-      literal && addressProblem(upstreamUrl.hostname, literal, deps.upstreamAllowPrivate === true);
+      literal && addressProblem(upstreamUrl.hostname, literal, allowPrivate);
     if (literalProblem) {
       cleanup();
       return fail(502, 'api_error', literalProblem);
@@ -409,7 +410,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         headers,
         body: opts.method === 'POST' ? opts.body : undefined,
         agent: upstreamUrl.protocol === 'https:' ? agents.https : agents.http,
-        lookup: guardedLookup(deps.upstreamAllowPrivate === true),
+        lookup: guardedLookup(allowPrivate),
         signal: controller.signal,
         idleTimeoutMs: limits.idleTimeoutMs,
         onIdle: () =>

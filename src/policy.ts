@@ -78,6 +78,10 @@ export const modelSectionSchema = z
       .positive()
       .optional()
       .describe('Input + output tokens per UTC day for this team; absent means unlimited'),
+    allowPrivateAddress: z
+      .boolean()
+      .default(false)
+      .describe('Allow an upstream on a loopback/private address (a local gateway or a test API)'),
   })
   .strict()
   .describe("The agent's own model API, served on model.sock (HTTP/1.1)");

@@ -95,9 +95,8 @@ export class Redactor {
     if (Array.isArray(value)) return value.map((v) => this.walk(v));
     if (value && typeof value === 'object') {
       if (Buffer.isBuffer(value)) return this.scrub(value.toString('utf8'));
-      const out: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(value)) out[this.scrub(k)] = this.walk(v);
-      return out;
+      // fromEntries defines keys, so an argument named "__proto__" stays a key, not a prototype.
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [this.scrub(k), this.walk(v)]));
     }
     return value;
   }

@@ -77,6 +77,7 @@ describe('checkPolicyFiles', () => {
       upstream: 'https://api.anthropic.com',
       credential: 'anthropic-key',
       paths: ['/v1/messages', '/v1/messages/count_tokens'],
+      allowPrivateAddress: false,
     });
   });
 
@@ -259,7 +260,7 @@ describe('checkPolicyFiles', () => {
       '4:15: servers.model.upstream: upstream must be an http(s) URL such as https://api.anthropic.com',
       '6:13: servers.model.paths[0]: paths must start with "/"',
       '7:23: servers.model.dailyTokenBudget: Too small: expected number to be >0',
-      '8:5: servers.model: unknown key "budget" (allowed: upstream, credential, paths, dailyTokenBudget)',
+      '8:5: servers.model: unknown key "budget" (allowed: upstream, credential, paths, dailyTokenBudget, allowPrivateAddress)',
     ]);
   });
 

@@ -40,6 +40,14 @@ describe('Redactor', () => {
     expect(out.n).toBe(1);
   });
 
+  it('keeps a "__proto__" key as data instead of setting the prototype', () => {
+    const hostile = JSON.parse(`{"__proto__": {"polluted": "${secret}"}, "a": 1}`);
+    const out = r.scrubDeep(hostile) as Record<string, unknown>;
+    expect(Object.keys(out)).toContain('__proto__');
+    expect(JSON.stringify(out)).toContain('[redacted]');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
   it('refuses to register values too short to redact safely', () => {
     const r3 = new Redactor();
     expect(r3.add('abc')).toBe(false);
