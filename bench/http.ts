@@ -39,11 +39,18 @@ interface Stats {
 
 function stats(latencies: number[], wallMs: number): Stats {
   const sorted = [...latencies].sort((a, b) => a - b);
-  return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), perSecond: (latencies.length / wallMs) * 1000 };
+  return {
+    p50: percentile(sorted, 0.5),
+    p99: percentile(sorted, 0.99),
+    perSecond: (latencies.length / wallMs) * 1000,
+  };
 }
 
 /** Runs `total` calls spread over `workers` concurrent loops; returns per-call latencies. */
-async function load(workers: Array<() => Promise<void>>, total: number): Promise<{ latencies: number[]; wallMs: number }> {
+async function load(
+  workers: Array<() => Promise<void>>,
+  total: number,
+): Promise<{ latencies: number[]; wallMs: number }> {
   const latencies: number[] = [];
   let issued = 0;
   const start = performance.now();
@@ -83,10 +90,20 @@ async function main(): Promise<void> {
     path.join(root, 'policies/bench.yaml'),
     `team: bench\nservers:\n  http:\n    hosts:\n      - origin: ${origin}\n        methods: [GET]\n        paths: ["/v1/**"]\n        inject: { header: Authorization, value: "Bearer \${secret:token}" }\n        allowPrivateAddress: true\n    tools:\n      http_request: {}\n`,
   );
-  const broker = spawn(process.execPath, [...(process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? []), CLI, 'serve', '--config', path.join(root, 'airlock.yaml')], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
-  });
+  const broker = spawn(
+    process.execPath,
+    [
+      ...(process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+      CLI,
+      'serve',
+      '--config',
+      path.join(root, 'airlock.yaml'),
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
+    },
+  );
   const socketPath = path.join(root, 'run/bench/http.sock');
   for (let i = 0; i < 200 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
 
@@ -99,16 +116,23 @@ async function main(): Promise<void> {
     clients.push(client);
   }
   const viaAirlock = (client: Client) => async () => {
-    const r = (await client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${origin}/v1/items` } })) as CallToolResult;
+    const r = (await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${origin}/v1/items` },
+    })) as CallToolResult;
     if (r.isError) throw new Error(JSON.stringify(r.content));
   };
   // The baseline makes the same request the broker makes: a fresh connection, the same headers.
   const direct = () =>
     new Promise<void>((resolve, reject) => {
-      const req = http.request(`${origin}/v1/items`, { agent: false, headers: { authorization: 'Bearer x' } }, (res) => {
-        res.resume();
-        res.on('end', resolve);
-      });
+      const req = http.request(
+        `${origin}/v1/items`,
+        { agent: false, headers: { authorization: 'Bearer x' } },
+        (res) => {
+          res.resume();
+          res.on('end', resolve);
+        },
+      );
       req.on('error', reject);
       req.end();
     });
@@ -119,7 +143,10 @@ async function main(): Promise<void> {
 
   const seqDirect = await load([direct], SEQUENTIAL);
   const seqAirlock = await load([viaAirlock(clients[0]!)], SEQUENTIAL);
-  const conDirect = await load(Array.from({ length: SESSIONS }, () => direct), CALLS);
+  const conDirect = await load(
+    Array.from({ length: SESSIONS }, () => direct),
+    CALLS,
+  );
   const conAirlock = await load(clients.map(viaAirlock), CALLS);
 
   const rows: Array<[string, Stats]> = [
@@ -131,7 +158,12 @@ async function main(): Promise<void> {
   console.log(`http_request overhead — ${os.cpus().length} cores, node ${process.version}`);
   console.log('case'.padEnd(36), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
   for (const [name, s] of rows) {
-    console.log(name.padEnd(36), s.p50.toFixed(3).padStart(9), s.p99.toFixed(3).padStart(9), s.perSecond.toFixed(0).padStart(10));
+    console.log(
+      name.padEnd(36),
+      s.p50.toFixed(3).padStart(9),
+      s.p99.toFixed(3).padStart(9),
+      s.perSecond.toFixed(0).padStart(10),
+    );
   }
   const [d1, a1, dN, aN] = rows.map((r) => r[1]) as [Stats, Stats, Stats, Stats];
   console.log(

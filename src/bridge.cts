@@ -2,6 +2,8 @@
 // airlock-bridge: relays stdin/stdout (or loopback TCP connections) to an Airlock Unix socket.
 // This file must run on plain Node inside an agent image with nothing else installed: Node
 // built-ins only, CommonJS so an extension-less copy (/usr/local/bin/airlock-bridge) runs as is.
+// CommonJS on purpose (see above), so the import is a require.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
 import net = require('node:net');
 
 const USAGE = 'usage: airlock-bridge SOCKET | airlock-bridge --listen HOST:PORT SOCKET';

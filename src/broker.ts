@@ -37,13 +37,17 @@ export interface Core {
 }
 
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
-export async function createCore(config: AirlockConfig, opts: { log?: Logger; watch?: boolean } = {}): Promise<Core> {
+export async function createCore(
+  config: AirlockConfig,
+  opts: { log?: Logger; watch?: boolean } = {},
+): Promise<Core> {
   const redactor = new Redactor();
   const log = opts.log ?? createLogger(redactor);
   const secrets = new SecretStore(config.secrets, redactor);
   // Resolve every secret up front so the redactor knows all values before any call runs.
   for (const r of await secrets.resolveAll()) {
-    if (!r.ok) log.warn({ secret: r.name, error: r.error }, 'secret does not resolve; calls that need it will fail');
+    if (!r.ok)
+      log.warn({ secret: r.name, error: r.error }, 'secret does not resolve; calls that need it will fail');
     else if (r.warning) log.warn({ secret: r.name, warning: r.warning }, 'secret warning');
   }
   const audit = await AuditLog.open(config.audit.file, { scrub: (entry) => redactor.scrubDeep(entry) });
@@ -75,6 +79,19 @@ export async function createCore(config: AirlockConfig, opts: { log?: Logger; wa
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
   });
+  /** Counters survive a restart, so restarting the broker never refills a team's buckets. */
+  const saveRateLimits = async () => {
+    const snapshot = rateLimiter.snapshot();
+    if (Object.keys(snapshot).length === 0) return;
+    try {
+      await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+      const tmp = `${ratePath}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify(snapshot), { mode: 0o600 });
+      await rename(tmp, ratePath);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
+    }
+  };
   return {
     config,
     log,
@@ -87,14 +104,7 @@ export async function createCore(config: AirlockConfig, opts: { log?: Logger; wa
     async close() {
       policies.close();
       await pipeline.resetRuntimes();
-      try {
-        await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-        const tmp = `${ratePath}.${process.pid}.tmp`;
-        await writeFile(tmp, JSON.stringify(rateLimiter.snapshot()), { mode: 0o600 });
-        await rename(tmp, ratePath);
-      } catch (err) {
-        log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
-      }
+      await saveRateLimits();
       await audit.close();
     },
   };
@@ -158,9 +168,11 @@ export class Broker {
 
   /** Opens a socket for every (team, server) the policies enable and closes the rest. Serialized. */
   syncSockets(): Promise<void> {
-    this.syncing = this.syncing.then(() => this.doSync()).catch((err) => {
-      this.core.log.error({ err: (err as Error).message }, 'could not update sockets');
-    });
+    this.syncing = this.syncing
+      .then(() => this.doSync())
+      .catch((err) => {
+        this.core.log.error({ err: (err as Error).message }, 'could not update sockets');
+      });
     return this.syncing;
   }
 
@@ -195,7 +207,13 @@ export class Broker {
     const socketPath = path.join(teamDir, `${server}.sock`);
     await removeStaleSocket(socketPath);
 
-    const listener: Listener = { team, server, socketPath, net: this.createListener(team, server), sessions: new Set() };
+    const listener: Listener = {
+      team,
+      server,
+      socketPath,
+      net: this.createListener(team, server),
+      sessions: new Set(),
+    };
     listener.net.maxConnections = MAX_SESSIONS_PER_SOCKET;
     if (server !== 'model') listener.net.on('connection', (conn) => void this.accept(listener, conn));
     listener.net.on('error', (err) => this.core.log.error({ err: err.message, socketPath }, 'socket error'));
@@ -233,7 +251,8 @@ export class Broker {
     if (this.stopping || listener.server === 'model') return void conn.destroy();
     const log = this.core.log;
     const transport = new NdjsonTransport(conn, conn, {
-      onProtocolError: (message) => log.warn({ team: listener.team, server: listener.server, message }, 'protocol error'),
+      onProtocolError: (message) =>
+        log.warn({ team: listener.team, server: listener.server, message }, 'protocol error'),
     });
     const session = await openSession(this.core.pipeline, {
       team: listener.team,
@@ -274,9 +293,12 @@ export class Broker {
     );
     const clean = await this.core.pipeline.drain(drainTimeoutMs);
     // Model streams in flight get the same drain window, then are cut.
-    const modelTimer = setTimeout(() => {
-      for (const p of this.modelProxies) p.closeAllConnections();
-    }, clean ? drainTimeoutMs : 0);
+    const modelTimer = setTimeout(
+      () => {
+        for (const p of this.modelProxies) p.closeAllConnections();
+      },
+      clean ? drainTimeoutMs : 0,
+    );
     await Promise.all(models);
     clearTimeout(modelTimer);
     // The SDK sends a handler's response a few microtasks after it returns: let those go out.

@@ -47,7 +47,11 @@ function parse(args: string[], options: OptionSpec = {}): Parsed {
     args,
     allowPositionals: true,
     strict: true,
-    options: { config: { type: 'string', default: 'airlock.yaml' }, help: { type: 'boolean', short: 'h' }, ...options },
+    options: {
+      config: { type: 'string', default: 'airlock.yaml' },
+      help: { type: 'boolean', short: 'h' },
+      ...options,
+    },
   });
   return { values: values as Parsed['values'], positionals };
 }
@@ -108,7 +112,11 @@ export async function main(argv: string[]): Promise<number> {
       const [sub, ...more] = rest;
       const { values, positionals } = parse(more);
       if (sub === 'check') {
-        return policyCheckCommand({ config: path.resolve(values.config as string), paths: positionals, servers: SERVERS });
+        return policyCheckCommand({
+          config: path.resolve(values.config as string),
+          paths: positionals,
+          servers: SERVERS,
+        });
       }
       if (sub === 'schema') return policySchemaCommand({ servers: SERVERS });
       throw new UserError('usage: airlock policy check [PATH...] | airlock policy schema');
@@ -141,7 +149,9 @@ export async function main(argv: string[]): Promise<number> {
         lines: { type: 'string', short: 'n' },
       });
       if (positionals.length) throw new UserError(`unexpected argument "${positionals[0]}"`);
-      const file = values.file ? path.resolve(values.file as string) : (await config(values.config as string)).audit.file;
+      const file = values.file
+        ? path.resolve(values.file as string)
+        : (await config(values.config as string)).audit.file;
       if (sub === 'verify') return auditVerifyCommand({ file });
       if (sub === 'tail') {
         const decision = values.decision as string | undefined;

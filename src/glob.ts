@@ -29,7 +29,8 @@ export function globProblem(pattern: string): string | undefined {
   if (pattern.length === 0) return 'empty glob';
   if (/[\0\r\n]/.test(pattern)) return 'glob contains a control character';
   if (/\*\*\*/.test(pattern)) return `bad glob "${pattern}": "***" is not a pattern (use "*" or "**")`;
-  if (pattern.startsWith('!')) return `bad glob "${pattern}": negation is not supported; list what is allowed`;
+  if (pattern.startsWith('!'))
+    return `bad glob "${pattern}": negation is not supported; list what is allowed`;
   try {
     picomatch.makeRe(pattern, OPTIONS);
   } catch (err) {

@@ -392,8 +392,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     const upstreamUrl = joinUpstream(section.upstream, opts.target);
     const allowPrivate = deps.upstreamAllowPrivate === true || section.allowPrivateAddress === true;
     const literal = classifyHostname(upstreamUrl.hostname);
-    const literalProblem =
-      literal && addressProblem(upstreamUrl.hostname, literal, allowPrivate);
+    const literalProblem = literal && addressProblem(upstreamUrl.hostname, literal, allowPrivate);
     if (literalProblem) {
       cleanup();
       return fail(502, 'api_error', literalProblem);

@@ -13,7 +13,14 @@ import type { AuditEntry } from './audit.js';
 import type { Logger } from './log.js';
 import { digest, type Redactor } from './redact.js';
 import { formatWait, type RateLimiter, type RateLimitSpec } from './ratelimit.js';
-import { ToolError, type AnyToolDefinition, type SecretAccess, type ServerDefinition, type ServerName, type ServerRuntime } from './tool.js';
+import {
+  ToolError,
+  type AnyToolDefinition,
+  type SecretAccess,
+  type ServerDefinition,
+  type ServerName,
+  type ServerRuntime,
+} from './tool.js';
 
 export interface SessionInfo {
   id: string;
@@ -24,8 +31,19 @@ export interface SessionInfo {
 
 /** The team policy as the pipeline reads it (parsed and validated by src/policy.ts). */
 export interface PolicyView {
-  get(team: string):
-    | { servers: Record<string, ({ tools: Record<string, { rateLimit?: RateLimitSpec } & Record<string, unknown>> } & Record<string, unknown>) | undefined> }
+  get(
+    team: string,
+  ):
+    | {
+        servers: Record<
+          string,
+          | ({ tools: Record<string, { rateLimit?: RateLimitSpec } & Record<string, unknown>> } & Record<
+              string,
+              unknown
+            >)
+          | undefined
+        >;
+      }
     | undefined;
 }
 
@@ -83,7 +101,12 @@ export class CallPipeline {
     return described;
   }
 
-  async call(session: SessionInfo, name: string, rawArgs: unknown, signal?: AbortSignal): Promise<CallToolResult> {
+  async call(
+    session: SessionInfo,
+    name: string,
+    rawArgs: unknown,
+    signal?: AbortSignal,
+  ): Promise<CallToolResult> {
     this.inFlight++;
     try {
       return await this.run(session, name, rawArgs ?? {}, signal);
@@ -92,7 +115,12 @@ export class CallPipeline {
     }
   }
 
-  private async run(session: SessionInfo, name: string, rawArgs: unknown, signal?: AbortSignal): Promise<CallToolResult> {
+  private async run(
+    session: SessionInfo,
+    name: string,
+    rawArgs: unknown,
+    signal?: AbortSignal,
+  ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
     const call = randomUUID();
@@ -101,10 +129,19 @@ export class CallPipeline {
     const elapsed = () => round(performance.now() - started);
 
     const refuse = async (rule: string, reason: string, text: string): Promise<CallToolResult> => {
-      await this.deps.audit.append({ ...base, phase: 'result', decision: 'deny', rule, reason: this.deps.redactor.scrub(reason), outcome: 'denied', durationMs: elapsed() });
+      await this.deps.audit.append({
+        ...base,
+        phase: 'result',
+        decision: 'deny',
+        rule,
+        reason: this.deps.redactor.scrub(reason),
+        outcome: 'denied',
+        durationMs: elapsed(),
+      });
       return errorResult(this.deps.redactor.scrub(text));
     };
-    const deny = (rule: string, reason: string) => this.guardAudit(() => refuse(rule, reason, `denied: ${rule}: ${reason}`));
+    const deny = (rule: string, reason: string) =>
+      this.guardAudit(() => refuse(rule, reason, `denied: ${rule}: ${reason}`));
 
     // 1. Default deny: a tool the team's policy does not list does not exist for it.
     const def = this.deps.servers.get(server);
@@ -113,7 +150,10 @@ export class CallPipeline {
     const options = section?.tools[name];
     if (!def || !section || !tool || !options) {
       const enabled = section ? Object.keys(section.tools).join(', ') || 'none' : 'none';
-      return deny(`${server}.tools`, `tool "${name}" is not enabled for team "${team}" on the ${server} server; enabled tools: ${enabled}`);
+      return deny(
+        `${server}.tools`,
+        `tool "${name}" is not enabled for team "${team}" on the ${server} server; enabled tools: ${enabled}`,
+      );
     }
     const rulePrefix = `${server}.tools.${name}`;
 
@@ -121,7 +161,9 @@ export class CallPipeline {
     const parsed = tool.input.safeParse(rawArgs);
     if (!parsed.success) {
       const reason = formatZodError(parsed.error);
-      return this.guardAudit(() => refuse(`${rulePrefix}.input`, `invalid argument: ${reason}`, `invalid argument: ${reason}`));
+      return this.guardAudit(() =>
+        refuse(`${rulePrefix}.input`, `invalid argument: ${reason}`, `invalid argument: ${reason}`),
+      );
     }
     const args = parsed.data;
 
@@ -130,7 +172,8 @@ export class CallPipeline {
     try {
       decision = tool.authorize(args, { team, section, options });
     } catch (err) {
-      if (err instanceof ToolError) return this.guardAudit(() => refuse(err.rule ?? rulePrefix, err.message, toolErrorText(err)));
+      if (err instanceof ToolError)
+        return this.guardAudit(() => refuse(err.rule ?? rulePrefix, err.message, toolErrorText(err)));
       throw err;
     }
     if (!decision.allow) return deny(decision.rule, decision.reason);
@@ -151,8 +194,13 @@ export class CallPipeline {
     try {
       await this.deps.audit.append({ ...allowed, phase: 'request' });
     } catch (err) {
-      this.deps.log.error({ err: (err as Error).message, team, server, tool: name }, 'audit write failed; call refused');
-      return errorResult(`refused: the audit log is unavailable, so nothing was done (${(err as Error).message})`);
+      this.deps.log.error(
+        { err: (err as Error).message, team, server, tool: name },
+        'audit write failed; call refused',
+      );
+      return errorResult(
+        `refused: the audit log is unavailable, so nothing was done (${(err as Error).message})`,
+      );
     }
 
     // 6. The upstream call, bounded by the session, the broker's drain and a hard deadline.
@@ -185,12 +233,18 @@ export class CallPipeline {
       // 7. Redact everything that goes back, whatever the tool did.
       const structured = this.deps.redactor.scrubDeep(out.structured);
       const text = this.deps.redactor.scrub(out.text);
-      result = { content: [{ type: 'text', text }], structuredContent: structured as Record<string, unknown> };
+      result = {
+        content: [{ type: 'text', text }],
+        structuredContent: structured as Record<string, unknown>,
+      };
     } catch (err) {
       outcome = 'error';
       errorText = this.deps.redactor.scrub(describeError(err, callSignal));
-      result = errorResult(err instanceof ToolError ? this.deps.redactor.scrub(toolErrorText(err)) : `error: ${errorText}`);
-      if (!(err instanceof ToolError)) this.deps.log.warn({ team, server, tool: name, call, err: errorText }, 'tool call failed');
+      result = errorResult(
+        err instanceof ToolError ? this.deps.redactor.scrub(toolErrorText(err)) : `error: ${errorText}`,
+      );
+      if (!(err instanceof ToolError))
+        this.deps.log.warn({ team, server, tool: name, call, err: errorText }, 'tool call failed');
     }
 
     // 8. Durable result record before the answer goes back.
@@ -205,8 +259,13 @@ export class CallPipeline {
         resultBytes,
       });
     } catch (err) {
-      this.deps.log.error({ err: (err as Error).message, team, server, tool: name, call }, 'audit write failed; result withheld');
-      return errorResult(`refused: the audit log is unavailable, so the result is withheld (${(err as Error).message})`);
+      this.deps.log.error(
+        { err: (err as Error).message, team, server, tool: name, call },
+        'audit write failed; result withheld',
+      );
+      return errorResult(
+        `refused: the audit log is unavailable, so the result is withheld (${(err as Error).message})`,
+      );
     }
     return result;
   }
@@ -240,7 +299,9 @@ export class CallPipeline {
         throw err;
       });
       this.runtimes.set(key, rt);
-      void mkdir(path.join(this.deps.stateDir, def.name, team), { recursive: true, mode: 0o700 }).catch(() => undefined);
+      void mkdir(path.join(this.deps.stateDir, def.name, team), { recursive: true, mode: 0o700 }).catch(
+        () => undefined,
+      );
     }
     return rt;
   }
@@ -286,7 +347,8 @@ function errorResult(text: string): CallToolResult {
 }
 
 function toolErrorText(err: ToolError): string {
-  if (err.kind === 'invalid') return err.message.startsWith('invalid argument') ? err.message : `invalid argument: ${err.message}`;
+  if (err.kind === 'invalid')
+    return err.message.startsWith('invalid argument') ? err.message : `invalid argument: ${err.message}`;
   if (err.kind === 'denied') return `denied: ${err.rule ?? 'policy'}: ${err.message}`;
   return `error: ${err.message}`;
 }
@@ -325,7 +387,8 @@ export function formatZodError(error: z.ZodError): string {
     .slice(0, 5)
     .map((i) => {
       const where = i.path.length ? i.path.join('.') : 'arguments';
-      if (i.code === 'unrecognized_keys') return `${where}: unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+      if (i.code === 'unrecognized_keys')
+        return `${where}: unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
       return `${where}: ${i.message}`;
     })
     .join('; ');

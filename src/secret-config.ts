@@ -18,7 +18,9 @@ const teamsField = {
 /** Where a plain value comes from: an environment variable of the broker, a file, or the OS keychain. */
 export const valueSourceSchema = z.union([
   z.object({ env: z.string().min(1).describe('Environment variable of the broker process') }).strict(),
-  z.object({ file: z.string().min(1).describe('File holding the value (trailing newline trimmed)') }).strict(),
+  z
+    .object({ file: z.string().min(1).describe('File holding the value (trailing newline trimmed)') })
+    .strict(),
   z.object({ keychain: z.string().min(1).describe('OS keychain account under service "airlock"') }).strict(),
 ]);
 

@@ -21,7 +21,13 @@ export interface McpSession {
 
 export async function openSession(
   pipeline: CallPipeline,
-  opts: { team: string; server: ServerName; transport: Transport; kind: 'socket' | 'stdio'; description?: string },
+  opts: {
+    team: string;
+    server: ServerName;
+    transport: Transport;
+    kind: 'socket' | 'stdio';
+    description?: string;
+  },
 ): Promise<McpSession> {
   const info: SessionInfo = { id: randomUUID(), team: opts.team, server: opts.server, transport: opts.kind };
   const server = new Server(
@@ -33,7 +39,9 @@ export async function openSession(
         `policy and are audited. A result starting with "denied:" names the policy rule that refused it.`,
     },
   );
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: pipeline.listTools(opts.team, opts.server) }));
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({
+    tools: pipeline.listTools(opts.team, opts.server),
+  }));
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) =>
     pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal),
   );

@@ -37,8 +37,11 @@ export interface AuthorizeContext<Section = unknown, Options = unknown> {
   options: Options;
 }
 
-export interface ToolContext<Section = unknown, Options = unknown, Runtime = unknown>
-  extends AuthorizeContext<Section, Options> {
+export interface ToolContext<
+  Section = unknown,
+  Options = unknown,
+  Runtime = unknown,
+> extends AuthorizeContext<Section, Options> {
   server: ServerName;
   secrets: SecretAccess;
   /** Aborted when the session closes, the broker stops draining, or the call's own deadline passes. */
@@ -88,7 +91,10 @@ export interface ToolDefinition<
   annotations: ToolAnnotations;
   /** Pure policy check on validated arguments. Runs before anything is audited as a request. */
   authorize(args: z.output<In>, ctx: AuthorizeContext<Section, z.output<Options>>): Decision;
-  run(args: z.output<In>, ctx: ToolContext<Section, z.output<Options>, Runtime>): Promise<ToolResult<z.output<Out>>>;
+  run(
+    args: z.output<In>,
+    ctx: ToolContext<Section, z.output<Options>, Runtime>,
+  ): Promise<ToolResult<z.output<Out>>>;
 }
 
 // Handlers are stored type-erased in a server's tool list; defineTool keeps authors type-checked.
@@ -101,7 +107,9 @@ export function defineTool<
   Options extends z.ZodObject,
   Section,
   Runtime = unknown,
->(def: ToolDefinition<In, Out, Options, Section, Runtime>): ToolDefinition<In, Out, Options, Section, Runtime> {
+>(
+  def: ToolDefinition<In, Out, Options, Section, Runtime>,
+): ToolDefinition<In, Out, Options, Section, Runtime> {
   return def;
 }
 
@@ -128,9 +136,12 @@ export interface ServerDefinition<Section = unknown, Runtime = unknown> {
   /** Secret names this section references, so policy check can report unknown or forbidden ones. */
   secretRefs(section: Section): SecretRef[];
   /** Optional per-team state (pools). Created on first call, closed on policy change and shutdown. */
-  createRuntime?(ctx: { team: string; section: Section; secrets: SecretAccess; log: Logger }): Promise<
-    Runtime & ServerRuntime
-  >;
+  createRuntime?(ctx: {
+    team: string;
+    section: Section;
+    secrets: SecretAccess;
+    log: Logger;
+  }): Promise<Runtime & ServerRuntime>;
 }
 
 export function defineServer<Section, Runtime = unknown>(

@@ -108,7 +108,11 @@ export class NdjsonTransport implements Transport {
   private oversized(): void {
     const message = `frame exceeds ${this.maxFrame} bytes; closing the session`;
     this.opts.onProtocolError?.(message);
-    this.writeRaw({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: ${message}` } });
+    this.writeRaw({
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32600, message: `Invalid Request: ${message}` },
+    });
     void this.close();
   }
 

@@ -16,7 +16,10 @@ export const SANDBOX_SOCKET_DIR = '/run/airlock';
 export const SANDBOX_MODEL_LISTEN = '127.0.0.1:8080';
 
 export interface McpJson {
-  mcpServers: Record<string, { type: 'stdio'; command: string; args: string[]; env?: Record<string, string> }>;
+  mcpServers: Record<
+    string,
+    { type: 'stdio'; command: string; args: string[]; env?: Record<string, string> }
+  >;
 }
 
 export function buildClaudeConfig(opts: {
@@ -62,10 +65,14 @@ export async function claudeConfigCommand(opts: {
   const json = buildClaudeConfig({ ...opts, servers });
   out.write(JSON.stringify(json, null, 2) + '\n');
   const allow = servers.map((s) => `mcp__${s}__*`);
-  err.write(`# Claude Code settings (.claude/settings.json): {"permissions":{"allow":${JSON.stringify(allow)}}}\n`);
+  err.write(
+    `# Claude Code settings (.claude/settings.json): {"permissions":{"allow":${JSON.stringify(allow)}}}\n`,
+  );
   if (opts.sandbox) {
     const hasModel = 'model' in policy.servers;
-    err.write(`# mount ${path.join(opts.config.socketDir, opts.team)} at ${SANDBOX_SOCKET_DIR} in the container\n`);
+    err.write(
+      `# mount ${path.join(opts.config.socketDir, opts.team)} at ${SANDBOX_SOCKET_DIR} in the container\n`,
+    );
     if (hasModel) {
       err.write(
         `# model API: run \`airlock-bridge --listen ${SANDBOX_MODEL_LISTEN} ${SANDBOX_SOCKET_DIR}/model.sock\` in the container\n` +

@@ -18,7 +18,10 @@ const MIN_GIT = [2, 39];
 
 type Check = { ok: boolean; warn?: boolean; label: string; detail?: string };
 
-export async function doctorCommand(opts: { configFile: string; out?: NodeJS.WritableStream }): Promise<number> {
+export async function doctorCommand(opts: {
+  configFile: string;
+  out?: NodeJS.WritableStream;
+}): Promise<number> {
   const out = opts.out ?? process.stdout;
   const checks: Check[] = [];
   const report = (c: Check) => {
@@ -41,21 +44,37 @@ export async function doctorCommand(opts: { configFile: string; out?: NodeJS.Wri
   }
 
   const { policies, issues } = await checkPolicyFiles(config, SERVERS);
-  for (const i of issues) report({ ok: false, label: 'policy', detail: `${i.file}:${i.line}:${i.col}: ${i.message}` });
+  for (const i of issues)
+    report({ ok: false, label: 'policy', detail: `${i.file}:${i.line}:${i.col}: ${i.message}` });
   if (issues.length === 0) {
-    report({ ok: true, label: `policies (${policies.length} team${policies.length === 1 ? '' : 's'}: ${policies.map((p) => p.team).join(', ') || 'none'})` });
+    report({
+      ok: true,
+      label: `policies (${policies.length} team${policies.length === 1 ? '' : 's'}: ${policies.map((p) => p.team).join(', ') || 'none'})`,
+    });
   }
 
   const store = new SecretStore(config.secrets, new Redactor());
   for (const r of await store.resolveAll()) {
-    report({ ok: r.ok, warn: Boolean(r.warning), label: `secret "${r.name}"`, detail: r.ok ? (r.warning ?? 'resolves') : r.error });
+    report({
+      ok: r.ok,
+      warn: Boolean(r.warning),
+      label: `secret "${r.name}"`,
+      detail: r.ok ? (r.warning ?? 'resolves') : r.error,
+    });
   }
 
   try {
-    const { stdout } = await run('git', ['--version'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    const { stdout } = await run('git', ['--version'], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
     const m = /(\d+)\.(\d+)/.exec(stdout);
-    const ok = !!m && (Number(m[1]) > MIN_GIT[0]! || (Number(m[1]) === MIN_GIT[0] && Number(m[2]) >= MIN_GIT[1]!));
-    report({ ok, label: 'git', detail: `${stdout.trim()}${ok ? '' : ` (need ${MIN_GIT.join('.')} or newer)`}` });
+    const ok =
+      !!m && (Number(m[1]) > MIN_GIT[0]! || (Number(m[1]) === MIN_GIT[0] && Number(m[2]) >= MIN_GIT[1]!));
+    report({
+      ok,
+      label: 'git',
+      detail: `${stdout.trim()}${ok ? '' : ` (need ${MIN_GIT.join('.')} or newer)`}`,
+    });
   } catch {
     report({ ok: false, label: 'git', detail: 'git is not installed (needed by the git server)' });
   }
@@ -63,7 +82,11 @@ export async function doctorCommand(opts: { configFile: string; out?: NodeJS.Wri
   try {
     const st = await stat(config.socketDir);
     const worldWritable = (st.mode & 0o002) !== 0;
-    report({ ok: !worldWritable, label: `socket folder ${config.socketDir}`, detail: worldWritable ? 'is world-writable' : `mode ${(st.mode & 0o777).toString(8)}` });
+    report({
+      ok: !worldWritable,
+      label: `socket folder ${config.socketDir}`,
+      detail: worldWritable ? 'is world-writable' : `mode ${(st.mode & 0o777).toString(8)}`,
+    });
     for (const p of policies) {
       const dir = path.join(config.socketDir, p.team);
       try {
@@ -77,20 +100,41 @@ export async function doctorCommand(opts: { configFile: string; out?: NodeJS.Wri
           detail: `mode ${mode.toString(8)}, gid ${t.gid}${okMode ? '' : ' (others must have no access)'}${okGroup ? '' : ` (expected gid ${config.socketGroup})`}`,
         });
       } catch {
-        report({ ok: true, warn: true, label: `team socket folder ${dir}`, detail: 'not created yet (airlock serve creates it)' });
+        report({
+          ok: true,
+          warn: true,
+          label: `team socket folder ${dir}`,
+          detail: 'not created yet (airlock serve creates it)',
+        });
       }
     }
   } catch {
-    report({ ok: true, warn: true, label: `socket folder ${config.socketDir}`, detail: 'does not exist yet (airlock serve creates it)' });
+    report({
+      ok: true,
+      warn: true,
+      label: `socket folder ${config.socketDir}`,
+      detail: 'does not exist yet (airlock serve creates it)',
+    });
   }
 
   try {
     await access(path.dirname(config.audit.file), constants.W_OK);
     const v = await verifyAuditFile(config.audit.file).catch(() => undefined);
-    if (v === undefined) report({ ok: true, label: `audit log ${config.audit.file}`, detail: 'not created yet' });
-    else report({ ok: v.ok, label: `audit log ${config.audit.file}`, detail: v.ok ? `${v.count} records, chain intact` : `broken at line ${v.line}: ${v.reason}` });
+    if (v === undefined)
+      report({ ok: true, label: `audit log ${config.audit.file}`, detail: 'not created yet' });
+    else
+      report({
+        ok: v.ok,
+        label: `audit log ${config.audit.file}`,
+        detail: v.ok ? `${v.count} records, chain intact` : `broken at line ${v.line}: ${v.reason}`,
+      });
   } catch {
-    report({ ok: true, warn: true, label: `audit folder ${path.dirname(config.audit.file)}`, detail: 'not writable or missing (airlock serve creates it)' });
+    report({
+      ok: true,
+      warn: true,
+      label: `audit folder ${path.dirname(config.audit.file)}`,
+      detail: 'not writable or missing (airlock serve creates it)',
+    });
   }
 
   const failed = checks.filter((c) => !c.ok).length;

@@ -9,7 +9,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { BRIDGE, CLI, INIT_LINE, REPO_ROOT, connectSocketClient, makeInstallation, startEchoUpstream, type Installation } from '../helpers/fixture.js';
+import {
+  BRIDGE,
+  CLI,
+  INIT_LINE,
+  REPO_ROOT,
+  connectSocketClient,
+  makeInstallation,
+  startEchoUpstream,
+  type Installation,
+} from '../helpers/fixture.js';
 
 const SECRET = 'tok_cliTestSecret_9f8e7d6c5b4a3210';
 const CLAUDE = path.join(REPO_ROOT, 'node_modules/@anthropic-ai/claude-code-linux-x64/claude');
@@ -38,7 +47,11 @@ async function waitFor(check: () => boolean | Promise<boolean>, ms = 10_000): Pr
   throw new Error('timed out waiting');
 }
 
-function collect(child: ChildProcess): { out: () => string; err: () => string; exit: Promise<number | null> } {
+function collect(child: ChildProcess): {
+  out: () => string;
+  err: () => string;
+  exit: Promise<number | null>;
+} {
   let out = '';
   let err = '';
   child.stdout?.on('data', (d) => (out += d));
@@ -63,9 +76,14 @@ describe('airlock commands as processes', () => {
       }
       return false;
     });
-    inst = await makeInstallation({ secrets: { 'api-token': SECRET }, policies: { 'acme.yaml': policy(upstream.origin) } });
+    inst = await makeInstallation({
+      secrets: { 'api-token': SECRET },
+      policies: { 'acme.yaml': policy(upstream.origin) },
+    });
     socketPath = inst.socket('acme', 'http');
-    serve = spawn(process.execPath, [CLI, 'serve', '--config', inst.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    serve = spawn(process.execPath, [CLI, 'serve', '--config', inst.configFile], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     serveIo = collect(serve);
     await waitFor(() => existsSync(socketPath));
   });
@@ -78,10 +96,18 @@ describe('airlock commands as processes', () => {
   });
 
   it('airlock bridge relays an MCP session over stdio to the socket', async () => {
-    for (const command of [[CLI, 'bridge', socketPath], [BRIDGE, socketPath]]) {
+    for (const command of [
+      [CLI, 'bridge', socketPath],
+      [BRIDGE, socketPath],
+    ]) {
       const client = new Client({ name: 'bridge-test', version: '0' });
-      await client.connect(new StdioClientTransport({ command: process.execPath, args: command, stderr: 'pipe' }));
-      const r = (await client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${upstream.origin}/v1/b` } })) as CallToolResult;
+      await client.connect(
+        new StdioClientTransport({ command: process.execPath, args: command, stderr: 'pipe' }),
+      );
+      const r = (await client.callTool({
+        name: 'http_request',
+        arguments: { method: 'GET', url: `${upstream.origin}/v1/b` },
+      })) as CallToolResult;
       expect(r.isError).toBeFalsy();
       expect(JSON.stringify(r)).not.toContain(SECRET);
       await client.close();
@@ -90,7 +116,10 @@ describe('airlock commands as processes', () => {
   });
 
   it('the bridge exits when the socket side closes, and fails clearly on a missing socket', async () => {
-    const missing = spawnSync(process.execPath, [BRIDGE, `${inst.socketDir}/nope.sock`], { input: '', timeout: 5000 });
+    const missing = spawnSync(process.execPath, [BRIDGE, `${inst.socketDir}/nope.sock`], {
+      input: '',
+      timeout: 5000,
+    });
     expect(missing.status).toBe(1);
     expect(missing.stderr.toString()).toContain('ENOENT');
     // A frame over 4 MiB makes the broker close the connection; the bridge must then exit by itself.
@@ -103,20 +132,43 @@ describe('airlock commands as processes', () => {
   });
 
   it('socat STDIO UNIX-CONNECT works against the same socket', () => {
-    const input = INIT_LINE + JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) + '\n' + JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }) + '\n';
-    const r = spawnSync('socat', ['-t', '2', 'STDIO', `UNIX-CONNECT:${socketPath}`], { input, timeout: 10_000 });
+    const input =
+      INIT_LINE +
+      JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) +
+      '\n' +
+      JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }) +
+      '\n';
+    const r = spawnSync('socat', ['-t', '2', 'STDIO', `UNIX-CONNECT:${socketPath}`], {
+      input,
+      timeout: 10_000,
+    });
     expect(r.error).toBeUndefined();
-    const lines = r.stdout.toString().trim().split('\n').map((l) => JSON.parse(l));
+    const lines = r.stdout
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.find((l) => l.id === 1).result.serverInfo.name).toBe('airlock-http');
-    expect(lines.find((l) => l.id === 2).result.tools.map((t: { name: string }) => t.name)).toEqual(['http_request']);
+    expect(lines.find((l) => l.id === 2).result.tools.map((t: { name: string }) => t.name)).toEqual([
+      'http_request',
+    ]);
   });
 
   it('the real Claude Code binary lists the server as connected through airlock bridge', async () => {
     expect(existsSync(CLAUDE), `Claude Code binary missing at ${CLAUDE} (npm ci installs it)`).toBe(true);
     const home = path.join(inst.root, 'claude-home');
     await mkdir(home, { recursive: true });
-    const env = { PATH: process.env.PATH, HOME: home, DISABLE_AUTOUPDATER: '1', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1' };
-    const add = spawnSync(CLAUDE, ['mcp', 'add', '--scope', 'user', 'airlock-http', '--', process.execPath, CLI, 'bridge', socketPath], { env, cwd: home, timeout: 60_000 });
+    const env = {
+      PATH: process.env.PATH,
+      HOME: home,
+      DISABLE_AUTOUPDATER: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    };
+    const add = spawnSync(
+      CLAUDE,
+      ['mcp', 'add', '--scope', 'user', 'airlock-http', '--', process.execPath, CLI, 'bridge', socketPath],
+      { env, cwd: home, timeout: 60_000 },
+    );
     expect(add.status, add.stderr.toString()).toBe(0);
     const list = spawnSync(CLAUDE, ['mcp', 'list'], { env, cwd: home, timeout: 60_000 });
     const out = list.stdout.toString();
@@ -124,7 +176,15 @@ describe('airlock commands as processes', () => {
   });
 
   it('rejects bad command lines with exit 1 and a clear message', () => {
-    const r = spawnSync(process.execPath, [CLI, 'stdio', 'nosuch', '--team', 'acme', '--config', inst.configFile]);
+    const r = spawnSync(process.execPath, [
+      CLI,
+      'stdio',
+      'nosuch',
+      '--team',
+      'acme',
+      '--config',
+      inst.configFile,
+    ]);
     expect(r.status).toBe(1);
     expect(r.stderr.toString()).toContain('unknown server "nosuch"');
     const r2 = spawnSync(process.execPath, [CLI, 'secrets', 'set', 'x', 'value-on-argv']);
@@ -136,16 +196,25 @@ describe('airlock commands as processes', () => {
 
   it('SIGHUP reloads policies; SIGTERM drains an in-flight call, then exits 0 and removes the socket', async () => {
     const { client, socket } = await connectSocketClient(socketPath);
-    await inst.writePolicy('acme.yaml', policy(upstream.origin).replace('methods: [GET]', 'methods: [GET, POST]'));
-    serve.kill("SIGHUP");
+    await inst.writePolicy(
+      'acme.yaml',
+      policy(upstream.origin).replace('methods: [GET]', 'methods: [GET, POST]'),
+    );
+    serve.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 200));
     if (serve.exitCode !== null) throw new Error(`serve exited: ${serveIo.err()}`);
     await waitFor(async () => {
-      const r = (await client.callTool({ name: 'http_request', arguments: { method: 'POST', url: `${upstream.origin}/v1/p` } })) as CallToolResult;
+      const r = (await client.callTool({
+        name: 'http_request',
+        arguments: { method: 'POST', url: `${upstream.origin}/v1/p` },
+      })) as CallToolResult;
       if (r.isError) console.log(JSON.stringify(r.content));
       return !r.isError;
     });
-    const inflight = client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${upstream.origin}/v1/slow` } });
+    const inflight = client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${upstream.origin}/v1/slow` },
+    });
     await waitFor(() => slowRelease !== undefined);
     serve.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 300));
@@ -167,12 +236,22 @@ describe('airlock commands as processes', () => {
   it('airlock stdio serves the same tools on stdin/stdout (after serve stopped, same audit chain)', async () => {
     const client = new Client({ name: 'stdio-test', version: '0' });
     await client.connect(
-      new StdioClientTransport({ command: process.execPath, args: [CLI, 'stdio', 'http', '--team', 'acme', '--config', inst.configFile], stderr: 'pipe' }),
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [CLI, 'stdio', 'http', '--team', 'acme', '--config', inst.configFile],
+        stderr: 'pipe',
+      }),
     );
     expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['http_request']);
-    const r = (await client.callTool({ name: 'http_request', arguments: { method: 'DELETE', url: `${upstream.origin}/v1/x` } })) as CallToolResult;
+    const r = (await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'DELETE', url: `${upstream.origin}/v1/x` },
+    })) as CallToolResult;
     expect((r.content[0] as { text: string }).text).toMatch(/^denied: /);
-    const ok = (await client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${upstream.origin}/v1/y` } })) as CallToolResult;
+    const ok = (await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${upstream.origin}/v1/y` },
+    })) as CallToolResult;
     expect(ok.isError).toBeFalsy();
     await client.close();
     const verify = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--config', inst.configFile]);

@@ -47,7 +47,10 @@ describe('http server end to end over a Unix socket', () => {
 
   beforeAll(async () => {
     upstream = await startEchoUpstream();
-    inst = await makeInstallation({ secrets: { 'api-token': SECRET }, policies: { 'acme.yaml': policy(upstream.origin) } });
+    inst = await makeInstallation({
+      secrets: { 'api-token': SECRET },
+      policies: { 'acme.yaml': policy(upstream.origin) },
+    });
     broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
     socketPath = inst.socket('acme', 'http');
   });
@@ -92,7 +95,10 @@ describe('http server end to end over a Unix socket', () => {
     // …nor in the audit file, which holds the request/result pair.
     const audit = await readFile(inst.auditFile, 'utf8');
     expect(audit).not.toContain(SECRET);
-    const records = audit.trim().split('\n').map((l) => JSON.parse(l));
+    const records = audit
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const pair = records.filter((r) => r.tool === 'http_request' && r.decision === 'allow');
     expect(pair.map((r) => r.phase)).toEqual(['request', 'result']);
     expect(pair[0].call).toBe(pair[1].call);
@@ -113,16 +119,27 @@ describe('http server end to end over a Unix socket', () => {
     expect(text(result)).toContain('GET');
     expect(text(result)).toContain('POST');
     expect(upstream.requests.length).toBe(before);
-    const records = (await readFile(inst.auditFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const records = (await readFile(inst.auditFile, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const last = records.at(-1);
-    expect(last).toMatchObject({ phase: 'result', decision: 'deny', outcome: 'denied', tool: 'http_request' });
+    expect(last).toMatchObject({
+      phase: 'result',
+      decision: 'deny',
+      outcome: 'denied',
+      tool: 'http_request',
+    });
     expect(records.filter((r) => r.call === last.call)).toHaveLength(1);
     socket.destroy();
   });
 
   it('a tool the policy does not list is absent, and calling it is denied and audited', async () => {
     const { client, socket } = await connectSocketClient(socketPath);
-    const result = (await client.callTool({ name: 'git_push', arguments: { branch: 'main' } })) as CallToolResult;
+    const result = (await client.callTool({
+      name: 'git_push',
+      arguments: { branch: 'main' },
+    })) as CallToolResult;
     expect(result.isError).toBe(true);
     expect(text(result)).toMatch(/^denied: http\.tools: tool "git_push" is not enabled/);
     const last = JSON.parse((await readFile(inst.auditFile, 'utf8')).trim().split('\n').at(-1)!);
@@ -157,7 +174,9 @@ describe('http server end to end over a Unix socket', () => {
       JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }) +
       '\n';
     const { lines } = await rawExchange(socketPath, payload, { expectLines: 4, waitMs: 3000 });
-    const errors = lines.filter((l) => (l as { error?: unknown }).error) as Array<{ error: { code: number } }>;
+    const errors = lines.filter((l) => (l as { error?: unknown }).error) as Array<{
+      error: { code: number };
+    }>;
     expect(errors.map((e) => e.error.code).sort((a, b) => a - b)).toEqual([-32700, -32600]);
     const list = lines.find((l) => (l as { id?: unknown }).id === 2) as { result: { tools: unknown[] } };
     expect(list.result.tools).toHaveLength(1);
@@ -188,13 +207,24 @@ describe('http server end to end over a Unix socket', () => {
       client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve()),
     );
     // Add a rate limit: 1 call per hour.
-    await inst.writePolicy('acme.yaml', policy(upstream.origin).replace('http_request: {}', 'http_request: { rateLimit: 1/hour }'));
+    await inst.writePolicy(
+      'acme.yaml',
+      policy(upstream.origin).replace('http_request: {}', 'http_request: { rateLimit: 1/hour }'),
+    );
     await broker.reload();
     await changed;
-    const first = (await client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${upstream.origin}/v1/a` } })) as CallToolResult;
+    const first = (await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${upstream.origin}/v1/a` },
+    })) as CallToolResult;
     expect(first.isError).toBeFalsy();
-    const second = (await client.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${upstream.origin}/v1/b` } })) as CallToolResult;
-    expect(text(second)).toMatch(/^denied: http\.tools\.http_request\.rateLimit: rate limit 1\/hour reached; next call allowed in \d+ min/);
+    const second = (await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${upstream.origin}/v1/b` },
+    })) as CallToolResult;
+    expect(text(second)).toMatch(
+      /^denied: http\.tools\.http_request\.rateLimit: rate limit 1\/hour reached; next call allowed in \d+ min/,
+    );
 
     // A broken file: the last good policy stays in force.
     await writeFile(`${inst.policiesDir}/acme.yaml`, 'team: acme\nservers:\n  http:\n    hostz: []\n');

@@ -55,8 +55,19 @@ servers:
     expect(seen.headers['x-api-key']).toBe(KEY);
     const audit = await readFile(inst.auditFile, 'utf8');
     expect(audit).not.toContain(KEY);
-    const result = audit.trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.server === 'model').at(-1);
-    expect(result).toMatchObject({ team: 'acme', phase: 'result', decision: 'allow', outcome: 'ok', model: 'claude-sonnet-4-5' });
+    const result = audit
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((r) => r.server === 'model')
+      .at(-1);
+    expect(result).toMatchObject({
+      team: 'acme',
+      phase: 'result',
+      decision: 'allow',
+      outcome: 'ok',
+      model: 'claude-sonnet-4-5',
+    });
     expect(result.usage.output_tokens).toBeGreaterThan(0);
   });
 

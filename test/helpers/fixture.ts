@@ -111,7 +111,9 @@ export async function startEchoUpstream(
 }
 
 /** An MCP SDK Client connected straight to a Unix socket (newline-delimited JSON-RPC). */
-export async function connectSocketClient(socketPath: string): Promise<{ client: Client; socket: net.Socket }> {
+export async function connectSocketClient(
+  socketPath: string,
+): Promise<{ client: Client; socket: net.Socket }> {
   const socket = net.connect(socketPath);
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);

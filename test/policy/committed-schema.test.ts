@@ -7,6 +7,8 @@ import { policyJsonSchema } from '../../src/policy.js';
 import { SERVERS } from '../../src/servers.js';
 
 it('policies/schema.json is up to date (regenerate: airlock policy schema > policies/schema.json)', async () => {
-  const committed = JSON.parse(await readFile(path.resolve(import.meta.dirname, '../../policies/schema.json'), 'utf8'));
+  const committed = JSON.parse(
+    await readFile(path.resolve(import.meta.dirname, '../../policies/schema.json'), 'utf8'),
+  );
   expect(committed).toEqual(JSON.parse(JSON.stringify(policyJsonSchema(SERVERS))));
 });
