@@ -140,6 +140,12 @@ export interface GitRunOptions {
   timeoutMs: number;
   /** Scrubs stderr (and the caller scrubs stdout) of the credential. */
   redactor?: Redactor;
+  /**
+   * File-creation mask for this git process. Work-tree writers use 002 so checked-out files are
+   * group-writable: with a setgid work tree whose group is the agent's, the agent can edit them
+   * in place without the broker ever chowning paths inside a tree the agent controls.
+   */
+  umask?: number;
 }
 
 export interface GitRunResult {
@@ -177,7 +183,20 @@ export function runGit(opts: GitRunOptions): Promise<GitRunResult> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new GitAbortError('aborted'));
     // Own process group, so remote helpers and pack-objects die with git on abort.
-    const child = spawn(gitBinary(), argv, {
+    // Node cannot set a child's umask; a fixed /bin/sh line does it (the arguments stay in "$@").
+    const [file, fileArgs] =
+      opts.umask === undefined
+        ? [gitBinary(), argv]
+        : [
+            '/bin/sh',
+            [
+              '-c',
+              `umask ${opts.umask.toString(8).padStart(3, '0')} && exec "$0" "$@"`,
+              gitBinary(),
+              ...argv,
+            ],
+          ];
+    const child = spawn(file, fileArgs, {
       cwd: opts.cwd,
       env: opts.env,
       stdio: ['pipe', 'pipe', 'pipe'],

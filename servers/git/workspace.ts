@@ -42,6 +42,9 @@ export interface RunOpts {
   noWorkTree?: boolean;
 }
 
+/** Subcommands that write files into the work tree (run with umask 002; see GitRunOptions.umask). */
+const WORK_TREE_WRITERS = new Set(['reset', 'switch', 'checkout', 'merge', 'restore']);
+
 // ---------------------------------------------------------------------------------------------
 // Per-git-dir serialisation: two writes to one index at once would fail on index.lock.
 
@@ -126,6 +129,7 @@ export class WorkspaceGit {
         signal: ws.ctx.signal,
         timeoutMs: opts.network ? NETWORK_TIMEOUT_MS : LOCAL_TIMEOUT_MS,
         redactor: net?.redactor ?? this.credentialRedactor,
+        umask: !opts.noWorkTree && WORK_TREE_WRITERS.has(args[0] ?? '') ? 0o002 : undefined,
       });
     } catch (err) {
       if (err instanceof GitAbortError) {
