@@ -69,7 +69,7 @@ export async function claudeConfigCommand(opts: {
     `# Claude Code settings (.claude/settings.json): {"permissions":{"allow":${JSON.stringify(allow)}}}\n`,
   );
   if (opts.sandbox) {
-    const hasModel = 'model' in policy.servers;
+    const hasModel = policy.model !== undefined;
     err.write(
       `# mount ${path.join(opts.config.socketDir, opts.team)} at ${SANDBOX_SOCKET_DIR} in the container\n`,
     );

@@ -1,0 +1,102 @@
+// The operator commands that have no server of their own: claude-config and doctor.
+import { spawnSync } from 'node:child_process';
+import { writeFile, chmod } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, makeInstallation, type Installation } from '../helpers/fixture.js';
+
+const SECRET = 'tok_commandsTestSecret_5566778899';
+
+describe('airlock claude-config and doctor', () => {
+  let inst: Installation;
+
+  beforeAll(async () => {
+    inst = await makeInstallation({
+      secrets: { 'api-token': SECRET, 'anthropic-key': 'sk-ant-api03-commandsTestKey-AAAA' },
+      extraSecretsYaml: '  missing-one: { env: AIRLOCK_TEST_NOT_SET_ANYWHERE }',
+      policies: {
+        'acme.yaml': `team: acme
+servers:
+  http:
+    hosts:
+      - origin: https://api.example.com
+        inject: { header: X-Key, value: "\${secret:api-token}" }
+    tools:
+      http_request: {}
+  git:
+    workspaces:
+      app: { path: ${'/tmp'}/airlock-wt-acme, remote: https://git.example.com/app.git }
+    tools:
+      git_status: {}
+  model:
+    credential: anthropic-key
+`,
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await inst?.cleanup();
+  });
+
+  const airlock = (...args: string[]) =>
+    spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+
+  it('prints stdio commands for Claude Code on the host', () => {
+    const r = airlock('claude-config', '--team', 'acme', '--config', inst.configFile);
+    expect(r.status, r.stderr).toBe(0);
+    const json = JSON.parse(r.stdout);
+    expect(Object.keys(json.mcpServers).sort()).toEqual(['git', 'http']);
+    expect(json.mcpServers.http.args).toEqual([
+      CLI,
+      'stdio',
+      'http',
+      '--team',
+      'acme',
+      '--config',
+      inst.configFile,
+    ]);
+    expect(r.stderr).toContain('"mcp__http__*"');
+    expect(r.stdout + r.stderr).not.toContain(SECRET);
+  });
+
+  it('prints bridge commands on the mounted sockets with --sandbox, and the model settings', () => {
+    const r = airlock('claude-config', '--team', 'acme', '--sandbox', '--config', inst.configFile);
+    expect(r.status, r.stderr).toBe(0);
+    const json = JSON.parse(r.stdout);
+    expect(json.mcpServers.git).toEqual({
+      type: 'stdio',
+      command: 'airlock-bridge',
+      args: ['/run/airlock/git.sock'],
+    });
+    expect(json.mcpServers.http.args).toEqual(['/run/airlock/http.sock']);
+    expect(r.stderr).toContain('ANTHROPIC_BASE_URL=http://127.0.0.1:8080');
+    expect(r.stderr).toContain('--listen 127.0.0.1:8080 /run/airlock/model.sock');
+  });
+
+  it('refuses an unknown team with exit 1', () => {
+    const r = airlock('claude-config', '--team', 'nobody', '--config', inst.configFile);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('no policy for team "nobody"');
+  });
+
+  it('doctor names the secret that does not resolve, never printing values, and exits 1', async () => {
+    const r = airlock('doctor', '--config', inst.configFile);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/FAIL\] secret "missing-one" — .*AIRLOCK_TEST_NOT_SET_ANYWHERE/);
+    expect(r.stdout).toMatch(/ ok \] secret "api-token"/);
+    expect(r.stdout).toMatch(/ ok \] git — git version/);
+    expect(r.stdout).not.toContain(SECRET);
+  });
+
+  it('doctor passes once every secret resolves, and flags a world-readable secret file', async () => {
+    await writeFile(
+      inst.configFile,
+      (await import('node:fs')).readFileSync(inst.configFile, 'utf8').replace(/^  missing-one:.*\n/m, ''),
+    );
+    await chmod(`${inst.root}/secrets/api-token`, 0o644);
+    const r = airlock('doctor', '--config', inst.configFile);
+    expect(r.stdout).toMatch(/warn\] secret "api-token"/);
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toContain('all checks passed');
+  });
+});
