@@ -28,7 +28,7 @@ usage:
   airlock secrets set NAME | list | delete NAME      (set reads the value from stdin)
   airlock audit verify [--file FILE] [--config FILE]
   airlock audit tail [-f] [--team T] [--decision allow|deny] [--json] [-n N] [--file FILE]
-  airlock claude-config --team TEAM [--sandbox] [--config FILE]
+  airlock claude-config --team TEAM [--sandbox [--socket-dir DIR]] [--config FILE]
   airlock doctor [--config FILE]
 
 Every command accepts --config FILE (default ./airlock.yaml).`;
@@ -175,12 +175,17 @@ export async function main(argv: string[]): Promise<number> {
     }
 
     case 'claude-config': {
-      const { values } = parse(rest, { team: { type: 'string' }, sandbox: { type: 'boolean' } });
+      const { values } = parse(rest, {
+        team: { type: 'string' },
+        sandbox: { type: 'boolean' },
+        'socket-dir': { type: 'string' },
+      });
       if (!values.team) throw new UserError('--team TEAM is required');
       return claudeConfigCommand({
         config: await config(values.config as string),
         team: values.team as string,
         sandbox: Boolean(values.sandbox),
+        socketDir: values['socket-dir'] as string | undefined,
         cliPath: CLI_PATH,
       });
     }

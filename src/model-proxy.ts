@@ -203,6 +203,13 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
       sendError(res, status, errorType, `denied: ${rule}: ${reason}`, deps.redactor, headers);
     };
 
+    // Claude Code probes `HEAD /` on its base URL at start-up. It is answered here, reaches no
+    // upstream and carries no credential, so it is not an audited call.
+    if (method === 'HEAD' && pathname === '/') {
+      res.writeHead(200, { 'content-length': '0' }).end();
+      return;
+    }
+
     // 1. Default deny: the section, the method, the path.
     const section = deps.getSection();
     if (!section) {

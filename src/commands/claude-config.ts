@@ -52,6 +52,8 @@ export async function claudeConfigCommand(opts: {
   team: string;
   sandbox: boolean;
   cliPath: string;
+  /** Where the team's socket folder is mounted in the sandbox (default /run/airlock). */
+  socketDir?: string;
   out?: NodeJS.WritableStream;
   err?: NodeJS.WritableStream;
 }): Promise<number> {
@@ -62,7 +64,11 @@ export async function claudeConfigCommand(opts: {
   store.close();
   if (!policy) throw new UserError(`no policy for team "${opts.team}" in ${opts.config.policies}`);
   const servers = Object.keys(policy.servers).filter((s): s is ServerName => SERVER_MAP.has(s as ServerName));
+  if (opts.socketDir !== undefined && !path.isAbsolute(opts.socketDir)) {
+    throw new UserError(`--socket-dir must be an absolute path inside the sandbox, got "${opts.socketDir}"`);
+  }
   const json = buildClaudeConfig({ ...opts, servers });
+  const mounted = opts.socketDir ?? SANDBOX_SOCKET_DIR;
   out.write(JSON.stringify(json, null, 2) + '\n');
   const allow = servers.map((s) => `mcp__${s}__*`);
   err.write(
@@ -70,12 +76,10 @@ export async function claudeConfigCommand(opts: {
   );
   if (opts.sandbox) {
     const hasModel = policy.model !== undefined;
-    err.write(
-      `# mount ${path.join(opts.config.socketDir, opts.team)} at ${SANDBOX_SOCKET_DIR} in the container\n`,
-    );
+    err.write(`# mount ${path.join(opts.config.socketDir, opts.team)} at ${mounted} in the container\n`);
     if (hasModel) {
       err.write(
-        `# model API: run \`airlock-bridge --listen ${SANDBOX_MODEL_LISTEN} ${SANDBOX_SOCKET_DIR}/model.sock\` in the container\n` +
+        `# model API: run \`airlock-bridge --listen ${SANDBOX_MODEL_LISTEN} ${mounted}/model.sock\` in the container\n` +
           `ANTHROPIC_BASE_URL=http://${SANDBOX_MODEL_LISTEN}\n`,
       );
     }

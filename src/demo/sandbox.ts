@@ -115,7 +115,17 @@ export function runAsAgent(opts: AgentRunOptions): Promise<AgentRunResult> {
       cwd: opts.home,
       env: agentEnv(opts.home, opts.env),
       stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group, so a deadline or abort reaches everything the agent started
+      // (an orphaned client or bridge would otherwise hold stdio open and the run never ends).
+      detached: true,
     });
+    const killAll = (sig: NodeJS.Signals) => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, sig);
+      } catch {
+        child.kill(sig);
+      }
+    };
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -123,12 +133,12 @@ export function runAsAgent(opts: AgentRunOptions): Promise<AgentRunResult> {
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      killAll('SIGKILL');
     }, opts.timeoutMs ?? 60_000);
     // SIGTERM first, so the agent can close its sessions (and the bridges it started).
     const abort = () => {
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+      killAll('SIGTERM');
+      setTimeout(() => killAll('SIGKILL'), 3000).unref();
     };
     opts.signal?.addEventListener('abort', abort, { once: true });
     child.on('error', (err) => {

@@ -73,6 +73,33 @@ servers:
     expect(r.stderr).toContain('--listen 127.0.0.1:8080 /run/airlock/model.sock');
   });
 
+  it('--socket-dir names where the socket folder is mounted', () => {
+    const r = airlock(
+      'claude-config',
+      '--team',
+      'acme',
+      '--sandbox',
+      '--socket-dir',
+      '/mnt/al',
+      '--config',
+      inst.configFile,
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).mcpServers.http.args).toEqual(['/mnt/al/http.sock']);
+    expect(r.stderr).toContain('/mnt/al/model.sock');
+    const bad = airlock(
+      'claude-config',
+      '--team',
+      'acme',
+      '--sandbox',
+      '--socket-dir',
+      'rel',
+      '--config',
+      inst.configFile,
+    );
+    expect(bad.status).toBe(1);
+  });
+
   it('refuses an unknown team with exit 1', () => {
     const r = airlock('claude-config', '--team', 'nobody', '--config', inst.configFile);
     expect(r.status).toBe(1);
@@ -91,7 +118,7 @@ servers:
   it('doctor passes once every secret resolves, and flags a world-readable secret file', async () => {
     await writeFile(
       inst.configFile,
-      (await import('node:fs')).readFileSync(inst.configFile, 'utf8').replace(/^  missing-one:.*\n/m, ''),
+      (await import('node:fs')).readFileSync(inst.configFile, 'utf8').replace(/^ {2}missing-one:.*\n/m, ''),
     );
     await chmod(`${inst.root}/secrets/api-token`, 0o644);
     const r = airlock('doctor', '--config', inst.configFile);

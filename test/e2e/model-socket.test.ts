@@ -71,6 +71,17 @@ servers:
     expect(result.usage.output_tokens).toBeGreaterThan(0);
   });
 
+  it("answers Claude Code's start-up probe (HEAD /) locally, without an upstream call or a record", async () => {
+    const before = { upstream: api.requests.length, audit: (await readFile(inst.auditFile, 'utf8')).length };
+    const res = await send(inst.socket('acme', 'model'), { method: 'HEAD', path: '/' });
+    expect(res.status).toBe(200);
+    expect(api.requests.length).toBe(before.upstream);
+    expect((await readFile(inst.auditFile, 'utf8')).length).toBe(before.audit);
+    // Any other path outside the policy is still a denial.
+    const other = await send(inst.socket('acme', 'model'), { method: 'GET', path: '/v1/models' });
+    expect(other.status).toBe(403);
+  });
+
   it('applies a reloaded budget to the live socket', async () => {
     await inst.writePolicy('acme.yaml', policy('\n    dailyTokenBudget: 1'));
     await broker.reload();
