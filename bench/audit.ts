@@ -1,8 +1,9 @@
 // Audit log throughput and latency: the latency of one appender's sequential appends (p50/p99,
 // the per-call overhead a broker pays twice per tool call), sequential appends/s, 64 concurrent
 // appenders with group commit, and the same 64 with one fsync per record (maxBatch 1), in one
-// run on the same disk.
-// Run: npx tsc -p . && node dist/bench/audit.js [records]   (not a test; prints appends/s)
+// run on the same disk; and the 64 appenders split over two logs sharing the file (the lock).
+// Run: npx tsc -p . && node dist/bench/audit.js [records] [parent folder]   (not a test)
+// A tmpfs folder (e.g. /dev/shm), where fdatasync costs nothing, shows Airlock's own overhead.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,13 +76,40 @@ async function latency(dir: string, records: number): Promise<void> {
   );
 }
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-audit-'));
+/** Two logs on one file (as `airlock serve` and an `airlock stdio` share it), each with half the appenders. */
+async function twoWriters(dir: string, records: number, workers: number): Promise<void> {
+  const file = path.join(dir, 'two-writers.jsonl');
+  let syncs = 0;
+  const logs = [
+    await AuditLog.open(file, { onSync: () => syncs++ }),
+    await AuditLog.open(file, { onSync: () => syncs++ }),
+  ];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      while (next < records) await logs[w % 2]!.append(entry(next++));
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  for (const log of logs) await log.close();
+  const check = await verifyAuditFile(file);
+  if (!check.ok || check.count !== records)
+    throw new Error(`two writers: log does not verify: ${JSON.stringify(check)}`);
+  const name = `${workers} concurrent, 2 logs on one file`;
+  console.log(
+    `${name.padEnd(36)} ${String(Math.round(records / seconds)).padStart(8)} appends/s  ${String(records).padStart(6)} records  ${String(syncs).padStart(6)} fsyncs  ${(records / syncs).toFixed(1).padStart(6)} records/fsync`,
+  );
+}
+
+const dir = mkdtempSync(path.join(process.argv[3] ?? os.tmpdir(), 'airlock-bench-audit-'));
 try {
   console.log(`audit log benchmark in ${dir} (${os.cpus().length} CPUs)`);
   await latency(dir, Math.min(RECORDS, 1000));
   await run('sequential (1 appender)', dir, Math.min(RECORDS, 1000), 1, {});
   await run(`${CONCURRENCY} concurrent, fsync per record`, dir, RECORDS, CONCURRENCY, { maxBatch: 1 });
   await run(`${CONCURRENCY} concurrent, group commit`, dir, RECORDS, CONCURRENCY, {});
+  await twoWriters(dir, RECORDS, CONCURRENCY);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

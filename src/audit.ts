@@ -6,9 +6,28 @@
 //   next batch; each batch is one write and one fdatasync, so concurrency does not cost syncs.
 // - Fail closed: a batch that cannot be made durable rejects every append in it with
 //   AuditUnavailableError, leaves no torn bytes behind and does not advance the chain.
+// - Several processes: `airlock serve` and each `airlock stdio` append to the same file. Each
+//   batch runs under an inter-process lock (`<file>.lock`, see InterProcessLock) and first adopts
+//   what the others appended since — only complete lines that continue the chain, checked as
+//   verify checks them; anything else (foreign bytes, a torn line, a shorter or replaced file)
+//   fails closed as before. A waiter reserves the next turn, so a busy process cannot starve it.
+// - Latency: an uncontended batch makes one threadpool round-trip, the fdatasync. The lock, the
+//   stats and the write are synchronous calls (metadata and page-cache copies: microseconds).
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, createReadStream } from 'node:fs';
-import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
+import {
+  constants as fsConstants,
+  createReadStream,
+  fstatSync,
+  ftruncateSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
 export type AuditPhase = 'request' | 'result';
@@ -343,6 +362,262 @@ export function parseRecordLine(text: string, file: string, line: number): Audit
 export { readLines as readAuditLines, readLinesBackward as readAuditLinesBackward };
 
 // ---------------------------------------------------------------------------------------------
+// The inter-process lock
+//
+// `airlock serve` and each `airlock stdio` process append to the same file, so every batch (read
+// what others appended, chain, write, sync) runs under a lock shared by all Airlock processes.
+// Node has no flock; the lock is a symlink at `<file>.lock` whose target names the owner
+// ("airlock:<pid namespace>:<pid>:<ms since epoch>:<nonce>"). symlink() is atomic and fails with
+// EEXIST if the lock exists, and the owner is written in the same step (an O_EXCL file would be
+// empty until a second write); a short target lives in the inode, so taking the lock needs no
+// data block and works on a full disk. All lock calls are synchronous: they are metadata-only
+// and cost microseconds; only waiting for another process's lock yields to the event loop.
+
+/** How long a batch waits for another process's lock before failing closed. */
+export const DEFAULT_AUDIT_LOCK_TIMEOUT_MS = 5000;
+/** A lock older than this is broken even if its owner seems alive (pid reuse, a hung owner). */
+export const DEFAULT_AUDIT_STALE_LOCK_MS = 30_000;
+const LOCK_FIRST_BACKOFF_MS = 0.2;
+const LOCK_MAX_BACKOFF_MS = 5;
+const LOCK_TARGET = /^airlock:(\w*):(\d+):(\d+):[0-9a-z]+$/;
+
+/** Pids are only comparable within one pid namespace (a container has its own). */
+const PID_NAMESPACE = (() => {
+  try {
+    return /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '';
+  } catch {
+    return '';
+  }
+})();
+/** Lock targets this process holds now: a lock naming our pid that is not here is left from before. */
+const locksHeldHere = new Set<string>();
+let lockNonce = 0;
+
+interface LockOwner {
+  namespace: string;
+  pid: number;
+  since: number;
+}
+
+function parseLockTarget(target: string): LockOwner | null {
+  const m = LOCK_TARGET.exec(target);
+  return m ? { namespace: m[1]!, pid: Number(m[2]), since: Number(m[3]) } : null;
+}
+
+function pidIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH'; // EPERM: alive, someone else's
+  }
+}
+
+/** Sub-millisecond waits yield to the event loop (setTimeout cannot wait less than 1 ms). */
+function pause(ms: number): Promise<void> {
+  if (ms >= 1) return new Promise((resolve) => setTimeout(resolve, ms));
+  const until = performance.now() + ms;
+  return new Promise((resolve) => {
+    const tick = (): void => {
+      if (performance.now() >= until) resolve();
+      else setImmediate(tick);
+    };
+    setImmediate(tick);
+  });
+}
+
+class InterProcessLock {
+  /** Our symlink target while we hold the lock. */
+  private target: string | null = null;
+  /** Our target at `<lock>.next` while we wait with the next turn reserved. */
+  private reservation: string | null = null;
+  /** The last lock (or reservation) seen in our way, for the timeout message. */
+  private lastSeen = { path: '', target: '' };
+  private readonly nextPath: string;
+
+  constructor(
+    readonly path: string,
+    /** The audit file, named in errors. */
+    private readonly file: string,
+    private readonly timeoutMs: number,
+    private readonly staleMs: number,
+  ) {
+    this.nextPath = path + '.next';
+  }
+
+  get held(): boolean {
+    return this.target !== null;
+  }
+
+  /**
+   * Takes the lock, waiting with backoff; throws AuditUnavailableError past the timeout. A waiter
+   * reserves the next turn (`<lock>.next`) and nobody else takes the lock while it is reserved:
+   * otherwise a busy process re-takes the lock microseconds after releasing it and a polling
+   * waiter starves until it times out.
+   */
+  async acquire(): Promise<void> {
+    if (this.tryAcquire()) return;
+    const deadline = performance.now() + this.timeoutMs;
+    try {
+      for (let backoff = LOCK_FIRST_BACKOFF_MS; ; backoff = Math.min(backoff * 2, LOCK_MAX_BACKOFF_MS)) {
+        this.reserve();
+        await pause(Math.min(backoff, Math.max(0, deadline - performance.now())));
+        if (this.tryAcquire()) return;
+        if (performance.now() >= deadline) throw this.timeoutError();
+      }
+    } finally {
+      this.dropReservation(); // taken (then already gone), or given up: free the turn
+    }
+  }
+
+  private timeoutError(): AuditUnavailableError {
+    const { path: where, target } = this.lastSeen;
+    const owner = parseLockTarget(target);
+    const by = owner
+      ? `pid ${owner.pid}, held for ${Date.now() - owner.since} ms`
+      : target === ''
+        ? 'something that is not an Airlock lock; remove it'
+        : JSON.stringify(target);
+    return new AuditUnavailableError(
+      `audit log unavailable: ${this.file} is locked by another Airlock process (${where}: ${by}); ` +
+        `gave up after ${this.timeoutMs} ms`,
+    );
+  }
+
+  private newTarget(): string {
+    return `airlock:${PID_NAMESPACE}:${process.pid}:${Date.now()}:${(++lockNonce).toString(36)}`;
+  }
+
+  /** One attempt; breaks a stale lock (or reservation) and tries once more. */
+  private tryAcquire(): boolean {
+    const next = this.readTarget(this.nextPath);
+    if (next !== null && next !== this.reservation) {
+      // Someone else has the next turn. Its owner polls every few ms and gives up after its
+      // timeout, so a reservation much older than that was abandoned.
+      this.lastSeen = { path: this.nextPath, target: next };
+      if (!this.staleness(next, this.timeoutMs + 1000) || !this.breakStale(this.nextPath, next)) return false;
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const target = this.newTarget();
+      try {
+        symlinkSync(target, this.path);
+        this.target = target;
+        locksHeldHere.add(target);
+        this.dropReservation();
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new AuditUnavailableError(
+            `audit log unavailable: ${describeError(err)} creating the lock ${this.path}`,
+            { cause: err },
+          );
+        }
+      }
+      const seen = this.readTarget(this.path);
+      if (seen === null) continue; // released meanwhile
+      this.lastSeen = { path: this.path, target: seen };
+      if (!this.staleness(seen, this.staleMs) || !this.breakStale(this.path, seen)) return false;
+    }
+    return false;
+  }
+
+  private reserve(): void {
+    if (this.reservation !== null) return;
+    const target = this.newTarget();
+    try {
+      symlinkSync(target, this.nextPath);
+      this.reservation = target;
+      locksHeldHere.add(target);
+    } catch {
+      // Another waiter has the next turn (or it cannot be created): keep polling.
+    }
+  }
+
+  private dropReservation(): void {
+    const reservation = this.reservation;
+    if (reservation === null) return;
+    this.reservation = null;
+    locksHeldHere.delete(reservation);
+    removeIfTarget(this.nextPath, reservation);
+  }
+
+  /** The symlink target at `at`; null if nothing is there; '' for something that is not a symlink. */
+  private readTarget(at: string): string | null {
+    try {
+      return readlinkSync(at);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return null;
+      if (code === 'EINVAL') return ''; // not an Airlock lock: never judged stale, never removed
+      throw new AuditUnavailableError(`audit log unavailable: ${describeError(err)} reading the lock ${at}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /** Why the lock `target` is abandoned, or null while its owner may still be working. */
+  private staleness(target: string, maxAgeMs: number): string | null {
+    const owner = parseLockTarget(target);
+    if (!owner) return null;
+    if (owner.namespace === PID_NAMESPACE) {
+      if (owner.pid === process.pid && !locksHeldHere.has(target))
+        return 'left by an earlier process with our pid';
+      if (owner.pid !== process.pid && !pidIsAlive(owner.pid)) return `owner pid ${owner.pid} is dead`;
+    }
+    if (Date.now() - owner.since > maxAgeMs) return `older than ${maxAgeMs} ms`;
+    return null;
+  }
+
+  /**
+   * Removes the stale lock `seen` at `at`; true if it is gone. It is moved aside first and checked:
+   * another waiter may have broken it and a live process taken the lock between our readlink and
+   * rename. Such a lock is put back.
+   */
+  private breakStale(at: string, seen: string): boolean {
+    const aside = `${at}.stale-${process.pid}-${(++lockNonce).toString(36)}`;
+    try {
+      renameSync(at, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      throw new AuditUnavailableError(
+        `audit log unavailable: ${describeError(err)} breaking the stale lock ${at}`,
+        { cause: err },
+      );
+    }
+    try {
+      const moved = readlinkSync(aside);
+      if (moved === seen) return true;
+      try {
+        symlinkSync(moved, at);
+      } catch {
+        // Taken again already; nothing better to do than leave the newer lock.
+      }
+      return false;
+    } finally {
+      rmSync(aside, { force: true });
+    }
+  }
+
+  /** Releases the lock if it is still ours (it may have been broken as stale). Never throws. */
+  release(): void {
+    const target = this.target;
+    if (target === null) return;
+    this.target = null;
+    locksHeldHere.delete(target);
+    removeIfTarget(this.path, target);
+  }
+}
+
+/** Unlinks the symlink at `at` if it still points at `target`. Never throws. */
+function removeIfTarget(at: string, target: string): void {
+  try {
+    if (readlinkSync(at) === target) unlinkSync(at);
+  } catch {
+    // Gone already (broken as stale, or the folder was removed).
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The writer
 
 export interface AuditLogOptions {
@@ -356,6 +631,10 @@ export interface AuditLogOptions {
   onSync?: (records: number) => void;
   /** Tests only: runs after a batch is written and before it is synced, to inject failures there. */
   afterWrite?: () => Promise<void> | void;
+  /** How long a batch waits for another Airlock process's lock on the file; default 5000 ms. */
+  lockTimeoutMs?: number;
+  /** Age after which a lock is broken even if its owner seems alive; default 30 000 ms. */
+  staleLockMs?: number;
 }
 
 interface Pending {
@@ -379,30 +658,36 @@ function describeError(err: unknown): string {
   return text ? `${e.code} (${text})` : e.code;
 }
 
-// Read-write: the tail is read through the same descriptor that appends.
+// Read-write: the tail and other processes' records are read through the descriptor that appends.
 const OPEN_FLAGS = fsConstants.O_RDWR | fsConstants.O_APPEND | fsConstants.O_CREAT;
 
 export class AuditLog {
   private queue: Pending[] = [];
   private draining: Promise<void> | null = null;
   private closed = false;
-  /** Set when a failed write may have left bytes past `size` that must be cut before writing again. */
-  private tornBytes = false;
+  /**
+   * Set when a failed batch left bytes up to this file length that could not be cut off again.
+   * The lock stays held meanwhile (other processes would take the bytes for records), and the cut
+   * is retried before the next write.
+   */
+  private tornEnd: number | null = null;
   /** Set when the file was deleted or replaced; the next batch looks for a file that continues the chain. */
   private lostFile: string | null = null;
 
   private constructor(
     readonly file: string,
     private fh: FileHandle,
-    /** Length of the durable, well-formed content. */
+    /** Length of the well-formed content as this process last saw it (ours and other Airlock processes'). */
     private size: number,
     private tail: ChainTail,
+    private readonly lock: InterProcessLock,
     private readonly opts: AuditLogOptions,
   ) {}
 
   /**
    * Opens (creating, mode 0600, folder 0700) the log at `file` and continues its chain from the
-   * last record. Refuses a file whose last line is torn or does not verify.
+   * last record. Refuses a file whose last line is torn or does not verify. Other Airlock
+   * processes may append to the same file: each batch takes the lock `<file>.lock`.
    */
   static async open(file: string, opts: AuditLogOptions = {}): Promise<AuditLog> {
     const abs = path.resolve(file);
@@ -428,23 +713,36 @@ export class AuditLog {
         cause: err,
       });
     }
+    let lock: InterProcessLock | null = null;
     try {
       if (!existed) await syncDir(path.dirname(abs));
       const st = await fh.stat();
       if (!st.isFile())
         throw new AuditUnavailableError(`audit log unavailable: ${abs} is not a regular file`);
-      const tail = await readChainTail(fh, abs, st.size);
-      return new AuditLog(abs, fh, st.size, tail, opts);
+      // Every path to the file shares one lock, whichever spelling each process was given.
+      lock = new InterProcessLock(
+        (await realpath(abs)) + '.lock',
+        abs,
+        opts.lockTimeoutMs ?? DEFAULT_AUDIT_LOCK_TIMEOUT_MS,
+        opts.staleLockMs ?? DEFAULT_AUDIT_STALE_LOCK_MS,
+      );
+      // Under the lock: another process's batch is never seen half-written.
+      await lock.acquire();
+      const size = fstatSync(fh.fd).size;
+      const tail = await readChainTail(fh, abs, size);
+      return new AuditLog(abs, fh, size, tail, lock, opts);
     } catch (err) {
       await fh.close().catch(() => {});
       if (err instanceof AuditUnavailableError) throw err;
       throw new AuditUnavailableError(`audit log unavailable: ${describeError(err)} reading ${abs}`, {
         cause: err,
       });
+    } finally {
+      lock?.release();
     }
   }
 
-  /** The last durable record's seq (0 for an empty log). */
+  /** The last durable record's seq (0 for an empty log), as of this process's last batch. */
   get seq(): number {
     return this.tail.seq;
   }
@@ -477,6 +775,8 @@ export class AuditLog {
   async close(): Promise<void> {
     this.closed = true;
     while (this.draining) await this.draining;
+    if (this.tornEnd !== null) await this.cutBack(this.tornEnd); // last chance before letting go
+    this.lock.release();
     await this.fh.close().catch(() => {});
   }
 
@@ -513,30 +813,19 @@ export class AuditLog {
   }
 
   private async commit(batch: Pending[]): Promise<void> {
-    // Chain the batch in arrival order from the last durable record.
-    let seq = this.tail.seq;
-    let prev = this.tail.hash;
-    const lines: string[] = [];
-    const done: { p: Pending; record: AuditRecord }[] = [];
+    // Bodies are built before taking the lock; only chaining and I/O happen under it.
+    const ready: { p: Pending; body: Record<string, unknown> }[] = [];
     for (const p of batch) {
-      let body: Record<string, unknown>;
       try {
-        body = this.body(p.entry);
+        ready.push({ p, body: this.body(p.entry) });
       } catch (err) {
         p.reject(err instanceof Error ? err : new TypeError(String(err)));
-        continue;
       }
-      const unhashed = { v: 1, seq: seq + 1, ts: p.ts, ...body, prev };
-      const hash = recordHash(prev, unhashed);
-      const record = { ...unhashed, hash } as AuditRecord;
-      lines.push(JSON.stringify(record) + '\n');
-      done.push({ p, record });
-      seq += 1;
-      prev = hash;
     }
-    if (done.length === 0) return;
+    if (ready.length === 0) return;
+    let records: AuditRecord[];
     try {
-      await this.writeDurably(Buffer.from(lines.join(''), 'utf8'));
+      records = await this.commitLocked(ready);
     } catch (err) {
       const error =
         err instanceof AuditUnavailableError
@@ -544,109 +833,178 @@ export class AuditLog {
           : new AuditUnavailableError(`audit log unavailable: ${describeError(err)} writing ${this.file}`, {
               cause: err,
             });
-      for (const { p } of done) p.reject(error);
+      for (const { p } of ready) p.reject(error);
       return;
     }
-    this.tail = { seq, hash: prev };
-    this.opts.onSync?.(done.length);
-    for (const { p, record } of done) p.resolve(record);
+    this.opts.onSync?.(records.length);
+    ready.forEach(({ p }, i) => p.resolve(records[i]!));
   }
 
-  /** Appends `data` and syncs it, or throws leaving the file at its last good length. */
-  private async writeDurably(data: Buffer): Promise<void> {
-    await this.ensureSameFile();
-    if (this.tornBytes) {
-      await this.fh.truncate(this.size);
-      await this.fh.datasync();
-      this.tornBytes = false;
-    }
-    const st = await this.fh.stat();
-    if (st.size !== this.size) {
-      throw new AuditUnavailableError(
-        `audit log unavailable: ${this.file} changed size outside Airlock (${this.size} → ${st.size} bytes); ` +
-          `run \`airlock audit verify --file ${this.file}\``,
-      );
+  /**
+   * Under the lock: catches up with what other Airlock processes appended, chains the batch in
+   * arrival order from the last record in the file, writes and syncs it. Every step but the
+   * fdatasync is a synchronous metadata call or page-cache write, so an uncontended batch costs
+   * one threadpool round-trip.
+   */
+  private async commitLocked(ready: { p: Pending; body: Record<string, unknown> }[]): Promise<AuditRecord[]> {
+    if (!this.lock.held) {
+      try {
+        await this.lock.acquire();
+      } catch (err) {
+        // A missing folder is better reported as what it is.
+        if (this.fileStatus() === 'deleted') this.throwDeleted();
+        throw err;
+      }
     }
     try {
-      let written = 0;
+      await this.catchUp();
+      let { seq, hash: prev } = this.tail;
+      const records: AuditRecord[] = [];
+      const lines: string[] = [];
+      for (const { p, body } of ready) {
+        const unhashed = { v: 1, seq: seq + 1, ts: p.ts, ...body, prev };
+        const hash = recordHash(prev, unhashed);
+        const record = { ...unhashed, hash } as AuditRecord;
+        lines.push(JSON.stringify(record) + '\n');
+        records.push(record);
+        seq += 1;
+        prev = hash;
+      }
+      await this.writeDurably(Buffer.from(lines.join(''), 'utf8'));
+      this.tail = { seq, hash: prev };
+      return records;
+    } finally {
+      // Bytes that could not be cut would be taken for records by the next process: keep them out.
+      if (this.tornEnd === null) this.lock.release();
+    }
+  }
+
+  /**
+   * Under the lock: makes `size` and `tail` describe the end of the file. Follows a restored
+   * file, cuts what a failed batch of ours left, and adopts records other Airlock processes
+   * appended — only if they are complete lines that continue the chain. Anything else (a
+   * shorter file, foreign bytes, a torn line, a broken link) fails closed.
+   */
+  private async catchUp(): Promise<void> {
+    const status = this.fileStatus();
+    if (status === 'same') this.lostFile = null;
+    else {
+      this.lostFile ??= status;
+      if (status === 'deleted') this.throwDeleted();
+      await this.adoptRestoredFile();
+    }
+    if (this.tornEnd !== null) await this.cut(this.tornEnd);
+    const size = fstatSync(this.fh.fd).size;
+    if (size === this.size) return;
+    const changed = `${this.file} changed size outside Airlock (${this.size} → ${size} bytes)`;
+    const verifyHint = `run \`airlock audit verify --file ${this.file}\``;
+    if (size < this.size) throw new AuditUnavailableError(`audit log unavailable: ${changed}; ${verifyHint}`);
+    const more = await readContinuation(this.fh, this.size, size, this.tail);
+    if (!more.ok) {
+      const line = (await countLines(this.file, more.start).catch(() => NaN)) + 1;
+      throw new AuditUnavailableError(
+        `audit log unavailable: ${changed}; line ${line} does not continue the chain (${more.reason}); ${verifyHint}`,
+      );
+    }
+    this.size = size;
+    this.tail = more.tail;
+  }
+
+  private throwDeleted(): never {
+    this.lostFile ??= 'deleted';
+    throw new AuditUnavailableError(
+      `audit log unavailable: ${this.file} was ${this.lostFile} while open (last record seq ${this.tail.seq}); ` +
+        `restore it, or restart Airlock to begin a new log`,
+    );
+  }
+
+  /** Under the lock: appends `data` and syncs it, or throws leaving the file at its last good length. */
+  private async writeDurably(data: Buffer): Promise<void> {
+    const fd = this.fh.fd;
+    let written = 0;
+    try {
       while (written < data.length) {
-        const { bytesWritten } = await this.fh.write(data, written, data.length - written);
+        const bytesWritten = writeSync(fd, data, written, data.length - written);
         if (bytesWritten <= 0) throw new Error('write made no progress');
         written += bytesWritten;
       }
-      await this.opts.afterWrite?.();
-      await this.fh.datasync();
+      if (this.opts.afterWrite) await this.opts.afterWrite();
+      // Holds unless a writer ignored (or broke, as stale) the lock: then the chain may have forked.
+      const end = fstatSync(fd).size;
+      if (end !== this.size + data.length) {
+        throw new AuditUnavailableError(
+          `audit log unavailable: ${this.file} was appended to by another writer during this write ` +
+            `(${this.size} + ${data.length} → ${end} bytes); run \`airlock audit verify --file ${this.file}\``,
+        );
+      }
+      await this.fh.datasync(); // the batch's one threadpool round-trip
       // A file deleted or replaced during the write took the records with it (never adopt here:
       // the batch is in the old inode, not in whatever is at the path now).
-      const status = await this.fileStatus();
+      const status = this.fileStatus();
       if (status !== 'same') {
         this.lostFile = status;
         throw new AuditUnavailableError(`audit log unavailable: ${this.file} was ${status} during a write`);
       }
     } catch (err) {
-      await this.cutBack();
+      await this.cutBack(this.size + written);
       throw err;
     }
     this.size += data.length;
   }
 
-  /** Removes whatever a failed batch left past the last good length. */
-  private async cutBack(): Promise<void> {
+  /** Removes what a failed batch left past the last good length; on failure, retried later. */
+  private async cutBack(end: number): Promise<void> {
     try {
-      await this.fh.truncate(this.size);
-      await this.fh.datasync();
-      this.tornBytes = false;
+      await this.cut(end);
     } catch {
-      this.tornBytes = true; // retried before the next write
+      this.tornEnd = end;
     }
   }
 
   /**
-   * Checks that the open file is still the one at `file` (not deleted, not replaced). If it was,
-   * looks for a file at the path that continues this chain (the operator restored it) and
-   * switches to it; otherwise throws, so nothing is written into an orphaned inode.
+   * Truncates the file back to `size` if it ends exactly where our failed batch ended; if it is
+   * longer, another writer has appended after those bytes and cutting would take its records
+   * too, so they are left for catchUp to judge.
    */
-  private async ensureSameFile(): Promise<void> {
-    const status = await this.fileStatus();
-    if (status === 'same') {
-      this.lostFile = null;
-      return;
+  private async cut(end: number): Promise<void> {
+    const now = fstatSync(this.fh.fd).size;
+    if (now === end && end > this.size) {
+      ftruncateSync(this.fh.fd, this.size);
+      await this.fh.datasync();
     }
-    this.lostFile ??= status;
-    if (status === 'deleted') {
-      throw new AuditUnavailableError(
-        `audit log unavailable: ${this.file} was ${this.lostFile} while open (last record seq ${this.tail.seq}); ` +
-          `restore it, or restart Airlock to begin a new log`,
-      );
-    }
-    await this.adoptRestoredFile();
+    this.tornEnd = null;
   }
 
-  /** Whether the open file is still the one at the path. */
-  private async fileStatus(): Promise<'same' | 'deleted' | 'replaced'> {
-    const own = await this.fh.stat();
-    const onPath = await stat(this.file).catch(() => null);
+  /** Whether the open file is still the one at the path (synchronous: two stats). */
+  private fileStatus(): 'same' | 'deleted' | 'replaced' {
+    const own = fstatSync(this.fh.fd);
+    const onPath = statSync(this.file, { throwIfNoEntry: false });
     if (!onPath) return 'deleted';
     if (own.nlink > 0 && onPath.dev === own.dev && onPath.ino === own.ino) return 'same';
     return 'replaced';
   }
 
-  /** Switches to the file now at the path if its last record is this log's last durable record. */
+  /**
+   * Switches to the file now at the path if it continues this log's chain: its last record is
+   * this log's last record, or the record ending at this log's length is (other Airlock
+   * processes have appended since; catchUp checks what they added).
+   */
   private async adoptRestoredFile(): Promise<void> {
     let fh: FileHandle | null = null;
     try {
       fh = await open(this.file, fsConstants.O_RDWR | fsConstants.O_APPEND);
       const st = await fh.stat();
       if (!st.isFile()) throw new Error('not a regular file');
+      let size: number;
       const tail = await readChainTail(fh, this.file, st.size);
-      if (tail.seq !== this.tail.seq || tail.hash !== this.tail.hash) {
-        throw new Error(`its last record is seq ${tail.seq}, this log's is seq ${this.tail.seq}`);
-      }
+      if (tail.seq === this.tail.seq && tail.hash === this.tail.hash) size = st.size;
+      else if (st.size > this.size && (await recordEndsAt(fh, this.size, this.tail))) size = this.size;
+      else throw new Error(`its last record is seq ${tail.seq}, this log's is seq ${this.tail.seq}`);
       const old = this.fh;
       this.fh = fh;
       fh = null;
-      this.size = st.size;
-      this.tornBytes = false;
+      this.size = size;
+      this.tornEnd = null;
       this.lostFile = null;
       await old.close().catch(() => {});
     } catch (err) {
@@ -660,6 +1018,64 @@ export class AuditLog {
       await fh?.close().catch(() => {});
     }
   }
+}
+
+/** Whether the line that ends just before byte `end` is the record `tail` (seq and hash). */
+async function recordEndsAt(fh: FileHandle, end: number, tail: ChainTail): Promise<boolean> {
+  if (end === 0) return tail.seq === 0;
+  const last = Buffer.alloc(1);
+  await fh.read(last, 0, 1, end - 1);
+  if (last[0] !== 10) return false;
+  for await (const { text } of readLinesBackward(fh, end)) {
+    try {
+      const rec = JSON.parse(text) as Record<string, unknown>;
+      return (
+        rec?.seq === tail.seq &&
+        rec?.hash === tail.hash &&
+        checkRecordLine(text, tail.seq, rec.prev as string).ok
+      );
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/**
+ * Checks that bytes [start, end) of the open file are complete records continuing `tail` (each
+ * checked as verifyAuditFile does) and returns the new tail, or where and why they do not.
+ */
+async function readContinuation(
+  fh: FileHandle,
+  start: number,
+  end: number,
+  tail: ChainTail,
+): Promise<{ ok: true; tail: ChainTail } | { ok: false; start: number; reason: string }> {
+  const CHUNK = 1 << 20;
+  let { seq, hash } = tail;
+  let carry: Buffer = Buffer.alloc(0);
+  let lineStart = start;
+  for (let pos = start; pos < end;) {
+    const buf = Buffer.alloc(Math.min(CHUNK, end - pos));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    if (bytesRead !== buf.length) return { ok: false, start: lineStart, reason: 'file shrank while reading' };
+    pos += bytesRead;
+    let data = carry.length ? Buffer.concat([carry, buf]) : buf;
+    let from = 0;
+    for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10, from)) {
+      const check = checkRecordLine(data.subarray(from, nl).toString('utf8'), seq + 1, hash);
+      if (!check.ok) return { ok: false, start: lineStart, reason: check.reason };
+      seq = check.record.seq;
+      hash = check.record.hash;
+      lineStart += nl + 1 - from;
+      from = nl + 1;
+    }
+    data = data.subarray(from);
+    carry = data;
+  }
+  if (carry.length > 0)
+    return { ok: false, start: lineStart, reason: 'torn last line (no trailing newline)' };
+  return { ok: true, tail: { seq, hash } };
 }
 
 /**
