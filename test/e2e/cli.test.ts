@@ -175,6 +175,36 @@ describe('airlock commands as processes', () => {
     expect(out).toMatch(/airlock-http: .*bridge .*http\.sock - ✔ Connected/);
   });
 
+  it('airlock stdio and airlock serve write one audit chain at the same time', async () => {
+    const client = new Client({ name: 'stdio-concurrent', version: '0' });
+    await client.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [CLI, 'stdio', 'http', '--team', 'acme', '--config', inst.configFile],
+        stderr: 'pipe',
+      }),
+    );
+    const { client: sock, socket } = await connectSocketClient(socketPath);
+    const call = (c: Client, i: number) =>
+      c.callTool({ name: 'http_request', arguments: { method: 'GET', url: `${upstream.origin}/v1/c${i}` } });
+    const results = (await Promise.all(
+      Array.from({ length: 20 }, (_, i) => call(i % 2 ? client : sock, i)),
+    )) as CallToolResult[];
+    expect(results.every((r) => !r.isError)).toBe(true);
+    await client.close();
+    socket.destroy();
+    const verify = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--config', inst.configFile]);
+    expect(verify.status, verify.stdout.toString()).toBe(0);
+    const records = (await readFile(inst.auditFile, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    const sessions = new Set(
+      records.filter((r) => /\/v1\/c\d+$/.test(r.args?.url ?? '')).map((r) => r.session),
+    );
+    expect(sessions.size).toBe(2);
+  });
+
   it('rejects bad command lines with exit 1 and a clear message', () => {
     const r = spawnSync(process.execPath, [
       CLI,
