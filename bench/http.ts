@@ -68,6 +68,15 @@ async function load(
   return { latencies, wallMs: performance.now() - start };
 }
 
+const UPSTREAM_SOURCE = `
+const http = require('node:http');
+const server = http.createServer((req, res) => {
+  req.resume();
+  req.on('end', () => { res.setHeader('content-type', 'application/json'); res.end('{"ok":true,"items":[1,2,3]}'); });
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
+`;
+
 class RawMcpSession {
   private buffer = '';
   private nextId = 1;
@@ -119,15 +128,12 @@ class RawMcpSession {
 async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-'));
   const auditDir = values['audit-dir'] ? await mkdtemp(path.join(values['audit-dir'], 'al-bench-audit-')) : `${root}/audit`;
-  const upstream = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.setHeader('content-type', 'application/json');
-      res.end('{"ok":true,"items":[1,2,3]}');
-    });
-  });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  const port = (upstream.address() as net.AddressInfo).port;
+  // The upstream runs in its own process, as a real API would: neither path gets to share an
+  // event loop with it.
+  const upstream = spawn(process.execPath, ['-e', UPSTREAM_SOURCE], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve) =>
+    upstream.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
+  );
   const origin = `http://127.0.0.1:${port}`;
 
   await mkdir(path.join(root, 'policies'), { recursive: true });
@@ -223,8 +229,7 @@ async function main(): Promise<void> {
   for (const c of clients) c.close();
   broker.kill('SIGTERM');
   await new Promise((r) => broker.once('exit', r));
-  upstream.closeAllConnections();
-  upstream.close();
+  upstream.kill();
   await rm(root, { recursive: true, force: true });
   await rm(auditDir, { recursive: true, force: true });
 }
