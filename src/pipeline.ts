@@ -11,6 +11,7 @@ import { z } from 'zod';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditEntry } from './audit.js';
 import type { Logger } from './log.js';
+import { untilAborted } from './abort.js';
 import { digest, type Redactor } from './redact.js';
 import { formatWait, type RateLimiter, type RateLimitSpec } from './ratelimit.js';
 import {
@@ -31,9 +32,7 @@ export interface SessionInfo {
 
 /** The team policy as the pipeline reads it (parsed and validated by src/policy.ts). */
 export interface PolicyView {
-  get(
-    team: string,
-  ):
+  get(team: string):
     | {
         servers: Record<
           string,
@@ -216,7 +215,7 @@ export class CallPipeline {
       const runtime = def.createRuntime ? await this.runtime(def, team, section) : undefined;
       const stateDir = path.join(this.deps.stateDir, server, team);
       const log = this.deps.log.child({ team, server, tool: name, call });
-      const out = await raceAbort(
+      const out = await untilAborted(
         tool.run(args, {
           team,
           server,
@@ -361,25 +360,6 @@ function describeError(err: unknown, signal: AbortSignal): string {
   }
   if (err instanceof Error) return err.message;
   return String(err);
-}
-
-/** Resolves with `promise` or rejects as soon as `signal` aborts (the handler is told via the same signal). */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }
 
 export function formatZodError(error: z.ZodError): string {

@@ -20,6 +20,7 @@ import type { Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import { ToolError } from '../../src/tool.js';
 import { classifyAddress, ipLiteralOf, isMetadataHostname } from './addresses.js';
+import { untilAborted } from '../../src/abort.js';
 
 export interface ResolvedAddress {
   address: string;
@@ -97,8 +98,8 @@ export async function sendUpstream(req: UpstreamRequest): Promise<UpstreamRespon
   try {
     for (let hop = 0; ; hop++) {
       if (deadline.aborted) throw describeAbort();
-      const plan = await withDeadline(req.planHop({ method, url, hop }), deadline); // may fetch secrets
-      const pinned = await withDeadline(pinAddress(url, plan, resolve), deadline);
+      const plan = await untilAborted(req.planHop({ method, url, hop }), deadline); // may fetch secrets
+      const pinned = await untilAborted(pinAddress(url, plan, resolve), deadline);
       const headers: Record<string, string> = { ...plan.headers, 'accept-encoding': ACCEPT_ENCODING };
       if (body !== undefined) headers['content-length'] = String(body.length);
       const res = await openResponse(method, url, headers, body, pinned, deadline);
@@ -355,24 +356,5 @@ function readBody(
     res.on('aborted', () => {
       if (!inputEnded) finish(new Error('upstream closed the connection mid-response'));
     });
-  });
-}
-
-/** Awaits `work` but gives up as soon as `signal` aborts (DNS lookups cannot be cancelled). */
-function withDeadline<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
   });
 }

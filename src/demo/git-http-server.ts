@@ -1,7 +1,7 @@
-// A real smart-HTTP git server on loopback for the demo: node:http in front of
-// `git http-backend` (CGI), demanding Basic auth with one user/password and recording every
-// request, so the demo can show that each one carried the credential Airlock injected.
-// (Adapted from test/git/smart-http-server.ts; src/ must not import from test/.)
+// A real smart-HTTP git server on loopback for the demo, the tests and the benchmarks: node:http
+// in front of `git http-backend` (CGI), demanding Basic auth with one user/password and
+// recording every request, so a test can assert nothing went anywhere else and the demo can
+// show that each request carried the credential Airlock injected.
 import { spawn, execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import http from 'node:http';
