@@ -109,6 +109,30 @@ export class CallPipeline {
     this.inFlight++;
     try {
       return await this.run(session, name, rawArgs ?? {}, signal);
+    } catch (err) {
+      // A bug or an input no check foresaw: still one audited, redacted refusal, never a crash.
+      const message = this.deps.redactor.scrub((err as Error)?.message ?? String(err));
+      this.deps.log.error(
+        { team: session.team, server: session.server, tool: name, err: message },
+        'call failed unexpectedly',
+      );
+      return this.guardAudit(async () => {
+        await this.deps.audit.append({
+          team: session.team,
+          server: session.server,
+          tool: name,
+          session: session.id,
+          call: randomUUID(),
+          args: '[unrecordable arguments]',
+          phase: 'result',
+          decision: 'deny',
+          rule: 'internal',
+          reason: message,
+          outcome: 'error',
+          error: message,
+        });
+        return errorResult(`error: the call could not be handled (${message})`);
+      });
     } finally {
       if (--this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }

@@ -9,6 +9,8 @@ import { JSONRPCMessageSchema, type JSONRPCMessage } from '@modelcontextprotocol
 export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 /** Responses queued for a peer that does not read them; past this the session is closed. */
 export const MAX_PENDING_OUTPUT_BYTES = 16 * 1024 * 1024;
+/** Deeper JSON than this is refused before parsing: no MCP message needs it, and walking it would exhaust the stack. */
+export const MAX_NESTING_DEPTH = 64;
 /** A peer that sends this many broken frames in a row is not an MCP client. */
 const MAX_CONSECUTIVE_BAD_FRAMES = 16;
 
@@ -79,6 +81,9 @@ export class NdjsonTransport implements Transport {
     let text = frame.toString('utf8');
     if (text.endsWith('\r')) text = text.slice(0, -1);
     if (text.trim().length === 0) return;
+    if (nestingDepth(text) > MAX_NESTING_DEPTH) {
+      return this.badFrame(-32600, `Invalid Request: frame nests deeper than ${MAX_NESTING_DEPTH} levels`);
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -159,6 +164,25 @@ export class NdjsonTransport implements Transport {
     }
     this.onclose?.();
   }
+}
+
+/** Deepest bracket nesting of a JSON text, ignoring brackets inside strings. */
+export function nestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
 }
 
 function isStdio(stream: Writable): boolean {

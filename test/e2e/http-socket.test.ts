@@ -182,6 +182,21 @@ describe('http server end to end over a Unix socket', () => {
     expect(list.result.tools).toHaveLength(1);
   });
 
+  it('refuses absurdly deep JSON before parsing it, and the session carries on', async () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    const payload =
+      INIT_LINE +
+      `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"http_request","arguments":{"x":${deep}}}}\n` +
+      JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'ping' }) +
+      '\n';
+    const { lines } = await rawExchange(socketPath, payload, { expectLines: 3, waitMs: 3000 });
+    const error = lines.find((l) => (l as { error?: { message: string } }).error) as {
+      error: { message: string };
+    };
+    expect(error.error.message).toMatch(/nests deeper than 64 levels/);
+    expect(lines.find((l) => (l as { id?: unknown }).id === 3)).toMatchObject({ result: {} });
+  });
+
   it('closes a connection that sends an oversized frame; other sessions carry on', async () => {
     const { client, socket } = await connectSocketClient(socketPath);
     const idle = await new Promise<net.Socket>((resolve) => {

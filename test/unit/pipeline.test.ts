@@ -1,0 +1,128 @@
+// The pipeline's own guarantees, on a server made up for the test: whatever a tool does, every
+// call ends in exactly the audit records the SPEC promises, and nothing escapes unredacted.
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import type { AuditEntry } from '../../src/audit.js';
+import { silentLogger } from '../../src/log.js';
+import { CallPipeline, type SessionInfo } from '../../src/pipeline.js';
+import { RateLimiter } from '../../src/ratelimit.js';
+import { Redactor } from '../../src/redact.js';
+import { allow, defineServer, defineTool, deny, type ServerDefinition } from '../../src/tool.js';
+
+const SECRET = 'pipeline-test-secret-9876543210';
+
+function setup(behaviour: { authorize?: () => never; run?: () => Promise<never> }) {
+  const echo = defineTool({
+    name: 'echo',
+    title: 'Echo',
+    description: 'Echoes its text, with the secret appended.',
+    input: z.object({ text: z.string() }).strict(),
+    output: z.object({ text: z.string() }).strict(),
+    options: z.object({}).strict(),
+    annotations: { readOnlyHint: true, destructiveHint: false, openWorldHint: false },
+    authorize: (args) => {
+      if (behaviour.authorize) behaviour.authorize();
+      return args.text === 'forbidden' ? deny('fake.rule', 'not this text') : allow('fake.tools.echo');
+    },
+    run: async (args, ctx) => {
+      if (behaviour.run) return behaviour.run();
+      const secret = await ctx.secrets.get('s');
+      return { structured: { text: `${args.text} ${secret}` }, text: `${args.text} ${secret}` };
+    },
+  });
+  const server = defineServer({
+    name: 'http',
+    description: 'fake',
+    section: z.object({}),
+    tools: [echo],
+    secretRefs: () => [],
+  });
+  const records: AuditEntry[] = [];
+  // As createCore does: every configured secret is known to the redactor before any call.
+  const redactor = new Redactor();
+  redactor.add(SECRET);
+  const pipeline = new CallPipeline({
+    servers: new Map([['http', server as ServerDefinition]]),
+    policies: { get: () => ({ servers: { http: { tools: { echo: {} } } } }) },
+    audit: { append: async (e) => void records.push(e) },
+    secrets: { forTeam: () => ({ get: async () => SECRET }) },
+    redactor,
+    rateLimiter: new RateLimiter(),
+    stateDir: '/nonexistent',
+    log: silentLogger(),
+  });
+  const session: SessionInfo = { id: 'sess', team: 't', server: 'http', transport: 'socket' };
+  return { pipeline, records, session };
+}
+
+describe('CallPipeline', () => {
+  it('writes request then result for an allowed call and redacts the result', async () => {
+    const { pipeline, records, session } = setup({});
+    const r = await pipeline.call(session, 'echo', { text: 'hi' });
+    expect(JSON.stringify(r)).not.toContain(SECRET);
+    expect(r.structuredContent).toEqual({ text: 'hi [redacted]' });
+    expect(records.map((x) => [x.phase, x.decision, x.outcome])).toEqual([
+      ['request', 'allow', undefined],
+      ['result', 'allow', 'ok'],
+    ]);
+    expect(records[0]!.call).toBe(records[1]!.call);
+  });
+
+  it('writes one deny record for a policy denial', async () => {
+    const { pipeline, records, session } = setup({});
+    const r = await pipeline.call(session, 'echo', { text: 'forbidden' });
+    expect(r.isError).toBe(true);
+    expect((r.content[0] as { text: string }).text).toBe('denied: fake.rule: not this text');
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      phase: 'result',
+      decision: 'deny',
+      rule: 'fake.rule',
+      outcome: 'denied',
+    });
+  });
+
+  it('turns an unexpected exception in a policy check into one audited error, not a crash', async () => {
+    const { pipeline, records, session } = setup({
+      authorize: () => {
+        throw new Error(`bug while checking ${SECRET}`);
+      },
+    });
+    const r = await pipeline.call(session, 'echo', { text: 'x' });
+    expect(r.isError).toBe(true);
+    expect((r.content[0] as { text: string }).text).toMatch(/^error: the call could not be handled/);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ decision: 'deny', rule: 'internal', outcome: 'error' });
+    expect(JSON.stringify([r, records])).not.toContain(SECRET);
+  });
+
+  it('audits a handler failure as an error result with a redacted message', async () => {
+    const { pipeline, records, session } = setup({
+      run: async () => {
+        throw new Error(`upstream said ${SECRET}`);
+      },
+    });
+    const r = await pipeline.call(session, 'echo', { text: 'x' });
+    expect(r.isError).toBe(true);
+    expect(records.map((x) => x.outcome)).toEqual([undefined, 'error']);
+    expect(JSON.stringify([r, records])).not.toContain(SECRET);
+  });
+
+  it('refuses the call when the request record cannot be written, and never runs the handler', async () => {
+    let ran = false;
+    const { pipeline, session } = setup({
+      run: async () => {
+        ran = true;
+        throw new Error('must not run');
+      },
+    });
+    (pipeline as unknown as { deps: { audit: { append: () => Promise<void> } } }).deps.audit.append =
+      async () => {
+        throw new Error('audit log unavailable: ENOSPC');
+      };
+    const r = await pipeline.call(session, 'echo', { text: 'hi' });
+    expect(r.isError).toBe(true);
+    expect((r.content[0] as { text: string }).text).toMatch(/^refused: the audit log is unavailable/);
+    expect(ran).toBe(false);
+  });
+});
