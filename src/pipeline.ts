@@ -62,11 +62,14 @@ export interface PipelineDeps {
 /** Longest string kept whole in an audit record's `args`; longer ones keep a prefix and a digest. */
 const AUDIT_STRING_LIMIT = 1024;
 const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
+/** Calls one session may have in flight; more are refused, so one session cannot hog the broker. */
+export const MAX_CALLS_PER_SESSION = 16;
 
 export class CallPipeline {
   private readonly schemaCache = new WeakMap<AnyToolDefinition, Tool>();
   private readonly runtimes = new Map<string, Promise<ServerRuntime & object>>();
   private inFlight = 0;
+  private readonly perSession = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
   private readonly drainController = new AbortController();
 
@@ -106,6 +109,27 @@ export class CallPipeline {
     rawArgs: unknown,
     signal?: AbortSignal,
   ): Promise<CallToolResult> {
+    const active = this.perSession.get(session.id) ?? 0;
+    if (active >= MAX_CALLS_PER_SESSION) {
+      return this.guardAudit(async () => {
+        const reason = `at most ${MAX_CALLS_PER_SESSION} calls may run at once in one session; wait for one to finish`;
+        await this.deps.audit.append({
+          team: session.team,
+          server: session.server,
+          tool: name,
+          session: session.id,
+          call: randomUUID(),
+          args: this.auditArgs(rawArgs),
+          phase: 'result',
+          decision: 'deny',
+          rule: 'session.concurrency',
+          reason,
+          outcome: 'denied',
+        });
+        return errorResult(`denied: session.concurrency: ${reason}`);
+      });
+    }
+    this.perSession.set(session.id, active + 1);
     this.inFlight++;
     try {
       return await this.run(session, name, rawArgs ?? {}, signal);
@@ -134,6 +158,9 @@ export class CallPipeline {
         return errorResult(`error: the call could not be handled (${message})`);
       });
     } finally {
+      const left = (this.perSession.get(session.id) ?? 1) - 1;
+      if (left === 0) this.perSession.delete(session.id);
+      else this.perSession.set(session.id, left);
       if (--this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }

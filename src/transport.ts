@@ -11,12 +11,15 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const MAX_PENDING_OUTPUT_BYTES = 16 * 1024 * 1024;
 /** Deeper JSON than this is refused before parsing: no MCP message needs it, and walking it would exhaust the stack. */
 export const MAX_NESTING_DEPTH = 64;
+/** A frame must be complete this long after its first byte (a half-sent frame holds memory). */
+export const FRAME_COMPLETION_MS = 60_000;
 /** A peer that sends this many broken frames in a row is not an MCP client. */
 const MAX_CONSECUTIVE_BAD_FRAMES = 16;
 
 export interface NdjsonTransportOptions {
   maxFrameBytes?: number;
   maxPendingOutputBytes?: number;
+  frameCompletionMs?: number;
   /** Called for protocol violations (oversized frame, bad JSON) — for logging. */
   onProtocolError?: (message: string) => void;
 }
@@ -30,6 +33,7 @@ export class NdjsonTransport implements Transport {
   sessionId?: string;
 
   private chunks: Buffer[] = [];
+  private partialTimer: NodeJS.Timeout | undefined;
   private buffered = 0;
   private closed = false;
   private badFrames = 0;
@@ -65,6 +69,8 @@ export class NdjsonTransport implements Transport {
       const frame = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
       this.chunks = [];
       this.buffered = 0;
+      clearTimeout(this.partialTimer);
+      this.partialTimer = undefined;
       this.handleFrame(frame);
       if (this.closed) return;
       chunk = chunk.subarray(nl + 1);
@@ -74,6 +80,10 @@ export class NdjsonTransport implements Transport {
       if (this.buffered + chunk.length > this.maxFrame) return this.oversized();
       this.chunks.push(chunk);
       this.buffered += chunk.length;
+      this.partialTimer ??= setTimeout(() => {
+        this.opts.onProtocolError?.('frame not completed in time; closing the session');
+        void this.close();
+      }, this.opts.frameCompletionMs ?? FRAME_COMPLETION_MS).unref();
     }
   };
 
@@ -150,6 +160,7 @@ export class NdjsonTransport implements Transport {
     if (this.closed) return;
     this.closed = true;
     this.chunks = [];
+    clearTimeout(this.partialTimer);
     this.input.off('data', this.onData);
     if (this.output === (this.input as unknown)) {
       // A socket: half-close so queued responses flush, then make sure it really goes away.

@@ -4,14 +4,17 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { AuditEntry } from '../../src/audit.js';
 import { silentLogger } from '../../src/log.js';
-import { CallPipeline, type SessionInfo } from '../../src/pipeline.js';
+import { CallPipeline, MAX_CALLS_PER_SESSION, type SessionInfo } from '../../src/pipeline.js';
 import { RateLimiter } from '../../src/ratelimit.js';
 import { Redactor } from '../../src/redact.js';
 import { allow, defineServer, defineTool, deny, type ServerDefinition } from '../../src/tool.js';
 
 const SECRET = 'pipeline-test-secret-9876543210';
 
-function setup(behaviour: { authorize?: () => never; run?: () => Promise<never> }) {
+function setup(behaviour: {
+  authorize?: () => never;
+  run?: () => Promise<never> | Promise<{ structured: { text: string }; text: string }>;
+}) {
   const echo = defineTool({
     name: 'echo',
     title: 'Echo',
@@ -106,6 +109,31 @@ describe('CallPipeline', () => {
     expect(r.isError).toBe(true);
     expect(records.map((x) => x.outcome)).toEqual([undefined, 'error']);
     expect(JSON.stringify([r, records])).not.toContain(SECRET);
+  });
+
+  it('caps the calls one session may have in flight; other sessions are unaffected', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { pipeline, records, session } = setup({
+      run: async () => {
+        await gate;
+        return { structured: { text: 'done' }, text: 'done' };
+      },
+    });
+    const calls = Array.from({ length: MAX_CALLS_PER_SESSION }, () =>
+      pipeline.call(session, 'echo', { text: 'x' }),
+    );
+    const extra = await pipeline.call(session, 'echo', { text: 'x' });
+    expect((extra.content[0] as { text: string }).text).toMatch(
+      /^denied: session\.concurrency: at most 16 calls/,
+    );
+    expect(records.at(-1)).toMatchObject({ rule: 'session.concurrency', decision: 'deny' });
+    const other = pipeline.call({ ...session, id: 'other' }, 'echo', { text: 'y' });
+    release();
+    const results = await Promise.all([...calls, other]);
+    expect(results.every((r) => !r.isError)).toBe(true);
+    // Slots are given back.
+    expect((await pipeline.call(session, 'echo', { text: 'z' })).isError).toBeFalsy();
   });
 
   it('refuses the call when the request record cannot be written, and never runs the handler', async () => {
