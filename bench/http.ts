@@ -88,7 +88,11 @@ class RawMcpSession {
       this.buffer += chunk;
       let nl;
       while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(this.buffer.slice(0, nl)) as { id?: number; result?: unknown; error?: { message: string } };
+        const msg = JSON.parse(this.buffer.slice(0, nl)) as {
+          id?: number;
+          result?: unknown;
+          error?: { message: string };
+        };
         this.buffer = this.buffer.slice(nl + 1);
         const waiter = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
         if (!waiter) continue;
@@ -127,7 +131,9 @@ class RawMcpSession {
 
 async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-'));
-  const auditDir = values['audit-dir'] ? await mkdtemp(path.join(values['audit-dir'], 'al-bench-audit-')) : `${root}/audit`;
+  const auditDir = values['audit-dir']
+    ? await mkdtemp(path.join(values['audit-dir'], 'al-bench-audit-'))
+    : `${root}/audit`;
   // The upstream runs in its own process, as a real API would: neither path gets to share an
   // event loop with it.
   const upstream = spawn(process.execPath, ['-e', UPSTREAM_SOURCE], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -207,7 +213,9 @@ async function main(): Promise<void> {
     [`direct, ${SESSIONS} concurrent (${CALLS})`, stats(conDirect.latencies, conDirect.wallMs)],
     [`airlock, ${SESSIONS} sessions (${CALLS})`, stats(conAirlock.latencies, conAirlock.wallMs)],
   ];
-  console.log(`http_request overhead — ${os.cpus().length} cores, node ${process.version}, audit log in ${auditDir}`);
+  console.log(
+    `http_request overhead — ${os.cpus().length} cores, node ${process.version}, audit log in ${auditDir}`,
+  );
   console.log('case'.padEnd(36), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
   for (const [name, s] of rows) {
     console.log(

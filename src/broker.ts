@@ -1,6 +1,6 @@
 // The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
 // sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
-import { mkdir, readFile, writeFile, rename, lstat, unlink, chmod, chown } from 'node:fs/promises';
+import { mkdir, readFile, writeFile, rename, lstat, stat, unlink, chmod, lchown } from 'node:fs/promises';
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -62,7 +62,7 @@ export async function createCore(
   const rateLimiter = new RateLimiter();
   const ratePath = path.join(config.stateDir, 'ratelimits.json');
   try {
-    rateLimiter.restore(JSON.parse(await readFile(ratePath, 'utf8')));
+    rateLimiter.restore(sanitizeRateState(JSON.parse(await readFile(ratePath, 'utf8')), Date.now()));
   } catch {
     // No saved counters (first start) or unreadable: start with full buckets.
   }
@@ -110,6 +110,28 @@ export async function createCore(
   };
 }
 
+type SavedBucket = { tokens: number; updatedAt: number; spec: string };
+
+/**
+ * Saved rate-limit counters, as far as they can be trusted: a clock that went back since they
+ * were saved, or a hand-edited file, must not lock a team out for longer than one period.
+ */
+export function sanitizeRateState(raw: unknown, now: number): Record<string, SavedBucket> {
+  const out: Record<string, SavedBucket> = {};
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return out;
+  for (const [key, value] of Object.entries(raw)) {
+    const b = value as Partial<SavedBucket> | null;
+    if (typeof b?.tokens !== 'number' || typeof b.updatedAt !== 'number' || typeof b.spec !== 'string')
+      continue;
+    if (!Number.isFinite(b.tokens) || !Number.isFinite(b.updatedAt)) continue;
+    Object.defineProperty(out, key, {
+      value: { tokens: Math.max(0, b.tokens), updatedAt: Math.min(b.updatedAt, now), spec: b.spec },
+      enumerable: true,
+    });
+  }
+  return out;
+}
+
 interface Listener {
   team: string;
   /** An MCP server, or `model` (the HTTP/1.1 model API proxy). */
@@ -130,11 +152,12 @@ export class Broker {
   static async start(config: AirlockConfig, opts: { log?: Logger } = {}): Promise<Broker> {
     const core = await createCore(config, opts);
     const broker = new Broker(core);
-    try {
-      await broker.syncSockets();
-    } catch (err) {
+    // At startup a socket that cannot be served is fatal (the operator is watching); on a later
+    // reload it is logged and the other teams carry on.
+    const failures = await broker.syncSockets();
+    if (failures.length) {
       await broker.stop();
-      throw err;
+      throw new Error(failures.map((f) => f.message).join('\n'));
     }
     core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
     return broker;
@@ -166,44 +189,61 @@ export class Broker {
     this.core.log.info({ teams }, 'policies reloaded');
   }
 
-  /** Opens a socket for every (team, server) the policies enable and closes the rest. Serialized. */
-  syncSockets(): Promise<void> {
-    this.syncing = this.syncing
-      .then(() => this.doSync())
-      .catch((err) => {
-        this.core.log.error({ err: (err as Error).message }, 'could not update sockets');
-      });
-    return this.syncing;
+  /**
+   * Opens a socket for every (team, server) the policies enable and closes the rest. Serialized.
+   * One socket that cannot be opened is logged and does not keep the others from opening;
+   * the failures are returned.
+   */
+  syncSockets(): Promise<Error[]> {
+    const run = this.syncing.then(() => this.doSync());
+    this.syncing = run.then(
+      () => undefined,
+      (err) => this.core.log.error({ err: (err as Error).message }, 'could not update sockets'),
+    );
+    return run.catch((err: Error) => [err]);
   }
 
-  private async doSync(): Promise<void> {
-    if (this.stopping) return;
+  private async doSync(): Promise<Error[]> {
+    if (this.stopping) return [];
+    const failures: Error[] = [];
+    const open = async (team: string, server: ServerName | 'model') => {
+      try {
+        await this.listen(team, server);
+      } catch (err) {
+        failures.push(err as Error);
+        this.core.log.error({ team, server, err: (err as Error).message }, 'cannot open socket');
+      }
+    };
     const wanted = new Set<string>();
     for (const policy of this.core.policies.teams()) {
       for (const name of Object.keys(policy.servers)) {
         if (!SERVER_MAP.has(name as ServerName)) continue;
         const key = `${policy.team}/${name}`;
         wanted.add(key);
-        if (!this.listeners.has(key)) await this.listen(policy.team, name as ServerName);
+        if (!this.listeners.has(key)) await open(policy.team, name as ServerName);
       }
       if (policy.model) {
         const key = `${policy.team}/model`;
         wanted.add(key);
-        if (!this.listeners.has(key)) await this.listen(policy.team, 'model');
+        if (!this.listeners.has(key)) await open(policy.team, 'model');
       }
     }
     for (const [key, l] of this.listeners) {
       if (!wanted.has(key)) await this.closeListener(key, l);
     }
+    return failures;
   }
 
   private async listen(team: string, server: ServerName | 'model'): Promise<void> {
     const { socketDir, socketGroup } = this.core.config;
     const teamDir = path.join(socketDir, team);
     await mkdir(socketDir, { recursive: true, mode: 0o755 });
+    await checkSocketDir(socketDir);
     await mkdir(teamDir, { recursive: true, mode: 0o750 });
+    // Never follow a link or adopt someone else's folder: chmod/chown below would apply to it.
+    await checkOwnedDir(teamDir);
     await chmod(teamDir, 0o750);
-    if (socketGroup !== undefined) await chown(teamDir, process.getuid?.() ?? 0, socketGroup);
+    if (socketGroup !== undefined) await lchown(teamDir, process.getuid?.() ?? 0, socketGroup);
     const socketPath = path.join(teamDir, `${server}.sock`);
     await removeStaleSocket(socketPath);
 
@@ -217,15 +257,23 @@ export class Broker {
     listener.net.maxConnections = MAX_SESSIONS_PER_SOCKET;
     if (server !== 'model') listener.net.on('connection', (conn) => void this.accept(listener, conn));
     listener.net.on('error', (err) => this.core.log.error({ err: err.message, socketPath }, 'socket error'));
-    await new Promise<void>((resolve, reject) => {
-      listener.net.once('error', reject);
-      listener.net.listen(socketPath, () => {
-        listener.net.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        listener.net.once('error', reject);
+        listener.net.listen(socketPath, () => {
+          listener.net.off('error', reject);
+          resolve();
+        });
       });
-    });
-    await chmod(socketPath, 0o660);
-    if (socketGroup !== undefined) await chown(socketPath, process.getuid?.() ?? 0, socketGroup);
+      // The folder is ours and closed to others, so this is still the socket listen() made.
+      if (!(await lstat(socketPath)).isSocket())
+        throw new Error(`${socketPath} was replaced; refusing to chmod it`);
+      await chmod(socketPath, 0o660);
+      if (socketGroup !== undefined) await lchown(socketPath, process.getuid?.() ?? 0, socketGroup);
+    } catch (err) {
+      listener.net.close();
+      throw err;
+    }
     this.listeners.set(`${team}/${server}`, listener);
     this.core.log.info({ team, server, socketPath }, 'listening');
   }
@@ -313,6 +361,28 @@ export class Broker {
   }
 }
 
+/** The folder that holds the team folders: anyone able to write to it could swap a team folder. */
+async function checkSocketDir(dir: string): Promise<void> {
+  const st = await stat(dir);
+  if (!st.isDirectory()) throw new Error(`socketDir ${dir} is not a directory`);
+  if ((st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0) {
+    throw new Error(`socketDir ${dir} is writable by every user; chmod o-w it (or set the sticky bit)`);
+  }
+}
+
+/** A team socket folder must be a real directory (not a symlink) owned by this broker's user. */
+async function checkOwnedDir(dir: string): Promise<void> {
+  const st = await lstat(dir);
+  if (st.isSymbolicLink()) throw new Error(`socket folder ${dir} is a symlink; refusing to use it`);
+  if (!st.isDirectory()) throw new Error(`socket folder ${dir} is not a directory`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new Error(
+      `socket folder ${dir} is owned by uid ${st.uid}, not by this broker (uid ${uid}); remove it`,
+    );
+  }
+}
+
 /** A leftover socket file from a crashed broker is removed; a live one means another broker runs. */
 async function removeStaleSocket(socketPath: string): Promise<void> {
   let st;
@@ -359,7 +429,9 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
   };
   process.once('SIGTERM', () => void stop());
   process.once('SIGINT', () => void stop());
-  process.on('SIGHUP', () => void core.policies.reload());
+  process.on('SIGHUP', () => {
+    core.policies.reload().catch((err: Error) => core.log.error({ err: err.message }, 'reload failed'));
+  });
   await session.closed;
   await core.pipeline.drain(DRAIN_TIMEOUT_MS);
   await core.close();

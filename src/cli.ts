@@ -74,7 +74,10 @@ export async function main(argv: string[]): Promise<number> {
       const { values } = parse(rest);
       const broker = await Broker.start(await config(values.config as string));
       for (const s of broker.sockets()) broker.core.log.info({ socket: s }, 'ready');
-      process.on('SIGHUP', () => void broker.reload());
+      // A reload that fails keeps the policies in force; it must never take the broker down.
+      process.on('SIGHUP', () => {
+        broker.reload().catch((err: Error) => broker.core.log.error({ err: err.message }, 'reload failed'));
+      });
       await new Promise<void>((resolve) => {
         const stop = () => {
           void broker.stop().then(resolve);

@@ -1,7 +1,8 @@
 // airlock.yaml: the operator's host config. Parsed with positions so every mistake is reported
 // as `file:line:col: message`, all at once. Relative paths resolve against the config file's
 // folder (never the working directory, never `~`, never environment variables).
-import { readFile } from 'node:fs/promises';
+import { constants as fsConstants, type Stats } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { secretConfigSchema, secretNameSchema, type SecretConfig } from './secret-config.js';
@@ -57,6 +58,63 @@ export const configSchema = z
   })
   .strict();
 
+/** The config or a policy file: larger is a mistake (a log or a disk image named by accident). */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+/** Why a file that should hold YAML was not read; `code` is the errno code when there is one. */
+export class UnreadableFileError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'UnreadableFileError';
+  }
+}
+
+/**
+ * Reads a regular text file of at most `maxBytes`. A FIFO, socket or device (a symlink to
+ * /dev/zero, a named pipe nobody writes to) is refused without blocking, and nothing past the
+ * cap is read. `refuse` may veto the file by its identity before any byte of it is read.
+ */
+export async function readRegularTextFile(
+  file: string,
+  maxBytes: number,
+  refuse?: (stat: Stats) => string | undefined,
+): Promise<string> {
+  let handle;
+  try {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new UnreadableFileError(code === 'ENOENT' ? 'no such file' : `cannot read (${code})`, code);
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new UnreadableFileError('not a regular file');
+    const vetoed = refuse?.(stat);
+    if (vetoed) throw new UnreadableFileError(vetoed);
+    if (stat.size > maxBytes) throw new UnreadableFileError(`larger than ${maxBytes} bytes`);
+    // Read one byte past the cap so a file that grew after the stat is still refused.
+    const buf = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, length, buf.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > maxBytes) throw new UnreadableFileError(`larger than ${maxBytes} bytes`);
+    }
+    return buf.subarray(0, length).toString('utf8');
+  } catch (err) {
+    if (err instanceof UnreadableFileError) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new UnreadableFileError(`cannot read (${code})`, code);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Reads /etc/group (or `groupFile`) and returns the gid of `name`. */
 export async function resolveGroup(name: string, groupFile = '/etc/group'): Promise<number | undefined> {
   let text: string;
@@ -91,13 +149,15 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
   const dir = path.dirname(absFile);
   let text: string;
   try {
-    text = await readFile(absFile, 'utf8');
+    text = await readRegularTextFile(absFile, MAX_CONFIG_FILE_BYTES);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const { code, message } = err as UnreadableFileError;
     const why =
       code === 'ENOENT'
         ? 'config file not found (pass --config FILE)'
-        : `cannot read config file (${code ?? 'error'})`;
+        : code !== undefined
+          ? `cannot read config file (${code})`
+          : `config file is ${message}`;
     throw new ConfigError([{ file: absFile, line: 1, col: 1, message: why }]);
   }
   const src = parseYaml(absFile, text);

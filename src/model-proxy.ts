@@ -17,7 +17,13 @@
 //   the key − 1) bytes of a chunk until the next one — but never past a newline, since no form
 //   of a single-line key spans one: complete SSE events (which end in "\n\n") go out at once.
 //   The body is scrubbed as latin1, which keeps it byte-exact; API keys are ASCII, so all of
-//   their forms match there. Responses the proxy generates (errors) are scrubbed too.
+//   their forms match there. A stream that stops inside a key (timeout, upstream cut) does not
+//   hand out its start: the final flush redacts a trailing partial form too. Responses the proxy
+//   generates (errors) are scrubbed too.
+// - Paths: the glob judges the WHATWG-normalized path, and the upstream URL is built from it by
+//   text (origin + prefix + path), never by resolving a reference ("//host/…" would name another
+//   host); a target the upstream would read as another path (absolute-form in a non-special
+//   scheme, where "\" is not a separator) is refused.
 // - Authentication: every client auth-looking header is dropped; the key is sent as
 //   `x-api-key`, or as `Authorization: Bearer` when it is an OAuth token (`sk-ant-oat…`).
 // - Upstream address: the upstream URL comes from the operator's policy, not the agent, but
@@ -39,11 +45,12 @@ import { pipeline, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import zlib from 'node:zlib';
 import { classifyAddress, classifyHostname } from '../servers/http/addresses.js';
+import { secretFormsLatin1, secretTailStart } from '../servers/http/secret-tail.js';
 import type { AuditEntry } from './audit.js';
 import { matchGlob } from './glob.js';
 import type { Logger } from './log.js';
 import type { ModelPolicy } from './policy.js';
-import { secretVariants, type Redactor } from './redact.js';
+import { REDACTED, type Redactor } from './redact.js';
 import type { SecretAccess } from './tool.js';
 
 export type ModelSection = ModelPolicy;
@@ -242,6 +249,17 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         `${method} ${pathname} is not an allowed path; allowed paths: ${allowedPaths}`,
       );
     }
+    // The glob judged `pathname`; the upstream must get exactly that path (an absolute-form
+    // target in a non-special scheme, "foo://x/a\..\b", parses differently under https:).
+    const upstreamUrl = joinUpstream(section.upstream, pathname, url.search);
+    if (!upstreamUrl) {
+      return refuse(
+        403,
+        'permission_error',
+        'model.paths',
+        `${method} ${scrub((req.url ?? '').slice(0, 200))}: the request target does not name the same path upstream; send an origin-form path such as /v1/messages`,
+      );
+    }
 
     // 2. The body, whole and capped: the model name is audited, and an oversized request fails
     //    before anything is sent.
@@ -311,7 +329,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     }
 
     // 5. Forward and relay.
-    const outcome = await forward({ req, res, section, target, method, body, limits });
+    const outcome = await forward({ req, res, section, upstreamUrl, method, body, limits });
     const tokens = usageTokens(outcome.usage);
     if (tokens > 0) await usage.add(outcome.usage);
 
@@ -350,7 +368,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     req: http.IncomingMessage;
     res: http.ServerResponse;
     section: ModelSection;
-    target: string;
+    upstreamUrl: URL;
     method: string;
     body: Buffer;
     limits: ModelProxyLimits;
@@ -396,7 +414,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     }
     deps.redactor.add(key);
 
-    const upstreamUrl = joinUpstream(section.upstream, opts.target);
+    const upstreamUrl = opts.upstreamUrl;
     const allowPrivate = deps.upstreamAllowPrivate === true || section.allowPrivateAddress === true;
     const literal = classifyHostname(upstreamUrl.hostname);
     const literalProblem = literal && addressProblem(upstreamUrl.hostname, literal, allowPrivate);
@@ -558,11 +576,23 @@ function parseRequestJson(body: Buffer): { model?: string; stream?: boolean } {
   }
 }
 
-/** The upstream base URL (which may carry a path prefix) joined with the request's path and query. */
-function joinUpstream(upstream: string, target: string): URL {
+/**
+ * The upstream base URL (which may carry a path prefix) joined with the request's path and
+ * query, or undefined when the upstream would not read exactly the path the globs were matched
+ * against. The join is textual (origin + path): resolving "//host/…" as a reference against the
+ * origin would make it a protocol-relative URL to another host, carrying the key there.
+ */
+export function joinUpstream(upstream: string, pathname: string, search: string): URL | undefined {
   const base = new URL(upstream);
   const prefix = base.pathname.replace(/\/+$/, '');
-  return new URL(prefix + target, base.origin);
+  let joined: URL;
+  try {
+    joined = new URL(base.origin + prefix + pathname + search);
+  } catch {
+    return undefined;
+  }
+  if (joined.origin !== base.origin || joined.pathname !== prefix + pathname) return undefined;
+  return joined;
 }
 
 /** The client's headers minus connection-level and credential-looking ones, plus the key. */
@@ -697,6 +727,19 @@ function openUpstream(opts: {
       (res) => resolve({ req, res }),
     );
     req.on('error', reject);
+    // An unrequested 101 makes Node drop the socket with neither a response nor an error, and
+    // aborting a request that is already destroyed emits nothing: without these the call would
+    // never settle. (Rejecting after the response arrived is a no-op.)
+    req.on('upgrade', (_res, socket: Socket) => {
+      socket.destroy();
+      reject(
+        new UpstreamError('the model API answered 101 Switching Protocols, which the proxy does not support'),
+      );
+    });
+    req.on('close', () =>
+      reject(new UpstreamError('the model API closed the connection without a response')),
+    );
+    opts.signal.addEventListener('abort', () => reject(opts.signal.reason), { once: true });
     // Socket inactivity: before the headers and between body chunks.
     req.setTimeout(opts.idleTimeoutMs, opts.onIdle);
     req.end(opts.body);
@@ -766,12 +809,14 @@ export class StreamScrubber {
   private carry = '';
   private readonly holdback: number;
   private readonly lineSafe: boolean;
+  private readonly forms: string[];
 
   constructor(
     private readonly redactor: Redactor,
     key: string,
   ) {
-    const forms = secretVariants(key).map((v) => Buffer.from(v, 'utf8').toString('latin1'));
+    const forms = secretFormsLatin1([key]);
+    this.forms = forms;
     this.holdback = forms.length ? Math.max(...forms.map((f) => f.length)) - 1 : 0;
     this.lineSafe = !forms.some((f) => /[\r\n]/.test(f));
   }
@@ -788,10 +833,13 @@ export class StreamScrubber {
     return Buffer.from(text.slice(0, cut), 'latin1');
   }
 
+  /** The rest, at the end of the stream. A stream cut inside a key must not hand out its start. */
   flush(): Buffer {
-    const out = Buffer.from(this.redactor.scrub(this.carry), 'latin1');
+    const text = this.redactor.scrub(this.carry);
+    const partial = secretTailStart(text, this.forms);
     this.carry = '';
-    return out;
+    const out = partial < text.length ? text.slice(0, partial) + REDACTED : text;
+    return Buffer.from(out, 'latin1');
   }
 }
 

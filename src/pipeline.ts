@@ -432,9 +432,13 @@ function truncateStrings(value: unknown, limit: number): unknown {
   }
   if (Array.isArray(value)) return value.slice(0, 100).map((v) => truncateStrings(v, limit));
   if (value && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value).slice(0, 100)) out[k] = truncateStrings(v, limit);
-    return out;
+    // fromEntries defines keys: an argument named "__proto__" stays in the record as data
+    // (an assignment would turn it into the object's prototype and drop it from the record).
+    return Object.fromEntries(
+      Object.entries(value)
+        .slice(0, 100)
+        .map(([k, v]) => [k, truncateStrings(v, limit)]),
+    );
   }
   return value;
 }

@@ -6,10 +6,16 @@
 // and a tool that a valid policy does not list does not exist for that team.
 import { EventEmitter } from 'node:events';
 import { watch as fsWatch, type FSWatcher } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { ConfigError, type AirlockConfig } from './config.js';
+import {
+  ConfigError,
+  MAX_CONFIG_FILE_BYTES,
+  readRegularTextFile,
+  type UnreadableFileError,
+  type AirlockConfig,
+} from './config.js';
 import { globSchema } from './glob.js';
 import type { Logger } from './log.js';
 import { rateLimitSchema, type RateLimit } from './ratelimit-spec.js';
@@ -30,6 +36,9 @@ import {
 export { formatIssue, type PolicyIssue } from './yaml-positions.js';
 
 export const TEAM_NAME_RE = /^[a-z0-9][a-z0-9-]*$/;
+
+/** A policy file larger than this is refused unread (no real policy comes near it). */
+export const MAX_POLICY_FILE_BYTES = MAX_CONFIG_FILE_BYTES;
 
 export type ToolPolicy = { rateLimit?: RateLimit } & Record<string, unknown>;
 export type ServerPolicy = { tools: Record<string, ToolPolicy> } & Record<string, unknown>;
@@ -303,6 +312,27 @@ function checkFile(
   return { file, issues, team, policy, src };
 }
 
+/** `dev:ino` → secret name, for every secret held in a file (a GitHub App key included). */
+async function secretFileIdentities(config: AirlockConfig): Promise<Map<string, string>> {
+  const byIdentity = new Map<string, string>();
+  for (const [name, secret] of Object.entries(config.secrets)) {
+    const file =
+      'file' in secret
+        ? secret.file
+        : 'githubApp' in secret && 'file' in secret.githubApp.privateKey
+          ? secret.githubApp.privateKey.file
+          : undefined;
+    if (file === undefined) continue;
+    try {
+      const st = await stat(file);
+      byIdentity.set(`${st.dev}:${st.ino}`, name);
+    } catch {
+      // A secret file that does not exist cannot be mistaken for a policy file.
+    }
+  }
+  return byIdentity;
+}
+
 async function checkFiles(
   config: AirlockConfig,
   servers: ServerDefinition[],
@@ -313,16 +343,26 @@ async function checkFiles(
   const schema = buildPolicySchema(servers);
   const checks: FileCheck[] = [];
   const firstByTeam = new Map<string, string>();
+  const secretFiles = await secretFileIdentities(config);
   for (const file of listed.files) {
     let text: string;
     try {
-      text = await readFile(file, 'utf8');
+      text = await readRegularTextFile(file, MAX_POLICY_FILE_BYTES, (st) => {
+        // A secret file taken for a policy (a symlink, a wrong PATH): a YAML error would quote it.
+        const secret = secretFiles.get(`${st.dev}:${st.ino}`);
+        return secret === undefined
+          ? undefined
+          : `this is the file of secret "${secret}", not a policy file; its contents are not read`;
+      });
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'error';
-      const check: FileCheck = {
-        file,
-        issues: [{ file, line: 1, col: 1, message: `cannot read policy file (${code})` }],
-      };
+      const { code, message } = err as UnreadableFileError;
+      const why =
+        code !== undefined
+          ? `cannot read policy file (${code})`
+          : message.startsWith('larger than')
+            ? `${message}; not a policy file`
+            : message;
+      const check: FileCheck = { file, issues: [{ file, line: 1, col: 1, message: why }] };
       checks.push(check);
       issues.push(...check.issues);
       continue;
@@ -379,6 +419,7 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
   private watcher: FSWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  private waiting: Promise<{ changed: string[]; errors: PolicyIssue[] }> | undefined;
   private closed = false;
 
   private constructor(
@@ -409,9 +450,18 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
     return [...this.byTeam.values()].sort((a, b) => (a.team < b.team ? -1 : a.team > b.team ? 1 : 0));
   }
 
-  /** Re-reads the policy folder. Reloads run one at a time, in order. */
+  /**
+   * Re-reads the policy folder. Reloads run one at a time, in order; requests that arrive while
+   * one is waiting to start share it (it reads the folder after all of them), so a burst of
+   * SIGHUPs or file events costs one reload, not one each.
+   */
   reload(): Promise<{ changed: string[]; errors: PolicyIssue[] }> {
-    const run = this.queue.then(() => this.reloadNow());
+    if (this.waiting) return this.waiting;
+    const run = this.queue.then(() => {
+      this.waiting = undefined;
+      return this.reloadNow();
+    });
+    this.waiting = run;
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -436,6 +486,20 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
           `policy of team "${team}" is broken; keeping its last good version`,
         );
       }
+    }
+    // A team claimed by two files is ambiguous: whichever sorts first must not win (a stray copy
+    // named `0-x.yaml` would take the team over). Keep its last good policy, or none.
+    const claims = new Map<string, number>();
+    for (const check of checks) if (check.team) claims.set(check.team, (claims.get(check.team) ?? 0) + 1);
+    for (const [team, count] of claims) {
+      if (count < 2) continue;
+      const kept = this.byTeam.get(team);
+      if (kept) next.set(team, kept);
+      else next.delete(team);
+      this.log.warn(
+        { team },
+        `team "${team}" is defined in more than one file; ${kept ? 'keeping its last good version' : 'not loaded'}`,
+      );
     }
     // The folder itself unreadable (e.g. mid-replace): keep everything rather than drop all teams.
     if (folderBroken) for (const [team, policy] of this.byTeam) if (!next.has(team)) next.set(team, policy);

@@ -30,7 +30,8 @@ export class RateLimiter {
       bucket = { tokens: spec.count, updatedAt: t, spec: spec.text };
       this.buckets.set(key, bucket);
     }
-    bucket.tokens = Math.min(spec.count, bucket.tokens + (t - bucket.updatedAt) * ratePerMs);
+    // Never refill backwards: a clock stepped back must not drive the bucket negative.
+    bucket.tokens = Math.min(spec.count, bucket.tokens + Math.max(0, t - bucket.updatedAt) * ratePerMs);
     bucket.updatedAt = t;
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;

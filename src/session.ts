@@ -5,7 +5,12 @@
 import { randomUUID } from 'node:crypto';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import {
+  CallToolRequestSchema,
+  ErrorCode,
+  ListToolsRequestSchema,
+  McpError,
+} from '@modelcontextprotocol/sdk/types.js';
 import type { CallPipeline, SessionInfo } from './pipeline.js';
 import type { ServerName } from './tool.js';
 import { VERSION } from './version.js';
@@ -39,12 +44,21 @@ export async function openSession(
         `policy and are audited. A result starting with "denied:" names the policy rule that refused it.`,
     },
   );
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({
-    tools: pipeline.listTools(opts.team, opts.server),
-  }));
-  server.setRequestHandler(CallToolRequestSchema, async (request, extra) =>
-    pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal),
-  );
+  // MCP's lifecycle: nothing but ping before initialize. The SDK's low-level Server does not
+  // enforce it, and a client that skipped the handshake must not get to call tools.
+  const requireInitialized = () => {
+    if (!server.getClientVersion()) {
+      throw new McpError(ErrorCode.InvalidRequest, 'the session is not initialized; send initialize first');
+    }
+  };
+  server.setRequestHandler(ListToolsRequestSchema, async () => {
+    requireInitialized();
+    return { tools: pipeline.listTools(opts.team, opts.server) };
+  });
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+    requireInitialized();
+    return pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal);
+  });
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   server.onclose = () => resolveClosed();

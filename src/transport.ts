@@ -11,6 +11,8 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const MAX_PENDING_OUTPUT_BYTES = 16 * 1024 * 1024;
 /** Deeper JSON than this is refused before parsing: no MCP message needs it, and walking it would exhaust the stack. */
 export const MAX_NESTING_DEPTH = 64;
+/** Queued responses past which the peer's further requests are not read until it catches up. */
+export const READ_PAUSE_OUTPUT_BYTES = 1024 * 1024;
 /** A frame must be complete this long after its first byte (a half-sent frame holds memory). */
 export const FRAME_COMPLETION_MS = 60_000;
 /** A peer that sends this many broken frames in a row is not an MCP client. */
@@ -37,6 +39,7 @@ export class NdjsonTransport implements Transport {
   private buffered = 0;
   private closed = false;
   private badFrames = 0;
+  private readPaused = false;
   private readonly maxFrame: number;
   private readonly maxPending: number;
 
@@ -149,6 +152,16 @@ export class NdjsonTransport implements Transport {
       return false;
     }
     this.output.write(JSON.stringify(message) + '\n');
+    // Backpressure: a peer that does not read its answers is not read from either, so its
+    // requests wait in the kernel's socket buffer instead of turning into queued answers here.
+    if (!this.readPaused && this.output.writableLength > READ_PAUSE_OUTPUT_BYTES) {
+      this.readPaused = true;
+      this.input.pause();
+      this.output.once('drain', () => {
+        this.readPaused = false;
+        if (!this.closed) this.input.resume();
+      });
+    }
     return true;
   }
 

@@ -11,8 +11,9 @@
 // kill the process group on abort. Driving child_process.spawn directly keeps the whole
 // hardening visible in this one file.
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { dirname } from 'node:path';
+import { accessSync, constants, promises as fs } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
 import type { Redactor } from '../../src/redact.js';
 
 /** Candidate git binaries, in order. Fixed paths: the broker's PATH is not trusted to pick git. */
@@ -20,18 +21,105 @@ const GIT_CANDIDATES = ['/usr/bin/git', '/usr/local/bin/git', '/bin/git', '/opt/
 
 let gitBinaryCache: string | undefined;
 
-export function gitBinary(): string {
-  if (gitBinaryCache) return gitBinaryCache;
-  for (const candidate of GIT_CANDIDATES) {
+function firstExecutable(candidates: readonly string[]): string | undefined {
+  for (const candidate of candidates) {
     try {
       accessSync(candidate, constants.X_OK);
-      gitBinaryCache = candidate;
       return candidate;
     } catch {
       // try the next one
     }
   }
-  throw new Error(`git not found (looked in ${GIT_CANDIDATES.join(', ')})`);
+  return undefined;
+}
+
+export function gitBinary(): string {
+  gitBinaryCache ??= firstExecutable(GIT_CANDIDATES);
+  if (!gitBinaryCache) throw new Error(`git not found (looked in ${GIT_CANDIDATES.join(', ')})`);
+  return gitBinaryCache;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work-tree confinement. Git resolves work-tree paths by name, so an agent that swaps a folder
+// for a symlink while git runs (after git's own lstat checks, which it caches) makes git write
+// checked-out files — or read and stage files — wherever the symlink points, as the broker.
+// Git cannot close that race; the kernel can: every git that touches the work tree runs in a
+// private mount namespace where the work tree is re-mounted `nosymfollow` (Linux 5.10+), so no
+// symlink inside it is ever followed during path resolution. Git itself only ever lstat()s and
+// readlink()s symlinks, which still work. As root the namespace is made directly; otherwise
+// inside a user namespace (the broker's uid mapped to root there, so files keep its ownership).
+
+const UNSHARE_CANDIDATES = ['/usr/bin/unshare', '/bin/unshare'];
+const MOUNT_CANDIDATES = ['/usr/bin/mount', '/bin/mount'];
+
+/** Binds the work tree ("$2") onto itself with nosymfollow, enters it, then execs "$@" (git). */
+const CONFINE_SCRIPT =
+  '"$1" --bind -- "$2" "$2" && "$1" -o remount,bind,nosymfollow -- "$2" && cd -- "$2" && ';
+
+export interface Confinement {
+  /** argv prefix that runs the rest in a private mount namespace. */
+  unshare: string[];
+  mount: string;
+}
+
+let confinementProbe: Promise<Confinement> | undefined;
+
+/**
+ * Finds a way to confine git (probed once, by really confining a scratch folder). Rejects when
+ * the host offers none: work-tree commands then fail closed rather than run unconfined.
+ */
+export function workTreeConfinement(): Promise<Confinement> {
+  confinementProbe ??= probeConfinement();
+  return confinementProbe;
+}
+
+async function probeConfinement(): Promise<Confinement> {
+  const unshare = firstExecutable(UNSHARE_CANDIDATES);
+  const mount = firstExecutable(MOUNT_CANDIDATES);
+  if (unshare && mount) {
+    const namespaceFlags = ['--mount', '--propagation', 'private'];
+    const variants =
+      process.getuid?.() === 0
+        ? [
+            [unshare, ...namespaceFlags],
+            [unshare, '--user', '--map-root-user', ...namespaceFlags],
+          ]
+        : [[unshare, '--user', '--map-root-user', ...namespaceFlags]];
+    const scratch = await fs.mkdtemp(join(os.tmpdir(), 'airlock-confine-'));
+    try {
+      await fs.mkdir(join(scratch, 'target'));
+      await fs.symlink(join(scratch, 'target'), join(scratch, 'link'));
+      for (const variant of variants) {
+        // Confined, following the symlink must fail: only then is the variant good.
+        const code = await new Promise<number | null>((resolve) => {
+          const child = spawn(
+            variant[0]!,
+            [
+              ...variant.slice(1),
+              '--',
+              '/bin/sh',
+              '-c',
+              `${CONFINE_SCRIPT}! test -d link/`,
+              'airlock-confine',
+              mount,
+              scratch,
+            ],
+            { env: { PATH: '/usr/bin:/bin' }, stdio: 'ignore', timeout: 10_000 },
+          );
+          child.on('error', () => resolve(null));
+          child.on('close', resolve);
+        });
+        if (code === 0) return { unshare: [...variant, '--'], mount };
+      }
+    } finally {
+      await fs.rm(scratch, { recursive: true, force: true });
+    }
+  }
+  confinementProbe = undefined; // retry on the next call (e.g. after the host is fixed)
+  throw new Error(
+    'cannot confine git to the work tree: need Linux ≥ 5.10 with unshare(1) and mount(1), and ' +
+      'either root or unprivileged user namespaces (refusing to run git over the work tree unconfined)',
+  );
 }
 
 /**
@@ -146,6 +234,11 @@ export interface GitRunOptions {
    * in place without the broker ever chowning paths inside a tree the agent controls.
    */
   umask?: number;
+  /**
+   * The work tree to confine git to (see workTreeConfinement): set for every command that runs
+   * with a work tree. Git then starts with the work tree as its working directory.
+   */
+  confineTo?: string;
 }
 
 export interface GitRunResult {
@@ -176,26 +269,47 @@ export function buildArgv(opts: Pick<GitRunOptions, 'gitDir' | 'workTree' | 'arg
   return argv;
 }
 
+/** The program and arguments to spawn: git itself, or git behind the umask/confinement shell. */
+function commandLine(
+  opts: Pick<GitRunOptions, 'umask' | 'confineTo'>,
+  argv: string[],
+  confinement: Confinement | undefined,
+): [string, string[]] {
+  if (opts.umask === undefined && !confinement) return [gitBinary(), argv];
+  // Node cannot set a child's umask or mounts; a fixed /bin/sh line does it (arguments stay in "$@").
+  const umask = opts.umask === undefined ? '' : `umask ${opts.umask.toString(8).padStart(3, '0')} && `;
+  if (!confinement) return ['/bin/sh', ['-c', `${umask}exec "$0" "$@"`, gitBinary(), ...argv]];
+  const script = `${CONFINE_SCRIPT}shift 2 && ${umask}exec "$@"`;
+  const [file, ...prefix] = confinement.unshare;
+  return [
+    file!,
+    [
+      ...prefix,
+      '/bin/sh',
+      '-c',
+      script,
+      'airlock-git',
+      confinement.mount,
+      opts.confineTo!,
+      gitBinary(),
+      ...argv,
+    ],
+  ];
+}
+
 /** Runs one git command. Resolves with its exit code; rejects only on abort/timeout/spawn failure. */
-export function runGit(opts: GitRunOptions): Promise<GitRunResult> {
+export async function runGit(opts: GitRunOptions): Promise<GitRunResult> {
+  const confinement = opts.confineTo === undefined ? undefined : await workTreeConfinement();
+  return spawnGit(opts, confinement);
+}
+
+function spawnGit(opts: GitRunOptions, confinement: Confinement | undefined): Promise<GitRunResult> {
   const argv = buildArgv(opts);
   const maxOut = opts.maxOutputBytes ?? DEFAULT_MAX_STDOUT;
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new GitAbortError('aborted'));
     // Own process group, so remote helpers and pack-objects die with git on abort.
-    // Node cannot set a child's umask; a fixed /bin/sh line does it (the arguments stay in "$@").
-    const [file, fileArgs] =
-      opts.umask === undefined
-        ? [gitBinary(), argv]
-        : [
-            '/bin/sh',
-            [
-              '-c',
-              `umask ${opts.umask.toString(8).padStart(3, '0')} && exec "$0" "$@"`,
-              gitBinary(),
-              ...argv,
-            ],
-          ];
+    const [file, fileArgs] = commandLine(opts, argv, confinement);
     const child = spawn(file, fileArgs, {
       cwd: opts.cwd,
       env: opts.env,

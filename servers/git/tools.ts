@@ -658,9 +658,10 @@ export const gitPull = defineTool({
     const ctx = ctxOf(rawCtx);
     const options = ctx.options as PullOptions;
     const git = await openWorkspace(ctx, args.workspace);
-    const branch = await currentBranch(git);
-    if (!branch) throw new ToolError('HEAD is detached; switch to a branch first', 'invalid');
     return withLock(git.ws.gitDir, async () => {
+      // Read under the lock: a git_checkout queued before us may switch branches first.
+      const branch = await currentBranch(git);
+      if (!branch) throw new ToolError('HEAD is detached; switch to a branch first', 'invalid');
       await fetchFromPolicyRemote(git, `+refs/heads/${branch}:${TRACKING_PREFIX}${branch}`);
       const target = await git.refSha(`${TRACKING_PREFIX}${branch}`);
       if (!target) throw new ToolError(`the remote has no branch "${branch}"`);

@@ -130,6 +130,8 @@ export class WorkspaceGit {
         timeoutMs: opts.network ? NETWORK_TIMEOUT_MS : LOCAL_TIMEOUT_MS,
         redactor: net?.redactor ?? this.credentialRedactor,
         umask: !opts.noWorkTree && WORK_TREE_WRITERS.has(args[0] ?? '') ? 0o002 : undefined,
+        // Every command that sees the work tree runs where symlinks in it cannot be followed.
+        confineTo: opts.noWorkTree ? undefined : ws.workTree,
       });
     } catch (err) {
       if (err instanceof GitAbortError) {

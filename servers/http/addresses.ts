@@ -25,13 +25,22 @@ export const METADATA_HOSTNAMES: ReadonlySet<string> = new Set([
 
 /**
  * Metadata service addresses: AWS/GCP/Azure IMDS (169.254.169.254), AWS IMDS over IPv6
- * (fd00:ec2::254), Alibaba (100.100.100.200), AWS ECS task credentials (169.254.170.2) and
- * Azure WireServer (168.63.129.16, a public address that serves VM credentials).
+ * (fd00:ec2::254), GCP metadata over IPv6 (fd20:ce::254), Alibaba (100.100.100.200), Tencent
+ * (169.254.0.23), AWS ECS task credentials (169.254.170.2), EKS Pod Identity (169.254.170.23,
+ * fd00:ec2::23) and Azure WireServer (168.63.129.16, a public address that serves VM credentials).
  */
 const METADATA_ADDRESSES: ReadonlySet<string> = new Set(
-  ['169.254.169.254', 'fd00:ec2::254', '100.100.100.200', '169.254.170.2', '168.63.129.16'].map((a) =>
-    ipaddr.parse(a).toNormalizedString(),
-  ),
+  [
+    '169.254.169.254',
+    'fd00:ec2::254',
+    'fd20:ce::254',
+    '100.100.100.200',
+    '169.254.0.23',
+    '169.254.170.2',
+    '169.254.170.23',
+    'fd00:ec2::23',
+    '168.63.129.16',
+  ].map((a) => ipaddr.parse(a).toNormalizedString()),
 );
 
 /** ipaddr.js range names that are globally reachable (IANA special-purpose registry). */

@@ -15,7 +15,7 @@
 import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
-import { isIP, type LookupFunction } from 'node:net';
+import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import { ToolError } from '../../src/tool.js';
@@ -230,8 +230,12 @@ function openResponse(
       rejectUnauthorized: true,
     };
     // Until the response head arrives the deadline destroys the request; readBody takes over after.
-    const onAbort = () =>
-      request.destroy(deadline.reason instanceof Error ? deadline.reason : new Error('aborted'));
+    // It also settles the promise itself: destroying an already destroyed request emits nothing.
+    const onAbort = () => {
+      const reason = deadline.reason instanceof Error ? deadline.reason : new Error('aborted');
+      request.destroy(reason);
+      reject(reason);
+    };
     const request = (url.protocol === 'https:' ? https : http).request(options, (res) => {
       deadline.removeEventListener('abort', onAbort);
       resolve(res);
@@ -239,6 +243,23 @@ function openResponse(
     request.on('error', (err) => {
       deadline.removeEventListener('abort', onAbort);
       reject(err);
+    });
+    // An unrequested 101 (or a CONNECT-style answer) makes Node drop the socket with neither a
+    // response nor an error; take the socket to close it, and fail the call at once.
+    request.on('upgrade', (_res, socket: Socket) => {
+      socket.destroy();
+      deadline.removeEventListener('abort', onAbort);
+      reject(
+        new ToolError(
+          `upstream answered 101 Switching Protocols, which http_request does not support`,
+          'upstream',
+        ),
+      );
+    });
+    // Any other way the request can close without an answer (no-op once settled).
+    request.on('close', () => {
+      deadline.removeEventListener('abort', onAbort);
+      reject(new Error('upstream closed the connection without a response'));
     });
     if (deadline.aborted) return onAbort();
     deadline.addEventListener('abort', onAbort, { once: true });

@@ -6,6 +6,7 @@ import { matchAny } from '../../src/glob.js';
 import { allow, defineTool, deny, ToolError, type Decision, type SecretAccess } from '../../src/tool.js';
 import { classifyHostname } from './addresses.js';
 import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
+import { cutSecretTail } from './secret-tail.js';
 import {
   CLIENT_CONTROLLED_HEADERS,
   HEADER_NAME,
@@ -25,6 +26,20 @@ const CREDENTIAL_HEADER = /^(authorization|cookie|proxy-.*)$/;
 
 /** What Node itself refuses in a header value (anything but tab, visible ASCII and obs-text). */
 const INVALID_HEADER_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * Caller headers that many frameworks read as the real method or path (Google APIs, ASP.NET,
+ * Express method-override, Symfony, IIS URL rewrite): a request the policy allowed as POST on
+ * one path could otherwise act as a DELETE, or on another path. Always dropped.
+ */
+const OVERRIDE_HEADERS: ReadonlySet<string> = new Set([
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-method',
+  'x-original-url',
+  'x-rewrite-url',
+]);
 
 /** Percent-encoded "/", "\", "." or NUL: an upstream that decodes them would see another path than the glob did. */
 const ENCODED_PATH_TRICK = /%(2f|5c|2e|00)/i;
@@ -177,7 +192,8 @@ export function sanitizeCallerHeaders(headers: Record<string, string> | undefine
   headers: Record<string, string>;
   dropped: string[];
 } {
-  const kept: Record<string, string> = {};
+  // No prototype: a header named "__proto__" or "constructor" is just a header.
+  const kept: Record<string, string> = Object.create(null) as Record<string, string>;
   const dropped: string[] = [];
   const entries = Object.entries(headers ?? {});
   if (entries.length > MAX_REQUEST_HEADERS) {
@@ -196,8 +212,12 @@ export function sanitizeCallerHeaders(headers: Record<string, string> | undefine
       throw new ToolError(`header ${name} is longer than ${MAX_HEADER_VALUE_BYTES} bytes`, 'invalid');
     }
     const lower = name.toLowerCase();
-    if (lower in kept) throw new ToolError(`header ${name} is given twice`, 'invalid');
-    if (CREDENTIAL_HEADER.test(lower) || CLIENT_CONTROLLED_HEADERS.has(lower)) {
+    if (Object.hasOwn(kept, lower)) throw new ToolError(`header ${name} is given twice`, 'invalid');
+    if (
+      CREDENTIAL_HEADER.test(lower) ||
+      CLIENT_CONTROLLED_HEADERS.has(lower) ||
+      OVERRIDE_HEADERS.has(lower)
+    ) {
       dropped.push(name);
       continue;
     }
@@ -206,13 +226,20 @@ export function sanitizeCallerHeaders(headers: Record<string, string> | undefine
   return { headers: kept, dropped };
 }
 
-/** Builds the inject header value on the host; the secret never passes through the agent. */
-async function injectedValue(entry: HostEntry, secrets: SecretAccess): Promise<string> {
+/**
+ * Builds the inject header value on the host; the secret never passes through the agent. Each
+ * secret value used is added to `used`.
+ */
+async function injectedValue(entry: HostEntry, secrets: SecretAccess, used: Set<string>): Promise<string> {
   const template = entry.inject!.value;
   const values = new Map<string, string>();
   for (const m of template.matchAll(SECRET_REF)) {
     const name = m[1]!;
-    if (!values.has(name)) values.set(name, await secrets.get(name));
+    if (!values.has(name)) {
+      const value = await secrets.get(name);
+      values.set(name, value);
+      used.add(value);
+    }
   }
   const value = template.replace(SECRET_REF, (_ref, name: string) => values.get(name)!);
   if (INVALID_HEADER_VALUE_CHAR.test(value)) {
@@ -303,6 +330,7 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
       const section = ctx.section;
       const caller = sanitizeCallerHeaders(args.headers);
       const dropped = [...caller.dropped];
+      const secretsSent = new Set<string>();
       const first = checkRequest(section, args.method, args.url);
       if (!first.decision.allow) throw new ToolError(first.decision.reason, 'denied', first.decision.rule);
 
@@ -332,7 +360,7 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
               delete headers[injectName];
               if (hop === 0) dropped.push(injectName);
             }
-            headers[injectName] = await injectedValue(entry, ctx.secrets);
+            headers[injectName] = await injectedValue(entry, ctx.secrets, secretsSent);
           }
           return {
             headers,
@@ -343,12 +371,14 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
       });
 
       const headers = responseHeaders(response);
-      const bodyEncoding = bodyEncodingFor(headers['content-type'], response.body, response.decoded);
+      // The pipeline redacts whole secrets; a cap that cut through an echoed one would leave its start.
+      const body = response.truncated ? cutSecretTail(response.body, secretsSent) : response.body;
+      const bodyEncoding = bodyEncodingFor(headers['content-type'], body, response.decoded);
       const structured: HttpRequestResult = {
         status: response.status,
         statusText: response.statusText,
         headers,
-        body: response.body.toString(bodyEncoding),
+        body: body.toString(bodyEncoding),
         bodyEncoding,
         truncated: response.truncated,
         url: response.url.href,

@@ -2,7 +2,7 @@
 // config, policies, that every secret resolves (never printing a value), git, socket folder
 // permissions and the audit log.
 import { execFile } from 'node:child_process';
-import { access, constants, stat } from 'node:fs/promises';
+import { access, constants, lstat, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ConfigError, loadConfig } from '../config.js';
@@ -90,7 +90,24 @@ export async function doctorCommand(opts: {
     for (const p of policies) {
       const dir = path.join(config.socketDir, p.team);
       try {
-        const t = await stat(dir);
+        const t = await lstat(dir);
+        if (t.isSymbolicLink() || !t.isDirectory()) {
+          report({
+            ok: false,
+            label: `team socket folder ${dir}`,
+            detail: `is ${t.isSymbolicLink() ? 'a symlink' : 'not a directory'}; airlock serve refuses it (remove it)`,
+          });
+          continue;
+        }
+        const uid = process.getuid?.();
+        if (uid !== undefined && t.uid !== uid) {
+          report({
+            ok: false,
+            label: `team socket folder ${dir}`,
+            detail: `is owned by uid ${t.uid}, not by this user (uid ${uid}); airlock serve refuses it`,
+          });
+          continue;
+        }
         const mode = t.mode & 0o777;
         const okMode = (mode & 0o007) === 0;
         const okGroup = config.socketGroup === undefined || t.gid === config.socketGroup;

@@ -126,4 +126,17 @@ servers:
     expect(r.status, r.stdout).toBe(0);
     expect(r.stdout).toContain('all checks passed');
   });
+
+  it('doctor fails a team socket folder that is a symlink (serve would refuse it)', async () => {
+    const { mkdir, symlink, rm } = await import('node:fs/promises');
+    await mkdir(inst.socketDir, { recursive: true });
+    await symlink('/etc', `${inst.socketDir}/acme`);
+    try {
+      const r = airlock('doctor', '--config', inst.configFile);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(/FAIL\] team socket folder .*acme — is a symlink; airlock serve refuses it/);
+    } finally {
+      await rm(`${inst.socketDir}/acme`);
+    }
+  });
 });

@@ -71,6 +71,10 @@ describe('classifyAddress', () => {
     ['100.100.100.200'],
     ['169.254.170.2'],
     ['168.63.129.16'],
+    ['169.254.170.23'], // EKS Pod Identity agent
+    ['fd00:ec2::23'], // EKS Pod Identity agent over IPv6
+    ['fd20:ce::254'], // GCP metadata server over IPv6
+    ['169.254.0.23'], // Tencent Cloud metadata
     ['::ffff:169.254.169.254'],
     ['64:ff9b::a9fe:a9fe'],
     ['2002:a9fe:a9fe::1'],

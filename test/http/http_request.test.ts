@@ -1,8 +1,10 @@
 // http_request against real upstreams on 127.0.0.1.
 import http from 'node:http';
+import net from 'node:net';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpRequestTool } from '../../servers/http/http_request.js';
+import { Redactor, secretVariants } from '../../src/redact.js';
 import type { ResolvedAddress } from '../../servers/http/client.js';
 import {
   callTool,
@@ -35,6 +37,23 @@ function entry(origin: string, extra: Record<string, unknown> = {}) {
 const bearer = { header: 'Authorization', value: 'Bearer ${secret:api-key}' };
 
 describe('request headers', () => {
+  it('passes headers named like Object.prototype members as ordinary headers', async () => {
+    const echo = await upstream(echoHandler);
+    const section = parseSection({ hosts: [entry(echo.origin)] });
+    const result = await callTool(
+      {
+        method: 'GET',
+        url: `${echo.origin}/v1/x`,
+        headers: { constructor: 'c', __proto__x: 'p', toString: 't' },
+      },
+      section,
+    );
+    const seen = echoOf(result).headers;
+    expect(seen.constructor).toBe('c');
+    expect(seen.tostring).toBe('t');
+    expect(seen.__proto__x).toBe('p');
+  });
+
   it('injects the policy header and strips caller credentials and framing headers', async () => {
     const echo = await upstream(echoHandler);
     const section = parseSection({ hosts: [entry(echo.origin, { inject: bearer })] });
@@ -82,6 +101,34 @@ describe('request headers', () => {
     expect(result.structured.droppedRequestHeaders).toEqual(
       expect.arrayContaining(['AUTHORIZATION', 'Cookie', 'Proxy-Authorization', 'Host', 'Transfer-Encoding']),
     );
+  });
+
+  it('drops method- and URL-override headers, so an allowed POST cannot act as a DELETE elsewhere', async () => {
+    const echo = await upstream(echoHandler);
+    const section = parseSection({
+      hosts: [entry(echo.origin, { methods: ['POST'], paths: ['/v1/notes'] })],
+    });
+    const overrides = {
+      'X-HTTP-Method-Override': 'DELETE',
+      'X-HTTP-Method': 'DELETE',
+      'X-Method-Override': 'DELETE',
+      'X-Original-Method': 'DELETE',
+      'X-Original-URL': '/admin/users/1',
+      'X-Rewrite-URL': '/admin/users/1',
+    };
+    const result = await callTool(
+      {
+        method: 'POST',
+        url: `${echo.origin}/v1/notes`,
+        headers: { ...overrides, 'X-Trace': 'kept' },
+        body: '{}',
+      },
+      section,
+    );
+    const seen = echoOf(result).headers;
+    for (const name of Object.keys(overrides)) expect(seen[name.toLowerCase()]).toBeUndefined();
+    expect(seen['x-trace']).toBe('kept');
+    expect(result.structured.droppedRequestHeaders).toEqual(expect.arrayContaining(Object.keys(overrides)));
   });
 
   it("strips the caller's copy of the entry's inject header, whatever its case", async () => {
@@ -282,6 +329,53 @@ describe('response', () => {
     );
     expect(result.structured).toMatchObject({ truncated: true, body: '' });
     expect(performance.now() - start).toBeLessThan(2000);
+  });
+
+  it('does not hand back the start of an echoed credential that the size cap cut through', async () => {
+    // An upstream that reflects the request (as debug and error endpoints do): the agent picks the
+    // padding so the cap falls just before the credential's last character.
+    const reflect = await upstream((req, res) => {
+      const pad = new URL(req.url!, 'http://x').searchParams.get('pad') ?? '';
+      res.setHeader('content-type', req.headers['x-want'] ?? 'text/plain');
+      const auth = req.headers.authorization ?? '';
+      const form = req.headers['x-form'];
+      res.end(pad + (form === 'base64' ? Buffer.from(auth).toString('base64') : auth) + ' tail');
+    });
+    const maxResponseBytes = 200;
+    const section = parseSection({ hosts: [entry(reflect.origin, { inject: bearer })], maxResponseBytes });
+    const authValue = `Bearer ${SECRET}`;
+    const cases = [
+      { form: 'plain', text: authValue, type: 'text/plain' },
+      { form: 'plain', text: authValue, type: 'application/octet-stream' }, // returned as base64
+      { form: 'base64', text: Buffer.from(authValue).toString('base64'), type: 'text/plain' },
+    ];
+    // What the pipeline does to a result afterwards: it redacts whole forms only.
+    const redactor = new Redactor();
+    redactor.add(SECRET);
+    for (const c of cases) {
+      // The longest form of the secret inside the echoed text; the cap cuts one character short of its end.
+      const form = secretVariants(SECRET)
+        .filter((v) => c.text.includes(v))
+        .sort((a, b) => b.length - a.length)[0]!;
+      const padLength = maxResponseBytes - (c.text.indexOf(form) + form.length - 1);
+      const result = await callTool(
+        {
+          method: 'GET',
+          url: `${reflect.origin}/debug?pad=${'p'.repeat(padLength)}`,
+          headers: { 'x-form': c.form, 'x-want': c.type },
+        },
+        section,
+        { secrets: { 'api-key': SECRET } },
+      );
+      expect(result.structured.truncated).toBe(true);
+      const body =
+        result.structured.bodyEncoding === 'base64'
+          ? Buffer.from(result.structured.body, 'base64').toString('latin1')
+          : result.structured.body;
+      expect(body.startsWith('p'.repeat(padLength))).toBe(true);
+      expect(body.length).toBeLessThan(maxResponseBytes);
+      expect(redactor.scrub(body)).not.toContain(form.slice(0, 12));
+    }
   });
 
   it('is not truncated at exactly the cap', async () => {
@@ -499,6 +593,37 @@ describe('deadline', () => {
     expect(ms).toBeGreaterThanOrEqual(450);
     expect(ms).toBeLessThan(1500);
   });
+
+  it('ends a call whose upstream answers 101 Switching Protocols, which was never asked for', async () => {
+    // Node drops such a connection without a response or an error event; the call must still end.
+    const sockets = new Set<net.Socket>();
+    const switcher = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.once('data', () =>
+        socket.write(
+          'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nraw bytes',
+        ),
+      );
+    });
+    await new Promise<void>((resolve) => switcher.listen(0, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          switcher.close(() => resolve());
+        }),
+    );
+    const origin = `http://127.0.0.1:${(switcher.address() as net.AddressInfo).port}`;
+    const { err, ms } = await elapsed(
+      callTool(
+        { method: 'GET', url: `${origin}/` },
+        parseSection({ hosts: [entry(origin)], timeoutMs: 5000 }),
+      ),
+    );
+    expect(err.message).toMatch(/101/);
+    expect(ms).toBeLessThan(1000); // refused at once, not left to the deadline
+  }, 10_000);
 
   it('is one deadline over all redirect hops', async () => {
     const up = await upstream((req, res) => {

@@ -2,6 +2,7 @@
 // the real audit log, secret store and redactor.
 import { readFile, mkdir, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit.js';
@@ -454,6 +455,86 @@ describe('policy', () => {
   });
 });
 
+describe('request targets (path differentials)', () => {
+  /** Writes one raw request on a fresh connection and returns what came back until it closed. */
+  function rawExchange(socketPath: string, request: string, waitMs = 2000): Promise<string> {
+    return new Promise((resolve) => {
+      const socket = net.connect(socketPath);
+      let out = '';
+      const done = () => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(out);
+      };
+      const timer = setTimeout(done, waitMs);
+      socket.on('data', (d: Buffer) => {
+        out += d.toString('latin1');
+        // One response is enough: stop at the end of a chunked or sized body.
+        if (/\r\n0\r\n\r\n$/.test(out) || /content-length: \d+\r\n[\s\S]*\r\n\r\n\{[\s\S]*\}$/i.test(out))
+          done();
+      });
+      socket.on('error', done);
+      socket.on('close', done);
+      socket.write(request);
+    });
+  }
+
+  it('never lets a path that starts with "//" name another host for the key', async () => {
+    // A host the key must never reach (the attacker's), on loopback.
+    const stolen: http.IncomingHttpHeaders[] = [];
+    const attacker = http.createServer((req, res) => {
+      stolen.push(req.headers);
+      res.end('{}');
+    });
+    await new Promise<void>((r) => attacker.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => attacker.close(() => r())));
+    const attackerHost = `127.0.0.1:${(attacker.address() as net.AddressInfo).port}`;
+
+    const { api, h } = await setup({ section: { paths: ['/**'] } });
+    // WHATWG keeps "//host/…" as the path of /.//host/…; resolved against the upstream as a
+    // relative reference, that would be a protocol-relative URL to host.
+    for (const target of [`/.//${attackerHost}/v1/messages`, `/x/..//${attackerHost}/v1/messages`]) {
+      const res = await send(h.socketPath, { path: target, body: messagesBody() });
+      // The scripted API (which itself reads "//host/x" as "/x") answered, not the attacker.
+      expect(res.json().type).toBe('message');
+      await expectNoKeyLeak(h, res.text);
+    }
+    expect(stolen).toHaveLength(0);
+    expect(api.requests.map((r) => r.url)).toEqual([
+      `//${attackerHost}/v1/messages`,
+      `//${attackerHost}/v1/messages`,
+    ]);
+  });
+
+  it('refuses an absolute-form target whose path the upstream would read differently', async () => {
+    const { api, h } = await setup({ section: { paths: ['/v1/messages', '/v1/messages/**'] } });
+    // In a non-special URL ("foo:") a backslash is an ordinary character, so the glob would see
+    // one segment under /v1/messages/; under the upstream's https: it is a "/" and ".." climbs.
+    const out = await rawExchange(
+      h.socketPath,
+      'POST foo://x/v1/messages/x\\..\\..\\models HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n',
+    );
+    expect(out).toMatch(/^HTTP\/1\.1 403 /);
+    expect(out).toContain('permission_error');
+    expect(api.requests).toHaveLength(0);
+    const records = await h.records();
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({ decision: 'deny', rule: 'model.paths' });
+  });
+
+  it('still forwards an absolute-form http target by its path only', async () => {
+    const { api, h } = await setup();
+    const body = JSON.stringify(messagesBody());
+    const out = await rawExchange(
+      h.socketPath,
+      `POST http://evil.example/v1/messages HTTP/1.1\r\nHost: evil.example\r\ncontent-type: application/json\r\n` +
+        `anthropic-version: 2023-06-01\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expect(out).toMatch(/^HTTP\/1\.1 200 /);
+    expect(api.requests.map((r) => r.url)).toEqual(['/v1/messages']);
+  });
+});
+
 describe('daily token budget', () => {
   it('answers 429 once the budget is used up, forwards nothing, and survives a restart', async () => {
     const { api, h } = await setup({ section: { dailyTokenBudget: 100 } });
@@ -645,6 +726,38 @@ describe('upstream failures', () => {
       data: { error: { message: expect.stringContaining('did not finish within 600 ms') } },
     });
   });
+
+  it('answers 502 at once when the upstream switches protocols (101) unasked', async () => {
+    const sockets = new Set<net.Socket>();
+    const switcher = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.once('data', () =>
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n'),
+      );
+    });
+    await new Promise<void>((r) => switcher.listen(0, '127.0.0.1', r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of sockets) s.destroy();
+          switcher.close(() => r());
+        }),
+    );
+    const { h } = await setup({ limits: { totalTimeoutMs: 4000 } });
+    h.setSection({
+      upstream: `http://127.0.0.1:${(switcher.address() as net.AddressInfo).port}`,
+      credential: 'anthropic-key',
+      paths: ['/v1/messages'],
+    });
+    const started = Date.now();
+    const res = await send(h.socketPath, { body: messagesBody() });
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(res.status).toBe(502);
+    expect(res.json().error.message).toContain('101');
+    const [, result] = await h.records();
+    expect(result).toMatchObject({ outcome: 'error', status: 502 });
+  }, 15_000);
 
   it('refuses a private upstream unless allowed, for IP literals and DNS names alike', async () => {
     const { api, h } = await setup({ allowPrivate: false });

@@ -45,6 +45,25 @@ describe('StreamScrubber', () => {
     expect(scrubber.push(Buffer.from('data: partial')).length).toBe(0);
     expect(scrubber.flush().toString()).toBe('data: partial');
   });
+
+  it('does not hand out the start of a key when the stream stops inside it', () => {
+    // The idle/total timeout (or the upstream) can end a stream anywhere; what the scrubber held
+    // back then goes out with the final flush.
+    for (const form of [API_KEY, Buffer.from(API_KEY).toString('hex')]) {
+      for (const missing of [1, 5, form.length - 12]) {
+        const scrubber = new StreamScrubber(redactor, API_KEY);
+        const cut = `data: {"text":"${form.slice(0, form.length - missing)}`;
+        const out = Buffer.concat([scrubber.push(Buffer.from(cut, 'latin1')), scrubber.flush()]).toString(
+          'latin1',
+        );
+        expect(out, `${missing} missing`).toBe('data: {"text":"[redacted]');
+      }
+    }
+    // Text that merely ends like the key's first few characters is left alone.
+    const scrubber = new StreamScrubber(redactor, API_KEY);
+    const ordinary = 'data: {"text":"sk-ant';
+    expect(Buffer.concat([scrubber.push(Buffer.from(ordinary)), scrubber.flush()]).toString()).toBe(ordinary);
+  });
 });
 
 describe('UsageTap', () => {

@@ -1,7 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type AirlockConfig } from '../../src/config.js';
-import { checkPolicyFiles } from '../../src/policy.js';
+import { checkPolicyFiles, MAX_POLICY_FILE_BYTES } from '../../src/policy.js';
 import { fakeHttp, fakeServers } from './fake-servers.js';
 import { brief, makeWorkspace } from './helpers.js';
 
@@ -314,5 +316,55 @@ describe('checkPolicyFiles', () => {
   it('reports an empty file as a missing mapping', async () => {
     const { lines } = await check('');
     expect(lines).toEqual(['1:1: expected object, received null']);
+  });
+});
+
+describe('checkPolicyFiles on things that are not policy files', () => {
+  /** Fails the test instead of hanging it when a read blocks. */
+  const within = <T>(p: Promise<T>, ms = 5_000): Promise<T> =>
+    Promise.race([
+      p,
+      new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`still reading after ${ms} ms`)), ms)),
+    ]);
+
+  it('refuses a FIFO, a device and a symlink to either without blocking', async () => {
+    const fifo = path.join(ws.dir, 'pipe.yaml');
+    execFileSync('mkfifo', [fifo]);
+    await symlink(fifo, path.join(ws.policies, 'linked-pipe.yaml'));
+    await symlink('/dev/zero', path.join(ws.policies, 'zero.yaml'));
+    await ws.write('payments.yaml', 'team: payments\nservers: {}\n');
+    const folder = await within(checkPolicyFiles(config, fakeServers));
+    expect(folder.policies.map((p) => p.team)).toEqual(['payments']);
+    expect(folder.issues.map((i) => `${path.basename(i.file)}: ${i.message}`)).toEqual([
+      'linked-pipe.yaml: not a regular file',
+      'zero.yaml: not a regular file',
+    ]);
+    const named = await within(checkPolicyFiles(config, fakeServers, [fifo, '/dev/zero']));
+    expect(named.issues.map((i) => i.message)).toEqual(['not a regular file', 'not a regular file']);
+  });
+
+  it('refuses an oversized file without parsing it', async () => {
+    const file = await ws.write(
+      'big.yaml',
+      `team: payments\nservers: {}\n# ${'x'.repeat(MAX_POLICY_FILE_BYTES)}\n`,
+    );
+    const { issues, policies } = await checkPolicyFiles(config, fakeServers, [file]);
+    expect(policies).toEqual([]);
+    expect(brief(issues)).toEqual([`1:1: larger than ${MAX_POLICY_FILE_BYTES} bytes; not a policy file`]);
+  });
+
+  it('never quotes a secret file that was taken for a policy file', async () => {
+    // pg-analytics is `{ file: ./pg_url }`: a value that the YAML parser would echo in its error.
+    const value = '*pg_secret_value_that_must_not_print';
+    await writeFile(path.join(ws.dir, 'pg_url'), value + '\n', { mode: 0o600 });
+    await symlink(path.join(ws.dir, 'pg_url'), path.join(ws.policies, 'analytics.yaml'));
+    const folder = await checkPolicyFiles(config, fakeServers);
+    const named = await checkPolicyFiles(config, fakeServers, [path.join(ws.dir, 'pg_url')]);
+    for (const { issues } of [folder, named]) {
+      expect(JSON.stringify(issues)).not.toContain('pg_secret_value');
+      expect(brief(issues)).toEqual([
+        '1:1: this is the file of secret "pg-analytics", not a policy file; its contents are not read',
+      ]);
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { ConfigError, loadConfig, resolveGroup } from '../../src/config.js';
 import { brief, makeWorkspace } from './helpers.js';
@@ -121,6 +122,21 @@ describe('loadConfig', () => {
     await expect(loadConfig(missing)).rejects.toThrow(
       `${missing}:1:1: config file not found (pass --config FILE)`,
     );
+  });
+
+  it('refuses a config that is a FIFO or a device instead of blocking on it', async () => {
+    const fifo = path.join(ws.dir, 'fifo.yaml');
+    execFileSync('mkfifo', [fifo]);
+    const attempt = (file: string) =>
+      Promise.race([
+        loadConfig(file).then(
+          () => 'loaded',
+          (e: Error) => e.message,
+        ),
+        new Promise((r) => setTimeout(() => r('still reading'), 5_000)),
+      ]);
+    expect(await attempt(fifo)).toBe(`${fifo}:1:1: config file is not a regular file`);
+    expect(await attempt('/dev/zero')).toBe('/dev/zero:1:1: config file is not a regular file');
   });
 
   it('loads the example config', async () => {

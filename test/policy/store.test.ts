@@ -123,6 +123,45 @@ describe('PolicyStore', () => {
     expect(store.get('newteam')).toBeUndefined();
   });
 
+  it('a new file that sorts first and claims a team does not take the team over', async () => {
+    await ws.write('payments.yaml', policy('payments', '{ http_request: {} }'));
+    store = await PolicyStore.load(config, fakeServers, captureLogger());
+    // A copy an operator forgot about, or a file someone else dropped in: it sorts before the original.
+    await ws.write('0-copy.yaml', policy('payments', '{ http_get: {} }'));
+    const result = await store.reload();
+    expect(result.changed).toEqual([]);
+    expect(result.errors.map((i) => i.message)).toEqual([
+      expect.stringMatching(/^team: team "payments" is already defined in .*0-copy\.yaml/),
+    ]);
+    expect(toolNames('payments')).toEqual(['http_request']);
+    expect(logLines.join('')).toContain('team \\"payments\\" is defined in more than one file');
+    // Once the copy is gone the original applies again, unchanged.
+    await rm(path.join(ws.policies, '0-copy.yaml'));
+    expect((await store.reload()).changed).toEqual([]);
+  });
+
+  it('a team defined twice and never loaded before gets no policy', async () => {
+    store = await PolicyStore.load(config, fakeServers, captureLogger());
+    await ws.write('a.yaml', policy('payments', '{ http_get: {} }'));
+    await ws.write('b.yaml', policy('payments', '{ http_request: {} }'));
+    const result = await store.reload();
+    expect(result.changed).toEqual([]);
+    expect(store.get('payments')).toBeUndefined();
+  });
+
+  it('a burst of reload requests costs one reload, and each caller sees its result', async () => {
+    await ws.write('payments.yaml', policy('payments', '{ http_request: {} }'));
+    store = await PolicyStore.load(config, fakeServers, captureLogger());
+    await ws.write('broken.yaml', 'team: [\n'); // every reload logs this file's error once
+    logLines = [];
+    const results = await Promise.all(Array.from({ length: 200 }, () => store!.reload()));
+    expect(results.every((r) => r.errors.length === 1)).toBe(true);
+    expect(logLines.filter((l) => l.includes('broken.yaml')).length).toBe(1);
+    // A request made after that reload started reads the folder again.
+    await rm(path.join(ws.policies, 'broken.yaml'));
+    expect((await store.reload()).errors).toEqual([]);
+  });
+
   it('keeps every team when the policy folder itself cannot be read', async () => {
     await ws.write('payments.yaml', policy('payments', '{ http_request: {} }'));
     store = await PolicyStore.load(config, fakeServers, captureLogger());

@@ -1,7 +1,7 @@
 // NdjsonTransport against a hostile peer, on in-memory streams.
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { NdjsonTransport, nestingDepth } from '../../src/transport.js';
+import { NdjsonTransport, nestingDepth, READ_PAUSE_OUTPUT_BYTES } from '../../src/transport.js';
 
 function pair(opts: ConstructorParameters<typeof NdjsonTransport>[2] = {}) {
   const input = new PassThrough();
@@ -29,6 +29,22 @@ describe('NdjsonTransport', () => {
     ]);
   });
 
+  it('decodes a multi-byte character split across chunks, and caps frames in bytes, not characters', async () => {
+    const frame = Buffer.from('{"jsonrpc":"2.0","method":"ping","id":"€😀"}\n');
+    const p = pair({ maxFrameBytes: frame.length - 1 });
+    await p.transport.start();
+    const cut = frame.indexOf(Buffer.from('😀')) + 2; // inside the 4-byte emoji
+    p.input.write(frame.subarray(0, cut));
+    p.input.write(frame.subarray(cut));
+    await new Promise((r) => setImmediate(r));
+    expect(p.received).toEqual([{ jsonrpc: '2.0', method: 'ping', id: '€😀' }]);
+    // One more 3-byte character (one UTF-16 unit) takes the frame over the byte cap.
+    p.input.write(Buffer.from('{"jsonrpc":"2.0","method":"ping","id":"€€😀"}\n'));
+    await new Promise((r) => setImmediate(r));
+    expect(p.isClosed()).toBe(true);
+    expect(p.written.join('')).toContain('exceeds');
+  });
+
   it('closes a session whose frame is not completed in time', async () => {
     const p = pair({ frameCompletionMs: 50 });
     await p.transport.start();
@@ -52,6 +68,24 @@ describe('NdjsonTransport', () => {
     await new Promise((r) => setImmediate(r));
     expect(p.isClosed()).toBe(true);
     expect(p.written.join('')).toContain('-32700');
+  });
+
+  it('stops reading while its answers are not read, and resumes once they drain', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough({ highWaterMark: 1024 });
+    const transport = new NdjsonTransport(input, output);
+    const received: unknown[] = [];
+    transport.onmessage = (m) => received.push(m);
+    await transport.start();
+    const big = 'x'.repeat(READ_PAUSE_OUTPUT_BYTES + 1);
+    await transport.send({ jsonrpc: '2.0', id: 1, result: { big } });
+    input.write('{"jsonrpc":"2.0","method":"ping","id":2}\n');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(received).toEqual([]);
+    output.resume(); // the peer reads its answer
+    await new Promise((r) => setTimeout(r, 50));
+    expect(received).toEqual([{ jsonrpc: '2.0', method: 'ping', id: 2 }]);
+    await transport.close();
   });
 
   it('measures nesting outside strings only', () => {
