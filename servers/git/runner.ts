@@ -10,7 +10,7 @@
 // opted in. It also buffers whole outputs, where we need to stop reading at a byte cap and
 // kill the process group on abort. Driving child_process.spawn directly keeps the whole
 // hardening visible in this one file.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, promises as fs } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -60,7 +60,11 @@ export interface Confinement {
   /** argv prefix that runs the rest in a private mount namespace. */
   unshare: string[];
   mount: string;
+  /** As root: a long-lived namespace per work tree, entered with nsenter (see confinedNamespace). */
+  nsenter?: string;
 }
+
+const NSENTER_CANDIDATES = ['/usr/bin/nsenter', '/bin/nsenter'];
 
 let confinementProbe: Promise<Confinement> | undefined;
 
@@ -109,7 +113,12 @@ async function probeConfinement(): Promise<Confinement> {
           child.on('error', () => resolve(null));
           child.on('close', resolve);
         });
-        if (code === 0) return { unshare: [...variant, '--'], mount };
+        if (code === 0) {
+          // Root can enter a namespace it made: one long-lived namespace per work tree then costs
+          // each git command one nsenter instead of unshare + sh + mount.
+          const nsenter = variant.includes('--user') ? undefined : firstExecutable(NSENTER_CANDIDATES);
+          return { unshare: [...variant, '--'], mount, ...(nsenter ? { nsenter } : {}) };
+        }
       }
     } finally {
       await fs.rm(scratch, { recursive: true, force: true });
@@ -297,19 +306,123 @@ function commandLine(
   ];
 }
 
+// A long-lived confined namespace per work tree (root only). A holder process makes a private
+// mount namespace, mounts the work tree onto itself nosymfollow, says "ready" and waits on its
+// stdin: when the broker exits (or drops it) the pipe closes, the holder exits and the namespace
+// and its mount vanish with it — nothing is ever mounted in the broker's own namespace.
+interface Holder {
+  pid: number;
+  child: ChildProcess;
+}
+const holders = new Map<string, Promise<Holder>>();
+
+async function confinedNamespace(workTree: string, confinement: Confinement): Promise<Holder> {
+  let pending = holders.get(workTree);
+  if (pending) {
+    // The namespace pinned the folder it was made for: if the work tree was since replaced
+    // (re-provisioned), that is a different folder — start over rather than use a stale one.
+    const holder = await pending.catch(() => undefined);
+    if (holder && (await stillConfined(holder.pid, workTree))) return holder;
+    holder?.child.kill('SIGKILL');
+    if (holders.get(workTree) === pending) holders.delete(workTree);
+    pending = undefined;
+  }
+  pending = startHolder(workTree, confinement);
+  holders.set(workTree, pending);
+  pending.catch(() => holders.delete(workTree));
+  return pending;
+}
+
+/**
+ * The holder's namespace still has the nosymfollow mount on the work tree, and it is the same
+ * folder as now. (Removing a folder detaches mounts on it in every namespace, so a replaced work
+ * tree would otherwise be seen there unconfined.)
+ */
+async function stillConfined(pid: number, workTree: string): Promise<boolean> {
+  try {
+    const [info, now, there] = await Promise.all([
+      fs.readFile(`/proc/${pid}/mountinfo`, 'utf8'),
+      fs.stat(workTree),
+      fs.stat(`/proc/${pid}/root${workTree}`),
+    ]);
+    const mountPoint = escapeMountinfo(workTree);
+    const confined = info.split('\n').some((line) => {
+      const fields = line.split(' ');
+      return fields[4] === mountPoint && (fields[5] ?? '').split(',').includes('nosymfollow');
+    });
+    return confined && now.dev === there.dev && now.ino === there.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** /proc/<pid>/mountinfo writes space, tab, newline and backslash in paths as octal escapes. */
+function escapeMountinfo(p: string): string {
+  return p.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+}
+
+function startHolder(workTree: string, confinement: Confinement): Promise<Holder> {
+  const [file, ...prefix] = confinement.unshare;
+  const child = spawn(
+    file!,
+    [
+      ...prefix,
+      '/bin/sh',
+      '-c',
+      `${CONFINE_SCRIPT}echo ready && exec cat >/dev/null`,
+      'airlock-confine',
+      confinement.mount,
+      workTree,
+    ],
+    { env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'pipe', 'ignore'] },
+  );
+  // Never keep the broker alive for it; its stdin closing is what ends it.
+  child.unref();
+  (child.stdout as unknown as { unref?: () => void }).unref?.();
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
+  child.on('exit', () => holders.delete(workTree));
+  return new Promise<Holder>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('cannot confine git to the work tree: the namespace holder did not start'));
+    }, 10_000);
+    child.stdout!.once('data', () => {
+      clearTimeout(timer);
+      resolve({ pid: child.pid!, child });
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      reject(new Error('cannot confine git to the work tree: the namespace holder exited'));
+    });
+  });
+}
+
 /** Runs one git command. Resolves with its exit code; rejects only on abort/timeout/spawn failure. */
 export async function runGit(opts: GitRunOptions): Promise<GitRunResult> {
   const confinement = opts.confineTo === undefined ? undefined : await workTreeConfinement();
+  if (confinement?.nsenter && opts.confineTo !== undefined) {
+    const holder = await confinedNamespace(opts.confineTo, confinement);
+    return spawnGit(opts, undefined, [confinement.nsenter, `--mount=/proc/${holder.pid}/ns/mnt`, '--']);
+  }
   return spawnGit(opts, confinement);
 }
 
-function spawnGit(opts: GitRunOptions, confinement: Confinement | undefined): Promise<GitRunResult> {
-  const argv = buildArgv(opts);
+function spawnGit(
+  opts: GitRunOptions,
+  confinement: Confinement | undefined,
+  enter: string[] = [],
+): Promise<GitRunResult> {
+  // Entering a mount namespace resets the working directory to its root: `-C` makes git change
+  // into the work tree by path, resolved inside the confined namespace (never an inherited fd).
+  const argv = enter.length ? ['-C', opts.cwd, ...buildArgv(opts)] : buildArgv(opts);
   const maxOut = opts.maxOutputBytes ?? DEFAULT_MAX_STDOUT;
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new GitAbortError('aborted'));
     // Own process group, so remote helpers and pack-objects die with git on abort.
-    const [file, fileArgs] = commandLine(opts, argv, confinement);
+    const [command, commandArgs] = commandLine(opts, argv, confinement);
+    const [file, fileArgs] = enter.length
+      ? [enter[0]!, [...enter.slice(1), command, ...commandArgs]]
+      : [command, commandArgs];
     const child = spawn(file, fileArgs, {
       cwd: opts.cwd,
       env: opts.env,

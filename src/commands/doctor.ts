@@ -11,6 +11,7 @@ import { Redactor } from '../redact.js';
 import { SecretStore } from '../secrets.js';
 import { SERVERS } from '../servers.js';
 import { verifyAuditFile } from '../audit.js';
+import { workTreeConfinement } from '../../servers/git/runner.js';
 
 const run = promisify(execFile);
 /** Oldest git with the hardening options the git server relies on. */
@@ -77,6 +78,19 @@ export async function doctorCommand(opts: {
     });
   } catch {
     report({ ok: false, label: 'git', detail: 'git is not installed (needed by the git server)' });
+  }
+  if (policies.some((p) => p.servers.git)) {
+    // The git server refuses to run git over a work tree it cannot confine.
+    try {
+      const c = await workTreeConfinement();
+      report({
+        ok: true,
+        label: 'git work-tree confinement',
+        detail: c.nsenter ? 'mount namespace per work tree (root)' : 'user + mount namespace per command',
+      });
+    } catch (err) {
+      report({ ok: false, label: 'git work-tree confinement', detail: (err as Error).message });
+    }
   }
 
   try {

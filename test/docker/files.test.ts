@@ -256,7 +256,8 @@ describe('airlock.service', () => {
       ['PrivateTmp', 'yes'],
       ['PrivateDevices', 'yes'],
       ['ProtectHome', 'yes'],
-      ['RestrictNamespaces', 'yes'],
+      // Only what the git server's work-tree confinement needs.
+      ['RestrictNamespaces', 'user mnt'],
       ['CapabilityBoundingSet', ''],
       ['RuntimeDirectoryPreserve', 'yes'],
     ] as const) {

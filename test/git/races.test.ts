@@ -169,4 +169,38 @@ describe('work-tree confinement', () => {
     expect(asLink.code, asLink.stderr).toBe(0);
     await fs.rm(home, { recursive: true, force: true });
   });
+
+  it('follows a work tree that was replaced since its confined namespace was made', async () => {
+    const { workTree } = await workspace({ 'README.md': 'hi\n' });
+    const home = await tempDir();
+    const base = {
+      gitDir: path.join(root, `state-${counter}`, 'git', 'payments', 'api.git'),
+      workTree,
+      cwd: workTree,
+      args: ['hash-object', '--', 'file.txt'],
+      env: gitEnv({ home, protocol: 'http' }),
+      protocol: 'http' as const,
+      timeoutMs: 10_000,
+      confineTo: workTree,
+    };
+    await fs.writeFile(path.join(workTree, 'file.txt'), 'first\n');
+    const first = await runGit(base);
+    expect(first.code, first.stderr).toBe(0);
+    // Re-provisioned: same path, a different folder.
+    await fs.rm(workTree, { recursive: true, force: true });
+    await fs.mkdir(workTree);
+    await fs.writeFile(path.join(workTree, 'file.txt'), 'second\n');
+    const second = await runGit(base);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout.toString()).not.toBe(first.stdout.toString());
+    // And the new folder is confined too (a removed folder's mounts vanish in every namespace).
+    const outside = await tempDir();
+    await fs.writeFile(path.join(outside, 'secret.txt'), `${HOST_SECRET}\n`);
+    await fs.symlink(outside, path.join(workTree, 'link'));
+    const through = await runGit({ ...base, args: ['hash-object', '--', 'link/secret.txt'] });
+    expect(through.code).not.toBe(0);
+    expect(through.stderr).toMatch(/Too many levels of symbolic links/);
+    await fs.rm(outside, { recursive: true, force: true });
+    await fs.rm(home, { recursive: true, force: true });
+  });
 });
