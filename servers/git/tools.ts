@@ -223,8 +223,11 @@ const commitSummary = z.object({
   date: z.string(),
   subject: z.string(),
 });
-const FIELD = '\x1f';
-const RECORD = '\x1e';
+// NUL separates fields (and, with -z, commits): git never prints a NUL inside a name, email or
+// message, so a hostile commit message cannot forge extra entries the way a printable (or
+// control-character) separator could be imitated.
+const NUL = '\0';
+const LOG_FIELDS = 5;
 
 export const gitLog = defineTool({
   name: 'git_log',
@@ -253,19 +256,27 @@ export const gitLog = defineTool({
         'log',
         '--no-color',
         `--max-count=${args.maxCount ?? 20}`,
-        `--format=%H${FIELD}%an${FIELD}%ae${FIELD}%aI${FIELD}%s${RECORD}`,
+        '-z',
+        '--format=%H%x00%an%x00%ae%x00%aI%x00%s',
         commit,
         '--',
       ],
       { readOnly: true, maxOutputBytes: MAX_OUTPUT_BYTES },
     );
     const commits: z.output<typeof commitSummary>[] = [];
-    const records = git.scrub(r.stdout.toString('utf8')).split(RECORD);
-    if (r.truncated) records.pop(); // the last record may be cut
-    for (const rec of records) {
-      const [shaField, author, email, date, subject] = rec.replace(/^\n/, '').split(FIELD);
-      if (!shaField || subject === undefined) continue;
-      commits.push({ sha: shaField, author: author ?? '', email: email ?? '', date: date ?? '', subject });
+    const fields = git.scrub(r.stdout.toString('utf8')).split(NUL);
+    // Whole commits only: a truncated tail (or the empty string after a final NUL) is dropped.
+    for (let i = 0; i + LOG_FIELDS <= fields.length; i += LOG_FIELDS) {
+      const [shaField, author, email, date, subject] = fields.slice(i, i + LOG_FIELDS) as [
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
+      if (r.truncated && i + LOG_FIELDS === fields.length) break; // the last one may be cut
+      if (!/^[0-9a-f]{40,64}$/.test(shaField)) break;
+      commits.push({ sha: shaField, author, email, date, subject });
     }
     return {
       structured: { commits, truncated: r.truncated },
@@ -299,21 +310,21 @@ export const gitShow = defineTool({
     const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
     const commit = await git.resolveCommit(args.ref);
     const r = await git.run(
-      [
-        'show',
-        ...DIFF_FLAGS,
-        '--patch',
-        `--format=%H${FIELD}%an${FIELD}%ae${FIELD}%aI${FIELD}%B${RECORD}`,
-        commit,
-        '--',
-      ],
+      ['show', ...DIFF_FLAGS, '--patch', '--format=%H%x00%an%x00%ae%x00%aI%x00%B%x00', commit, '--'],
       { readOnly: true, maxOutputBytes: MAX_OUTPUT_BYTES },
     );
     const out = git.scrub(r.stdout.toString('utf8'));
-    const cut = out.indexOf(RECORD);
-    const header = cut >= 0 ? out.slice(0, cut) : out;
-    const diff = cut >= 0 ? out.slice(cut + 1).replace(/^\n+/, '') : '';
-    const [shaField = commit, author = '', email = '', date = '', message = ''] = header.split(FIELD);
+    // Five NUL-terminated header fields, then the patch (which may hold NULs of its own).
+    const header: string[] = [];
+    let at = 0;
+    while (header.length < LOG_FIELDS) {
+      const end = out.indexOf(NUL, at);
+      if (end < 0) break;
+      header.push(out.slice(at, end));
+      at = end + 1;
+    }
+    const diff = header.length === LOG_FIELDS ? out.slice(at).replace(/^\n+/, '') : '';
+    const [shaField = commit, author = '', email = '', date = '', message = ''] = header;
     return {
       structured: {
         sha: shaField,
