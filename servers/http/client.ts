@@ -19,7 +19,7 @@ import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import { ToolError } from '../../src/tool.js';
-import { classifyAddress, ipLiteralOf, isMetadataHostname } from './addresses.js';
+import { classifyAddress, ipLiteralOf, isMetadataHostname } from '../../src/addresses.js';
 import { untilAborted } from '../../src/abort.js';
 
 export interface ResolvedAddress {

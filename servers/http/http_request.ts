@@ -4,9 +4,9 @@
 import { z } from 'zod';
 import { matchAny } from '../../src/glob.js';
 import { allow, defineTool, deny, ToolError, type Decision, type SecretAccess } from '../../src/tool.js';
-import { classifyHostname } from './addresses.js';
+import { classifyHostname } from '../../src/addresses.js';
 import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
-import { cutSecretTail } from './secret-tail.js';
+import { cutSecretTail } from '../../src/secret-tail.js';
 import {
   CLIENT_CONTROLLED_HEADERS,
   HEADER_NAME,

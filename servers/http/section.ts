@@ -15,7 +15,7 @@
 import { z } from 'zod';
 import { globSchema } from '../../src/glob.js';
 import type { SecretRef } from '../../src/tool.js';
-import { classifyHostname } from './addresses.js';
+import { classifyHostname } from '../../src/addresses.js';
 
 /** Methods a policy may allow. TRACE and CONNECT are left out: TRACE echoes injected credentials. */
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;

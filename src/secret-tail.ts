@@ -2,7 +2,7 @@
 // secret only; a body cut at a size cap (or a stream that stops) can end inside a secret the
 // upstream echoed, and the agent can pick where the cut falls (by padding a reflected value), so
 // all but the last character would otherwise reach it.
-import { secretVariants } from '../../src/redact.js';
+import { secretVariants } from './redact.js';
 
 /** Shorter trailing matches are left alone: too likely to be ordinary text, too little to matter. */
 export const MIN_SECRET_TAIL = 8;
