@@ -330,6 +330,17 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
 
     // 5. Forward and relay.
     const outcome = await forward({ req, res, section, upstreamUrl, method, body, limits });
+    // A generation that started (input counted) but never reported its output — the client left
+    // mid-stream, or the stream broke — is charged its max_tokens: the budget errs on the side of
+    // the team's bill, never in favour of an agent that disconnects to dodge it.
+    if (
+      outcome.usage.input_tokens !== undefined &&
+      !outcome.finalUsage &&
+      requested.maxTokens !== undefined
+    ) {
+      outcome.usage.output_tokens = requested.maxTokens;
+      outcome.usageEstimated = true;
+    }
     const tokens = usageTokens(outcome.usage);
     if (tokens > 0) await usage.add(outcome.usage);
 
@@ -345,6 +356,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         resultBytes: outcome.bytes,
         ...(outcome.model !== undefined ? { model: scrub(outcome.model) } : {}),
         ...(tokens > 0 || Object.keys(outcome.usage).length > 0 ? { usage: outcome.usage } : {}),
+        ...(outcome.usageEstimated ? { usageEstimated: true } : {}),
       });
     } catch (err) {
       log.error({ err: scrub((err as Error).message) }, 'audit write failed; model response cut off');
@@ -359,6 +371,10 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     bytes: number;
     model?: string;
     usage: ModelUsage;
+    /** The final output count arrived (see UsageTap.finalUsage). */
+    finalUsage?: boolean;
+    /** Output tokens were not reported and max_tokens was charged instead. */
+    usageEstimated?: boolean;
     error?: string;
     /** Ends the client response (called after the result record is durable). */
     finish: () => void;
@@ -516,6 +532,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         bytes: bytes + rest.length,
         ...(tap.model !== undefined ? { model: tap.model } : {}),
         usage: tap.usage,
+        finalUsage: tap.finalUsage,
         ...(error !== undefined ? { error } : {}),
         finish: () => res.end(rest),
       };
@@ -526,6 +543,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
       bytes,
       ...(tap.model !== undefined ? { model: tap.model } : {}),
       usage: tap.usage,
+      finalUsage: tap.finalUsage,
       error: failed,
       finish: () => {
         if (res.destroyed) return;
@@ -563,13 +581,19 @@ async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer 
   return Buffer.concat(chunks);
 }
 
-function parseRequestJson(body: Buffer): { model?: string; stream?: boolean } {
+function parseRequestJson(body: Buffer): { model?: string; stream?: boolean; maxTokens?: number } {
   if (body.length === 0) return {};
   try {
-    const parsed = JSON.parse(body.toString('utf8')) as { model?: unknown; stream?: unknown };
+    const parsed = JSON.parse(body.toString('utf8')) as {
+      model?: unknown;
+      stream?: unknown;
+      max_tokens?: unknown;
+    };
+    const maxTokens = parsed?.max_tokens;
     return {
       ...(typeof parsed?.model === 'string' ? { model: parsed.model } : {}),
       ...(parsed && typeof parsed === 'object' ? { stream: parsed.stream === true } : {}),
+      ...(typeof maxTokens === 'number' && Number.isFinite(maxTokens) && maxTokens > 0 ? { maxTokens } : {}),
     };
   } catch {
     return {}; // the upstream answers a malformed body with its own 400
@@ -850,6 +874,8 @@ export class StreamScrubber {
 export class UsageTap {
   model?: string;
   readonly usage: ModelUsage = {};
+  /** The final output count arrived (message_delta, or a whole JSON message). */
+  finalUsage = false;
   errorMessage?: string;
   private readonly decoder = new StringDecoder('utf8');
   private buffer = '';
@@ -924,10 +950,12 @@ export class UsageTap {
       }
       case 'message_delta':
         this.mergeUsage(obj.usage);
+        if (obj.usage) this.finalUsage = true;
         break;
       case 'message':
         if (typeof obj.model === 'string') this.model = obj.model;
         this.mergeUsage(obj.usage);
+        if (obj.usage) this.finalUsage = true;
         break;
       case 'error': {
         const error = obj.error as { type?: unknown; message?: unknown } | undefined;

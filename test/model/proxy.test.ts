@@ -536,6 +536,29 @@ describe('request targets (path differentials)', () => {
 });
 
 describe('daily token budget', () => {
+  it('charges max_tokens for a stream the client abandons before its output usage arrives', async () => {
+    const { api, h } = await setup({ section: { dailyTokenBudget: 1_000_000 } });
+    api.enqueue({ text: 'abandoned', stallAfterEvents: 2, usage: { input_tokens: 30 } });
+    const { req, response } = openRequest(h.socketPath, {
+      body: messagesBody({ stream: true, max_tokens: 4096 }),
+    });
+    const res = await response;
+    await new Promise<void>((resolve) => res.once('data', () => resolve()));
+    req.destroy();
+    await waitFor(() => api.requests[0]!.abortedByClient);
+    let records: AuditRecord[] = [];
+    for (let i = 0; i < 100 && records.length < 2; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 20));
+      records = await h.records();
+    }
+    expect(records[1]).toMatchObject({
+      usage: { input_tokens: 30, output_tokens: 4096 },
+      usageEstimated: true,
+    });
+    const usage = JSON.parse(await readFile(path.join(h.stateDir, 'model', TEAM, 'usage.json'), 'utf8'));
+    expect(usage).toMatchObject({ input_tokens: 30, output_tokens: 4096 });
+  });
+
   it('answers 429 once the budget is used up, forwards nothing, and survives a restart', async () => {
     const { api, h } = await setup({ section: { dailyTokenBudget: 100 } });
     api.enqueue({ text: 'first', usage: { input_tokens: 60, output_tokens: 20 } });
