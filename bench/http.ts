@@ -180,12 +180,13 @@ async function main(): Promise<void> {
     })) as CallToolResult;
     if (r.isError) throw new Error(JSON.stringify(r.content));
   };
-  // The baseline makes the same request the broker makes: a fresh connection, the same headers.
+  // The baseline makes the same request the broker makes, over a keep-alive pool as the broker does.
+  const directAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const direct = () =>
     new Promise<void>((resolve, reject) => {
       const req = http.request(
         `${origin}/v1/items`,
-        { agent: false, headers: { authorization: 'Bearer x' } },
+        { agent: directAgent, headers: { authorization: 'Bearer x' } },
         (res) => {
           res.resume();
           res.on('end', resolve);

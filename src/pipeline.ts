@@ -5,6 +5,7 @@
 // Nothing reaches an upstream unless its request record is on disk, and no result goes back
 // unless its result record is; a denial writes one record. Servers never see audit or sockets.
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
@@ -71,7 +72,12 @@ export class CallPipeline {
   private inFlight = 0;
   private readonly perSession = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
-  private readonly drainController = new AbortController();
+  private readonly drainController = (() => {
+    const c = new AbortController();
+    // One listener per in-flight call (removed when it ends), so many at once is normal.
+    setMaxListeners(0, c.signal);
+    return c;
+  })();
 
   constructor(private readonly deps: PipelineDeps) {}
 
@@ -254,18 +260,29 @@ export class CallPipeline {
     }
 
     // 6. The upstream call, bounded by the session, the broker's drain and a hard deadline.
-    const callSignal = AbortSignal.any([
-      ...(signal ? [signal] : []),
-      this.drainController.signal,
-      AbortSignal.timeout(this.deps.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS),
-    ]);
+    // (One controller and one timer, released when the call ends: AbortSignal.any/timeout cost
+    // more than the rest of the pipeline on a fast call.)
+    const callController = new AbortController();
+    const callSignal = callController.signal;
+    const abortCall = (reason: unknown) => callController.abort(reason);
+    const onSessionAbort = () => abortCall(signal!.reason);
+    const onDrain = () => abortCall(this.drainController.signal.reason);
+    if (signal?.aborted) abortCall(signal.reason);
+    signal?.addEventListener('abort', onSessionAbort, { once: true });
+    this.drainController.signal.addEventListener('abort', onDrain, { once: true });
+    const deadline = setTimeout(() => {
+      const timeout = new Error('the call exceeded its time limit');
+      timeout.name = 'TimeoutError';
+      abortCall(timeout);
+    }, this.deps.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
     let result: CallToolResult;
     let outcome: 'ok' | 'error' = 'ok';
     let errorText: string | undefined;
     try {
       const runtime = def.createRuntime ? await this.runtime(def, team, section) : undefined;
       const stateDir = path.join(this.deps.stateDir, server, team);
-      const log = this.deps.log.child({ team, server, tool: name, call });
+      const parentLog = this.deps.log;
+      let log: Logger | undefined;
       const out = await untilAborted(
         tool.run(args, {
           team,
@@ -275,7 +292,10 @@ export class CallPipeline {
           secrets: this.deps.secrets.forTeam(team),
           signal: callSignal,
           stateDir,
-          log,
+          // Made on first use: most calls never log.
+          get log() {
+            return (log ??= parentLog.child({ team, server, tool: name, call }));
+          },
           runtime,
         }),
         callSignal,
@@ -295,6 +315,10 @@ export class CallPipeline {
       );
       if (!(err instanceof ToolError))
         this.deps.log.warn({ team, server, tool: name, call, err: errorText }, 'tool call failed');
+    } finally {
+      clearTimeout(deadline);
+      signal?.removeEventListener('abort', onSessionAbort);
+      this.drainController.signal.removeEventListener('abort', onDrain);
     }
 
     // 8. Durable result record before the answer goes back.

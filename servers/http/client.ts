@@ -4,7 +4,9 @@
 //   pinned to the checked address through a `lookup` that returns only it. The URL's host name
 //   still drives SNI, certificate verification and the Host header, so TLS is unchanged, and a
 //   second (rebinding) DNS answer is never consulted.
-// - No connection reuse (`agent: false`): a pooled socket would skip the pinned lookup.
+// - Connections are reused only within a pool keyed by (team, origin, checked address): a pooled
+//   socket goes to exactly the address this call checked, for the TLS name it was made for,
+//   and never carries another team's requests.
 // - Redirects are never followed blindly: every hop is planned again by the caller's policy
 //   (`planHop`), which also decides that hop's headers, so a credential only goes to the origin
 //   it was injected for. At most `maxRedirects` hops.
@@ -61,6 +63,8 @@ export interface UpstreamRequest {
   signal: AbortSignal;
   maxRedirects?: number;
   resolve?: Resolver;
+  /** Keeps pooled connections apart (the calling team); requests with different keys never share one. */
+  poolKey?: string;
 }
 
 export interface UpstreamResponse {
@@ -102,7 +106,7 @@ export async function sendUpstream(req: UpstreamRequest): Promise<UpstreamRespon
       const pinned = await untilAborted(pinAddress(url, plan, resolve), deadline);
       const headers: Record<string, string> = { ...plan.headers, 'accept-encoding': ACCEPT_ENCODING };
       if (body !== undefined) headers['content-length'] = String(body.length);
-      const res = await openResponse(method, url, headers, body, pinned, deadline);
+      const res = await openResponse(method, url, headers, body, pinned, deadline, req.poolKey ?? '');
       const location = res.headers.location;
       if (REDIRECT_STATUSES.has(res.statusCode ?? 0) && location) {
         res.destroy();
@@ -209,6 +213,36 @@ function pinnedLookup(pinned: ResolvedAddress): LookupFunction {
   };
 }
 
+/** Most keep-alive pools kept at once; the least recently used is closed beyond that. */
+const MAX_POOLS = 256;
+const pools = new Map<string, http.Agent>();
+
+function agentFor(poolKey: string, url: URL, pinned: ResolvedAddress): http.Agent {
+  const key = `${poolKey}\0${url.origin}\0${pinned.address}`;
+  let agent = pools.get(key);
+  if (agent) {
+    pools.delete(key); // most recently used goes last
+  } else {
+    const options = {
+      keepAlive: true,
+      maxSockets: 64,
+      maxFreeSockets: 16,
+      timeout: 15_000,
+      scheduling: 'lifo' as const,
+    };
+    agent = url.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options);
+    // An idle pooled connection never keeps the broker alive (openResponse refs it while in use).
+    agent.on('free', (socket: Socket) => socket.unref());
+    if (pools.size >= MAX_POOLS) {
+      const [oldestKey, oldest] = pools.entries().next().value as [string, http.Agent];
+      pools.delete(oldestKey);
+      oldest.destroy();
+    }
+  }
+  pools.set(key, agent);
+  return agent;
+}
+
 function openResponse(
   method: string,
   url: URL,
@@ -216,6 +250,7 @@ function openResponse(
   body: Buffer | undefined,
   pinned: ResolvedAddress,
   deadline: AbortSignal,
+  poolKey: string,
 ): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const options: https.RequestOptions = {
@@ -224,7 +259,8 @@ function openResponse(
       port: url.port || (url.protocol === 'https:' ? 443 : 80),
       path: url.pathname + url.search,
       headers,
-      agent: false,
+      agent: agentFor(poolKey, url, pinned),
+      // New pooled connections dial the checked address only.
       lookup: pinnedLookup(pinned),
       // Never let NODE_TLS_REJECT_UNAUTHORIZED (or anything else) weaken verification.
       rejectUnauthorized: true,
@@ -240,6 +276,7 @@ function openResponse(
       deadline.removeEventListener('abort', onAbort);
       resolve(res);
     });
+    request.on('socket', (socket: Socket) => socket.ref());
     request.on('error', (err) => {
       deadline.removeEventListener('abort', onAbort);
       reject(err);
@@ -308,7 +345,9 @@ function readBody(
       if (done) return;
       done = true;
       deadline.removeEventListener('abort', onAbort);
-      res.destroy();
+      // A body read to its end leaves the connection to the keep-alive pool; anything else
+      // (an error, the cap, the deadline) destroys it rather than draining.
+      if (err || truncated || !inputEnded) res.destroy();
       decoder?.destroy();
       if (err) reject(err);
       else resolve({ body: Buffer.concat(kept), decoded, truncated, unwrapped });

@@ -342,6 +342,7 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
         timeoutMs: section.timeoutMs,
         signal: ctx.signal,
         resolve: deps.resolve,
+        poolKey: ctx.team,
         // Every hop is judged afresh; its headers carry only the credential of the entry matching that hop.
         async planHop({ method, url, hop }) {
           const checked = hop === 0 ? first : checkRequest(section, method, url.href);
