@@ -110,7 +110,8 @@ export const gitStatus = defineTool({
               `refs/heads/${branch}...${TRACKING_PREFIX}${branch}`,
               '--',
             ],
-            { readOnly: true, allowFailure: true },
+            // Refs only: no work tree, so no confinement to enter.
+            { readOnly: true, allowFailure: true, noWorkTree: true },
           )
         : undefined,
     ]);
