@@ -4,7 +4,7 @@
 //
 //   npm run build && node dist/bench/http.js [--calls 3000] [--sessions 64]
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -76,6 +76,13 @@ const server = http.createServer((req, res) => {
 });
 server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
 `;
+
+/** Resident and peak memory of a process, in MiB (Linux /proc). */
+function brokerMemory(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: Math.round(kib('VmRSS') / 1024), peak: Math.round(kib('VmHWM') / 1024) };
+}
 
 class RawMcpSession {
   private buffer = '';
@@ -171,8 +178,10 @@ async function main(): Promise<void> {
 
   // A minimal JSON-RPC client (handshake, then tools/call by id): the bench measures the broker,
   // not the CPU an MCP SDK client spends validating responses in the same 2-core machine.
+  const rssIdle = brokerMemory(broker.pid!);
   const clients: RawMcpSession[] = [];
   for (let i = 0; i < SESSIONS; i++) clients.push(await RawMcpSession.open(socketPath));
+  const rssSessions = brokerMemory(broker.pid!);
   const viaAirlock = (client: RawMcpSession) => async () => {
     const r = (await client.request('tools/call', {
       name: 'http_request',
@@ -235,6 +244,12 @@ async function main(): Promise<void> {
       `throughput ${aN.perSecond.toFixed(0)} calls/s = ${((aN.perSecond / dN.perSecond) * 100).toFixed(0)}% of direct (target ≥ 3000)`,
   );
 
+  const rssEnd = brokerMemory(broker.pid!);
+  console.log(
+    `broker memory: ${rssIdle.rss} MiB idle, ${rssSessions.rss} MiB with ${SESSIONS} open sessions ` +
+      `(${(((rssSessions.rss - rssIdle.rss) * 1024) / SESSIONS).toFixed(0)} KiB a session), ` +
+      `${rssEnd.rss} MiB after the runs, peak ${rssEnd.peak} MiB`,
+  );
   for (const c of clients) c.close();
   broker.kill('SIGTERM');
   await new Promise((r) => broker.once('exit', r));
