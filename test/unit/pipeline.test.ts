@@ -153,4 +153,65 @@ describe('CallPipeline', () => {
     expect((r.content[0] as { text: string }).text).toMatch(/^refused: the audit log is unavailable/);
     expect(ran).toBe(false);
   });
+
+  it('gives each team one runtime (a pool), shared by its calls, closed on reset and rebuilt after', async () => {
+    let created = 0;
+    let closed = 0;
+    const tool = defineTool({
+      name: 'echo',
+      title: 'Echo',
+      description: 'Reports which runtime served it.',
+      input: z.object({}).strict(),
+      output: z.object({ runtime: z.number() }).strict(),
+      options: z.object({}).strict(),
+      annotations: { readOnlyHint: true, destructiveHint: false, openWorldHint: false },
+      authorize: () => allow('fake.tools.echo'),
+      run: async (_args, ctx) => {
+        const rt = ctx.runtime as { id: number };
+        return { structured: { runtime: rt.id }, text: String(rt.id) };
+      },
+    });
+    const server = defineServer<unknown, { id: number }>({
+      name: 'postgres',
+      description: 'fake pooled server',
+      section: z.object({}),
+      tools: [tool],
+      secretRefs: () => [],
+      // Slow to create, as opening a pool is: concurrent first calls must still share one.
+      createRuntime: async () => {
+        const id = ++created;
+        await new Promise((r) => setTimeout(r, 20));
+        return { id, close: async () => void closed++ };
+      },
+    });
+    const pipeline = new CallPipeline({
+      servers: new Map([['postgres', server as ServerDefinition]]),
+      policies: { get: () => ({ servers: { postgres: { tools: { echo: {} } } } }) },
+      audit: { append: async () => undefined },
+      secrets: { forTeam: () => ({ get: async () => 'x' }) },
+      redactor: new Redactor(),
+      rateLimiter: new RateLimiter(),
+      stateDir: '/tmp/airlock-runtime-test',
+      log: silentLogger(),
+    });
+    const a = { id: 's1', team: 'a', server: 'postgres' as const, transport: 'socket' as const };
+    const b = { ...a, id: 's2', team: 'b' };
+    const ids = async (session: SessionInfo, n: number) =>
+      (await Promise.all(Array.from({ length: n }, () => pipeline.call(session, 'echo', {})))).map(
+        (r) => (r.structuredContent as { runtime: number }).runtime,
+      );
+    const first = await ids(a, 5);
+    expect(new Set(first).size).toBe(1);
+    const other = await ids(b, 3);
+    expect(new Set(other).size).toBe(1);
+    expect(other[0]).not.toBe(first[0]);
+    expect(created).toBe(2);
+    await pipeline.resetRuntimes('a'); // team a's policy changed
+    expect(closed).toBe(1);
+    const again = await ids(a, 2);
+    expect(again[0]).not.toBe(first[0]);
+    expect((await ids(b, 1))[0]).toBe(other[0]);
+    await pipeline.resetRuntimes(); // shutdown
+    expect(closed).toBe(3);
+  });
 });
