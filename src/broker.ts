@@ -157,7 +157,9 @@ export class Broker {
     const failures = await broker.syncSockets();
     if (failures.length) {
       await broker.stop();
-      throw new Error(failures.map((f) => f.message).join('\n'));
+      const message = failures.map((f) => f.message).join('\n');
+      // Socket folder problems (ownership, symlinks, group) are the operator's to fix: exit 1.
+      throw failures.every((f) => f instanceof UserError) ? new UserError(message) : new Error(message);
     }
     core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
     return broker;
@@ -243,7 +245,7 @@ export class Broker {
     // Never follow a link or adopt someone else's folder: chmod/chown below would apply to it.
     await checkOwnedDir(teamDir);
     await chmod(teamDir, 0o750);
-    if (socketGroup !== undefined) await lchown(teamDir, process.getuid?.() ?? 0, socketGroup);
+    if (socketGroup !== undefined) await giveToGroup(teamDir, socketGroup);
     const socketPath = path.join(teamDir, `${server}.sock`);
     await removeStaleSocket(socketPath);
 
@@ -267,9 +269,9 @@ export class Broker {
       });
       // The folder is ours and closed to others, so this is still the socket listen() made.
       if (!(await lstat(socketPath)).isSocket())
-        throw new Error(`${socketPath} was replaced; refusing to chmod it`);
+        throw new UserError(`${socketPath} was replaced; refusing to chmod it`);
       await chmod(socketPath, 0o660);
-      if (socketGroup !== undefined) await lchown(socketPath, process.getuid?.() ?? 0, socketGroup);
+      if (socketGroup !== undefined) await giveToGroup(socketPath, socketGroup);
     } catch (err) {
       listener.net.close();
       throw err;
@@ -364,21 +366,35 @@ export class Broker {
 /** The folder that holds the team folders: anyone able to write to it could swap a team folder. */
 async function checkSocketDir(dir: string): Promise<void> {
   const st = await stat(dir);
-  if (!st.isDirectory()) throw new Error(`socketDir ${dir} is not a directory`);
+  if (!st.isDirectory()) throw new UserError(`socketDir ${dir} is not a directory`);
   if ((st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0) {
-    throw new Error(`socketDir ${dir} is writable by every user; chmod o-w it (or set the sticky bit)`);
+    throw new UserError(`socketDir ${dir} is writable by every user; chmod o-w it (or set the sticky bit)`);
   }
 }
 
 /** A team socket folder must be a real directory (not a symlink) owned by this broker's user. */
 async function checkOwnedDir(dir: string): Promise<void> {
   const st = await lstat(dir);
-  if (st.isSymbolicLink()) throw new Error(`socket folder ${dir} is a symlink; refusing to use it`);
-  if (!st.isDirectory()) throw new Error(`socket folder ${dir} is not a directory`);
+  if (st.isSymbolicLink()) throw new UserError(`socket folder ${dir} is a symlink; refusing to use it`);
+  if (!st.isDirectory()) throw new UserError(`socket folder ${dir} is not a directory`);
   const uid = process.getuid?.();
   if (uid !== undefined && st.uid !== uid) {
-    throw new Error(
+    throw new UserError(
       `socket folder ${dir} is owned by uid ${st.uid}, not by this broker (uid ${uid}); remove it`,
+    );
+  }
+}
+
+/** chgrp to socketGroup, with an error that says how to fix the usual cause. */
+async function giveToGroup(file: string, gid: number): Promise<void> {
+  try {
+    await lchown(file, process.getuid?.() ?? 0, gid);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM') throw err;
+    throw new UserError(
+      `cannot give ${file} to group ${gid} (socketGroup): the broker's user must be root or a member of ` +
+        `that group (add it with usermod -aG, or SupplementaryGroups= in the systemd unit)`,
     );
   }
 }
@@ -391,7 +407,7 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   } catch {
     return;
   }
-  if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
+  if (!st.isSocket()) throw new UserError(`${socketPath} exists and is not a socket; refusing to replace it`);
   const alive = await new Promise<boolean>((resolve) => {
     const probe = net.connect(socketPath);
     probe.once('connect', () => {
@@ -400,7 +416,7 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive) throw new Error(`${socketPath} is served by another running broker`);
+  if (alive) throw new UserError(`${socketPath} is served by another running broker`);
   await unlink(socketPath);
 }
 

@@ -79,3 +79,35 @@ describe('socket folder hardening', () => {
     conn.destroy();
   });
 });
+
+describe('socketGroup', () => {
+  it('a broker that may not give the sockets to socketGroup exits 1 and says how to fix it', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { CLI } = await import('../helpers/fixture.js');
+    // As uid 1000 (not in group 0), with everything it needs owned by it.
+    const config = (await import('node:fs')).readFileSync(inst.configFile, 'utf8');
+    await writeFile(inst.configFile, `socketGroup: 0\n${config}`);
+    await chmod(inst.root, 0o755);
+    spawnSync('chown', ['-R', '1000:1000', inst.root]);
+    const r = spawnSync(
+      'setpriv',
+      [
+        '--reuid',
+        '1000',
+        '--regid',
+        '1000',
+        '--clear-groups',
+        process.execPath,
+        CLI,
+        'serve',
+        '--config',
+        inst.configFile,
+      ],
+      { encoding: 'utf8', timeout: 15_000 },
+    );
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(
+      /cannot give .* to group 0 \(socketGroup\): the broker's user must be root or a member/,
+    );
+  });
+});
