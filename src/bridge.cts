@@ -16,6 +16,7 @@ function relayStdio(socketPath: string): Promise<number> {
       if (done) return;
       done = true;
       process.stdin.pause();
+      socket.destroy(); // nothing of the bridge may outlive either side
       resolve(code);
     };
     const socket = net.connect(socketPath);

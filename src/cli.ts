@@ -56,7 +56,28 @@ function parse(args: string[], options: OptionSpec = {}): Parsed {
   return { values: values as Parsed['values'], positionals };
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * `--config FILE` may stand anywhere (`airlock --config F audit verify` as well as
+ * `airlock audit verify --config F`): it is lifted out and handed to the command at the end.
+ */
+function liftConfig(argv: string[]): string[] {
+  const out: string[] = [];
+  let config: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (arg === '--config' && i + 1 < argv.length) config = argv[++i];
+    else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
+    else out.push(arg);
+  }
+  return config === undefined ? out : [...out, '--config', config];
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
+  const argv = liftConfig(rawArgv);
   const [command, ...rest] = argv;
   switch (command) {
     case undefined:

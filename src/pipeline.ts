@@ -10,10 +10,10 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
-import type { AuditEntry } from './audit.js';
+import { truncateForAudit, type AuditEntry } from './audit.js';
 import type { Logger } from './log.js';
 import { untilAborted } from './abort.js';
-import { digest, type Redactor } from './redact.js';
+import type { Redactor } from './redact.js';
 import { formatWait, type RateLimiter, type RateLimitSpec } from './ratelimit.js';
 import {
   ToolError,
@@ -276,8 +276,11 @@ export class CallPipeline {
       abortCall(timeout);
     }, this.deps.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
     let result: CallToolResult;
-    let outcome: 'ok' | 'error' = 'ok';
+    let outcome: 'ok' | 'error' | 'denied' = 'ok';
     let errorText: string | undefined;
+    // Some refusals need I/O first (DNS for a private address, a redirect target, the state of a
+    // branch): they come after the request record, and the result record says "deny".
+    let lateDenial: { rule: string; reason: string } | undefined;
     try {
       const runtime = def.createRuntime ? await this.runtime(def, team, section) : undefined;
       const stateDir = path.join(this.deps.stateDir, server, team);
@@ -308,8 +311,16 @@ export class CallPipeline {
         structuredContent: structured as Record<string, unknown>,
       };
     } catch (err) {
-      outcome = 'error';
+      const refused =
+        err instanceof ToolError && (err.kind === 'denied' || err.kind === 'invalid') && !callSignal.aborted;
+      outcome = refused ? 'denied' : 'error';
       errorText = this.deps.redactor.scrub(describeError(err, callSignal));
+      if (refused) {
+        lateDenial = {
+          rule: err.kind === 'invalid' ? `${rulePrefix}.input` : (err.rule ?? rulePrefix),
+          reason: errorText,
+        };
+      }
       result = errorResult(
         err instanceof ToolError ? this.deps.redactor.scrub(toolErrorText(err)) : `error: ${errorText}`,
       );
@@ -327,8 +338,12 @@ export class CallPipeline {
       await this.deps.audit.append({
         ...allowed,
         phase: 'result',
+        ...(lateDenial
+          ? { decision: 'deny' as const, rule: lateDenial.rule, reason: lateDenial.reason }
+          : errorText !== undefined
+            ? { error: errorText }
+            : {}),
         outcome,
-        ...(errorText !== undefined ? { error: errorText } : {}),
         durationMs: elapsed(),
         resultBytes,
       });
@@ -355,7 +370,8 @@ export class CallPipeline {
   }
 
   private auditArgs(raw: unknown): unknown {
-    return truncateStrings(this.deps.redactor.scrubDeep(raw), AUDIT_STRING_LIMIT);
+    // The audit log's own truncation: long strings keep a prefix and a digest, long lists a count.
+    return truncateForAudit(this.deps.redactor.scrubDeep(raw), AUDIT_STRING_LIMIT);
   }
 
   private runtime(def: ServerDefinition, team: string, section: unknown): Promise<ServerRuntime & object> {
@@ -447,24 +463,6 @@ export function formatZodError(error: z.ZodError): string {
       return `${where}: ${i.message}`;
     })
     .join('; ');
-}
-
-function truncateStrings(value: unknown, limit: number): unknown {
-  if (typeof value === 'string') {
-    if (value.length <= limit) return value;
-    return `${value.slice(0, limit)}…[${Buffer.byteLength(value)} bytes, ${digest(value)}]`;
-  }
-  if (Array.isArray(value)) return value.slice(0, 100).map((v) => truncateStrings(v, limit));
-  if (value && typeof value === 'object') {
-    // fromEntries defines keys: an argument named "__proto__" stays in the record as data
-    // (an assignment would turn it into the object's prototype and drop it from the record).
-    return Object.fromEntries(
-      Object.entries(value)
-        .slice(0, 100)
-        .map(([k, v]) => [k, truncateStrings(v, limit)]),
-    );
-  }
-  return value;
 }
 
 function round(ms: number): number {

@@ -100,6 +100,42 @@ servers:
     expect(bad.status).toBe(1);
   });
 
+  it('accepts --config anywhere on the command line', () => {
+    for (const args of [
+      ['--config', inst.configFile, 'policy', 'check'],
+      ['policy', '--config', inst.configFile, 'check'],
+      ['policy', 'check', `--config=${inst.configFile}`],
+    ]) {
+      const r = airlock(...args);
+      expect(r.status, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(0);
+      expect(r.stdout).toContain('acme');
+    }
+  });
+
+  it('airlock bridge exits once stdin closes, even if the socket side stays open', async () => {
+    const net = await import('node:net');
+    const { spawn } = await import('node:child_process');
+    const sock = `${inst.root}/quiet.sock`;
+    const held: import('node:net').Socket[] = [];
+    const server = net.createServer((c) => void held.push(c)); // never answers, never closes
+    await new Promise<void>((r) => server.listen(sock, r));
+    const child = spawn(process.execPath, [CLI, 'bridge', sock], { stdio: ['pipe', 'pipe', 'pipe'] });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    child.stdin!.end();
+    const code = await new Promise<number | null>((resolve) => {
+      const t = setTimeout(() => resolve(-1), 8000);
+      child.on('exit', (c) => {
+        clearTimeout(t);
+        resolve(c);
+      });
+    });
+    expect(code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(5000);
+    for (const c of held) c.destroy();
+    server.close();
+  });
+
   it('refuses an unknown team with exit 1', () => {
     const r = airlock('claude-config', '--team', 'nobody', '--config', inst.configFile);
     expect(r.status).toBe(1);

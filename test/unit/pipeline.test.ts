@@ -7,7 +7,7 @@ import { silentLogger } from '../../src/log.js';
 import { CallPipeline, MAX_CALLS_PER_SESSION, type SessionInfo } from '../../src/pipeline.js';
 import { RateLimiter } from '../../src/ratelimit.js';
 import { Redactor } from '../../src/redact.js';
-import { allow, defineServer, defineTool, deny, type ServerDefinition } from '../../src/tool.js';
+import { allow, defineServer, defineTool, deny, ToolError, type ServerDefinition } from '../../src/tool.js';
 
 const SECRET = 'pipeline-test-secret-9876543210';
 
@@ -134,6 +134,30 @@ describe('CallPipeline', () => {
     expect(results.every((r) => !r.isError)).toBe(true);
     // Slots are given back.
     expect((await pipeline.call(session, 'echo', { text: 'z' })).isError).toBeFalsy();
+  });
+
+  it('records a refusal decided inside the handler (after I/O) as a denial in the result record', async () => {
+    const { pipeline, records, session } = setup({
+      run: async () => {
+        throw new ToolError(
+          'api.example.com resolves to 127.0.0.1, which is not a public address',
+          'denied',
+          'http.hosts[0].allowPrivateAddress',
+        );
+      },
+    });
+    const r = await pipeline.call(session, 'echo', { text: 'x' });
+    expect((r.content[0] as { text: string }).text).toMatch(
+      /^denied: http\.hosts\[0\]\.allowPrivateAddress: /,
+    );
+    expect(records.map((x) => [x.phase, x.decision, x.outcome])).toEqual([
+      ['request', 'allow', undefined],
+      ['result', 'deny', 'denied'],
+    ]);
+    expect(records[1]).toMatchObject({
+      rule: 'http.hosts[0].allowPrivateAddress',
+      reason: expect.stringContaining('127.0.0.1'),
+    });
   });
 
   it('refuses the call when the request record cannot be written, and never runs the handler', async () => {
