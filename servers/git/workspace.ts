@@ -43,7 +43,7 @@ export interface RunOpts {
 }
 
 /** Subcommands that write files into the work tree (run with umask 002; see GitRunOptions.umask). */
-const WORK_TREE_WRITERS = new Set(['reset', 'switch', 'checkout', 'merge', 'restore']);
+const WORK_TREE_WRITERS = new Set(['reset', 'switch', 'checkout', 'checkout-index', 'merge', 'restore']);
 
 // ---------------------------------------------------------------------------------------------
 // Per-git-dir serialisation: two writes to one index at once would fail on index.lock.
@@ -356,6 +356,11 @@ async function cloneInto(git: WorkspaceGit): Promise<void> {
       await git.run(['reset', '--quiet', entries.length === 0 ? '--hard' : '--mixed', remoteHead, '--'], {
         gitDir: tmp,
       });
+      if (entries.length > 0) {
+        // Files the tree lacks are written; a file already there is never overwritten
+        // (checkout-index without --force skips it, and it shows up as a change).
+        await git.run(['checkout-index', '--all', '--quiet'], { gitDir: tmp, allowFailure: true });
+      }
     }
     await fs.rename(tmp, gitDir);
   } catch (err) {

@@ -221,7 +221,7 @@ describe('git server against a real smart-HTTP remote', () => {
     expect(refOf(path.join(root, 'repos', 'empty.git'), 'refs/heads/trunk')).toBe(structured.sha);
   });
 
-  it('keeps the files of a non-empty work tree on first use (they show up as changes)', async () => {
+  it('keeps the files of a non-empty work tree on first use and writes only the missing ones', async () => {
     const workTree = path.join(root, 'wt-full');
     await fs.mkdir(workTree);
     await fs.writeFile(path.join(workTree, 'README.md'), 'the agent was here first\n');
@@ -236,12 +236,9 @@ describe('git server against a real smart-HTTP remote', () => {
     });
     const status = await mustCall(gitStatus, ctx, { workspace: 'api' });
     expect(await fs.readFile(path.join(workTree, 'README.md'), 'utf8')).toBe('the agent was here first\n');
-    expect(status.structured.files).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ path: 'README.md', workTree: 'M' }),
-        expect.objectContaining({ path: 'src/main.ts', workTree: 'D' }),
-      ]),
-    );
+    // The agent's own file stays (and shows as a change); the branch's other files are written.
+    expect(await fs.readFile(path.join(workTree, 'src/main.ts'), 'utf8')).toBe('export {};\n');
+    expect(status.structured.files).toEqual([expect.objectContaining({ path: 'README.md', workTree: 'M' })]);
   });
 
   it('pushes a tag only where the policy allows tags', async () => {
