@@ -232,6 +232,10 @@ function isUserError(err: unknown): boolean {
 }
 
 if (process.argv[1] && realpathSync(path.resolve(process.argv[1])) === realpathSync(CLI_PATH)) {
+  // `airlock audit tail | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -26,13 +26,15 @@ function errorCode(err: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // verify
 
-export async function auditVerifyCommand(opts: { file: string; out?: Out }): Promise<number> {
+export async function auditVerifyCommand(opts: { file: string; out?: Out; err?: Out }): Promise<number> {
   const out = opts.out ?? process.stdout;
+  // Problems go to stderr from the command line (to `out` when a caller gives only that).
+  const errOut = opts.err ?? opts.out ?? process.stderr;
   let result;
   try {
     result = await verifyAuditFile(opts.file);
   } catch (err) {
-    write(out, `cannot read ${opts.file}: ${errorCode(err)}`);
+    write(errOut, `cannot read ${opts.file}: ${errorCode(err)}`);
     return 1;
   }
   if (result.ok) {
@@ -171,6 +173,8 @@ export interface AuditTailOptions {
   /** How many of the last matching records to print first (default 10). */
   lines?: number;
   out?: Out;
+  /** Where problems go (default stderr, or `out` when only that is given). */
+  err?: Out;
   signal?: AbortSignal;
   /** How often `follow` looks for new lines (default 250 ms). */
   pollMs?: number;
@@ -224,9 +228,10 @@ async function lastRecords(
 
 export async function auditTailCommand(opts: AuditTailOptions): Promise<number> {
   const out = opts.out ?? process.stdout;
+  const errOut = opts.err ?? opts.out ?? process.stderr;
   const count = opts.lines ?? 10;
   if (!Number.isInteger(count) || count < 0) {
-    write(out, '--lines must be a whole number of records (0 or more)');
+    write(errOut, '--lines must be a whole number of records (0 or more)');
     return 1;
   }
   const matches = (r: AuditRecord): boolean =>
@@ -251,7 +256,7 @@ export async function auditTailCommand(opts: AuditTailOptions): Promise<number> 
   } catch (err) {
     // When following, a log that does not exist yet is waited for.
     if (!(opts.follow && errorCode(err) === 'ENOENT')) {
-      write(out, `cannot read ${opts.file}: ${errorCode(err)}`);
+      write(errOut, `cannot read ${opts.file}: ${errorCode(err)}`);
       return 1;
     }
     widths = auditTableWidths([], FOLLOW_MIN_WIDTH);

@@ -4,8 +4,7 @@
 // `airlock stdio` directly.
 import path from 'node:path';
 import type { AirlockConfig } from '../config.js';
-import { PolicyStore } from '../policy.js';
-import { silentLogger } from '../log.js';
+import { checkPolicyFiles } from '../policy.js';
 import { SERVERS, SERVER_MAP } from '../servers.js';
 import { UserError } from '../broker.js';
 import type { ServerName } from '../tool.js';
@@ -59,9 +58,15 @@ export async function claudeConfigCommand(opts: {
 }): Promise<number> {
   const out = opts.out ?? process.stdout;
   const err = opts.err ?? process.stderr;
-  const store = await PolicyStore.load(opts.config, SERVERS, silentLogger());
-  const policy = store.get(opts.team);
-  store.close();
+  // Only this team's policy matters: another team's broken file must not stop it.
+  const { policies, issues } = await checkPolicyFiles(opts.config, SERVERS);
+  const policy = policies.find((p) => p.team === opts.team);
+  if (!policy && issues.length) {
+    throw new UserError(
+      `no valid policy for team "${opts.team}" in ${opts.config.policies}:\n` +
+        issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`).join('\n'),
+    );
+  }
   if (!policy) throw new UserError(`no policy for team "${opts.team}" in ${opts.config.policies}`);
   const servers = Object.keys(policy.servers).filter((s): s is ServerName => SERVER_MAP.has(s as ServerName));
   if (opts.socketDir !== undefined && !path.isAbsolute(opts.socketDir)) {

@@ -95,11 +95,14 @@ export async function doctorCommand(opts: {
 
   try {
     const st = await stat(config.socketDir);
-    const worldWritable = (st.mode & 0o002) !== 0;
+    // The same rule as serve: world-writable only with the sticky bit.
+    const worldWritable = (st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0;
     report({
       ok: !worldWritable,
       label: `socket folder ${config.socketDir}`,
-      detail: worldWritable ? 'is world-writable' : `mode ${(st.mode & 0o777).toString(8)}`,
+      detail: worldWritable
+        ? 'is world-writable without the sticky bit'
+        : `mode ${(st.mode & 0o7777).toString(8)}`,
     });
     for (const p of policies) {
       const dir = path.join(config.socketDir, p.team);
@@ -130,6 +133,25 @@ export async function doctorCommand(opts: {
           label: `team socket folder ${dir}`,
           detail: `mode ${mode.toString(8)}, gid ${t.gid}${okMode ? '' : ' (others must have no access)'}${okGroup ? '' : ` (expected gid ${config.socketGroup})`}`,
         });
+        // The sockets themselves (present while airlock serve runs): 0660, the socket group.
+        const names = [...Object.keys(p.servers), ...(p.model ? ['model'] : [])];
+        for (const name of names) {
+          const sock = path.join(dir, `${name}.sock`);
+          const s = await lstat(sock).catch(() => undefined);
+          if (!s) continue;
+          const sockMode = s.mode & 0o777;
+          const good =
+            s.isSocket() &&
+            sockMode === 0o660 &&
+            (config.socketGroup === undefined || s.gid === config.socketGroup);
+          report({
+            ok: good,
+            label: `socket ${sock}`,
+            detail: s.isSocket()
+              ? `mode ${sockMode.toString(8)}, gid ${s.gid}${good ? '' : ` (expected 660${config.socketGroup === undefined ? '' : `, gid ${config.socketGroup}`})`}`
+              : 'is not a socket; airlock serve refuses to replace it',
+          });
+        }
       } catch {
         report({
           ok: true,

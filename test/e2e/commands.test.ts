@@ -136,6 +136,21 @@ servers:
     server.close();
   });
 
+  it("is not stopped by another team's broken policy file", async () => {
+    const { rm } = await import('node:fs/promises');
+    await writeFile(`${inst.policiesDir}/other.yaml`, 'team: other\nservers:\n  http:\n    hostz: []\n');
+    try {
+      const r = airlock('claude-config', '--team', 'acme', '--config', inst.configFile);
+      expect(r.status, r.stderr).toBe(0);
+      expect(Object.keys(JSON.parse(r.stdout).mcpServers).sort()).toEqual(['git', 'http']);
+      const other = airlock('claude-config', '--team', 'other', '--config', inst.configFile);
+      expect(other.status).toBe(1);
+      expect(other.stderr).toMatch(/other\.yaml:4:5: .*unknown key "hostz"/);
+    } finally {
+      await rm(`${inst.policiesDir}/other.yaml`);
+    }
+  });
+
   it('refuses an unknown team with exit 1', () => {
     const r = airlock('claude-config', '--team', 'nobody', '--config', inst.configFile);
     expect(r.status).toBe(1);

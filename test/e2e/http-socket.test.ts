@@ -66,6 +66,25 @@ describe('http server end to end over a Unix socket', () => {
     expect((await stat(`${inst.socketDir}/acme`)).mode & 0o777).toBe(0o750);
   });
 
+  it('doctor checks the live sockets: 0660 passes, anything looser fails', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { CLI } = await import('../helpers/fixture.js');
+    const doctor = () =>
+      spawnSync(process.execPath, [CLI, 'doctor', '--config', inst.configFile], { encoding: 'utf8' });
+    const ok = doctor();
+    expect(ok.stdout).toMatch(/ ok \] socket .*acme\/http\.sock — mode 660/);
+    expect(ok.status, ok.stdout).toBe(0);
+    const { chmod } = await import('node:fs/promises');
+    await chmod(socketPath, 0o666);
+    try {
+      const loose = doctor();
+      expect(loose.stdout).toMatch(/FAIL\] socket .*acme\/http\.sock — mode 666.*expected 660/);
+      expect(loose.status).toBe(1);
+    } finally {
+      await chmod(socketPath, 0o660);
+    }
+  });
+
   it('injects the credential upstream and never returns or audits it', async () => {
     const { client, socket } = await connectSocketClient(socketPath);
     const tools = await client.listTools();
