@@ -89,7 +89,15 @@ export const fakeGit = defineServer<z.output<typeof gitSection>>({
   description: 'fake git',
   section: gitSection,
   tools: [
-    ...['git_status', 'git_diff', 'git_log', 'git_commit'].map((n) => fakeTool(n)),
+    ...[
+      'git_status',
+      'git_diff',
+      'git_log',
+      'git_add',
+      'git_commit',
+      'git_create_branch',
+      'git_checkout',
+    ].map((n) => fakeTool(n)),
     fakeTool(
       'git_push',
       z.object({ branches: z.array(globSchema).optional(), force: z.boolean().default(false) }).strict(),
