@@ -153,7 +153,7 @@ export class CallPipeline {
           tool: name,
           session: session.id,
           call: randomUUID(),
-          args: '[unrecordable arguments]',
+          args: this.safeAuditArgs(rawArgs),
           phase: 'result',
           decision: 'deny',
           rule: 'internal',
@@ -366,6 +366,15 @@ export class CallPipeline {
     } catch (err) {
       this.deps.log.error({ err: (err as Error).message }, 'audit write failed for a refused call');
       return errorResult(`refused: the audit log is unavailable (${(err as Error).message})`);
+    }
+  }
+
+  /** The arguments for a record written after something went wrong: never throws. */
+  private safeAuditArgs(raw: unknown): unknown {
+    try {
+      return this.auditArgs(raw);
+    } catch {
+      return '[unrecordable arguments]';
     }
   }
 
