@@ -272,6 +272,32 @@ describe('http server end to end over a Unix socket', () => {
     socket.destroy();
   });
 
+  it('refuses calls while the audit log cannot be written, sends nothing upstream, and recovers', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { client, socket } = await connectSocketClient(socketPath);
+    const before = upstream.requests.length;
+    execFileSync('chattr', ['+i', inst.auditFile]);
+    try {
+      const refused = (await client.callTool({
+        name: 'http_request',
+        arguments: { method: 'GET', url: `${upstream.origin}/v1/while-immutable` },
+      })) as CallToolResult;
+      expect(refused.isError).toBe(true);
+      expect(text(refused)).toMatch(/^refused: the audit log is unavailable, so nothing was done/);
+      expect(upstream.requests.length).toBe(before);
+    } finally {
+      execFileSync('chattr', ['-i', inst.auditFile]);
+    }
+    const ok = (await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${upstream.origin}/v1/after` },
+    })) as CallToolResult;
+    expect(ok.isError).toBeFalsy();
+    expect(upstream.requests.length).toBe(before + 1);
+    expect((await verifyAuditFile(inst.auditFile)).ok).toBe(true);
+    socket.destroy();
+  });
+
   it('writes a hash chain that verifies, and fails after a one-byte change', async () => {
     const ok = await verifyAuditFile(inst.auditFile);
     expect(ok.ok).toBe(true);
