@@ -298,6 +298,26 @@ describe('http server end to end over a Unix socket', () => {
     socket.destroy();
   });
 
+  it('serves many sessions at once, each call audited as a request/result pair', async () => {
+    const lines = async () => (await readFile(inst.auditFile, 'utf8')).trim().split('\n').length;
+    const before = await lines();
+    const sessions = await Promise.all(Array.from({ length: 40 }, () => connectSocketClient(socketPath)));
+    const results = await Promise.all(
+      sessions.flatMap(({ client }, i) =>
+        Array.from({ length: 5 }, (_, j) =>
+          client.callTool({
+            name: 'http_request',
+            arguments: { method: 'GET', url: `${upstream.origin}/v1/s${i}/c${j}` },
+          }),
+        ),
+      ),
+    );
+    expect((results as CallToolResult[]).filter((r) => r.isError)).toEqual([]);
+    expect((await lines()) - before).toBe(400);
+    expect((await verifyAuditFile(inst.auditFile)).ok).toBe(true);
+    for (const { socket } of sessions) socket.destroy();
+  });
+
   it('writes a hash chain that verifies, and fails after a one-byte change', async () => {
     const ok = await verifyAuditFile(inst.auditFile);
     expect(ok.ok).toBe(true);
