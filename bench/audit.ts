@@ -34,20 +34,24 @@ async function run(
   dir: string,
   records: number,
   workers: number,
-  opts: { maxBatch?: number },
+  /** `logs`: AuditLogs open on the one file (as `airlock serve` and `airlock stdio` share it), the appenders split over them. */
+  opts: { maxBatch?: number; logs?: number },
 ): Promise<void> {
   const file = path.join(dir, `${name}.jsonl`);
   let syncs = 0;
-  const log = await AuditLog.open(file, { ...opts, onSync: () => syncs++ });
+  const logs: AuditLog[] = [];
+  for (let i = 0; i < (opts.logs ?? 1); i++) {
+    logs.push(await AuditLog.open(file, { maxBatch: opts.maxBatch, onSync: () => syncs++ }));
+  }
   let next = 0;
   const started = performance.now();
   await Promise.all(
-    Array.from({ length: workers }, async () => {
-      while (next < records) await log.append(entry(next++));
+    Array.from({ length: workers }, async (_, w) => {
+      while (next < records) await logs[w % logs.length]!.append(entry(next++));
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  await log.close();
+  for (const log of logs) await log.close();
   const check = await verifyAuditFile(file);
   if (!check.ok || check.count !== records)
     throw new Error(`${name}: log does not verify: ${JSON.stringify(check)}`);
@@ -76,32 +80,6 @@ async function latency(dir: string, records: number): Promise<void> {
   );
 }
 
-/** Two logs on one file (as `airlock serve` and an `airlock stdio` share it), each with half the appenders. */
-async function twoWriters(dir: string, records: number, workers: number): Promise<void> {
-  const file = path.join(dir, 'two-writers.jsonl');
-  let syncs = 0;
-  const logs = [
-    await AuditLog.open(file, { onSync: () => syncs++ }),
-    await AuditLog.open(file, { onSync: () => syncs++ }),
-  ];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: workers }, async (_, w) => {
-      while (next < records) await logs[w % 2]!.append(entry(next++));
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  for (const log of logs) await log.close();
-  const check = await verifyAuditFile(file);
-  if (!check.ok || check.count !== records)
-    throw new Error(`two writers: log does not verify: ${JSON.stringify(check)}`);
-  const name = `${workers} concurrent, 2 logs on one file`;
-  console.log(
-    `${name.padEnd(36)} ${String(Math.round(records / seconds)).padStart(8)} appends/s  ${String(records).padStart(6)} records  ${String(syncs).padStart(6)} fsyncs  ${(records / syncs).toFixed(1).padStart(6)} records/fsync`,
-  );
-}
-
 const dir = mkdtempSync(path.join(process.argv[3] ?? os.tmpdir(), 'airlock-bench-audit-'));
 try {
   console.log(`audit log benchmark in ${dir} (${os.cpus().length} CPUs)`);
@@ -109,7 +87,7 @@ try {
   await run('sequential (1 appender)', dir, Math.min(RECORDS, 1000), 1, {});
   await run(`${CONCURRENCY} concurrent, fsync per record`, dir, RECORDS, CONCURRENCY, { maxBatch: 1 });
   await run(`${CONCURRENCY} concurrent, group commit`, dir, RECORDS, CONCURRENCY, {});
-  await twoWriters(dir, RECORDS, CONCURRENCY);
+  await run(`${CONCURRENCY} concurrent, 2 logs on one file`, dir, RECORDS, CONCURRENCY, { logs: 2 });
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

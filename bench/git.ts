@@ -71,6 +71,24 @@ async function roundRobin(round: number, paths: Timed[], times: number[][]): Pro
   }
 }
 
+/**
+ * `warmup` untimed rounds, then `rounds` timed ones (see roundRobin); `round` wraps each round's
+ * run (to set up and check around it). Returns each path's timings.
+ */
+async function measure(
+  paths: Timed[],
+  warmup: number,
+  rounds: number,
+  round: (go: () => Promise<void>) => Promise<void> = (go) => go(),
+): Promise<number[][]> {
+  const untimed = paths.map((): number[] => []);
+  const times = paths.map((): number[] => []);
+  for (let i = 0; i < warmup + rounds; i++) {
+    await round(() => roundRobin(i, paths, i < warmup ? untimed : times));
+  }
+  return times;
+}
+
 /** Calls a tool through the broker; a tool error fails the bench. */
 async function brokerCall(
   client: Client,
@@ -189,23 +207,23 @@ async function main(): Promise<void> {
     const toolPush = () =>
       mustCall(gitPush, pushCtx, { workspace: ws, branch: BRANCH }, { branches: ['**'] });
     const airlockPush = () => brokerCall(client, 'git_push', { workspace: ws, branch: BRANCH });
-    const push = { raw: [] as number[], tool: [] as number[], airlock: [] as number[] };
-    const pushWarmup: number[][] = [[], [], []];
-    for (let i = 0; i < PUSH_WARMUP + PUSH_ROUNDS; i++) {
-      const remotes = [
-        await seeded(`raw-${ws}.git`),
-        await seeded(`tool-${ws}.git`),
-        await seeded(`airlock-${ws}.git`),
-      ];
-      await roundRobin(
-        i,
-        [rawPush, toolPush, airlockPush],
-        i < PUSH_WARMUP ? pushWarmup : [push.raw, push.tool, push.airlock],
-      );
-      for (const bare of remotes) {
-        if (refOf(bare, `refs/heads/${BRANCH}`) !== sha) throw new Error(`push to ${bare} did not land`);
-      }
-    }
+    const [rawPushes, toolPushes, airlockPushes] = await measure(
+      [rawPush, toolPush, airlockPush],
+      PUSH_WARMUP,
+      PUSH_ROUNDS,
+      async (go) => {
+        const remotes = [
+          await seeded(`raw-${ws}.git`),
+          await seeded(`tool-${ws}.git`),
+          await seeded(`airlock-${ws}.git`),
+        ];
+        await go();
+        for (const bare of remotes) {
+          if (refOf(bare, `refs/heads/${BRANCH}`) !== sha) throw new Error(`push to ${bare} did not land`);
+        }
+      },
+    );
+    const push = { raw: rawPushes!, tool: toolPushes!, airlock: airlockPushes! };
 
     // ---- 2. status on 10,000 files ----------------------------------------------------------
     const statusWorkTree = workTreeOf('status');
@@ -241,13 +259,12 @@ async function main(): Promise<void> {
       const s = await brokerCall(client, 'git_status', { workspace: 'status' });
       if (!JSON.stringify(s).includes('dir-0/file-0.txt')) throw new Error('git_status missed the change');
     };
-    const statusPaths = [rawStatus, toolStatus, airlockStatus];
-    const warmup: number[][] = [[], [], []];
-    for (let i = 0; i < STATUS_WARMUP; i++) await roundRobin(i, statusPaths, warmup);
-    const status = { raw: [] as number[], tool: [] as number[], airlock: [] as number[] };
-    for (let i = 0; i < STATUS_ROUNDS; i++) {
-      await roundRobin(i, statusPaths, [status.raw, status.tool, status.airlock]);
-    }
+    const [rawStatuses, toolStatuses, airlockStatuses] = await measure(
+      [rawStatus, toolStatus, airlockStatus],
+      STATUS_WARMUP,
+      STATUS_ROUNDS,
+    );
+    const status = { raw: rawStatuses!, tool: toolStatuses!, airlock: airlockStatuses! };
 
     // ---- report -------------------------------------------------------------------------------
     const ms0 = (x: number) => x.toFixed(0).padStart(7);

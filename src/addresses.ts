@@ -15,7 +15,7 @@ export type AddressClass =
   | { kind: 'metadata'; range: string };
 
 /** Host names of cloud metadata services (GCP, AWS, generic). Compared lower-case, without a trailing dot. */
-export const METADATA_HOSTNAMES: ReadonlySet<string> = new Set([
+const METADATA_HOSTNAMES: ReadonlySet<string> = new Set([
   'metadata.google.internal',
   'metadata.goog',
   'metadata',

@@ -199,24 +199,33 @@ interface Line {
 /** Streams the lines of `file` from byte `start`, without loading the file. */
 async function* readLines(file: string, start = 0, firstLine = 1): AsyncGenerator<Line> {
   const stream = createReadStream(file, { start, highWaterMark: 1 << 20 });
+  try {
+    yield* splitLines(stream as AsyncIterable<Buffer>, start, firstLine);
+  } finally {
+    stream.destroy();
+  }
+}
+
+/** Splits `chunks` (the file's bytes from offset `start`) into lines. */
+async function* splitLines(
+  chunks: AsyncIterable<Buffer>,
+  start: number,
+  firstLine: number,
+): AsyncGenerator<Line> {
   let pending: Buffer[] = [];
   let offset = start;
   let line = firstLine;
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      let from = 0;
-      for (let nl = chunk.indexOf(10, from); nl !== -1; nl = chunk.indexOf(10, from)) {
-        pending.push(chunk.subarray(from, nl));
-        const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
-        offset += buf.length + 1;
-        yield { line: line++, text: buf.toString('utf8'), terminated: true, end: offset };
-        pending = [];
-        from = nl + 1;
-      }
-      if (from < chunk.length) pending.push(chunk.subarray(from));
+  for await (const chunk of chunks) {
+    let from = 0;
+    for (let nl = chunk.indexOf(10, from); nl !== -1; nl = chunk.indexOf(10, from)) {
+      pending.push(chunk.subarray(from, nl));
+      const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+      offset += buf.length + 1;
+      yield { line: line++, text: buf.toString('utf8'), terminated: true, end: offset };
+      pending = [];
+      from = nl + 1;
     }
-  } finally {
-    stream.destroy();
+    if (from < chunk.length) pending.push(chunk.subarray(from));
   }
   if (pending.length > 0) {
     const buf = Buffer.concat(pending);
@@ -224,21 +233,34 @@ async function* readLines(file: string, start = 0, firstLine = 1): AsyncGenerato
   }
 }
 
+/** Reads bytes [start, end) of an open file in chunks; stops early if the file is shorter. */
+async function* readChunks(fh: FileHandle, start: number, end: number): AsyncGenerator<Buffer> {
+  for (let pos = start; pos < end;) {
+    const buf = Buffer.alloc(Math.min(1 << 20, end - pos));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    if (bytesRead === 0) return;
+    pos += bytesRead;
+    yield buf.subarray(0, bytesRead);
+  }
+}
+
 /**
- * Yields complete lines from the end of an open file backwards (last first), reading in chunks,
- * so the tail of a multi-gigabyte log costs a few reads. `end` must be at a line boundary.
+ * Yields the lines before byte `end` of an open file backwards (last first), reading in chunks,
+ * so the tail of a multi-gigabyte log costs a few reads. Only the first line yielded (the last
+ * in the file) can be unterminated: bytes after the last newline, e.g. a write in progress.
  */
 async function* readLinesBackward(
   fh: FileHandle,
   end: number,
-): AsyncGenerator<{ text: string; start: number }> {
+): AsyncGenerator<{ text: string; start: number; terminated: boolean }> {
   if (end <= 0) return;
   const CHUNK = 64 * 1024;
   let pos = end;
   // The newline that terminates the last line does not start another one.
   const lastByte = Buffer.alloc(1);
   await fh.read(lastByte, 0, 1, end - 1);
-  if (lastByte[0] === 10) pos -= 1;
+  let terminated = lastByte[0] === 10;
+  if (terminated) pos -= 1;
   let carry: Buffer = Buffer.alloc(0); // bytes after the earliest newline seen so far
   while (pos > 0) {
     const size = Math.min(CHUNK, pos);
@@ -248,12 +270,13 @@ async function* readLinesBackward(
     pos -= size;
     let data = carry.length ? Buffer.concat([buf, carry]) : buf;
     for (let nl = data.lastIndexOf(10); nl !== -1; nl = data.lastIndexOf(10)) {
-      yield { text: data.subarray(nl + 1).toString('utf8'), start: pos + nl + 1 };
+      yield { text: data.subarray(nl + 1).toString('utf8'), start: pos + nl + 1, terminated };
+      terminated = true;
       data = data.subarray(0, nl);
     }
     carry = data;
   }
-  yield { text: carry.toString('utf8'), start: 0 };
+  yield { text: carry.toString('utf8'), start: 0, terminated };
 }
 
 /** Counts newlines before byte `end` (only on error paths, to name a line number). */
@@ -283,7 +306,40 @@ function checkRecordLine(text: string, expectSeq: number, expectPrev: string): R
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     return { ok: false, reason: 'not a JSON object' };
   }
-  const rec = parsed as Record<string, unknown>;
+  return checkRecord(parsed as Record<string, unknown>, text, expectSeq, expectPrev);
+}
+
+/**
+ * Checks the last line of a log on its own (nothing before it is read): a record that verifies
+ * against the seq and prev it names.
+ */
+function checkLastLine(text: string): RecordCheck {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: 'last line is not valid JSON' };
+  }
+  const { seq, prev } = (parsed ?? {}) as Record<string, unknown>;
+  if (
+    typeof parsed !== 'object' ||
+    !Number.isInteger(seq) ||
+    (seq as number) < 1 ||
+    typeof prev !== 'string'
+  ) {
+    return { ok: false, reason: 'last line is not an audit record' };
+  }
+  const check = checkRecord(parsed as Record<string, unknown>, text, seq as number, prev);
+  return check.ok ? check : { ok: false, reason: `last record does not verify: ${check.reason}` };
+}
+
+/** Checks the parsed JSON object `rec` of the line `text` (see checkRecordLine). */
+function checkRecord(
+  rec: Record<string, unknown>,
+  text: string,
+  expectSeq: number,
+  expectPrev: string,
+): RecordCheck {
   if (rec.v !== 1) return { ok: false, reason: `unsupported record version ${JSON.stringify(rec.v)}` };
   if (rec.seq !== expectSeq)
     return { ok: false, reason: `seq is ${JSON.stringify(rec.seq)}, expected ${expectSeq}` };
@@ -295,9 +351,9 @@ function checkRecordLine(text: string, expectSeq: number, expectPrev: string): R
   if (recordHash(expectPrev, rest) !== hash) return { ok: false, reason: 'hash mismatch (record altered)' };
   // The hash covers the parsed values; this catches byte edits that parse to the same values
   // (escape spelling, whitespace), since Airlock writes exactly JSON.stringify of the record.
-  if (JSON.stringify(parsed) !== text)
+  if (JSON.stringify(rec) !== text)
     return { ok: false, reason: 'line differs from the record Airlock wrote (altered)' };
-  return { ok: true, record: parsed as AuditRecord };
+  return { ok: true, record: rec as AuditRecord };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +401,7 @@ export async function* readAuditRecords(file: string): AsyncIterable<AuditRecord
   }
 }
 
-export function parseRecordLine(text: string, file: string, line: number): AuditRecord {
+function parseRecordLine(text: string, file: string, line: number): AuditRecord {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -1023,20 +1079,10 @@ export class AuditLog {
 /** Whether the line that ends just before byte `end` is the record `tail` (seq and hash). */
 async function recordEndsAt(fh: FileHandle, end: number, tail: ChainTail): Promise<boolean> {
   if (end === 0) return tail.seq === 0;
-  const last = Buffer.alloc(1);
-  await fh.read(last, 0, 1, end - 1);
-  if (last[0] !== 10) return false;
-  for await (const { text } of readLinesBackward(fh, end)) {
-    try {
-      const rec = JSON.parse(text) as Record<string, unknown>;
-      return (
-        rec?.seq === tail.seq &&
-        rec?.hash === tail.hash &&
-        checkRecordLine(text, tail.seq, rec.prev as string).ok
-      );
-    } catch {
-      return false;
-    }
+  for await (const { text, terminated } of readLinesBackward(fh, end)) {
+    if (!terminated) return false;
+    const check = checkLastLine(text);
+    return check.ok && check.record.seq === tail.seq && check.record.hash === tail.hash;
   }
   return false;
 }
@@ -1051,30 +1097,19 @@ async function readContinuation(
   end: number,
   tail: ChainTail,
 ): Promise<{ ok: true; tail: ChainTail } | { ok: false; start: number; reason: string }> {
-  const CHUNK = 1 << 20;
   let { seq, hash } = tail;
-  let carry: Buffer = Buffer.alloc(0);
   let lineStart = start;
-  for (let pos = start; pos < end;) {
-    const buf = Buffer.alloc(Math.min(CHUNK, end - pos));
-    const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-    if (bytesRead !== buf.length) return { ok: false, start: lineStart, reason: 'file shrank while reading' };
-    pos += bytesRead;
-    let data = carry.length ? Buffer.concat([carry, buf]) : buf;
-    let from = 0;
-    for (let nl = data.indexOf(10); nl !== -1; nl = data.indexOf(10, from)) {
-      const check = checkRecordLine(data.subarray(from, nl).toString('utf8'), seq + 1, hash);
-      if (!check.ok) return { ok: false, start: lineStart, reason: check.reason };
-      seq = check.record.seq;
-      hash = check.record.hash;
-      lineStart += nl + 1 - from;
-      from = nl + 1;
+  for await (const line of splitLines(readChunks(fh, start, end), start, 1)) {
+    if (!line.terminated) {
+      const reason = line.end < end ? 'file shrank while reading' : 'torn last line (no trailing newline)';
+      return { ok: false, start: lineStart, reason };
     }
-    data = data.subarray(from);
-    carry = data;
+    const check = checkRecordLine(line.text, seq + 1, hash);
+    if (!check.ok) return { ok: false, start: lineStart, reason: check.reason };
+    ({ seq, hash } = check.record);
+    lineStart = line.end;
   }
-  if (carry.length > 0)
-    return { ok: false, start: lineStart, reason: 'torn last line (no trailing newline)' };
+  if (lineStart < end) return { ok: false, start: lineStart, reason: 'file shrank while reading' };
   return { ok: true, tail: { seq, hash } };
 }
 
@@ -1121,32 +1156,11 @@ async function readChainTail(fh: FileHandle, file: string, size: number): Promis
         `Run \`airlock audit verify --file ${file}\` and repair or move the file`,
     );
   };
-  const last = Buffer.alloc(1);
-  await fh.read(last, 0, 1, size - 1);
-  if (last[0] !== 10) {
-    // The torn line starts after the last newline.
-    let start = 0;
-    for await (const l of readLinesBackward(fh, size)) {
-      start = l.start;
-      break;
-    }
-    return refuse(start, 'torn last line (no trailing newline)');
-  }
-  for await (const { text, start } of readLinesBackward(fh, size)) {
-    let rec: Record<string, unknown>;
-    try {
-      rec = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return refuse(start, 'last line is not valid JSON');
-    }
-    const seq = rec?.seq;
-    const prev = rec?.prev;
-    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 1 || typeof prev !== 'string') {
-      return refuse(start, 'last line is not an audit record');
-    }
-    const check = checkRecordLine(text, seq, prev);
-    if (!check.ok) return refuse(start, `last record does not verify: ${check.reason}`);
-    return { seq, hash: check.record.hash };
+  for await (const { text, start, terminated } of readLinesBackward(fh, size)) {
+    if (!terminated) return refuse(start, 'torn last line (no trailing newline)');
+    const check = checkLastLine(text);
+    if (!check.ok) return refuse(start, check.reason);
+    return { seq: check.record.seq, hash: check.record.hash };
   }
   return refuse(0, 'no record found');
 }

@@ -4,6 +4,7 @@ import { mkdir, readFile, writeFile, rename, lstat, stat, unlink, chmod, lchown 
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { AuditLog } from './audit.js';
 import type { AirlockConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
@@ -300,16 +301,7 @@ export class Broker {
   private async accept(listener: Listener, conn: net.Socket): Promise<void> {
     if (this.stopping || listener.server === 'model') return void conn.destroy();
     const log = this.core.log;
-    const transport = new NdjsonTransport(conn, conn, {
-      onProtocolError: (message) =>
-        log.warn({ team: listener.team, server: listener.server, message }, 'protocol error'),
-    });
-    const session = await openSession(this.core.pipeline, {
-      team: listener.team,
-      server: listener.server as ServerName,
-      transport,
-      kind: 'socket',
-    });
+    const session = await startSession(this.core, listener.team, listener.server, conn, conn, 'socket');
     listener.sessions.add(session);
     const handshake = setTimeout(() => {
       log.warn({ team: listener.team, server: listener.server }, 'no MCP handshake; closing connection');
@@ -420,6 +412,21 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   await unlink(socketPath);
 }
 
+/** One MCP session of `team` on `server`, over newline-delimited JSON-RPC on input/output. */
+function startSession(
+  core: Core,
+  team: string,
+  server: ServerName,
+  input: Readable,
+  output: Writable,
+  kind: 'socket' | 'stdio',
+): Promise<McpSession> {
+  const transport = new NdjsonTransport(input, output, {
+    onProtocolError: (message) => core.log.warn({ team, server, message }, 'protocol error'),
+  });
+  return openSession(core.pipeline, { team, server, transport, kind });
+}
+
 /** `airlock stdio SERVER --team T`: one session on stdin/stdout, same policy, secrets and audit. */
 export async function serveStdio(config: AirlockConfig, server: ServerName, team: string): Promise<void> {
   const core = await createCore(config);
@@ -432,10 +439,7 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
     await core.close();
     throw new UserError(`team "${team}" does not enable the ${server} server`);
   }
-  const transport = new NdjsonTransport(process.stdin, process.stdout, {
-    onProtocolError: (message) => core.log.warn({ team, server, message }, 'protocol error'),
-  });
-  const session = await openSession(core.pipeline, { team, server, transport, kind: 'stdio' });
+  const session = await startSession(core, team, server, process.stdin, process.stdout, 'stdio');
   core.policies.on('change', (teams: string[]) => {
     if (teams.includes(team)) session.notifyToolsChanged();
   });

@@ -35,10 +35,6 @@ Every command accepts --config FILE (default ./airlock.yaml).`;
 
 const CLI_PATH = fileURLToPath(import.meta.url);
 
-async function config(file: string): Promise<AirlockConfig> {
-  return loadConfig(path.resolve(file));
-}
-
 type OptionSpec = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
 type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
 
@@ -48,7 +44,8 @@ function parse(args: string[], options: OptionSpec = {}): Parsed {
     allowPositionals: true,
     strict: true,
     options: {
-      config: { type: 'string', default: 'airlock.yaml' },
+      // liftConfig took every `--config FILE` out; one left here has no value, an error.
+      config: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       ...options,
     },
@@ -58,9 +55,9 @@ function parse(args: string[], options: OptionSpec = {}): Parsed {
 
 /**
  * `--config FILE` may stand anywhere (`airlock --config F audit verify` as well as
- * `airlock audit verify --config F`): it is lifted out and handed to the command at the end.
+ * `airlock audit verify --config F`): it is lifted out, so each command sees only its own arguments.
  */
-function liftConfig(argv: string[]): string[] {
+function liftConfig(argv: string[]): { args: string[]; config: string | undefined } {
   const out: string[] = [];
   let config: string | undefined;
   for (let i = 0; i < argv.length; i++) {
@@ -73,12 +70,14 @@ function liftConfig(argv: string[]): string[] {
     else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
     else out.push(arg);
   }
-  return config === undefined ? out : [...out, '--config', config];
+  return { args: out, config };
 }
 
 export async function main(rawArgv: string[]): Promise<number> {
-  const argv = liftConfig(rawArgv);
-  const [command, ...rest] = argv;
+  const lifted = liftConfig(rawArgv);
+  const configFile = path.resolve(lifted.config ?? 'airlock.yaml');
+  const config = (): Promise<AirlockConfig> => loadConfig(configFile);
+  const [command, ...rest] = lifted.args;
   switch (command) {
     case undefined:
     case 'help':
@@ -92,8 +91,8 @@ export async function main(rawArgv: string[]): Promise<number> {
       return 0;
 
     case 'serve': {
-      const { values } = parse(rest);
-      const broker = await Broker.start(await config(values.config as string));
+      parse(rest);
+      const broker = await Broker.start(await config());
       for (const s of broker.sockets()) broker.core.log.info({ socket: s }, 'ready');
       // A reload that fails keeps the policies in force; it must never take the broker down.
       process.on('SIGHUP', () => {
@@ -117,27 +116,20 @@ export async function main(rawArgv: string[]): Promise<number> {
         throw new UserError(`unknown server "${server}"; available: ${[...SERVER_MAP.keys()].join(', ')}`);
       }
       if (!values.team) throw new UserError('--team TEAM is required');
-      await serveStdio(await config(values.config as string), server as ServerName, values.team as string);
+      await serveStdio(await config(), server as ServerName, values.team as string);
       return 0;
     }
 
-    case 'bridge': {
-      // The bridge takes its own simple argv; --config is accepted and ignored.
-      const args: string[] = [];
-      for (let i = 0; i < rest.length; i++) {
-        if (rest[i] === '--config') i++;
-        else if (rest[i]!.startsWith('--config=')) continue;
-        else args.push(rest[i]!);
-      }
-      return bridge.runBridge(args);
-    }
+    case 'bridge':
+      // The bridge takes its own simple argv; --config (lifted out above) is accepted and ignored.
+      return bridge.runBridge(rest);
 
     case 'policy': {
       const [sub, ...more] = rest;
-      const { values, positionals } = parse(more);
+      const { positionals } = parse(more);
       if (sub === 'check') {
         return policyCheckCommand({
-          config: path.resolve(values.config as string),
+          config: configFile,
           paths: positionals,
           servers: SERVERS,
         });
@@ -148,18 +140,12 @@ export async function main(rawArgv: string[]): Promise<number> {
 
     case 'secrets': {
       const [sub, ...more] = rest;
-      const { positionals } = parse(more);
+      const [name, ...extraArgs] = parse(more).positionals;
       if (sub !== 'set' && sub !== 'list' && sub !== 'delete') {
         throw new UserError('usage: airlock secrets set NAME | list | delete NAME');
       }
-      if (sub === 'list' ? positionals.length !== 0 : positionals.length !== 1) {
-        throw new UserError(
-          sub === 'set'
-            ? 'usage: airlock secrets set NAME   (the value is read from stdin, never from the command line)'
-            : `usage: airlock secrets ${sub}${sub === 'list' ? '' : ' NAME'}`,
-        );
-      }
-      return secretsCommand({ action: sub, name: positionals[0], stdin: process.stdin });
+      // The command checks its arguments itself (a value given as an argument gets its own warning).
+      return secretsCommand({ action: sub, name, extraArgs, stdin: process.stdin });
     }
 
     case 'audit': {
@@ -173,9 +159,7 @@ export async function main(rawArgv: string[]): Promise<number> {
         lines: { type: 'string', short: 'n' },
       });
       if (positionals.length) throw new UserError(`unexpected argument "${positionals[0]}"`);
-      const file = values.file
-        ? path.resolve(values.file as string)
-        : (await config(values.config as string)).audit.file;
+      const file = values.file ? path.resolve(values.file as string) : (await config()).audit.file;
       if (sub === 'verify') return auditVerifyCommand({ file });
       if (sub === 'tail') {
         const decision = values.decision as string | undefined;
@@ -206,7 +190,7 @@ export async function main(rawArgv: string[]): Promise<number> {
       });
       if (!values.team) throw new UserError('--team TEAM is required');
       return claudeConfigCommand({
-        config: await config(values.config as string),
+        config: await config(),
         team: values.team as string,
         sandbox: Boolean(values.sandbox),
         socketDir: values['socket-dir'] as string | undefined,
@@ -215,8 +199,8 @@ export async function main(rawArgv: string[]): Promise<number> {
     }
 
     case 'doctor': {
-      const { values } = parse(rest);
-      return doctorCommand({ configFile: path.resolve(values.config as string) });
+      parse(rest);
+      return doctorCommand({ configFile });
     }
 
     default:

@@ -44,7 +44,7 @@ import path from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import zlib from 'node:zlib';
-import { classifyAddress, classifyHostname } from './addresses.js';
+import { classifyAddress, classifyHostname, type AddressClass } from './addresses.js';
 import { secretFormsLatin1, secretTailStart } from './secret-tail.js';
 import type { AuditEntry } from './audit.js';
 import { matchGlob } from './glob.js';
@@ -64,7 +64,7 @@ export interface ModelProxyLimits {
   idleTimeoutMs: number;
 }
 
-export const DEFAULT_MODEL_PROXY_LIMITS: ModelProxyLimits = {
+const DEFAULT_MODEL_PROXY_LIMITS: ModelProxyLimits = {
   maxRequestBytes: 32 * 1024 * 1024,
   totalTimeoutMs: 10 * 60_000,
   idleTimeoutMs: 5 * 60_000,
@@ -101,7 +101,7 @@ const USAGE_KEYS = [
 ] as const;
 
 /** What a response costs against the daily budget: all input (cached or not) plus output. */
-export function usageTokens(u: ModelUsage): number {
+function usageTokens(u: ModelUsage): number {
   return USAGE_KEYS.reduce((sum, k) => sum + (u[k] ?? 0), 0);
 }
 
@@ -134,6 +134,7 @@ const MAX_TAPPED_BYTES = 8 * 1024 * 1024;
 export function createModelProxy(deps: ModelProxyDeps): http.Server {
   const limits: ModelProxyLimits = { ...DEFAULT_MODEL_PROXY_LIMITS, ...deps.limits };
   const log = deps.log.child({ team: deps.team, server: 'model' });
+  const scrub = (text: string) => deps.redactor.scrub(text);
   const usage = new DailyTokenUsage(path.join(deps.stateDir, 'model', deps.team, 'usage.json'), log);
   // Keep-alive to the upstream (TLS handshakes per request would add latency to every turn).
   // Pooled sockets were connected through the guarded lookup, so reuse skips no check.
@@ -142,10 +143,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      log.error(
-        { err: deps.redactor.scrub(String((err as Error)?.message ?? err)) },
-        'model proxy request failed',
-      );
+      log.error({ err: scrub(String((err as Error)?.message ?? err)) }, 'model proxy request failed');
       if (!res.headersSent)
         sendError(res, 500, 'api_error', 'error: internal error in the model proxy', deps.redactor);
       else res.destroy();
@@ -161,7 +159,6 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const started = performance.now();
     const elapsed = () => Math.round((performance.now() - started) * 10) / 10;
-    const scrub = (text: string) => deps.redactor.scrub(text);
     const method = (req.method ?? '').toUpperCase();
     // Only the path and query are used; an absolute-form request line cannot pick the host.
     // WHATWG parsing also resolves dot segments (plain and %2e), so the glob sees the path the
@@ -329,7 +326,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     }
 
     // 5. Forward and relay.
-    const outcome = await forward({ req, res, section, upstreamUrl, method, body, limits });
+    const outcome = await forward({ req, res, section, upstreamUrl, method, body });
     // A generation that started (input counted) but never reported its output — the client left
     // mid-stream, or the stream broke — is charged its max_tokens: the budget errs on the side of
     // the team's bill, never in favour of an agent that disconnects to dodge it.
@@ -387,10 +384,8 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     upstreamUrl: URL;
     method: string;
     body: Buffer;
-    limits: ModelProxyLimits;
   }): Promise<ForwardOutcome> {
-    const { res, section, limits } = opts;
-    const scrub = (text: string) => deps.redactor.scrub(text);
+    const { res, section } = opts;
     const fail = (status: number, type: string, message: string): ForwardOutcome => ({
       status,
       bytes: 0,
@@ -606,7 +601,7 @@ function parseRequestJson(body: Buffer): { model?: string; stream?: boolean; max
  * against. The join is textual (origin + path): resolving "//host/…" as a reference against the
  * origin would make it a protocol-relative URL to another host, carrying the key there.
  */
-export function joinUpstream(upstream: string, pathname: string, search: string): URL | undefined {
+function joinUpstream(upstream: string, pathname: string, search: string): URL | undefined {
   const base = new URL(upstream);
   const prefix = base.pathname.replace(/\/+$/, '');
   let joined: URL;
@@ -620,7 +615,7 @@ export function joinUpstream(upstream: string, pathname: string, search: string)
 }
 
 /** The client's headers minus connection-level and credential-looking ones, plus the key. */
-export function forwardedHeaders(
+function forwardedHeaders(
   incoming: http.IncomingHttpHeaders,
   key: string,
 ): Record<string, string | string[]> {
@@ -692,11 +687,7 @@ class UpstreamError extends Error {
   override name = 'UpstreamError';
 }
 
-function addressProblem(
-  host: string,
-  cls: ReturnType<typeof classifyAddress>,
-  allowPrivate: boolean,
-): string | undefined {
+function addressProblem(host: string, cls: AddressClass, allowPrivate: boolean): string | undefined {
   if (cls.kind === 'metadata')
     return `upstream ${host} is a cloud metadata endpoint, which is never reachable`;
   if (cls.kind === 'private' && !allowPrivate) {
@@ -1001,7 +992,7 @@ function emptyDay(day: string): DailyUsageRecord {
 }
 
 /** Per-team token usage for the current UTC day, persisted so a restart does not reset it. */
-export class DailyTokenUsage {
+class DailyTokenUsage {
   private state: DailyUsageRecord | undefined;
   private loading: Promise<void> | undefined;
   private writing: Promise<void> = Promise.resolve();
@@ -1065,7 +1056,7 @@ export class DailyTokenUsage {
   }
 }
 
-export function msUntilUtcMidnight(now: Date): number {
+function msUntilUtcMidnight(now: Date): number {
   const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
   return midnight - now.getTime();
 }

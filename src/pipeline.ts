@@ -60,11 +60,12 @@ export interface PipelineDeps {
   callTimeoutMs?: number;
 }
 
-/** Longest string kept whole in an audit record's `args`; longer ones keep a prefix and a digest. */
-const AUDIT_STRING_LIMIT = 1024;
 const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
 /** Calls one session may have in flight; more are refused, so one session cannot hog the broker. */
 export const MAX_CALLS_PER_SESSION = 16;
+
+/** The fields every record of one call shares. */
+type AuditHead = Pick<AuditEntry, 'team' | 'server' | 'tool' | 'session' | 'call' | 'args'>;
 
 export class CallPipeline {
   private readonly schemaCache = new WeakMap<AnyToolDefinition, Tool>();
@@ -117,23 +118,12 @@ export class CallPipeline {
   ): Promise<CallToolResult> {
     const active = this.perSession.get(session.id) ?? 0;
     if (active >= MAX_CALLS_PER_SESSION) {
-      return this.guardAudit(async () => {
-        const reason = `at most ${MAX_CALLS_PER_SESSION} calls may run at once in one session; wait for one to finish`;
-        await this.deps.audit.append({
-          team: session.team,
-          server: session.server,
-          tool: name,
-          session: session.id,
-          call: randomUUID(),
-          args: this.auditArgs(rawArgs),
-          phase: 'result',
-          decision: 'deny',
-          rule: 'session.concurrency',
-          reason,
-          outcome: 'denied',
-        });
-        return errorResult(`denied: session.concurrency: ${reason}`);
-      });
+      const reason = `at most ${MAX_CALLS_PER_SESSION} calls may run at once in one session; wait for one to finish`;
+      return this.refuse(
+        auditHead(session, name, this.safeAuditArgs(rawArgs)),
+        { rule: 'session.concurrency', reason, outcome: 'denied' },
+        `denied: session.concurrency: ${reason}`,
+      );
     }
     this.perSession.set(session.id, active + 1);
     this.inFlight++;
@@ -146,23 +136,11 @@ export class CallPipeline {
         { team: session.team, server: session.server, tool: name, err: message },
         'call failed unexpectedly',
       );
-      return this.guardAudit(async () => {
-        await this.deps.audit.append({
-          team: session.team,
-          server: session.server,
-          tool: name,
-          session: session.id,
-          call: randomUUID(),
-          args: this.safeAuditArgs(rawArgs),
-          phase: 'result',
-          decision: 'deny',
-          rule: 'internal',
-          reason: message,
-          outcome: 'error',
-          error: message,
-        });
-        return errorResult(`error: the call could not be handled (${message})`);
-      });
+      return this.refuse(
+        auditHead(session, name, this.safeAuditArgs(rawArgs)),
+        { rule: 'internal', reason: message, outcome: 'error', error: message },
+        `error: the call could not be handled (${message})`,
+      );
     } finally {
       const left = (this.perSession.get(session.id) ?? 1) - 1;
       if (left === 0) this.perSession.delete(session.id);
@@ -179,25 +157,16 @@ export class CallPipeline {
   ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
-    const call = randomUUID();
-    const auditArgs = this.auditArgs(rawArgs);
-    const base = { team, server, tool: name, session: session.id, call, args: auditArgs };
+    const base = auditHead(session, name, this.auditArgs(rawArgs));
+    const { call } = base;
     const elapsed = () => round(performance.now() - started);
-
-    const refuse = async (rule: string, reason: string, text: string): Promise<CallToolResult> => {
-      await this.deps.audit.append({
-        ...base,
-        phase: 'result',
-        decision: 'deny',
-        rule,
-        reason: this.deps.redactor.scrub(reason),
-        outcome: 'denied',
-        durationMs: elapsed(),
-      });
-      return errorResult(this.deps.redactor.scrub(text));
-    };
-    const deny = (rule: string, reason: string) =>
-      this.guardAudit(() => refuse(rule, reason, `denied: ${rule}: ${reason}`));
+    const redactor = this.deps.redactor;
+    const deny = (rule: string, reason: string, text = `denied: ${rule}: ${reason}`) =>
+      this.refuse(
+        base,
+        { rule, reason: redactor.scrub(reason), outcome: 'denied', durationMs: elapsed() },
+        redactor.scrub(text),
+      );
 
     // 1. Default deny: a tool the team's policy does not list does not exist for it.
     const def = this.deps.servers.get(server);
@@ -217,9 +186,7 @@ export class CallPipeline {
     const parsed = tool.input.safeParse(rawArgs);
     if (!parsed.success) {
       const reason = formatZodError(parsed.error);
-      return this.guardAudit(() =>
-        refuse(`${rulePrefix}.input`, `invalid argument: ${reason}`, `invalid argument: ${reason}`),
-      );
+      return deny(`${rulePrefix}.input`, `invalid argument: ${reason}`, `invalid argument: ${reason}`);
     }
     const args = parsed.data;
 
@@ -228,8 +195,7 @@ export class CallPipeline {
     try {
       decision = tool.authorize(args, { team, section, options });
     } catch (err) {
-      if (err instanceof ToolError)
-        return this.guardAudit(() => refuse(err.rule ?? rulePrefix, err.message, toolErrorText(err)));
+      if (err instanceof ToolError) return deny(err.rule ?? rulePrefix, err.message, toolErrorText(err));
       throw err;
     }
     if (!decision.allow) return deny(decision.rule, decision.reason);
@@ -359,10 +325,25 @@ export class CallPipeline {
     return result;
   }
 
-  /** A denial whose record cannot be written still answers (nothing was done), but says so. */
-  private async guardAudit(fn: () => Promise<CallToolResult>): Promise<CallToolResult> {
+  /**
+   * The one record of a call refused before it reached the upstream (phase "result", decision
+   * "deny"), then the answer. A refusal whose record cannot be written still answers (nothing was
+   * done), but says so.
+   */
+  private async refuse(
+    head: AuditHead,
+    refusal: {
+      rule: string;
+      reason: string;
+      outcome: 'denied' | 'error';
+      error?: string;
+      durationMs?: number;
+    },
+    text: string,
+  ): Promise<CallToolResult> {
     try {
-      return await fn();
+      await this.deps.audit.append({ ...head, phase: 'result', decision: 'deny', ...refusal });
+      return errorResult(text);
     } catch (err) {
       this.deps.log.error({ err: (err as Error).message }, 'audit write failed for a refused call');
       return errorResult(`refused: the audit log is unavailable (${(err as Error).message})`);
@@ -380,7 +361,7 @@ export class CallPipeline {
 
   private auditArgs(raw: unknown): unknown {
     // The audit log's own truncation: long strings keep a prefix and a digest, long lists a count.
-    return truncateForAudit(this.deps.redactor.scrubDeep(raw), AUDIT_STRING_LIMIT);
+    return truncateForAudit(this.deps.redactor.scrubDeep(raw));
   }
 
   private runtime(def: ServerDefinition, team: string, section: unknown): Promise<ServerRuntime & object> {
@@ -433,6 +414,10 @@ export class CallPipeline {
     }
     return clean;
   }
+}
+
+function auditHead(session: SessionInfo, tool: string, args: unknown): AuditHead {
+  return { team: session.team, server: session.server, tool, session: session.id, call: randomUUID(), args };
 }
 
 function toObjectSchema(schema: z.ZodType, io: 'input' | 'output'): Tool['inputSchema'] {

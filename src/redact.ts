@@ -51,6 +51,8 @@ export function secretVariants(value: string): string[] {
 
 export class Redactor {
   private readonly values = new Set<string>();
+  /** Every form of every registered value (kept across adds: only a new value's forms are computed). */
+  private readonly forms = new Set<string>();
   private pattern: RegExp | null = null;
 
   /** Registers a secret value; returns false (and registers nothing) if it is too short to redact safely. */
@@ -58,10 +60,9 @@ export class Redactor {
     if (value.length < MIN_REDACTABLE_LENGTH) return false;
     if (this.values.has(value)) return true;
     this.values.add(value);
-    const all = new Set<string>();
-    for (const v of this.values) for (const variant of secretVariants(v)) all.add(variant);
+    for (const variant of secretVariants(value)) this.forms.add(variant);
     // Longest first so a value's longer encoding is replaced whole.
-    const parts = [...all].sort((a, b) => b.length - a.length).map(escapeRegExp);
+    const parts = [...this.forms].sort((a, b) => b.length - a.length).map(escapeRegExp);
     this.pattern = new RegExp(parts.join('|'), 'g');
     return true;
   }

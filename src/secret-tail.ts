@@ -5,7 +5,7 @@
 import { secretVariants } from './redact.js';
 
 /** Shorter trailing matches are left alone: too likely to be ordinary text, too little to matter. */
-export const MIN_SECRET_TAIL = 8;
+const MIN_SECRET_TAIL = 8;
 
 /** The forms of `secrets` that redaction knows (plain, hex, URL, JSON, base64), as latin1 text of their UTF-8 bytes. */
 export function secretFormsLatin1(secrets: Iterable<string>): string[] {
@@ -17,13 +17,13 @@ export function secretFormsLatin1(secrets: Iterable<string>): string[] {
 }
 
 /**
- * Where a trailing, incomplete copy of one of `forms` begins in `text` (at least `minLength`
+ * Where a trailing, incomplete copy of one of `forms` begins in `text` (at least MIN_SECRET_TAIL
  * characters of its beginning), or `text.length` when the text does not end in one.
  */
-export function secretTailStart(text: string, forms: readonly string[], minLength = MIN_SECRET_TAIL): number {
+export function secretTailStart(text: string, forms: readonly string[]): number {
   let start = text.length;
   for (const form of forms) {
-    for (let n = Math.min(form.length - 1, text.length); n >= minLength; n--) {
+    for (let n = Math.min(form.length - 1, text.length); n >= MIN_SECRET_TAIL; n--) {
       if (text.endsWith(form.slice(0, n))) {
         start = Math.min(start, text.length - n);
         break;

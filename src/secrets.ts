@@ -161,25 +161,27 @@ export class SecretStore {
   /** One read per secret per TTL, shared by concurrent callers; failures are not cached. */
   private cached(name: string, config: SecretConfig): Promise<ReadValue> {
     const now = Date.now();
-    const hit = this.cache.get(name);
-    if (hit && hit.expires > now)
-      return hit.read.then((r) => ({ value: r.value, warnings: [...r.warnings] }));
-    const source: ValueSource = 'githubApp' in config ? config.githubApp.privateKey : config;
-    const read = this.read(name, source).then((r) => {
-      if ('githubApp' in config) this.registerPemBody(r.value);
-      if (!this.redactor.add(r.value)) {
-        r.warnings.push(
-          `secret "${name}": the value is shorter than ${MIN_REDACTABLE_LENGTH} characters, so it cannot be redacted from output`,
-        );
-      }
-      return r;
-    });
-    const entry: CacheEntry = { read, expires: this.ttlMs > 0 ? now + this.ttlMs : 0 };
-    if (this.ttlMs > 0) this.cache.set(name, entry);
-    read.catch(() => {
-      if (this.cache.get(name) === entry) this.cache.delete(name);
-    });
-    return read.then((r) => ({ value: r.value, warnings: [...r.warnings] }));
+    let entry = this.cache.get(name);
+    if (!entry || entry.expires <= now) {
+      const source: ValueSource = 'githubApp' in config ? config.githubApp.privateKey : config;
+      const read = this.read(name, source).then((r) => {
+        if ('githubApp' in config) this.registerPemBody(r.value);
+        if (!this.redactor.add(r.value)) {
+          r.warnings.push(
+            `secret "${name}": the value is shorter than ${MIN_REDACTABLE_LENGTH} characters, so it cannot be redacted from output`,
+          );
+        }
+        return r;
+      });
+      const created: CacheEntry = { read, expires: this.ttlMs > 0 ? now + this.ttlMs : 0 };
+      if (this.ttlMs > 0) this.cache.set(name, created);
+      read.catch(() => {
+        if (this.cache.get(name) === created) this.cache.delete(name);
+      });
+      entry = created;
+    }
+    // Each caller gets its own warnings list (resolveAll adds to it).
+    return entry.read.then((r) => ({ value: r.value, warnings: [...r.warnings] }));
   }
 
   /**

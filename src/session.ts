@@ -16,7 +16,6 @@ import type { ServerName } from './tool.js';
 import { VERSION } from './version.js';
 
 export interface McpSession {
-  info: SessionInfo;
   server: Server;
   /** Tells the client its tool list changed (policy reload). */
   notifyToolsChanged(): void;
@@ -31,7 +30,6 @@ export async function openSession(
     server: ServerName;
     transport: Transport;
     kind: 'socket' | 'stdio';
-    description?: string;
   },
 ): Promise<McpSession> {
   const info: SessionInfo = { id: randomUUID(), team: opts.team, server: opts.server, transport: opts.kind };
@@ -64,7 +62,6 @@ export async function openSession(
   server.onclose = () => resolveClosed();
   await server.connect(opts.transport);
   return {
-    info,
     server,
     closed,
     notifyToolsChanged: () => void server.sendToolListChanged().catch(() => undefined),

@@ -52,7 +52,7 @@ export function gitBinary(): string {
 const UNSHARE_CANDIDATES = ['/usr/bin/unshare', '/bin/unshare'];
 const MOUNT_CANDIDATES = ['/usr/bin/mount', '/bin/mount'];
 
-/** Binds the work tree ("$2") onto itself with nosymfollow, enters it, then execs "$@" (git). */
+/** Binds the work tree ("$2") onto itself with nosymfollow and enters it; `then` runs after. */
 const CONFINE_SCRIPT =
   '"$1" --bind -- "$2" "$2" && "$1" -o remount,bind,nosymfollow -- "$2" && cd -- "$2" && ';
 
@@ -65,6 +65,24 @@ export interface Confinement {
 }
 
 const NSENTER_CANDIDATES = ['/usr/bin/nsenter', '/bin/nsenter'];
+
+/**
+ * The program and arguments that run `then` (a shell line; "$@" holds `rest`) in a fresh mount
+ * namespace, after confining `dir` there — used by the probe, per-command git and the holder.
+ */
+function confinedShell(
+  unshare: readonly string[],
+  mount: string,
+  dir: string,
+  then: string,
+  rest: readonly string[] = [],
+): [string, string[]] {
+  const [file, ...prefix] = unshare;
+  return [
+    file!,
+    [...prefix, '/bin/sh', '-c', `${CONFINE_SCRIPT}${then}`, 'airlock-confine', mount, dir, ...rest],
+  ];
+}
 
 let confinementProbe: Promise<Confinement> | undefined;
 
@@ -81,7 +99,7 @@ async function probeConfinement(): Promise<Confinement> {
   const unshare = firstExecutable(UNSHARE_CANDIDATES);
   const mount = firstExecutable(MOUNT_CANDIDATES);
   if (unshare && mount) {
-    const namespaceFlags = ['--mount', '--propagation', 'private'];
+    const namespaceFlags = ['--mount', '--propagation', 'private', '--'];
     const variants =
       process.getuid?.() === 0
         ? [
@@ -96,20 +114,11 @@ async function probeConfinement(): Promise<Confinement> {
       for (const variant of variants) {
         // Confined, following the symlink must fail: only then is the variant good.
         const code = await new Promise<number | null>((resolve) => {
-          const child = spawn(
-            variant[0]!,
-            [
-              ...variant.slice(1),
-              '--',
-              '/bin/sh',
-              '-c',
-              `${CONFINE_SCRIPT}! test -d link/`,
-              'airlock-confine',
-              mount,
-              scratch,
-            ],
-            { env: { PATH: '/usr/bin:/bin' }, stdio: 'ignore', timeout: 10_000 },
-          );
+          const child = spawn(...confinedShell(variant, mount, scratch, '! test -d link/'), {
+            env: { PATH: '/usr/bin:/bin' },
+            stdio: 'ignore',
+            timeout: 10_000,
+          });
           child.on('error', () => resolve(null));
           child.on('close', resolve);
         });
@@ -117,7 +126,7 @@ async function probeConfinement(): Promise<Confinement> {
           // Root can enter a namespace it made: one long-lived namespace per work tree then costs
           // each git command one nsenter instead of unshare + sh + mount.
           const nsenter = variant.includes('--user') ? undefined : firstExecutable(NSENTER_CANDIDATES);
-          return { unshare: [...variant, '--'], mount, ...(nsenter ? { nsenter } : {}) };
+          return { unshare: variant, mount, ...(nsenter ? { nsenter } : {}) };
         }
       }
     } finally {
@@ -288,22 +297,13 @@ function commandLine(
   // Node cannot set a child's umask or mounts; a fixed /bin/sh line does it (arguments stay in "$@").
   const umask = opts.umask === undefined ? '' : `umask ${opts.umask.toString(8).padStart(3, '0')} && `;
   if (!confinement) return ['/bin/sh', ['-c', `${umask}exec "$0" "$@"`, gitBinary(), ...argv]];
-  const script = `${CONFINE_SCRIPT}shift 2 && ${umask}exec "$@"`;
-  const [file, ...prefix] = confinement.unshare;
-  return [
-    file!,
-    [
-      ...prefix,
-      '/bin/sh',
-      '-c',
-      script,
-      'airlock-git',
-      confinement.mount,
-      opts.confineTo!,
-      gitBinary(),
-      ...argv,
-    ],
-  ];
+  return confinedShell(
+    confinement.unshare,
+    confinement.mount,
+    opts.confineTo!,
+    `shift 2 && ${umask}exec "$@"`,
+    [gitBinary(), ...argv],
+  );
 }
 
 // A long-lived confined namespace per work tree (root only). A holder process makes a private
@@ -362,18 +362,8 @@ function escapeMountinfo(p: string): string {
 }
 
 function startHolder(workTree: string, confinement: Confinement): Promise<Holder> {
-  const [file, ...prefix] = confinement.unshare;
   const child = spawn(
-    file!,
-    [
-      ...prefix,
-      '/bin/sh',
-      '-c',
-      `${CONFINE_SCRIPT}echo ready && exec cat >/dev/null`,
-      'airlock-confine',
-      confinement.mount,
-      workTree,
-    ],
+    ...confinedShell(confinement.unshare, confinement.mount, workTree, 'echo ready && exec cat >/dev/null'),
     { env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'pipe', 'ignore'] },
   );
   // Never keep the broker alive for it; its stdin closing is what ends it.

@@ -5,22 +5,18 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { matchAny } from '../../src/glob.js';
-import { allow, defineTool, deny, ToolError, type Decision } from '../../src/tool.js';
 import {
-  noOptionsSchema,
-  pullOptionsSchema,
-  pushOptionsSchema,
-  type GitSection,
-  type PullOptions,
-  type PushOptions,
-} from './policy.js';
-import {
-  openWorkspace,
-  TRACKING_PREFIX,
-  withLock,
-  type GitToolContext,
-  type WorkspaceGit,
-} from './workspace.js';
+  allow,
+  defineTool,
+  deny,
+  ToolError,
+  type AuthorizeContext,
+  type Decision,
+  type ToolAnnotations,
+  type ToolDefinition,
+} from '../../src/tool.js';
+import { noOptionsSchema, pullOptionsSchema, pushOptionsSchema, type GitSection } from './policy.js';
+import { openWorkspace, TRACKING_PREFIX, withLock, type WorkspaceGit } from './workspace.js';
 
 /** Cap on diff/log/show text handed back to the agent. */
 export const MAX_OUTPUT_BYTES = 256 * 1024;
@@ -34,19 +30,36 @@ const pathArg = z.string().min(1).max(4096);
 const sha = z.string();
 const truncatedField = z.boolean().describe('True when the output was cut at the size cap');
 
-function ctxOf(ctx: unknown): GitToolContext {
-  return ctx as GitToolContext;
+/** defineTool with the section typed as the git section (so handlers need no casts). */
+function defineGitTool<In extends z.ZodObject, Out extends z.ZodObject, Options extends z.ZodObject>(
+  def: ToolDefinition<In, Out, Options, GitSection>,
+): ToolDefinition<In, Out, Options, GitSection> {
+  return defineTool(def);
 }
 
-function authorizeWorkspace(workspace: string, section: GitSection): Decision {
-  if (!Object.prototype.hasOwnProperty.call(section.workspaces, workspace)) {
-    return deny('git.workspaces', `workspace "${workspace}" is not in the policy`);
+/** The policy check of every tool: the workspace must be named in the policy. */
+function authorizeWorkspace(args: { workspace: string }, ctx: AuthorizeContext<GitSection>): Decision {
+  if (!Object.prototype.hasOwnProperty.call(ctx.section.workspaces, args.workspace)) {
+    return deny('git.workspaces', `workspace "${args.workspace}" is not in the policy`);
   }
-  return allow(`git.workspaces.${workspace}`);
+  return allow(`git.workspaces.${args.workspace}`);
 }
 
 function truncationNote(truncated: boolean): string {
   return truncated ? `\n[output truncated at ${MAX_OUTPUT_BYTES} bytes]` : '';
+}
+
+/** [full ref name, object id] of every ref under the given prefixes. */
+async function listRefs(git: WorkspaceGit, ...prefixes: string[]): Promise<[string, string][]> {
+  const out = await git.text(['for-each-ref', '--format=%(refname)%00%(objectname)', ...prefixes], {
+    readOnly: true,
+  });
+  const refs: [string, string][] = [];
+  for (const line of out.split('\n')) {
+    const [ref, oid] = line.split('\0');
+    if (ref && oid) refs.push([ref, oid]);
+  }
+  return refs;
 }
 
 async function currentBranch(git: WorkspaceGit): Promise<string | undefined> {
@@ -56,12 +69,29 @@ async function currentBranch(git: WorkspaceGit): Promise<string | undefined> {
   return m?.[1];
 }
 
-const READ_ONLY = {
+// The MCP title annotation is the tool's title (the pipeline adds it).
+const READ_ONLY: ToolAnnotations = {
   readOnlyHint: true,
   destructiveHint: false,
   idempotentHint: true,
   openWorldHint: false,
-} as const;
+};
+
+/** Hints for a tool that changes state: neither destructive, idempotent nor networked unless said. */
+function writes(hints: Partial<ToolAnnotations> = {}): ToolAnnotations {
+  return {
+    readOnlyHint: false,
+    destructiveHint: false,
+    idempotentHint: false,
+    openWorldHint: false,
+    ...hints,
+  };
+}
+
+/** The last few lines of git's output, for an error message. */
+function lastLines(text: string): string {
+  return text.trim().split('\n').slice(-4).join('\n');
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -73,7 +103,7 @@ const statusFile = z.object({
   workTree: z.string().describe('Work tree status letter'),
 });
 
-export const gitStatus = defineTool({
+export const gitStatus = defineGitTool({
   name: 'git_status',
   title: 'Git status',
   description:
@@ -90,10 +120,10 @@ export const gitStatus = defineTool({
     truncated: truncatedField,
   }),
   options: noOptionsSchema,
-  annotations: { title: 'Git status', ...READ_ONLY },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: READ_ONLY,
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     const branch = await currentBranch(git);
     const [status, counts] = await Promise.all([
       git.run(
@@ -181,7 +211,7 @@ export const gitStatus = defineTool({
 
 const DIFF_FLAGS = ['--no-color', '--no-ext-diff', '--no-textconv', '--ignore-submodules=all'];
 
-export const gitDiff = defineTool({
+export const gitDiff = defineGitTool({
   name: 'git_diff',
   title: 'Git diff',
   description:
@@ -196,10 +226,10 @@ export const gitDiff = defineTool({
     .strict(),
   output: z.object({ diff: z.string(), truncated: truncatedField }),
   options: noOptionsSchema,
-  annotations: { title: 'Git diff', ...READ_ONLY },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: READ_ONLY,
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     const commit = args.ref !== undefined ? await git.resolveCommit(args.ref) : undefined;
     const paths = args.paths ? await git.resolvePaths(args.paths) : [];
     const argv = ['diff', ...DIFF_FLAGS];
@@ -230,7 +260,7 @@ const commitSummary = z.object({
 const NUL = '\0';
 const LOG_FIELDS = 5;
 
-export const gitLog = defineTool({
+export const gitLog = defineGitTool({
   name: 'git_log',
   title: 'Git log',
   description:
@@ -244,13 +274,11 @@ export const gitLog = defineTool({
     .strict(),
   output: z.object({ commits: z.array(commitSummary), truncated: truncatedField }),
   options: noOptionsSchema,
-  annotations: { title: 'Git log', ...READ_ONLY },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
-    let commit: string | undefined;
-    if (args.ref !== undefined) commit = await git.resolveCommit(args.ref);
-    else commit = await git.refSha('HEAD');
+  annotations: READ_ONLY,
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
+    const commit = args.ref !== undefined ? await git.resolveCommit(args.ref) : await git.refSha('HEAD');
     if (!commit) return { structured: { commits: [], truncated: false }, text: 'no commits yet' };
     const r = await git.run(
       [
@@ -290,7 +318,7 @@ export const gitLog = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitShow = defineTool({
+export const gitShow = defineGitTool({
   name: 'git_show',
   title: 'Git show',
   description: 'One commit: sha, author, date, full message and its patch (capped at 256 KiB).',
@@ -305,10 +333,10 @@ export const gitShow = defineTool({
     truncated: truncatedField,
   }),
   options: noOptionsSchema,
-  annotations: { title: 'Git show', ...READ_ONLY },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: READ_ONLY,
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     const commit = await git.resolveCommit(args.ref);
     const r = await git.run(
       ['show', ...DIFF_FLAGS, '--patch', '--format=%H%x00%an%x00%ae%x00%aI%x00%B%x00', commit, '--'],
@@ -343,7 +371,7 @@ export const gitShow = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitBranchList = defineTool({
+export const gitBranchList = defineGitTool({
   name: 'git_branch_list',
   title: 'List git branches',
   description: 'Local branches (marking the current one) and remote branches as of the last fetch.',
@@ -354,22 +382,14 @@ export const gitBranchList = defineTool({
     remote: z.array(z.object({ name: z.string(), sha })),
   }),
   options: noOptionsSchema,
-  annotations: { title: 'List git branches', ...READ_ONLY },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: READ_ONLY,
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     const current = (await currentBranch(git)) ?? null;
-    const out = await git.text(
-      ['for-each-ref', '--format=%(refname)%00%(objectname)', 'refs/heads/', TRACKING_PREFIX],
-      {
-        readOnly: true,
-      },
-    );
     const local: { name: string; sha: string; current: boolean }[] = [];
     const remote: { name: string; sha: string }[] = [];
-    for (const line of out.split('\n')) {
-      const [ref, oid] = line.split('\0');
-      if (!ref || !oid) continue;
+    for (const [ref, oid] of await listRefs(git, 'refs/heads/', TRACKING_PREFIX)) {
       if (ref.startsWith('refs/heads/')) {
         const name = ref.slice('refs/heads/'.length);
         local.push({ name, sha: oid, current: name === current });
@@ -387,7 +407,7 @@ export const gitBranchList = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitCreateBranch = defineTool({
+export const gitCreateBranch = defineGitTool({
   name: 'git_create_branch',
   title: 'Create a git branch',
   description:
@@ -397,16 +417,10 @@ export const gitCreateBranch = defineTool({
     .strict(),
   output: z.object({ name: z.string(), sha }),
   options: noOptionsSchema,
-  annotations: {
-    title: 'Create a git branch',
-    readOnlyHint: false,
-    destructiveHint: false,
-    idempotentHint: false,
-    openWorldHint: false,
-  },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: writes(),
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     await git.checkBranchName(args.name);
     return withLock(git.ws.gitDir, async () => {
       const commit = await git.resolveCommit(args.from ?? 'HEAD', 'from');
@@ -428,7 +442,7 @@ export const gitCreateBranch = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitCheckout = defineTool({
+export const gitCheckout = defineGitTool({
   name: 'git_checkout',
   title: 'Switch git branch',
   description:
@@ -436,16 +450,10 @@ export const gitCheckout = defineTool({
   input: z.object({ workspace: workspaceArg, branch: z.string().min(1).max(200) }).strict(),
   output: z.object({ branch: z.string(), sha, created: z.boolean() }),
   options: noOptionsSchema,
-  annotations: {
-    title: 'Switch git branch',
-    readOnlyHint: false,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: writes({ idempotentHint: true }),
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     await git.checkBranchName(args.branch);
     return withLock(git.ws.gitDir, async () => {
       const local = await git.refSha(`refs/heads/${args.branch}`);
@@ -473,7 +481,7 @@ export const gitCheckout = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitAdd = defineTool({
+export const gitAdd = defineGitTool({
   name: 'git_add',
   title: 'Stage files',
   description:
@@ -481,16 +489,10 @@ export const gitAdd = defineTool({
   input: z.object({ workspace: workspaceArg, paths: z.array(pathArg).min(1).max(1000) }).strict(),
   output: z.object({ staged: z.array(z.string()), truncated: truncatedField }),
   options: noOptionsSchema,
-  annotations: {
-    title: 'Stage files',
-    readOnlyHint: false,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: false,
-  },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: writes({ idempotentHint: true }),
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     const paths = await git.resolvePaths(args.paths);
     return withLock(git.ws.gitDir, async () => {
       await git.run(['add', '--', ...paths]);
@@ -514,7 +516,7 @@ export const gitAdd = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitCommit = defineTool({
+export const gitCommit = defineGitTool({
   name: 'git_commit',
   title: 'Commit staged changes',
   description:
@@ -530,18 +532,12 @@ export const gitCommit = defineTool({
     .strict(),
   output: z.object({ sha, branch: z.string().nullable(), subject: z.string() }),
   options: noOptionsSchema,
-  annotations: {
-    title: 'Commit staged changes',
-    readOnlyHint: false,
-    destructiveHint: false,
-    idempotentHint: false,
-    openWorldHint: false,
-  },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
+  annotations: writes(),
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
     if (args.message.includes('\0')) throw new ToolError('commit message must not contain NUL', 'invalid');
     if (args.message.trim() === '') throw new ToolError('commit message is empty', 'invalid');
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+    const git = await openWorkspace(ctx, args.workspace);
     return withLock(git.ws.gitDir, async () => {
       const staged = await git.run(['diff', '--cached', '--quiet', '--ignore-submodules=all'], {
         allowFailure: true,
@@ -564,16 +560,10 @@ export const gitCommit = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
+/** Remote branch name → commit, as of the last fetch. */
 async function trackingRefs(git: WorkspaceGit): Promise<Map<string, string>> {
-  const out = await git.text(['for-each-ref', '--format=%(refname)%00%(objectname)', TRACKING_PREFIX], {
-    readOnly: true,
-  });
-  const refs = new Map<string, string>();
-  for (const line of out.split('\n')) {
-    const [ref, oid] = line.split('\0');
-    if (ref && oid) refs.set(ref.slice(TRACKING_PREFIX.length), oid);
-  }
-  return refs;
+  const refs = await listRefs(git, TRACKING_PREFIX);
+  return new Map(refs.map(([ref, oid]) => [ref.slice(TRACKING_PREFIX.length), oid]));
 }
 
 /** Fetch from the policy remote (never a configured remote) into refs/remotes/origin/. */
@@ -596,7 +586,7 @@ async function fetchFromPolicyRemote(git: WorkspaceGit, refspec: string): Promis
   );
 }
 
-export const gitFetch = defineTool({
+export const gitFetch = defineGitTool({
   name: 'git_fetch',
   title: 'Fetch from the remote',
   description:
@@ -609,16 +599,10 @@ export const gitFetch = defineTool({
     ),
   }),
   options: noOptionsSchema,
-  annotations: {
-    title: 'Fetch from the remote',
-    readOnlyHint: false,
-    destructiveHint: false,
-    idempotentHint: true,
-    openWorldHint: true,
-  },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  annotations: writes({ idempotentHint: true, openWorldHint: true }),
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     return withLock(git.ws.gitDir, async () => {
       const before = await trackingRefs(git);
       await fetchFromPolicyRemote(git, `+refs/heads/*:${TRACKING_PREFIX}*`);
@@ -645,7 +629,7 @@ export const gitFetch = defineTool({
 
 // ---------------------------------------------------------------------------------------------
 
-export const gitPull = defineTool({
+export const gitPull = defineGitTool({
   name: 'git_pull',
   title: 'Pull the current branch',
   description:
@@ -658,17 +642,9 @@ export const gitPull = defineTool({
     result: z.enum(['up-to-date', 'fast-forward', 'merge']),
   }),
   options: pullOptionsSchema,
-  annotations: {
-    title: 'Pull the current branch',
-    readOnlyHint: false,
-    destructiveHint: false,
-    idempotentHint: false,
-    openWorldHint: true,
-  },
-  authorize: (args, ctx) => authorizeWorkspace(args.workspace, ctx.section as GitSection),
-  async run(args, rawCtx) {
-    const ctx = ctxOf(rawCtx);
-    const options = ctx.options as PullOptions;
+  annotations: writes({ openWorldHint: true }),
+  authorize: authorizeWorkspace,
+  async run(args, ctx) {
     const git = await openWorkspace(ctx, args.workspace);
     return withLock(git.ws.gitDir, async () => {
       // Read under the lock: a git_checkout queued before us may switch branches first.
@@ -687,7 +663,7 @@ export const gitPull = defineTool({
       const ff =
         from === null ||
         (await git.run(['merge-base', '--is-ancestor', from, target], { allowFailure: true })).code === 0;
-      if (!ff && !options.merge) {
+      if (!ff && !ctx.options.merge) {
         throw new ToolError(
           `${branch} has diverged from the remote and the policy allows fast-forward pulls only`,
           'denied',
@@ -701,7 +677,7 @@ export const gitPull = defineTool({
         // Leave the work tree as it was, never half-merged.
         await git.run(['merge', '--abort'], { allowFailure: true });
         throw new ToolError(
-          `git merge failed (merge aborted): ${r.stderr.trim().split('\n').slice(-4).join('\n') || r.stdout.toString('utf8').trim().split('\n').slice(-4).join('\n')}`,
+          `git merge failed (merge aborted): ${lastLines(r.stderr) || lastLines(r.stdout.toString('utf8'))}`,
         );
       }
       const to = (await git.refSha('HEAD')) ?? target;
@@ -718,7 +694,7 @@ export const gitPull = defineTool({
 
 const TAG_PREFIX = 'refs/tags/';
 
-export const gitPush = defineTool({
+export const gitPush = defineGitTool({
   name: 'git_push',
   title: 'Push a branch',
   description:
@@ -742,18 +718,13 @@ export const gitPush = defineTool({
     remoteMessages: z.string().describe('Lines the remote sent back ("remote: …"), e.g. why it refused'),
   }),
   options: pushOptionsSchema,
-  annotations: {
-    title: 'Push a branch',
-    readOnlyHint: false,
-    destructiveHint: true,
-    idempotentHint: false,
-    openWorldHint: true,
-  },
+  annotations: writes({ destructiveHint: true, openWorldHint: true }),
   authorize(args, ctx) {
-    const ws = authorizeWorkspace(args.workspace, ctx.section as GitSection);
+    const ws = authorizeWorkspace(args, ctx);
     if (!ws.allow) return ws;
-    const options = ctx.options as PushOptions;
-    if (args.branch.startsWith(TAG_PREFIX)) {
+    const options = ctx.options;
+    const isTag = args.branch.startsWith(TAG_PREFIX);
+    if (isTag) {
       if (!options.tags) return deny('git.tools.git_push.tags', 'pushing tags is not allowed by the policy');
     } else if (!matchAny(options.branches, args.branch)) {
       return deny(
@@ -767,12 +738,10 @@ export const gitPush = defineTool({
       return deny('git.tools.git_push.force', 'force pushes are not allowed by the policy');
     if (args.delete && !options.delete)
       return deny('git.tools.git_push.delete', 'deleting remote branches is not allowed by the policy');
-    return allow(
-      args.branch.startsWith(TAG_PREFIX) ? 'git.tools.git_push.tags' : 'git.tools.git_push.branches',
-    );
+    return allow(isTag ? 'git.tools.git_push.tags' : 'git.tools.git_push.branches');
   },
-  async run(args, rawCtx) {
-    const git = await openWorkspace(ctxOf(rawCtx), args.workspace);
+  async run(args, ctx) {
+    const git = await openWorkspace(ctx, args.workspace);
     const isTag = args.branch.startsWith(TAG_PREFIX);
     let ref: string;
     if (isTag) {
@@ -804,9 +773,7 @@ export const gitPush = defineTool({
       const flag = line?.[0];
       const summary = (line?.split('\t')[2] ?? '').trim();
       if (r.code !== 0 && flag !== '!') {
-        throw new ToolError(
-          `git push failed: ${r.stderr.trim().split('\n').slice(-4).join('\n') || 'no output'}`,
-        );
+        throw new ToolError(`git push failed: ${lastLines(r.stderr) || 'no output'}`);
       }
       const pushed = r.code === 0 && flag !== '!';
       if (pushed && tracking) {

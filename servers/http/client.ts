@@ -32,8 +32,7 @@ export interface ResolvedAddress {
 /** Resolves a host name to all of its addresses (the seam tests use to prove pinning). */
 export type Resolver = (hostname: string) => Promise<ResolvedAddress[]>;
 
-export const systemResolver: Resolver = (hostname) =>
-  dns.promises.lookup(hostname, { all: true, verbatim: true });
+const systemResolver: Resolver = (hostname) => dns.promises.lookup(hostname, { all: true, verbatim: true });
 
 /** What the policy says about one hop (the first request, or a redirect target). */
 export interface HopPlan {
@@ -82,7 +81,7 @@ export interface UpstreamResponse {
   redirects: string[];
 }
 
-export const DEFAULT_MAX_REDIRECTS = 5;
+const DEFAULT_MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const ACCEPT_ENCODING = 'gzip, deflate, br';
 

@@ -1,6 +1,7 @@
 // http_request: one HTTP call to an upstream the team policy allows, made on the host, with the
 // policy's credential injected outside the sandbox. Schema, policy check and handler live here;
 // the hardened transport (DNS pinning, redirects, caps, deadline) is client.ts.
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import { matchAny } from '../../src/glob.js';
 import { allow, defineTool, deny, ToolError, type Decision, type SecretAccess } from '../../src/tool.js';
@@ -17,7 +18,7 @@ import {
 } from './section.js';
 
 /** Largest request body sent upstream (UTF-8 bytes). */
-export const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
+const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 const MAX_REQUEST_HEADERS = 64;
 const MAX_HEADER_VALUE_BYTES = 8 * 1024;
 
@@ -188,7 +189,7 @@ export function checkRequest(
  * Validates the caller's headers and drops those it may not set. Names come back lower-case.
  * Throws ToolError('invalid') on anything that could split or smuggle a header.
  */
-export function sanitizeCallerHeaders(headers: Record<string, string> | undefined): {
+function sanitizeCallerHeaders(headers: Record<string, string> | undefined): {
   headers: Record<string, string>;
   dropped: string[];
 } {
@@ -258,13 +259,7 @@ const TEXTUAL_TYPE =
 function bodyEncodingFor(contentType: string | undefined, body: Buffer, decoded: boolean): 'utf8' | 'base64' {
   if (!decoded) return 'base64'; // still compressed in an encoding we do not decode
   if (contentType) return TEXTUAL_TYPE.test(contentType.trim()) ? 'utf8' : 'base64';
-  if (body.includes(0)) return 'base64';
-  try {
-    new TextDecoder('utf-8', { fatal: true }).decode(body);
-    return 'utf8';
-  } catch {
-    return 'base64';
-  }
+  return !body.includes(0) && isUtf8(body) ? 'utf8' : 'base64';
 }
 
 function responseHeaders(res: UpstreamResponse): Record<string, string> {

@@ -23,7 +23,7 @@ import {
   makeTraversable,
   runAsAgent,
 } from './sandbox.js';
-import { startModelApi, startOrdersApi, type ModelApi, type OrdersApi } from './upstreams.js';
+import { startModelApi, startOrdersApi, type LocalApi } from './upstreams.js';
 import type { SmartHttpServer } from './git-http-server.js';
 
 const HERE = import.meta.dirname; // dist/src/demo
@@ -148,7 +148,7 @@ class DemoRun {
 // ---------------------------------------------------------------------------------------------
 // The parts of the session, one per server.
 
-function httpPart(run: DemoRun, api: OrdersApi, socket: string, gitEnabled: boolean): Part {
+function httpPart(run: DemoRun, api: LocalApi, socket: string, gitEnabled: boolean): Part {
   const before = api.requests.length;
   const steps: AgentStep[] = [
     { kind: 'tools', label: 'http: tools/list', socket },
@@ -231,7 +231,7 @@ function httpPart(run: DemoRun, api: OrdersApi, socket: string, gitEnabled: bool
   };
 }
 
-function modelPart(run: DemoRun, model: ModelApi, socket: string): Part {
+function modelPart(run: DemoRun, model: LocalApi, socket: string): Part {
   const before = model.requests.length;
   const headers = {
     'content-type': 'application/json',

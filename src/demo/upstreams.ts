@@ -11,7 +11,8 @@ export interface ApiRequest {
   authorized: boolean;
 }
 
-export interface OrdersApi {
+/** A fake API on the host's loopback, and the requests it got. */
+export interface LocalApi {
   /** e.g. http://127.0.0.1:41234 */
   origin: string;
   requests: ApiRequest[];
@@ -29,31 +30,13 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/**
- * An orders API: every request needs `Authorization: Bearer <apiKey>` (401 otherwise);
- * GET /v1/orders lists orders, GET /v1/orders/<id> shows one, DELETE /v1/orders/<id> "deletes".
- */
-export async function startOrdersApi(apiKey: string): Promise<OrdersApi> {
-  const requests: ApiRequest[] = [];
-  const server = http.createServer((req, res) => {
-    req.resume();
-    const authorized = sameSecret(req.headers.authorization ?? '', `Bearer ${apiKey}`);
-    requests.push({ method: req.method ?? '', url: req.url ?? '', authorized });
-    const reply = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    if (!authorized) return reply(401, { error: 'missing or wrong API key' });
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const one = /^\/v1\/orders\/([\w-]+)$/.exec(url.pathname);
-    if (req.method === 'GET' && url.pathname === '/v1/orders') return reply(200, { orders: ORDERS });
-    if (req.method === 'GET' && one) {
-      const order = ORDERS.find((o) => o.id === one[1]);
-      return order ? reply(200, order) : reply(404, { error: 'no such order' });
-    }
-    if (req.method === 'DELETE' && one) return reply(200, { deleted: one[1] });
-    return reply(404, { error: 'not found' });
-  });
+function reply(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+/** Starts `server` on a free loopback port. */
+async function listen(server: http.Server, requests: ApiRequest[]): Promise<LocalApi> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
@@ -67,17 +50,35 @@ export async function startOrdersApi(apiKey: string): Promise<OrdersApi> {
   };
 }
 
-export interface ModelApi {
-  origin: string;
-  requests: ApiRequest[];
-  close(): Promise<void>;
+/**
+ * An orders API: every request needs `Authorization: Bearer <apiKey>` (401 otherwise);
+ * GET /v1/orders lists orders, GET /v1/orders/<id> shows one, DELETE /v1/orders/<id> "deletes".
+ */
+export async function startOrdersApi(apiKey: string): Promise<LocalApi> {
+  const requests: ApiRequest[] = [];
+  const server = http.createServer((req, res) => {
+    req.resume();
+    const authorized = sameSecret(req.headers.authorization ?? '', `Bearer ${apiKey}`);
+    requests.push({ method: req.method ?? '', url: req.url ?? '', authorized });
+    if (!authorized) return reply(res, 401, { error: 'missing or wrong API key' });
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const one = /^\/v1\/orders\/([\w-]+)$/.exec(url.pathname);
+    if (req.method === 'GET' && url.pathname === '/v1/orders') return reply(res, 200, { orders: ORDERS });
+    if (req.method === 'GET' && one) {
+      const order = ORDERS.find((o) => o.id === one[1]);
+      return order ? reply(res, 200, order) : reply(res, 404, { error: 'no such order' });
+    }
+    if (req.method === 'DELETE' && one) return reply(res, 200, { deleted: one[1] });
+    return reply(res, 404, { error: 'not found' });
+  });
+  return listen(server, requests);
 }
 
 /**
  * A stand-in for the Anthropic Messages API: POST /v1/messages needs `x-api-key: <apiKey>`
  * (401 otherwise) and answers with a short assistant message and its token usage.
  */
-export async function startModelApi(apiKey: string): Promise<ModelApi> {
+export async function startModelApi(apiKey: string): Promise<LocalApi> {
   const requests: ApiRequest[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -86,18 +87,14 @@ export async function startModelApi(apiKey: string): Promise<ModelApi> {
       const key = req.headers['x-api-key'];
       const authorized = typeof key === 'string' && sameSecret(key, apiKey);
       requests.push({ method: req.method ?? '', url: req.url ?? '', authorized });
-      const reply = (status: number, body: unknown) => {
-        res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
-      };
       if (!authorized) {
-        return reply(401, {
+        return reply(res, 401, {
           type: 'error',
           error: { type: 'authentication_error', message: 'invalid x-api-key' },
         });
       }
       if (req.method !== 'POST' || req.url !== '/v1/messages') {
-        return reply(404, { type: 'error', error: { type: 'not_found_error', message: 'not found' } });
+        return reply(res, 404, { type: 'error', error: { type: 'not_found_error', message: 'not found' } });
       }
       let model = 'claude-demo';
       try {
@@ -105,12 +102,12 @@ export async function startModelApi(apiKey: string): Promise<ModelApi> {
           (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { model?: string }).model ?? model,
         );
       } catch {
-        return reply(400, {
+        return reply(res, 400, {
           type: 'error',
           error: { type: 'invalid_request_error', message: 'body is not JSON' },
         });
       }
-      reply(200, {
+      reply(res, 200, {
         id: 'msg_demo_01',
         type: 'message',
         role: 'assistant',
@@ -121,15 +118,5 @@ export async function startModelApi(apiKey: string): Promise<ModelApi> {
       });
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    origin: `http://127.0.0.1:${port}`,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return listen(server, requests);
 }

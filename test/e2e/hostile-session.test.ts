@@ -3,14 +3,12 @@
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Broker } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
-import { silentLogger } from '../../src/log.js';
 import {
   INIT_LINE,
-  makeInstallation,
   rawExchange,
-  startEchoUpstream,
+  startAcmeHttpBroker,
+  type AcmeHttpBroker,
+  type EchoUpstream,
   type Installation,
 } from '../helpers/fixture.js';
 
@@ -18,39 +16,17 @@ const line = (o: unknown) => JSON.stringify(o) + '\n';
 const INITIALIZED = line({ jsonrpc: '2.0', method: 'notifications/initialized' });
 
 describe('hostile MCP sessions', () => {
+  let fixture: AcmeHttpBroker | undefined;
   let inst: Installation;
-  let upstream: Awaited<ReturnType<typeof startEchoUpstream>>;
-  let broker: Broker;
+  let upstream: EchoUpstream;
   let socketPath: string;
 
   beforeAll(async () => {
-    upstream = await startEchoUpstream();
-    inst = await makeInstallation({
-      secrets: { 'api-token': 'sk_hostile_session_secret_0123456789' },
-      policies: {
-        'acme.yaml': `team: acme
-servers:
-  http:
-    hosts:
-      - origin: ${upstream.origin}
-        methods: [GET, POST]
-        paths: ["/v1/**"]
-        inject: { header: Authorization, value: "Bearer \${secret:api-token}" }
-        allowPrivateAddress: true
-    tools:
-      http_request: {}
-`,
-      },
-    });
-    broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
-    socketPath = inst.socket('acme', 'http');
+    fixture = await startAcmeHttpBroker({ secret: 'sk_hostile_session_secret_0123456789' });
+    ({ inst, upstream, socketPath } = fixture);
   });
 
-  afterAll(async () => {
-    await broker?.stop(1000);
-    await upstream?.close();
-    await inst?.cleanup();
-  });
+  afterAll(() => fixture?.close());
 
   const records = async () =>
     (await readFile(inst.auditFile, 'utf8').catch(() => ''))

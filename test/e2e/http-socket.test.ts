@@ -5,61 +5,39 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
-import { Broker } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
+import type { Broker } from '../../src/broker.js';
 import { verifyAuditFile } from '../../src/audit.js';
-import { silentLogger } from '../../src/log.js';
 import {
+  acmeHttpPolicy,
   connectSocketClient,
   INIT_LINE,
-  makeInstallation,
   rawExchange,
-  startEchoUpstream,
+  startAcmeHttpBroker,
+  type AcmeHttpBroker,
+  type EchoUpstream,
   type Installation,
 } from '../helpers/fixture.js';
 
 const SECRET = 'sk_live_e2eSecretValue0123456789abcdef';
 
-function policy(origin: string, extraTools = ''): string {
-  return `team: acme
-servers:
-  http:
-    hosts:
-      - origin: ${origin}
-        methods: [GET, POST]
-        paths: ["/v1/**"]
-        inject: { header: Authorization, value: "Bearer \${secret:api-token}" }
-        allowPrivateAddress: true
-    maxResponseBytes: 65536
-    timeoutMs: 3000
-    tools:
-      http_request: {}${extraTools}
-`;
-}
+const HTTP_LIMITS = '    maxResponseBytes: 65536\n    timeoutMs: 3000\n';
+const policy = (origin: string) => acmeHttpPolicy(origin, HTTP_LIMITS);
 
 const text = (r: CallToolResult) => (r.content[0] as { text: string }).text;
 
 describe('http server end to end over a Unix socket', () => {
+  let fixture: AcmeHttpBroker | undefined;
   let inst: Installation;
-  let upstream: Awaited<ReturnType<typeof startEchoUpstream>>;
+  let upstream: EchoUpstream;
   let broker: Broker;
   let socketPath: string;
 
   beforeAll(async () => {
-    upstream = await startEchoUpstream();
-    inst = await makeInstallation({
-      secrets: { 'api-token': SECRET },
-      policies: { 'acme.yaml': policy(upstream.origin) },
-    });
-    broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
-    socketPath = inst.socket('acme', 'http');
+    fixture = await startAcmeHttpBroker({ secret: SECRET, sectionYaml: HTTP_LIMITS });
+    ({ inst, upstream, broker, socketPath } = fixture);
   });
 
-  afterAll(async () => {
-    await broker?.stop(1000);
-    await upstream?.close();
-    await inst?.cleanup();
-  });
+  afterAll(() => fixture?.close());
 
   it('creates the socket 0660 in a 0750 team folder', async () => {
     expect((await stat(socketPath)).mode & 0o777).toBe(0o660);

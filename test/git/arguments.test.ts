@@ -2,53 +2,34 @@
 // Each is refused with a clear "invalid argument:" message before git could act on it.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { gitTools } from '../../servers/git/tools.js';
-import { callTool, gitContext, mustCall, tempDir } from './context.js';
-import { createBareRepo, startSmartHttpServer, type SmartHttpServer } from './smart-http-server.js';
+import { callTool, mustCall, useGitRemote, type GitTestContext } from './context.js';
+import { createBareRepo } from './smart-http-server.js';
 
 const SECRET = 'ghs_ArgumentsSecret_0c1d2e';
 const tool = Object.fromEntries(gitTools.map((t) => [t.name, t]));
 
-let root: string;
-let server: SmartHttpServer;
-let ctx: ReturnType<typeof gitContext>;
+const fx = useGitRemote(SECRET);
+let ctx: GitTestContext;
 let workTree: string;
 
 beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  await createBareRepo(path.join(root, 'repos'), 'app.git', {
+  await createBareRepo(fx.repos, 'app.git', {
     files: { 'README.md': 'hi\n', 'src/a.ts': 'a\n' },
   });
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-  workTree = path.join(root, 'wt');
-  ctx = gitContext({
-    stateDir: path.join(root, 'state'),
-    secrets: { 'github-token': SECRET },
-    section: {
-      workspaces: { api: { path: workTree, remote: server.repoUrl('app.git'), credential: 'github-token' } },
-    },
-  });
+  workTree = path.join(fx.root, 'wt');
+  ctx = fx.context({ stateDir: path.join(fx.root, 'state'), workTree });
   await mustCall(tool.git_status!, ctx, { workspace: 'api' });
-  await fs.mkdir(path.join(root, 'outside'));
-  await fs.writeFile(path.join(root, 'outside', 'secret.txt'), 'outside\n');
-  await fs.symlink(path.join(root, 'outside'), path.join(workTree, 'escape'));
-  await fs.symlink(path.join(root, 'outside', 'secret.txt'), path.join(workTree, 'escape-file'));
-  await fs.symlink(path.join(root, 'state', 'git', 'payments', 'api.git'), path.join(workTree, 'hostgit'));
+  await fs.mkdir(path.join(fx.root, 'outside'));
+  await fs.writeFile(path.join(fx.root, 'outside', 'secret.txt'), 'outside\n');
+  await fs.symlink(path.join(fx.root, 'outside'), path.join(workTree, 'escape'));
+  await fs.symlink(path.join(fx.root, 'outside', 'secret.txt'), path.join(workTree, 'escape-file'));
+  await fs.symlink(path.join(fx.root, 'state', 'git', 'payments', 'api.git'), path.join(workTree, 'hostgit'));
   await fs.mkdir(path.join(workTree, '.git'));
   await fs.writeFile(path.join(workTree, '.git', 'config'), '[core]\n\tfsmonitor = /bin/false\n');
   await fs.symlink('.git', path.join(workTree, 'dotgit-link'));
   await fs.writeFile(path.join(workTree, 'README.md'), 'hi\nchanged\n');
-});
-
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
 });
 
 async function expectInvalid(
@@ -66,7 +47,7 @@ async function expectInvalid(
 }
 
 describe('option-looking refs never reach git as options', () => {
-  const pwned = () => path.join(root, 'pwned');
+  const pwned = () => path.join(fx.root, 'pwned');
   it.each([
     ['git_diff', { ref: '--output=PWNED' }],
     ['git_log', { ref: '--output=PWNED' }],

@@ -4,59 +4,30 @@ import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { gitTools } from '../../servers/git/tools.js';
 import { withLock } from '../../servers/git/workspace.js';
-import { callTool, gitContext, mustCall, tempDir } from './context.js';
-import {
-  createBareRepo,
-  fixtureGitEnv,
-  refOf,
-  startSmartHttpServer,
-  type SmartHttpServer,
-} from './smart-http-server.js';
+import { callTool, mustCall, useGitRemote } from './context.js';
+import { createBareRepo, fixtureGitEnv, refOf } from './smart-http-server.js';
 
 const SECRET = 'ghs_ConcurrencySecret_1a2b3c';
 const tool = Object.fromEntries(gitTools.map((t) => [t.name, t]));
-let root: string;
-let server: SmartHttpServer;
-
-beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
-});
+const fx = useGitRemote(SECRET);
 
 it('a git_pull queued behind a git_checkout pulls the branch checked out, not the one it first saw', async () => {
-  const bare = await createBareRepo(path.join(root, 'repos'), 'app.git', { files: { 'README.md': 'v1\n' } });
-  const ctx = gitContext({
-    stateDir: path.join(root, 'state'),
-    secrets: { 'github-token': SECRET },
-    section: {
-      workspaces: {
-        api: { path: path.join(root, 'wt'), remote: server.repoUrl('app.git'), credential: 'github-token' },
-      },
-    },
-  });
+  const bare = await createBareRepo(fx.repos, 'app.git', { files: { 'README.md': 'v1\n' } });
+  const ctx = fx.context({ stateDir: path.join(fx.root, 'state'), workTree: path.join(fx.root, 'wt') });
   await mustCall(tool.git_status!, ctx, { workspace: 'api' });
   const created = await mustCall(tool.git_create_branch!, ctx, { workspace: 'api', name: 'agent/x' });
   // main moves on the remote, so a pull of main would fast-forward.
-  const other = path.join(root, 'other');
+  const other = path.join(fx.root, 'other');
   const env = fixtureGitEnv();
   execFileSync('git', ['clone', '--quiet', bare, other], { env });
   await fs.writeFile(path.join(other, 'README.md'), 'v2\n');
   execFileSync('git', ['-C', other, 'commit', '--quiet', '-am', 'v2'], { env });
   execFileSync('git', ['-C', other, 'push', '--quiet', 'origin', 'main'], { env });
 
-  const gitDir = path.join(root, 'state', 'git', 'payments', 'api.git');
+  const gitDir = path.join(fx.root, 'state', 'git', 'payments', 'api.git');
   let checkout: ReturnType<typeof callTool> | undefined;
   let pull: ReturnType<typeof callTool> | undefined;
   // Hold the lock while the two calls queue up: checkout first, then pull.

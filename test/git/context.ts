@@ -2,6 +2,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import type { z } from 'zod';
 import { silentLogger } from '../../src/log.js';
 import {
@@ -12,6 +13,7 @@ import {
   type ToolResult,
 } from '../../src/tool.js';
 import { gitSectionSchema, type GitSection } from '../../servers/git/policy.js';
+import { startSmartHttpServer, type SmartHttpServer } from './smart-http-server.js';
 
 export class MapSecrets implements SecretAccess {
   readonly requested: string[] = [];
@@ -38,7 +40,7 @@ export interface GitTestContextOptions {
   signal?: AbortSignal;
 }
 
-export function gitContext(opts: GitTestContextOptions): ToolContext<GitSection, unknown, unknown> {
+export function gitContext(opts: GitTestContextOptions): GitTestContext {
   const team = opts.team ?? 'payments';
   return {
     team,
@@ -50,6 +52,83 @@ export function gitContext(opts: GitTestContextOptions): ToolContext<GitSection,
     stateDir: path.join(opts.stateDir, 'git', team),
     log: silentLogger(),
     runtime: undefined,
+  };
+}
+
+export type GitTestContext = ToolContext<GitSection, unknown, unknown>;
+
+export interface ApiWorkspaceOptions {
+  stateDir: string;
+  workTree: string;
+  /** Defaults to the fixture server's `app.git`. */
+  remote?: string;
+  branch?: string;
+  /** The value of the "github-token" secret; defaults to the server's password. */
+  secret?: string;
+  signal?: AbortSignal;
+}
+
+export interface GitRemoteFixture {
+  /** Scratch folder of the test file (removed after it); bare repositories go in `repos`. */
+  readonly root: string;
+  readonly repos: string;
+  /** Serves `repos` over smart HTTP behind Basic auth (x-access-token:<password>). */
+  readonly server: SmartHttpServer;
+  /** A context with one workspace "api" on the remote, its credential the secret "github-token". */
+  context(opts: ApiWorkspaceOptions): GitTestContext;
+}
+
+/**
+ * Registers beforeAll/afterAll hooks that make a scratch folder and start a smart-HTTP server
+ * over `<root>/repos`; the fixture's fields are set once beforeAll has run.
+ */
+export function useGitRemote(password: string): GitRemoteFixture {
+  let root: string | undefined;
+  let server: SmartHttpServer | undefined;
+  const started = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('the git remote fixture is used before beforeAll ran');
+    return value;
+  };
+  beforeAll(async () => {
+    root = await tempDir();
+    await fs.mkdir(path.join(root, 'repos'));
+    server = await startSmartHttpServer({
+      root: path.join(root, 'repos'),
+      username: 'x-access-token',
+      password,
+    });
+  });
+  afterAll(async () => {
+    await server?.close();
+    if (root) await fs.rm(root, { recursive: true, force: true });
+  });
+  return {
+    get root() {
+      return started(root);
+    },
+    get repos() {
+      return path.join(started(root), 'repos');
+    },
+    get server() {
+      return started(server);
+    },
+    context(opts) {
+      return gitContext({
+        stateDir: opts.stateDir,
+        secrets: { 'github-token': opts.secret ?? password },
+        signal: opts.signal,
+        section: {
+          workspaces: {
+            api: {
+              path: opts.workTree,
+              remote: opts.remote ?? started(server).repoUrl('app.git'),
+              credential: 'github-token',
+              ...(opts.branch === undefined ? {} : { branch: opts.branch }),
+            },
+          },
+        },
+      });
+    },
   };
 }
 
@@ -65,7 +144,7 @@ export type CallOutcome =
  */
 export async function callTool(
   tool: AnyToolDefinition,
-  ctx: ToolContext<GitSection, unknown, unknown>,
+  ctx: GitTestContext,
   rawArgs: Record<string, unknown>,
   rawOptions: Record<string, unknown> = {},
 ): Promise<CallOutcome> {
@@ -117,7 +196,7 @@ export async function callTool(
 /** Calls a tool and returns its result, failing the test with the rendered error otherwise. */
 export async function mustCall(
   tool: AnyToolDefinition,
-  ctx: ToolContext<GitSection, unknown, unknown>,
+  ctx: GitTestContext,
   args: Record<string, unknown>,
   options: Record<string, unknown> = {},
 ): Promise<ToolResult<Record<string, unknown>>> {

@@ -6,37 +6,15 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { gitTools } from '../../servers/git/tools.js';
-import { gitContext, mustCall, tempDir } from './context.js';
-import {
-  createBareRepo,
-  fixtureGitEnv,
-  refOf,
-  startSmartHttpServer,
-  type SmartHttpServer,
-} from './smart-http-server.js';
+import { mustCall, useGitRemote } from './context.js';
+import { createBareRepo, fixtureGitEnv, refOf } from './smart-http-server.js';
 
 const run = promisify(execFile);
 const SECRET = 'ghs_HostileTreeSecret_91bd0e';
 const tool = Object.fromEntries(gitTools.map((t) => [t.name, t]));
-
-let root: string;
-let server: SmartHttpServer;
-
-beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
-});
+const fx = useGitRemote(SECRET);
 
 const HOOKS = [
   'pre-commit',
@@ -183,23 +161,17 @@ describe.each([
   ['a .git file pointing at a planted repository', 'file'],
 ] as const)('hostile work tree with %s', (_label, variant) => {
   it('runs no planted program, touches no planted metadata and talks only to the policy remote', async () => {
-    const base = path.join(root, variant);
+    const base = path.join(fx.root, variant);
     const markers = path.join(base, 'markers');
     await fs.mkdir(markers, { recursive: true });
-    const repos = path.join(root, 'repos');
+    const repos = fx.repos;
     const repoName = `hostile-${variant}.git`;
     const bare = await createBareRepo(repos, repoName, {
       files: { 'README.md': 'hello\n', 'data.bin': 'v1\n' },
     });
-    const remote = server.repoUrl(repoName);
+    const remote = fx.server.repoUrl(repoName);
     const workTree = path.join(base, 'wt');
-    const ctx = gitContext({
-      stateDir: path.join(base, 'state'),
-      secrets: { 'github-token': SECRET },
-      section: {
-        workspaces: { api: { path: workTree, remote, credential: 'github-token', branch: 'main' } },
-      },
-    });
+    const ctx = fx.context({ stateDir: path.join(base, 'state'), workTree, remote, branch: 'main' });
     // First use on a clean tree, then the agent goes rogue.
     await mustCall(tool.git_status!, ctx, { workspace: 'api' });
     const plant = new Plant(path.join(workTree, 'tools'), markers);
@@ -268,7 +240,7 @@ describe.each([
     await plant.clearMarkers();
     const plantedRoot = variant === 'dir' ? path.join(workTree, '.git') : path.join(base, 'elsewhere.git');
     const plantedDigest = await treeDigest(plantedRoot);
-    const requestsBefore = server.requests.length;
+    const requestsBefore = fx.server.requests.length;
 
     // Someone else moves main on the remote, so pull has work to do.
     const other = path.join(base, 'other');
@@ -310,7 +282,7 @@ describe.each([
     );
     expect(hostConfig).not.toMatch(/fsmonitor|hooksPath|filter|textconv|ext::|insteadOf|helper/);
     // Only the policy remote was contacted, always with the credential.
-    const requests = server.requests.slice(requestsBefore);
+    const requests = fx.server.requests.slice(requestsBefore);
     expect(requests.length).toBeGreaterThan(0);
     expect(requests.every((r) => r.url.startsWith(`/${repoName}/`) && r.authorized)).toBe(true);
     // The pushed commit holds the agent's files as content (the gitlinks as links, not their metadata).

@@ -3,27 +3,19 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { gitLog, gitShow } from '../../servers/git/tools.js';
-import { gitContext, mustCall, tempDir } from './context.js';
-import {
-  createBareRepo,
-  fixtureGitEnv,
-  startSmartHttpServer,
-  type SmartHttpServer,
-} from './smart-http-server.js';
+import { mustCall, useGitRemote } from './context.js';
+import { createBareRepo, fixtureGitEnv } from './smart-http-server.js';
 
 const SECRET = 'ghs_LogFormatSecret_1a2b3c';
 const FAKE = 'f'.repeat(40);
-let root: string;
-let server: SmartHttpServer;
+const fx = useGitRemote(SECRET);
 
 beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  const bare = await createBareRepo(path.join(root, 'repos'), 'app.git', { files: { 'README.md': 'x\n' } });
+  const bare = await createBareRepo(fx.repos, 'app.git', { files: { 'README.md': 'x\n' } });
   // A hostile commit on main whose subject imitates the old separators and a forged entry.
-  const scratch = path.join(root, 'scratch');
+  const scratch = path.join(fx.root, 'scratch');
   const git = (...args: string[]) => execFileSync('git', args, { cwd: scratch, env: fixtureGitEnv() });
   execFileSync('git', ['clone', '-q', bare, scratch], { env: fixtureGitEnv() });
   await fs.writeFile(path.join(scratch, 'b.txt'), 'b\n');
@@ -36,32 +28,13 @@ beforeAll(async () => {
     `evil\x1e\n${FAKE}\x1fEve\x1fe@x\x1f2020-01-01\x1fforged`,
   );
   git('push', '-q', 'origin', 'HEAD:main');
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
 });
 
 it('git_log and git_show report exactly the real commits and fields', async () => {
-  const ctx = gitContext({
-    stateDir: path.join(root, 'state'),
-    secrets: { 'github-token': SECRET },
-    section: {
-      workspaces: {
-        api: {
-          path: path.join(root, 'wt'),
-          remote: server.repoUrl('app.git'),
-          credential: 'github-token',
-          branch: 'main',
-        },
-      },
-    },
+  const ctx = fx.context({
+    stateDir: path.join(fx.root, 'state'),
+    workTree: path.join(fx.root, 'wt'),
+    branch: 'main',
   });
   const log = await mustCall(gitLog, ctx, { workspace: 'api' });
   const commits = log.structured.commits as Array<{ sha: string; author: string; subject: string }>;

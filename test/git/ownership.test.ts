@@ -4,55 +4,29 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { gitCheckout, gitCreateBranch, gitStatus } from '../../servers/git/tools.js';
-import { gitContext, mustCall, tempDir } from './context.js';
-import { createBareRepo, startSmartHttpServer, type SmartHttpServer } from './smart-http-server.js';
+import { mustCall, useGitRemote } from './context.js';
+import { createBareRepo } from './smart-http-server.js';
 
 const SECRET = 'ghs_OwnershipTestToken_77aa';
 const AGENT = 1000;
-let root: string;
-let server: SmartHttpServer;
+const fx = useGitRemote(SECRET);
 
 beforeAll(async () => {
-  root = await tempDir();
-  await fs.chmod(root, 0o755);
-  await fs.mkdir(path.join(root, 'repos'));
-  await createBareRepo(path.join(root, 'repos'), 'app.git', {
+  await fs.chmod(fx.root, 0o755);
+  await createBareRepo(fx.repos, 'app.git', {
     files: { 'README.md': '# app\n', 'src/a.ts': 'x\n' },
   });
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
 });
 
 it('checked-out files are group-writable in a setgid work tree, so the agent edits them in place', async () => {
   expect(process.getuid?.(), 'this test needs root to set up uid 1000').toBe(0);
-  const workTree = path.join(root, 'wt');
+  const workTree = path.join(fx.root, 'wt');
   await fs.mkdir(workTree);
   await fs.chown(workTree, AGENT, AGENT);
   await fs.chmod(workTree, 0o2775);
-  const ctx = gitContext({
-    stateDir: path.join(root, 'state'),
-    secrets: { 'github-token': SECRET },
-    section: {
-      workspaces: {
-        api: {
-          path: workTree,
-          remote: server.repoUrl('app.git'),
-          credential: 'github-token',
-          branch: 'main',
-        },
-      },
-    },
-  });
+  const ctx = fx.context({ stateDir: path.join(fx.root, 'state'), workTree, branch: 'main' });
   await mustCall(gitStatus, ctx, { workspace: 'api' });
   await mustCall(gitCreateBranch, ctx, { workspace: 'api', name: 'agent/x' });
   await mustCall(gitCheckout, ctx, { workspace: 'api', branch: 'agent/x' });
@@ -81,7 +55,7 @@ it('checked-out files are group-writable in a setgid work tree, so the agent edi
   expect(edit.status, edit.stderr).toBe(0);
   expect(await fs.readFile(path.join(workTree, 'src/a.ts'), 'utf8')).toBe('x\nedited\n');
   // Git's own metadata stays out of the agent's reach.
-  const gitDirMode = (await fs.stat(path.join(root, 'state'))).mode & 0o777;
+  const gitDirMode = (await fs.stat(path.join(fx.root, 'state'))).mode & 0o777;
   expect(gitDirMode & 0o007).toBe(0);
   expect(execFileSync('ls', [workTree]).toString()).not.toContain('.git');
 });

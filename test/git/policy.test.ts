@@ -5,61 +5,34 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { gitServer } from '../../servers/git/index.js';
 import { gitSectionSchema, pushOptionsSchema } from '../../servers/git/policy.js';
 import { gitTools } from '../../servers/git/tools.js';
-import { callTool, gitContext, mustCall, tempDir } from './context.js';
-import {
-  createBareRepo,
-  fixtureGitEnv,
-  refOf,
-  startSmartHttpServer,
-  type SmartHttpServer,
-} from './smart-http-server.js';
+import { callTool, mustCall, useGitRemote, type GitTestContext } from './context.js';
+import { createBareRepo, fixtureGitEnv, refOf, startSmartHttpServer } from './smart-http-server.js';
 
 const run = promisify(execFile);
 const SECRET = 'ghs_PolicySecret_5e6f7a8b';
 const BASIC = Buffer.from(`x-access-token:${SECRET}`).toString('base64');
 const tool = Object.fromEntries(gitTools.map((t) => [t.name, t]));
 
-let root: string;
-let server: SmartHttpServer;
+const fx = useGitRemote(SECRET);
 let bare: string;
 
 beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  bare = await createBareRepo(path.join(root, 'repos'), 'app.git', { files: { 'README.md': 'hi\n' } });
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
+  bare = await createBareRepo(fx.repos, 'app.git', { files: { 'README.md': 'hi\n' } });
 });
 
 let counter = 0;
-async function freshWorkspace(remote = server.repoUrl('app.git')) {
+async function freshWorkspace(remote = fx.server.repoUrl('app.git')) {
   const n = ++counter;
-  const workTree = path.join(root, `wt-${n}`);
-  const ctx = gitContext({
-    stateDir: path.join(root, `state-${n}`),
-    secrets: { 'github-token': SECRET },
-    section: { workspaces: { api: { path: workTree, remote, credential: 'github-token' } } },
-  });
+  const workTree = path.join(fx.root, `wt-${n}`);
+  const ctx = fx.context({ stateDir: path.join(fx.root, `state-${n}`), workTree, remote });
   return { ctx, workTree };
 }
 
-async function commitFile(
-  ctx: ReturnType<typeof gitContext>,
-  workTree: string,
-  file: string,
-  content: string,
-) {
+async function commitFile(ctx: GitTestContext, workTree: string, file: string, content: string) {
   await fs.writeFile(path.join(workTree, file), content);
   await mustCall(tool.git_add!, ctx, { workspace: 'api', paths: [file] });
   return (await mustCall(tool.git_commit!, ctx, { workspace: 'api', message: `edit ${file}` })).structured
@@ -68,7 +41,7 @@ async function commitFile(
 
 /** Pushes a commit to `branch` of the bare repository behind Airlock's back (another developer). */
 async function upstreamCommit(branch: string, file: string): Promise<string> {
-  const other = await fs.mkdtemp(path.join(root, 'other-'));
+  const other = await fs.mkdtemp(path.join(fx.root, 'other-'));
   const env = fixtureGitEnv();
   await run('git', ['clone', '--quiet', '--branch', branch, bare, other], { env });
   await fs.writeFile(path.join(other, file), `${file}\n`);
@@ -89,11 +62,11 @@ describe('git_push policy', () => {
   ])('%j with %j is denied by %s, and nothing reaches the remote', async (args, options, rule) => {
     const { ctx } = await freshWorkspace();
     await mustCall(tool.git_status!, ctx, { workspace: 'api' });
-    const before = server.requests.length;
+    const before = fx.server.requests.length;
     const outcome = await callTool(tool.git_push!, ctx, { workspace: 'api', ...args }, options);
     expect(outcome).toMatchObject({ ok: false, denied: true, rule });
     if (!outcome.ok) expect(outcome.text).toMatch(new RegExp(`^denied: ${rule.replace(/\./g, '\\.')}: `));
-    expect(server.requests.length).toBe(before);
+    expect(fx.server.requests.length).toBe(before);
   });
 
   it('a non-fast-forward push without force is rejected by the remote and reported, not forced', async () => {
@@ -170,11 +143,11 @@ describe('git_push policy', () => {
 
 describe('git_pull', () => {
   it('fast-forwards, and refuses a diverged branch unless merges are allowed', async () => {
-    await createBareRepo(path.join(root, 'repos'), 'pull.git', { files: { 'README.md': 'hi\n' } });
-    const pullBare = path.join(root, 'repos', 'pull.git');
-    const { ctx, workTree } = await freshWorkspace(server.repoUrl('pull.git'));
+    await createBareRepo(fx.repos, 'pull.git', { files: { 'README.md': 'hi\n' } });
+    const pullBare = path.join(fx.repos, 'pull.git');
+    const { ctx, workTree } = await freshWorkspace(fx.server.repoUrl('pull.git'));
     await mustCall(tool.git_status!, ctx, { workspace: 'api' });
-    const other = path.join(root, 'pull-other');
+    const other = path.join(fx.root, 'pull-other');
     const env = fixtureGitEnv();
     await run('git', ['clone', '--quiet', pullBare, other], { env });
     const pushUpstream = async (file: string) => {
@@ -201,12 +174,12 @@ describe('git_pull', () => {
 
 describe('the credential never comes back', () => {
   it('is scrubbed from git errors even when the remote echoes it', async () => {
-    await createBareRepo(path.join(root, 'repos'), 'echo.git', { files: { 'README.md': 'hi\n' } });
-    const hook = path.join(root, 'repos', 'echo.git', 'hooks', 'pre-receive');
+    await createBareRepo(fx.repos, 'echo.git', { files: { 'README.md': 'hi\n' } });
+    const hook = path.join(fx.repos, 'echo.git', 'hooks', 'pre-receive');
     await fs.writeFile(hook, `#!/bin/sh\necho "rejected for ${SECRET} / Basic ${BASIC}" >&2\nexit 1\n`, {
       mode: 0o755,
     });
-    const { ctx } = await freshWorkspace(server.repoUrl('echo.git'));
+    const { ctx } = await freshWorkspace(fx.server.repoUrl('echo.git'));
     await mustCall(tool.git_create_branch!, ctx, { workspace: 'api', name: 'agent/echo' });
     const outcome = await callTool(
       tool.git_push!,
@@ -242,7 +215,7 @@ describe('the credential never comes back', () => {
 
   it('a redirect from the remote is not followed: the credential never goes to another origin', async () => {
     const elsewhere = await startSmartHttpServer({
-      root: path.join(root, 'repos'),
+      root: fx.repos,
       username: 'x-access-token',
       password: SECRET,
     });
@@ -272,19 +245,11 @@ describe('the credential never comes back', () => {
     const port = (hanging.address() as AddressInfo).port;
     const abort = new AbortController();
     const n = ++counter;
-    const ctx = gitContext({
-      stateDir: path.join(root, `state-${n}`),
-      secrets: { 'github-token': SECRET },
+    const ctx = fx.context({
+      stateDir: path.join(fx.root, `state-${n}`),
+      workTree: path.join(fx.root, `wt-${n}`),
+      remote: `http://127.0.0.1:${port}/app.git`,
       signal: abort.signal,
-      section: {
-        workspaces: {
-          api: {
-            path: path.join(root, `wt-${n}`),
-            remote: `http://127.0.0.1:${port}/app.git`,
-            credential: 'github-token',
-          },
-        },
-      },
     });
     const started = Date.now();
     setTimeout(() => abort.abort(), 300);

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   gitAdd,
   gitCommit,
@@ -15,55 +15,27 @@ import {
   gitCheckout,
   gitLog,
 } from '../../servers/git/tools.js';
-import { callTool, gitContext, mustCall, tempDir } from './context.js';
-import {
-  createBareRepo,
-  fixtureGitEnv,
-  refOf,
-  startSmartHttpServer,
-  type SmartHttpServer,
-} from './smart-http-server.js';
+import { callTool, mustCall, useGitRemote } from './context.js';
+import { createBareRepo, fixtureGitEnv, refOf } from './smart-http-server.js';
 
 const run = promisify(execFile);
 const SECRET = 'ghs_TopSecretToken_4f9a2c';
 const BASIC = Buffer.from(`x-access-token:${SECRET}`).toString('base64');
 
-let root: string;
-let server: SmartHttpServer;
+const fx = useGitRemote(SECRET);
 let bare: string;
 
 beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  bare = await createBareRepo(path.join(root, 'repos'), 'app.git', {
+  bare = await createBareRepo(fx.repos, 'app.git', {
     files: { 'README.md': '# app\n', 'src/main.ts': 'export {};\n' },
   });
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
 });
 
 function context(name: string) {
-  return gitContext({
-    stateDir: path.join(root, `state-${name}`),
-    secrets: { 'github-token': SECRET },
-    section: {
-      workspaces: {
-        api: {
-          path: path.join(root, `wt-${name}`),
-          remote: server.repoUrl('app.git'),
-          credential: 'github-token',
-          branch: 'main',
-        },
-      },
-    },
+  return fx.context({
+    stateDir: path.join(fx.root, `state-${name}`),
+    workTree: path.join(fx.root, `wt-${name}`),
+    branch: 'main',
   });
 }
 
@@ -72,11 +44,11 @@ describe('git server against a real smart-HTTP remote', () => {
     const ctx = context('a');
     const status = await mustCall(gitStatus, ctx, { workspace: 'api' });
     expect(status.structured).toMatchObject({ branch: 'main', clean: true, ahead: 0, behind: 0 });
-    const workTree = path.join(root, 'wt-a');
+    const workTree = path.join(fx.root, 'wt-a');
     expect(await fs.readFile(path.join(workTree, 'README.md'), 'utf8')).toBe('# app\n');
     // No git metadata in the agent's work tree; it lives under <stateDir>/git/<team>/<ws>.git.
     await expect(fs.lstat(path.join(workTree, '.git'))).rejects.toThrow();
-    await fs.access(path.join(root, 'state-a', 'git', 'payments', 'api.git', 'HEAD'));
+    await fs.access(path.join(fx.root, 'state-a', 'git', 'payments', 'api.git', 'HEAD'));
 
     await fs.writeFile(path.join(workTree, 'README.md'), '# app\n\nfixed\n');
     const diff = await mustCall(gitDiff, ctx, { workspace: 'api' });
@@ -99,7 +71,7 @@ describe('git server against a real smart-HTTP remote', () => {
 
     await mustCall(gitCreateBranch, ctx, { workspace: 'api', name: 'agent/fix' });
     await mustCall(gitCheckout, ctx, { workspace: 'api', branch: 'agent/fix' });
-    const before = server.requests.length;
+    const before = fx.server.requests.length;
     const push = await mustCall(
       gitPush,
       ctx,
@@ -109,7 +81,7 @@ describe('git server against a real smart-HTTP remote', () => {
     expect(push.structured).toMatchObject({ pushed: true, ref: 'refs/heads/agent/fix', sha });
     expect(refOf(bare, 'refs/heads/agent/fix')).toBe(sha);
     // The push carried the credential on every request.
-    const pushRequests = server.requests.slice(before);
+    const pushRequests = fx.server.requests.slice(before);
     expect(pushRequests.length).toBeGreaterThan(0);
     expect(pushRequests.every((r) => r.authorized)).toBe(true);
     // Tracking ref updated, so status reports nothing ahead.
@@ -122,25 +94,25 @@ describe('git server against a real smart-HTTP remote', () => {
       expect(serialized).not.toContain(BASIC);
     }
     // Only the policy remote was contacted.
-    expect(server.requests.every((r) => r.url.startsWith('/app.git/'))).toBe(true);
+    expect(fx.server.requests.every((r) => r.url.startsWith('/app.git/'))).toBe(true);
   });
 
   it('the same push without Airlock injecting the credential is refused', async () => {
     const ctx = context('b');
-    const workTree = path.join(root, 'wt-b');
+    const workTree = path.join(fx.root, 'wt-b');
     await mustCall(gitStatus, ctx, { workspace: 'api' });
     await fs.writeFile(path.join(workTree, 'raw.txt'), 'raw\n');
     await mustCall(gitAdd, ctx, { workspace: 'api', paths: ['raw.txt'] });
     const { structured } = await mustCall(gitCommit, ctx, { workspace: 'api', message: 'raw' });
-    const gitDir = path.join(root, 'state-b', 'git', 'payments', 'api.git');
-    const before = server.requests.length;
+    const gitDir = path.join(fx.root, 'state-b', 'git', 'payments', 'api.git');
+    const before = fx.server.requests.length;
     const raw = run(
       'git',
       [
         '--git-dir',
         gitDir,
         'push',
-        server.repoUrl('app.git'),
+        fx.server.repoUrl('app.git'),
         `${structured.sha as string}:refs/heads/agent/raw`,
       ],
       {
@@ -149,7 +121,7 @@ describe('git server against a real smart-HTTP remote', () => {
     );
     await expect(raw).rejects.toThrow(/Authentication failed|could not read Username|401/);
     expect(refOf(bare, 'refs/heads/agent/raw')).toBeUndefined();
-    const rawRequests = server.requests.slice(before);
+    const rawRequests = fx.server.requests.slice(before);
     expect(rawRequests.length).toBeGreaterThan(0);
     expect(rawRequests.every((r) => r.status === 401 && !r.authorized)).toBe(true);
 
@@ -167,19 +139,11 @@ describe('git server against a real smart-HTTP remote', () => {
 
   it('a wrong credential fails cleanly without echoing it', async () => {
     const wrong = 'ghs_WrongTokenValue_77aa31';
-    const ctx = gitContext({
-      stateDir: path.join(root, 'state-c'),
-      secrets: { 'github-token': wrong },
-      section: {
-        workspaces: {
-          api: {
-            path: path.join(root, 'wt-c'),
-            remote: server.repoUrl('app.git'),
-            credential: 'github-token',
-            branch: 'main',
-          },
-        },
-      },
+    const ctx = fx.context({
+      stateDir: path.join(fx.root, 'state-c'),
+      workTree: path.join(fx.root, 'wt-c'),
+      branch: 'main',
+      secret: wrong,
     });
     const outcome = await callTool(gitStatus, ctx, { workspace: 'api' });
     expect(outcome.ok).toBe(false);
@@ -190,50 +154,34 @@ describe('git server against a real smart-HTTP remote', () => {
     expect(serialized).not.toContain(wrong);
     expect(serialized).not.toContain(Buffer.from(`x-access-token:${wrong}`).toString('base64'));
     // A failed first clone leaves no half-made git dir behind.
-    expect(await fs.readdir(path.join(root, 'state-c', 'git', 'payments'))).toEqual(['.home']);
+    expect(await fs.readdir(path.join(fx.root, 'state-c', 'git', 'payments'))).toEqual(['.home']);
   });
 
   it('starts from an empty remote: first commit on an unborn branch, pushed as a new branch', async () => {
-    await createBareRepo(path.join(root, 'repos'), 'empty.git');
-    const ctx = gitContext({
-      stateDir: path.join(root, 'state-empty'),
-      secrets: { 'github-token': SECRET },
-      section: {
-        workspaces: {
-          api: {
-            path: path.join(root, 'wt-empty'),
-            remote: server.repoUrl('empty.git'),
-            credential: 'github-token',
-            branch: 'trunk',
-          },
-        },
-      },
+    await createBareRepo(fx.repos, 'empty.git');
+    const ctx = fx.context({
+      stateDir: path.join(fx.root, 'state-empty'),
+      workTree: path.join(fx.root, 'wt-empty'),
+      remote: fx.server.repoUrl('empty.git'),
+      branch: 'trunk',
     });
     const status = await mustCall(gitStatus, ctx, { workspace: 'api' });
     expect(status.structured).toMatchObject({ branch: 'trunk', head: null, clean: true, ahead: null });
     const log = await mustCall(gitLog, ctx, { workspace: 'api' });
     expect(log.structured.commits).toEqual([]);
-    await fs.writeFile(path.join(root, 'wt-empty', 'first.txt'), 'first\n');
+    await fs.writeFile(path.join(fx.root, 'wt-empty', 'first.txt'), 'first\n');
     await mustCall(gitAdd, ctx, { workspace: 'api', paths: ['.'] });
     const { structured } = await mustCall(gitCommit, ctx, { workspace: 'api', message: 'first' });
     const push = await mustCall(gitPush, ctx, { workspace: 'api', branch: 'trunk' }, { branches: ['trunk'] });
     expect(push.structured.pushed).toBe(true);
-    expect(refOf(path.join(root, 'repos', 'empty.git'), 'refs/heads/trunk')).toBe(structured.sha);
+    expect(refOf(path.join(fx.repos, 'empty.git'), 'refs/heads/trunk')).toBe(structured.sha);
   });
 
   it('keeps the files of a non-empty work tree on first use and writes only the missing ones', async () => {
-    const workTree = path.join(root, 'wt-full');
+    const workTree = path.join(fx.root, 'wt-full');
     await fs.mkdir(workTree);
     await fs.writeFile(path.join(workTree, 'README.md'), 'the agent was here first\n');
-    const ctx = gitContext({
-      stateDir: path.join(root, 'state-full'),
-      secrets: { 'github-token': SECRET },
-      section: {
-        workspaces: {
-          api: { path: workTree, remote: server.repoUrl('app.git'), credential: 'github-token' },
-        },
-      },
-    });
+    const ctx = fx.context({ stateDir: path.join(fx.root, 'state-full'), workTree });
     const status = await mustCall(gitStatus, ctx, { workspace: 'api' });
     expect(await fs.readFile(path.join(workTree, 'README.md'), 'utf8')).toBe('the agent was here first\n');
     // The agent's own file stays (and shows as a change); the branch's other files are written.
@@ -244,7 +192,7 @@ describe('git server against a real smart-HTTP remote', () => {
   it('pushes a tag only where the policy allows tags', async () => {
     const ctx = context('tag');
     await mustCall(gitStatus, ctx, { workspace: 'api' });
-    const gitDir = path.join(root, 'state-tag', 'git', 'payments', 'api.git');
+    const gitDir = path.join(fx.root, 'state-tag', 'git', 'payments', 'api.git');
     await run('git', ['--git-dir', gitDir, 'tag', 'v1.0', 'HEAD'], { env: fixtureGitEnv() });
     const denied = await callTool(
       gitPush,

@@ -6,16 +6,11 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { gitEnv, runGit } from '../../servers/git/runner.js';
 import { gitTools } from '../../servers/git/tools.js';
-import { callTool, gitContext, mustCall, tempDir } from './context.js';
-import {
-  createBareRepo,
-  fixtureGitEnv,
-  startSmartHttpServer,
-  type SmartHttpServer,
-} from './smart-http-server.js';
+import { callTool, mustCall, tempDir, useGitRemote } from './context.js';
+import { createBareRepo, fixtureGitEnv } from './smart-http-server.js';
 
 const SECRET = 'ghs_RacesSecret_3c4d5e6f';
 const HOST_SECRET = 'HOST-ONLY-CONTENT-8e1f';
@@ -23,38 +18,19 @@ const FILES = 1000;
 const ATTEMPTS = 4;
 const tool = Object.fromEntries(gitTools.map((t) => [t.name, t]));
 
-let root: string;
-let server: SmartHttpServer;
-
-beforeAll(async () => {
-  root = await tempDir();
-  await fs.mkdir(path.join(root, 'repos'));
-  server = await startSmartHttpServer({
-    root: path.join(root, 'repos'),
-    username: 'x-access-token',
-    password: SECRET,
-  });
-});
-afterAll(async () => {
-  await server?.close();
-  await fs.rm(root, { recursive: true, force: true });
-});
+const fx = useGitRemote(SECRET);
 
 let counter = 0;
 async function workspace(files: Record<string, string>) {
   const n = ++counter;
-  const bare = await createBareRepo(path.join(root, 'repos'), `r${n}.git`, { files });
-  const workTree = path.join(root, `wt-${n}`);
-  const outside = path.join(root, `outside-${n}`);
+  const bare = await createBareRepo(fx.repos, `r${n}.git`, { files });
+  const workTree = path.join(fx.root, `wt-${n}`);
+  const outside = path.join(fx.root, `outside-${n}`);
   await fs.mkdir(outside);
-  const ctx = gitContext({
-    stateDir: path.join(root, `state-${n}`),
-    secrets: { 'github-token': SECRET },
-    section: {
-      workspaces: {
-        api: { path: workTree, remote: server.repoUrl(`r${n}.git`), credential: 'github-token' },
-      },
-    },
+  const ctx = fx.context({
+    stateDir: path.join(fx.root, `state-${n}`),
+    workTree,
+    remote: fx.server.repoUrl(`r${n}.git`),
   });
   await mustCall(tool.git_status!, ctx, { workspace: 'api' });
   return { bare, workTree, outside, ctx };
@@ -93,7 +69,7 @@ describe('a folder swapped for a symlink while git runs', () => {
   it('git_checkout never writes the branch files through it', async () => {
     const { bare, workTree, outside, ctx } = await workspace({ 'README.md': 'hi\n' });
     // A branch with many files under dir/ (the agent pushed it earlier).
-    const seed = path.join(root, `seed-${counter}`);
+    const seed = path.join(fx.root, `seed-${counter}`);
     const env = fixtureGitEnv();
     execFileSync('git', ['clone', '--quiet', bare, seed], { env });
     await fs.mkdir(path.join(seed, 'dir'));
@@ -150,7 +126,7 @@ describe('work-tree confinement', () => {
     await fs.symlink(outside, path.join(workTree, 'link'));
     const home = await tempDir();
     const base = {
-      gitDir: path.join(root, `state-${counter}`, 'git', 'payments', 'api.git'),
+      gitDir: path.join(fx.root, `state-${counter}`, 'git', 'payments', 'api.git'),
       workTree,
       cwd: workTree,
       // `git hash-object <path>` reads the file at a path, following any symlink on the way.
@@ -174,7 +150,7 @@ describe('work-tree confinement', () => {
     const { workTree } = await workspace({ 'README.md': 'hi\n' });
     const home = await tempDir();
     const base = {
-      gitDir: path.join(root, `state-${counter}`, 'git', 'payments', 'api.git'),
+      gitDir: path.join(fx.root, `state-${counter}`, 'git', 'payments', 'api.git'),
       workTree,
       cwd: workTree,
       args: ['hash-object', '--', 'file.txt'],

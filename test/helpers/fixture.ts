@@ -6,6 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { Broker } from '../../src/broker.js';
 import { NdjsonTransport } from '../../src/transport.js';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
@@ -80,10 +81,17 @@ export interface EchoRequest {
   body: string;
 }
 
+export interface EchoUpstream {
+  origin: string;
+  port: number;
+  requests: EchoRequest[];
+  close(): Promise<void>;
+}
+
 /** A loopback HTTP upstream that answers every request with a JSON echo of it. */
 export async function startEchoUpstream(
   handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: string) => boolean | void,
-): Promise<{ origin: string; port: number; requests: EchoRequest[]; close(): Promise<void> }> {
+): Promise<EchoUpstream> {
   const requests: EchoRequest[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -167,3 +175,66 @@ export const INIT_LINE =
     method: 'initialize',
     params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '0' } },
   }) + '\n';
+
+/**
+ * Team acme's policy for the http server: GET and POST under /v1/** on `origin`, with the
+ * `api-token` secret injected as a Bearer header. `sectionYaml` adds lines to the http section.
+ */
+export function acmeHttpPolicy(origin: string, sectionYaml = ''): string {
+  return `team: acme
+servers:
+  http:
+    hosts:
+      - origin: ${origin}
+        methods: [GET, POST]
+        paths: ["/v1/**"]
+        inject: { header: Authorization, value: "Bearer \${secret:api-token}" }
+        allowPrivateAddress: true
+${sectionYaml}    tools:
+      http_request: {}
+`;
+}
+
+export interface AcmeHttpBroker {
+  inst: Installation;
+  upstream: EchoUpstream;
+  broker: Broker;
+  /** acme's http socket. */
+  socketPath: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A broker in this process on a fresh installation whose team acme reaches a loopback echo
+ * upstream through the http server (`acmeHttpPolicy`, with `api-token` = `secret`).
+ */
+export async function startAcmeHttpBroker(opts: {
+  secret: string;
+  sectionYaml?: string;
+}): Promise<AcmeHttpBroker> {
+  // Loaded here so that the many tests which only spawn dist/ do not load the broker.
+  const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
+    import('../../src/broker.js'),
+    import('../../src/config.js'),
+    import('../../src/log.js'),
+  ]);
+  const upstream = await startEchoUpstream();
+  let inst: Installation | undefined;
+  let broker: Broker | undefined;
+  const close = async () => {
+    await broker?.stop(1000);
+    await upstream.close();
+    await inst?.cleanup();
+  };
+  try {
+    inst = await makeInstallation({
+      secrets: { 'api-token': opts.secret },
+      policies: { 'acme.yaml': acmeHttpPolicy(upstream.origin, opts.sectionYaml) },
+    });
+    broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { inst, upstream, broker, socketPath: inst.socket('acme', 'http'), close };
+}
