@@ -18,6 +18,7 @@ import { formatWait, type RateLimiter, type RateLimitSpec } from './ratelimit.js
 import {
   ToolError,
   type AnyToolDefinition,
+  type AuditDetail,
   type SecretAccess,
   type ServerDefinition,
   type ServerName,
@@ -63,6 +64,31 @@ export interface PipelineDeps {
 const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
 /** Calls one session may have in flight; more are refused, so one session cannot hog the broker. */
 export const MAX_CALLS_PER_SESSION = 16;
+
+/** Record fields a server's audit detail may not set. */
+const RESERVED_AUDIT_KEYS: ReadonlySet<string> = new Set([
+  'v',
+  'seq',
+  'ts',
+  'prev',
+  'hash',
+  'team',
+  'server',
+  'tool',
+  'session',
+  'call',
+  'phase',
+  'args',
+  'decision',
+  'rule',
+  'reason',
+  'outcome',
+  'error',
+  'durationMs',
+  'resultBytes',
+  'transport',
+  'broker',
+]);
 
 /** The fields every record of one call shares. */
 type AuditHead = Pick<AuditEntry, 'team' | 'server' | 'tool' | 'session' | 'call' | 'args'>;
@@ -213,8 +239,9 @@ export class CallPipeline {
 
     // 5. Durable request record before anything reaches the upstream.
     const allowed = { ...base, decision: 'allow' as const, rule: decision.rule };
+    const requestDetail = decision.audit ? this.auditDetail(decision.audit) : undefined;
     try {
-      await this.deps.audit.append({ ...allowed, phase: 'request' });
+      await this.deps.audit.append({ ...allowed, ...requestDetail, phase: 'request' });
     } catch (err) {
       this.deps.log.error(
         { err: (err as Error).message, team, server, tool: name },
@@ -247,6 +274,7 @@ export class CallPipeline {
     // Some refusals need I/O first (DNS for a private address, a redirect target, the state of a
     // branch): they come after the request record, and the result record says "deny".
     let lateDenial: { rule: string; reason: string } | undefined;
+    let resultDetail: AuditDetail | undefined;
     try {
       const runtime = def.createRuntime ? await this.runtime(def, team, section) : undefined;
       const stateDir = path.join(this.deps.stateDir, server, team);
@@ -272,6 +300,7 @@ export class CallPipeline {
       // 7. Redact everything that goes back, whatever the tool did.
       const structured = this.deps.redactor.scrubDeep(out.structured);
       const text = this.deps.redactor.scrub(out.text);
+      if (out.audit) resultDetail = this.auditDetail(out.audit);
       result = {
         content: [{ type: 'text', text }],
         structuredContent: structured as Record<string, unknown>,
@@ -303,6 +332,7 @@ export class CallPipeline {
     try {
       await this.deps.audit.append({
         ...allowed,
+        ...resultDetail,
         phase: 'result',
         ...(lateDenial
           ? { decision: 'deny' as const, rule: lateDenial.rule, reason: lateDenial.reason }
@@ -357,6 +387,16 @@ export class CallPipeline {
     } catch {
       return '[unrecordable arguments]';
     }
+  }
+
+  /** A server's extra record fields, redacted and truncated like arguments; core fields win. */
+  private auditDetail(detail: AuditDetail): AuditDetail {
+    const out: AuditDetail = {};
+    for (const [key, value] of Object.entries(detail)) {
+      if (RESERVED_AUDIT_KEYS.has(key)) continue;
+      out[key] = this.auditArgs(value);
+    }
+    return out;
   }
 
   private auditArgs(raw: unknown): unknown {

@@ -17,9 +17,17 @@ export interface ToolAnnotations {
 }
 
 /** The outcome of a policy check. `rule` names the policy path that decided (e.g. `http.hosts[0].methods`). */
-export type Decision = { allow: true; rule: string } | { allow: false; rule: string; reason: string };
+export type Decision =
+  { allow: true; rule: string; audit?: AuditDetail } | { allow: false; rule: string; reason: string };
 
-export const allow = (rule: string): Decision => ({ allow: true, rule });
+/**
+ * Facts a server adds to a call's audit record (e.g. the tables a SQL statement reads). Keys must
+ * not collide with the record's own fields; values are redacted and truncated like arguments.
+ */
+export type AuditDetail = Record<string, unknown>;
+
+export const allow = (rule: string, audit?: AuditDetail): Decision =>
+  audit ? { allow: true, rule, audit } : { allow: true, rule };
 export const deny = (rule: string, reason: string): Decision => ({ allow: false, rule, reason });
 
 /** Secrets as a tool sees them: by name, for its own team only. Values are registered for redaction. */
@@ -58,6 +66,8 @@ export interface ToolResult<Out = Record<string, unknown>> {
   structured: Out;
   /** Human/agent readable rendering; sent as the text content. */
   text: string;
+  /** Facts for the result record (e.g. rowCount); never the result itself. */
+  audit?: AuditDetail;
 }
 
 /** Throw from a handler for an error the agent should see verbatim (after redaction). */

@@ -13,7 +13,8 @@ const SECRET = 'pipeline-test-secret-9876543210';
 
 function setup(behaviour: {
   authorize?: () => never;
-  run?: () => Promise<never> | Promise<{ structured: { text: string }; text: string }>;
+  run?: () =>
+    Promise<never> | Promise<{ structured: { text: string }; text: string; audit?: Record<string, unknown> }>;
 }) {
   const echo = defineTool({
     name: 'echo',
@@ -25,7 +26,10 @@ function setup(behaviour: {
     annotations: { readOnlyHint: true, destructiveHint: false, openWorldHint: false },
     authorize: (args) => {
       if (behaviour.authorize) behaviour.authorize();
-      return args.text === 'forbidden' ? deny('fake.rule', 'not this text') : allow('fake.tools.echo');
+      if (args.text === 'forbidden') return deny('fake.rule', 'not this text');
+      if (args.text === 'detail')
+        return allow('fake.tools.echo', { tables: ['public.a'], decision: 'deny', note: `x ${SECRET}` });
+      return allow('fake.tools.echo');
     },
     run: async (args, ctx) => {
       if (behaviour.run) return behaviour.run();
@@ -69,6 +73,17 @@ describe('CallPipeline', () => {
       ['result', 'allow', 'ok'],
     ]);
     expect(records[0]!.call).toBe(records[1]!.call);
+  });
+
+  it("adds a server's audit detail to the request and result records, redacted, never over core fields", async () => {
+    const { pipeline, records, session } = setup({
+      run: async () => ({ structured: { text: 'ok' }, text: 'ok', audit: { rowCount: 3, phase: 'x' } }),
+    });
+    const r = await pipeline.call(session, 'echo', { text: 'detail' });
+    expect(r.isError).toBeFalsy();
+    expect(records[0]).toMatchObject({ phase: 'request', decision: 'allow', tables: ['public.a'] });
+    expect(records[0]!.note).toBe('x [redacted]');
+    expect(records[1]).toMatchObject({ phase: 'result', rowCount: 3, outcome: 'ok' });
   });
 
   it('writes one deny record for a policy denial', async () => {
