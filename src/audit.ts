@@ -72,7 +72,35 @@ export const GENESIS_PREV = '0'.repeat(64);
 /** Default longest string (in characters) kept whole in a record; longer ones keep a prefix and a digest. */
 export const DEFAULT_MAX_AUDIT_STRING = 1024;
 const MAX_AUDIT_ARRAY_ITEMS = 256;
+/** Keys kept per object; the rest are counted and digested under the key "…". */
+const MAX_AUDIT_OBJECT_KEYS = 256;
 const MAX_AUDIT_DEPTH = 32;
+/**
+ * Longest record (its JSON, in bytes) the log writes. A longer one has its largest fields
+ * replaced by their size and digest, so a hostile call cannot fill the audit disk (and make
+ * every call fail closed) or make each record cost megabytes of hashing.
+ */
+export const DEFAULT_MAX_AUDIT_RECORD_BYTES = 64 * 1024;
+/** The envelope and the fields that identify a call and its decision: never cut from a record. */
+export const AUDIT_CALL_FIELDS: readonly string[] = [
+  'v',
+  'seq',
+  'ts',
+  'prev',
+  'hash',
+  'team',
+  'server',
+  'tool',
+  'session',
+  'call',
+  'phase',
+  'decision',
+  'rule',
+  'outcome',
+  'durationMs',
+  'resultBytes',
+];
+const UNCUT_FIELDS: ReadonlySet<string> = new Set(AUDIT_CALL_FIELDS);
 const ENVELOPE_KEYS = new Set(['v', 'seq', 'ts', 'prev', 'hash']);
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -174,13 +202,51 @@ function truncateWalk(value: unknown, maxString: number, depth: number): unknown
   if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
     return truncateWalk((value as { toJSON(): unknown }).toJSON(), maxString, depth);
   }
-  // fromEntries defines own properties, so a hostile "__proto__" key stays a plain key.
-  return Object.fromEntries(
-    Object.entries(value).map(([k, v]) => [
+  const entries = Object.entries(value);
+  const kept = entries
+    .slice(0, MAX_AUDIT_OBJECT_KEYS)
+    .map(([k, v]): [string, unknown] => [
       truncateString(k, maxString),
       truncateWalk(v, maxString, depth + 1),
-    ]),
-  );
+    ]);
+  // (An object cut before ends in its "…" key: idempotent.)
+  const cutBefore =
+    entries.length === MAX_AUDIT_OBJECT_KEYS + 1 && entries[MAX_AUDIT_OBJECT_KEYS]![0] === '…';
+  if (cutBefore) kept.push(entries[MAX_AUDIT_OBJECT_KEYS]!);
+  else if (entries.length > MAX_AUDIT_OBJECT_KEYS) {
+    const cut = Object.fromEntries(entries.slice(MAX_AUDIT_OBJECT_KEYS));
+    kept.push(['…', `[${entries.length - MAX_AUDIT_OBJECT_KEYS} more keys, ${digestOf(cut)}]`]);
+  }
+  // fromEntries defines own properties, so a hostile "__proto__" key stays a plain key.
+  return Object.fromEntries(kept);
+}
+
+/** `N bytes, sha256:<hex>` of the canonical JSON of `value`. */
+function digestOf(value: unknown): string {
+  const json = canonicalJson(value);
+  return `${Buffer.byteLength(json)} bytes, sha256:${createHash('sha256').update(json).digest('hex')}`;
+}
+
+/**
+ * `body` (a record without its envelope, already truncated) made to fit `maxBytes` of JSON: its
+ * largest cuttable fields, biggest first, become `…[cut: N bytes, sha256:<hex>]` (the digest of
+ * the field's canonical JSON), until it fits. Linear in the body's size.
+ */
+export function capRecord(body: Record<string, unknown>, maxBytes: number): Record<string, unknown> {
+  const sizes = Object.entries(body).map(([k, v]) => ({
+    k,
+    bytes: Buffer.byteLength(JSON.stringify(v) ?? ''),
+  }));
+  let total = Buffer.byteLength(JSON.stringify(body));
+  if (total <= maxBytes) return body;
+  const out = { ...body };
+  for (const { k, bytes } of sizes.filter((s) => !UNCUT_FIELDS.has(s.k)).sort((a, b) => b.bytes - a.bytes)) {
+    if (total <= maxBytes) break;
+    const marker = `…[cut: ${digestOf(body[k])}]`;
+    out[k] = marker;
+    total -= bytes - Buffer.byteLength(JSON.stringify(marker));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -681,6 +747,8 @@ export interface AuditLogOptions {
   scrub?: (record: AuditEntry) => AuditEntry;
   /** Longest string kept whole (after scrubbing); default 1024. */
   maxString?: number;
+  /** Longest record JSON in bytes; larger fields are cut to a digest (default 64 KiB). */
+  maxRecordBytes?: number;
   /** Most records per write+sync; default 4096. 1 gives one fsync per record (benchmark baseline). */
   maxBatch?: number;
   /** Called after each durable batch with its record count (tests, metrics). */
@@ -865,7 +933,7 @@ export class AuditLog {
     // Hash exactly what a reader will parse back.
     const normalized = JSON.parse(JSON.stringify(truncated)) as Record<string, unknown>;
     for (const k of ENVELOPE_KEYS) delete normalized[k];
-    return normalized;
+    return capRecord(normalized, this.opts.maxRecordBytes ?? DEFAULT_MAX_AUDIT_RECORD_BYTES);
   }
 
   private async commit(batch: Pending[]): Promise<void> {

@@ -10,7 +10,8 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
-import { truncateForAudit, type AuditEntry } from './audit.js';
+import { AUDIT_CALL_FIELDS, truncateForAudit, type AuditEntry } from './audit.js';
+import { argumentBoundProblem, unrecordedSummary } from './bounds.js';
 import type { Logger } from './log.js';
 import { untilAborted } from './abort.js';
 import type { Redactor } from './redact.js';
@@ -67,25 +68,10 @@ export const MAX_CALLS_PER_SESSION = 16;
 
 /** Record fields a server's audit detail may not set. */
 const RESERVED_AUDIT_KEYS: ReadonlySet<string> = new Set([
-  'v',
-  'seq',
-  'ts',
-  'prev',
-  'hash',
-  'team',
-  'server',
-  'tool',
-  'session',
-  'call',
-  'phase',
+  ...AUDIT_CALL_FIELDS,
   'args',
-  'decision',
-  'rule',
   'reason',
-  'outcome',
   'error',
-  'durationMs',
-  'resultBytes',
   'transport',
   'broker',
 ]);
@@ -183,6 +169,15 @@ export class CallPipeline {
   ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
+    // Bounded before anything walks them (redaction, truncation, hashing): see src/bounds.ts.
+    const tooLarge = argumentBoundProblem(rawArgs);
+    if (tooLarge) {
+      return this.refuse(
+        auditHead(session, name, unrecordedSummary(rawArgs, tooLarge)),
+        { rule: 'session.arguments', reason: tooLarge, outcome: 'denied' },
+        `invalid argument: ${tooLarge}`,
+      );
+    }
     const base = auditHead(session, name, this.auditArgs(rawArgs));
     const { call } = base;
     const elapsed = () => round(performance.now() - started);
@@ -383,7 +378,8 @@ export class CallPipeline {
   /** The arguments for a record written after something went wrong: never throws. */
   private safeAuditArgs(raw: unknown): unknown {
     try {
-      return this.auditArgs(raw);
+      const tooLarge = argumentBoundProblem(raw);
+      return tooLarge ? unrecordedSummary(raw, tooLarge) : this.auditArgs(raw);
     } catch {
       return '[unrecordable arguments]';
     }

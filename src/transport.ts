@@ -11,6 +11,12 @@ export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const MAX_PENDING_OUTPUT_BYTES = 16 * 1024 * 1024;
 /** Deeper JSON than this is refused before parsing: no MCP message needs it, and walking it would exhaust the stack. */
 export const MAX_NESTING_DEPTH = 64;
+/**
+ * JSON values (keys' values, array items, containers) one frame may hold. Counted before parsing:
+ * every later step (parse, validation, redaction, audit truncation, hashing) is linear in it, and
+ * a 4 MiB frame of 300,000 keys would otherwise hold the event loop, and so every team, for seconds.
+ */
+export const MAX_FRAME_VALUES = 20_000;
 /** Queued responses past which the peer's further requests are not read until it catches up. */
 export const READ_PAUSE_OUTPUT_BYTES = 1024 * 1024;
 /** A frame must be complete this long after its first byte (a half-sent frame holds memory). */
@@ -94,8 +100,17 @@ export class NdjsonTransport implements Transport {
     let text = frame.toString('utf8');
     if (text.endsWith('\r')) text = text.slice(0, -1);
     if (text.trim().length === 0) return;
-    if (nestingDepth(text) > MAX_NESTING_DEPTH) {
+    const shape = jsonShape(text, MAX_FRAME_VALUES);
+    if (shape.depth > MAX_NESTING_DEPTH) {
       return this.badFrame(-32600, `Invalid Request: frame nests deeper than ${MAX_NESTING_DEPTH} levels`);
+    }
+    if (shape.values > MAX_FRAME_VALUES) {
+      // Answered without parsing the frame; the id is read by a scan of the top level only.
+      return this.badFrame(
+        -32600,
+        `Invalid Request: frame holds more than ${MAX_FRAME_VALUES} JSON values`,
+        topLevelId(text),
+      );
     }
     let parsed: unknown;
     try {
@@ -192,8 +207,18 @@ export class NdjsonTransport implements Transport {
 
 /** Deepest bracket nesting of a JSON text, ignoring brackets inside strings. */
 export function nestingDepth(text: string): number {
+  return jsonShape(text, Infinity).depth;
+}
+
+/**
+ * One linear pass over a JSON text (not yet known to be valid): its deepest nesting and how many
+ * values it holds (each container, and each item or member after a comma: an upper bound that
+ * is exact for valid JSON without empty containers). Stops counting once `maxValues` is passed.
+ */
+export function jsonShape(text: string, maxValues: number): { depth: number; values: number } {
   let depth = 0;
   let max = 0;
+  let values = 1;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -202,11 +227,74 @@ export function nestingDepth(text: string): number {
         i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) {
+    else if (c === 0x2c) {
+      if (++values > maxValues) break;
+    } else if (c === 0x5b || c === 0x7b) {
       if (++depth > max) max = depth;
+      if (++values > maxValues) break;
     } else if (c === 0x5d || c === 0x7d) depth--;
   }
-  return max;
+  return { depth: max, values };
+}
+
+/**
+ * The `id` member of a JSON-RPC frame that is not parsed (too large): a scan of the top-level
+ * object only. A string or number id, else null.
+ */
+export function topLevelId(text: string): string | number | null {
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      const end = stringEnd(text, i);
+      if (end < 0) return null;
+      if (depth === 1 && expectKey) {
+        expectKey = false;
+        let j = end + 1;
+        while (j < text.length && /\s/.test(text[j]!)) j++;
+        if (text[j] !== ':') return null;
+        if (text.slice(i, end + 1) === '"id"') return idValue(text, j + 1);
+      }
+      i = end;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      expectKey = depth === 1 && c === 0x7b;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && depth === 1) expectKey = true;
+  }
+  return null;
+}
+
+/** Index of the quote that closes the string opening at `start`, or -1. */
+function stringEnd(text: string, start: number): number {
+  for (let i = start + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5c) i++;
+    else if (c === 0x22) return i;
+  }
+  return -1;
+}
+
+function idValue(text: string, from: number): string | number | null {
+  let i = from;
+  while (i < text.length && /\s/.test(text[i]!)) i++;
+  let raw: string;
+  if (text[i] === '"') {
+    const end = stringEnd(text, i);
+    if (end < 0 || end - i > 1024) return null;
+    raw = text.slice(i, end + 1);
+  } else {
+    const m = /^-?[0-9][0-9.eE+-]{0,40}/.exec(text.slice(i, i + 48));
+    if (!m) return null;
+    raw = m[0];
+  }
+  try {
+    const id = JSON.parse(raw) as unknown;
+    return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
+  } catch {
+    return null;
+  }
 }
 
 function isStdio(stream: Writable): boolean {
