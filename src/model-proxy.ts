@@ -48,6 +48,7 @@ import { classifyAddress, classifyHostname, type AddressClass } from './addresse
 import { secretFormsLatin1, secretTailStart } from './secret-tail.js';
 import type { AuditEntry } from './audit.js';
 import { matchGlob } from './glob.js';
+import { pathTrickProblem } from './path-tricks.js';
 import type { Logger } from './log.js';
 import type { ModelPolicy } from './policy.js';
 import { REDACTED, type Redactor } from './redact.js';
@@ -228,13 +229,15 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         `method ${method} is not forwarded (only GET and POST); allowed paths: ${allowedPaths}`,
       );
     }
-    // An encoded slash or backslash could mean another path to the upstream than to the glob.
-    if (/%2f|%5c/i.test(pathname)) {
+    // An encoded slash, a `;` parameter and the like could mean another path to the upstream
+    // than to the glob.
+    const trick = pathTrickProblem(pathname);
+    if (trick) {
       return refuse(
         403,
         'permission_error',
         'model.paths',
-        `${method} ${pathname}: encoded "/" or "\\" is not allowed in a path; allowed paths: ${allowedPaths}`,
+        `${method} ${trick}; allowed paths: ${allowedPaths}`,
       );
     }
     const pathIndex = section.paths.findIndex((p) => matchGlob(p, pathname));

@@ -8,6 +8,7 @@ import { allow, defineTool, deny, ToolError, type Decision, type SecretAccess } 
 import { classifyHostname } from '../../src/addresses.js';
 import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
 import { cutSecretTail } from '../../src/secret-tail.js';
+import { pathTrickProblem } from '../../src/path-tricks.js';
 import {
   CLIENT_CONTROLLED_HEADERS,
   HEADER_NAME,
@@ -41,9 +42,6 @@ const OVERRIDE_HEADERS: ReadonlySet<string> = new Set([
   'x-original-url',
   'x-rewrite-url',
 ]);
-
-/** Percent-encoded "/", "\", "." or NUL: an upstream that decodes them would see another path than the glob did. */
-const ENCODED_PATH_TRICK = /%(2f|5c|2e|00)/i;
 
 const input = z
   .object({
@@ -148,14 +146,8 @@ export function checkRequest(
     };
   }
   const first = sameOrigin[0]!;
-  if (ENCODED_PATH_TRICK.test(url.pathname)) {
-    return {
-      decision: deny(
-        `http.hosts[${first.index}].paths`,
-        `path ${url.pathname} contains an encoded "/", "\\", "." or NUL (%2F, %5C, %2E, %00), which is refused so path rules cannot be bypassed`,
-      ),
-    };
-  }
+  const trick = pathTrickProblem(url.pathname);
+  if (trick) return { decision: deny(`http.hosts[${first.index}].paths`, trick) };
   const methodOk = sameOrigin.filter(({ entry }) => (entry.methods as readonly string[]).includes(method));
   if (methodOk.length === 0) {
     return {
