@@ -32,19 +32,45 @@ function base64Cores(value: Buffer): string[] {
   return cores;
 }
 
-export function secretVariants(value: string): string[] {
-  const bytes = Buffer.from(value, 'utf8');
-  const out = new Set<string>([value]);
+const hex4 = (c: string) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0');
+
+/**
+ * The ways JSON encoders write `value` inside a string: JSON.stringify's, with `/` as `\/`
+ * (PHP, some Java), with `<`, `>`, `&`, `'` as `\u00XX` (Go, .NET), and with everything
+ * non-ASCII as `\uXXXX` (Python's ensure_ascii).
+ */
+function jsonEscapedForms(value: string): string[] {
+  const plain = JSON.stringify(value).slice(1, -1);
+  const slash = plain.replace(/\//g, '\\/');
+  const html = (t: string) => t.replace(/[<>&']/g, hex4);
+  const ascii = (t: string) => t.replace(/[\u007f-\uffff]/g, hex4);
+  return [plain, slash, html(plain), html(slash), ascii(plain), ascii(slash), ascii(html(slash))];
+}
+
+/** Hex (both cases) and base64 (standard and URL-safe, every alignment) of `bytes`. */
+function byteForms(bytes: Buffer, out: Set<string>): void {
   const hex = bytes.toString('hex');
   out.add(hex);
   out.add(hex.toUpperCase());
-  out.add(encodeURIComponent(value));
-  out.add(encodeURIComponent(value).replace(/%20/g, '+'));
-  // JSON string escaping (a secret with quotes or backslashes inside serialized text).
-  out.add(JSON.stringify(value).slice(1, -1));
   for (const core of base64Cores(bytes)) {
     out.add(core);
     out.add(core.replace(/\+/g, '-').replace(/\//g, '_'));
+  }
+}
+
+export function secretVariants(value: string): string[] {
+  const out = new Set<string>([value]);
+  byteForms(Buffer.from(value, 'utf8'), out);
+  out.add(encodeURIComponent(value));
+  out.add(encodeURIComponent(value).replace(/%20/g, '+'));
+  // JSON string escaping (a secret with quotes, slashes or backslashes inside serialized text).
+  for (const form of jsonEscapedForms(value)) out.add(form);
+  // UTF-16 (a body in a UTF-16 charset, read as bytes or as UTF-8 text): each code unit's bytes.
+  const le = Buffer.from(value, 'utf16le');
+  const be = Buffer.from(le).swap16();
+  for (const bytes of [le, be]) {
+    out.add(bytes.toString('latin1'));
+    byteForms(bytes, out);
   }
   return [...out].filter((v) => v.length >= MIN_REDACTABLE_LENGTH);
 }

@@ -18,7 +18,7 @@ import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
 import { isIP, type LookupFunction, type Socket } from 'node:net';
-import type { Transform } from 'node:stream';
+import type { Readable, Transform, Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import { ToolError } from '../../src/tool.js';
 import { classifyAddress, ipLiteralOf, isMetadataHostname } from '../../src/addresses.js';
@@ -71,9 +71,8 @@ export interface UpstreamResponse {
   statusText: string;
   /** Response headers as Node parsed them (lower-case names); without content-encoding/-length once decoded. */
   headers: http.IncomingHttpHeaders;
-  /** The body after content decoding (unless the encoding was unknown: then `decoded` is false). */
+  /** The body after content decoding (every listed coding; an unknown one is refused). */
   body: Buffer;
-  decoded: boolean;
   truncated: boolean;
   /** The URL that produced this response. */
   url: URL;
@@ -147,7 +146,6 @@ export async function sendUpstream(req: UpstreamRequest): Promise<UpstreamRespon
       }
       const {
         body: responseBody,
-        decoded,
         truncated,
         unwrapped,
       } = await readBody(res, req.maxResponseBytes, deadline);
@@ -162,7 +160,6 @@ export async function sendUpstream(req: UpstreamRequest): Promise<UpstreamRespon
         statusText: res.statusMessage ?? '',
         headers: responseHeaders,
         body: responseBody,
-        decoded,
         truncated,
         url,
         redirects,
@@ -317,11 +314,12 @@ function openResponse(
   });
 }
 
-function decoderFor(contentEncoding: string | undefined): Transform | null | undefined {
-  const encoding = (contentEncoding ?? '').trim().toLowerCase();
+/** Stacked codings past this are refused: no server needs them, and each layer multiplies a bomb. */
+const MAX_CONTENT_CODINGS = 3;
+
+function codingDecoder(coding: string): Transform | null | undefined {
   // SYNC_FLUSH: a body cut at the wire cap still yields everything decodable so far.
-  switch (encoding) {
-    case '':
+  switch (coding) {
     case 'identity':
       return null;
     case 'gzip':
@@ -332,8 +330,51 @@ function decoderFor(contentEncoding: string | undefined): Transform | null | und
     case 'br':
       return zlib.createBrotliDecompress({ finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH });
     default:
-      return undefined; // unknown or stacked encoding: hand back the raw bytes
+      return undefined;
   }
+}
+
+/**
+ * The decoder for a Content-Encoding list (codings in the order they were applied, so decoded
+ * last to first), null for none. Every coding is decoded, so a credential the upstream echoes
+ * under `gzip, gzip` is scrubbed like any other; a coding Airlock cannot decode is refused
+ * rather than handed over undecoded and unscrubbed.
+ */
+interface Decoder {
+  input: Writable;
+  output: Readable;
+  destroy(): void;
+}
+
+function decoderFor(contentEncoding: string | undefined): Decoder | null {
+  const codings = (contentEncoding ?? '')
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity');
+  if (codings.length > MAX_CONTENT_CODINGS) {
+    throw new ToolError(
+      `the upstream answered with ${codings.length} stacked content codings (${contentEncoding}); at most ${MAX_CONTENT_CODINGS} are decoded`,
+    );
+  }
+  const decoders: Transform[] = [];
+  for (const coding of codings.reverse()) {
+    const decoder = codingDecoder(coding);
+    if (!decoder) {
+      for (const d of decoders) d.destroy();
+      throw new ToolError(
+        `the upstream answered with content-encoding ${JSON.stringify(coding)}, which Airlock cannot decode, so the body cannot be checked for credentials; it was not returned`,
+      );
+    }
+    decoders.push(decoder);
+  }
+  if (decoders.length === 0) return null;
+  const output = decoders.at(-1)!;
+  for (let i = 0; i + 1 < decoders.length; i++) {
+    decoders[i]!.pipe(decoders[i + 1]!);
+    // An inner layer's failure is the body's failure.
+    decoders[i]!.on('error', (err) => output.destroy(err));
+  }
+  return { input: decoders[0]!, output, destroy: () => decoders.forEach((d) => d.destroy()) };
 }
 
 /** Reads the body up to `maxBytes` on the wire and after decoding, destroying the socket at the cap. */
@@ -341,11 +382,16 @@ function readBody(
   res: http.IncomingMessage,
   maxBytes: number,
   deadline: AbortSignal,
-): Promise<{ body: Buffer; decoded: boolean; truncated: boolean; unwrapped: boolean }> {
-  const decoder = decoderFor(res.headers['content-encoding']);
-  const decoded = decoder !== undefined;
-  const unwrapped = !!decoder;
+): Promise<{ body: Buffer; truncated: boolean; unwrapped: boolean }> {
   return new Promise((resolve, reject) => {
+    let decoder: Decoder | null;
+    try {
+      decoder = decoderFor(res.headers['content-encoding']);
+    } catch (err) {
+      res.destroy();
+      return reject(err as Error);
+    }
+    const unwrapped = decoder !== null;
     const kept: Buffer[] = [];
     let keptBytes = 0;
     let wireBytes = 0;
@@ -363,7 +409,7 @@ function readBody(
       if (err || truncated || !inputEnded) res.destroy();
       decoder?.destroy();
       if (err) reject(err);
-      else resolve({ body: Buffer.concat(kept), decoded, truncated, unwrapped });
+      else resolve({ body: Buffer.concat(kept), truncated, unwrapped });
     };
     const onAbort = () => finish(deadline.reason instanceof Error ? deadline.reason : new Error('aborted'));
     const keep = (chunk: Buffer) => {
@@ -384,9 +430,9 @@ function readBody(
     deadline.addEventListener('abort', onAbort, { once: true });
 
     if (decoder) {
-      decoder.on('data', keep);
-      decoder.on('end', () => finish());
-      decoder.on('error', (err) => {
+      decoder.output.on('data', keep);
+      decoder.output.on('end', () => finish());
+      decoder.output.on('error', (err) => {
         // A body we cut ourselves may end mid-stream; keep what decoded.
         if (truncated) finish();
         else
@@ -399,13 +445,13 @@ function readBody(
     }
     const feed = (chunk: Buffer) => {
       fed = true;
-      if (decoder) decoder.write(chunk);
+      if (decoder) decoder.input.write(chunk);
       else keep(chunk);
     };
     const endOfInput = () => {
       if (inputEnded) return;
       inputEnded = true;
-      if (decoder && fed) decoder.end();
+      if (decoder && fed) decoder.input.end();
       else finish();
     };
 

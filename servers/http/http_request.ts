@@ -248,10 +248,26 @@ async function injectedValue(entry: HostEntry, secrets: SecretAccess, used: Set<
 const TEXTUAL_TYPE =
   /^(text\/|application\/(json|xml|javascript|ecmascript|x-www-form-urlencoded|graphql|yaml|x-yaml|x-ndjson)\b|[^;]*\+(json|xml)\b)/i;
 
-function bodyEncodingFor(contentType: string | undefined, body: Buffer, decoded: boolean): 'utf8' | 'base64' {
-  if (!decoded) return 'base64'; // still compressed in an encoding we do not decode
+function bodyEncodingFor(contentType: string | undefined, body: Buffer): 'utf8' | 'base64' {
   if (contentType) return TEXTUAL_TYPE.test(contentType.trim()) ? 'utf8' : 'base64';
   return !body.includes(0) && isUtf8(body) ? 'utf8' : 'base64';
+}
+
+const UTF8_CHARSETS = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii', 'unicode-1-1-utf-8']);
+
+/** `body` as text in the charset its content type names (UTF-8 when none); refuses one it cannot decode. */
+function decodeText(body: Buffer, contentType: string | undefined): string {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(contentType ?? '')?.[1]?.toLowerCase();
+  if (charset === undefined || UTF8_CHARSETS.has(charset)) return body.toString('utf8');
+  let decoder: InstanceType<typeof TextDecoder>;
+  try {
+    decoder = new TextDecoder(charset);
+  } catch {
+    throw new ToolError(
+      `the upstream answered in charset ${JSON.stringify(charset)}, which Airlock cannot decode, so the body cannot be checked for credentials; it was not returned`,
+    );
+  }
+  return decoder.decode(body);
 }
 
 function responseHeaders(res: UpstreamResponse): Record<string, string> {
@@ -359,14 +375,19 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
       });
 
       const headers = responseHeaders(response);
+      const bodyEncoding = bodyEncodingFor(headers['content-type'], response.body);
+      // Text in another charset (UTF-16, Latin-1, …) is decoded before the pipeline scrubs it:
+      // a credential echoed in UTF-16 would otherwise come back readable.
+      let text = bodyEncoding === 'utf8' ? decodeText(response.body, headers['content-type']) : undefined;
       // The pipeline redacts whole secrets; a cap that cut through an echoed one would leave its start.
-      const body = response.truncated ? cutSecretTail(response.body, secretsSent) : response.body;
-      const bodyEncoding = bodyEncodingFor(headers['content-type'], body, response.decoded);
+      let body = text === undefined ? response.body : Buffer.from(text, 'utf8');
+      if (response.truncated) body = cutSecretTail(body, secretsSent);
+      if (text !== undefined) text = body.toString('utf8');
       const structured: HttpRequestResult = {
         status: response.status,
         statusText: response.statusText,
         headers,
-        body: body.toString(bodyEncoding),
+        body: text ?? body.toString('base64'),
         bodyEncoding,
         truncated: response.truncated,
         url: response.url.href,
