@@ -31,8 +31,13 @@
 //   endpoints) unless `upstreamAllowPrivate` is set, checking the address it actually connects
 //   to (IP literal, or every DNS answer through the connection's own lookup).
 // - Budget: input (+ cache creation + cache read) + output tokens per UTC day, persisted in
-//   `<stateDir>/model/<team>/usage.json`. It is checked before forwarding, so requests already
-//   in flight when the budget runs out may overshoot it by their own size.
+//   `<stateDir>/model/<team>/usage.json`. Each request reserves its input estimate plus its
+//   max_tokens before it is forwarded and is settled to the reported usage after; a request is
+//   admitted while usage plus reservations is under the budget, so concurrent requests overshoot
+//   it by at most one request. One the upstream received that reports no usage (the client left
+//   before the first byte) is charged its reservation.
+// - Memory: request bodies are buffered whole (the model name is audited before forwarding),
+//   against a per-request cap and a process-wide cap over all connections and teams.
 import { randomUUID } from 'node:crypto';
 import dns from 'node:dns';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -59,6 +64,12 @@ export type ModelSection = ModelPolicy;
 export interface ModelProxyLimits {
   /** Largest request body accepted (default 32 MiB). */
   maxRequestBytes: number;
+  /**
+   * Request bytes all model proxies of this process may hold at once while bodies arrive
+   * (default 64 MiB); past it a request is refused with 503 rather than buffered, so slow
+   * uploads on many connections cannot grow the broker without bound.
+   */
+  maxBufferedBytes: number;
   /** Upper bound for one upstream call, headers to last byte (default 10 min). */
   totalTimeoutMs: number;
   /** Longest silence from the upstream, before or between chunks (default 5 min). */
@@ -67,6 +78,7 @@ export interface ModelProxyLimits {
 
 const DEFAULT_MODEL_PROXY_LIMITS: ModelProxyLimits = {
   maxRequestBytes: 32 * 1024 * 1024,
+  maxBufferedBytes: 64 * 1024 * 1024,
   totalTimeoutMs: 10 * 60_000,
   idleTimeoutMs: 5 * 60_000,
 };
@@ -84,6 +96,34 @@ export interface ModelProxyDeps {
   /** Allow an upstream on loopback/private addresses (tests, an operator's local gateway). */
   upstreamAllowPrivate?: boolean;
   limits?: Partial<ModelProxyLimits>;
+  /** The byte budget shared with the other teams' proxies (default: this process's). */
+  bufferedBytes?: ByteBudget;
+}
+
+/** Bytes held across connections (request bodies being read), against one cap. */
+export class ByteBudget {
+  private held = 0;
+  constructor(private readonly max: number) {}
+  /** Takes `n` bytes if they fit; false (nothing taken) if not. */
+  take(n: number): boolean {
+    if (this.held + n > this.max) return false;
+    this.held += n;
+    return true;
+  }
+  release(n: number): void {
+    this.held = Math.max(0, this.held - n);
+  }
+  get inUse(): number {
+    return this.held;
+  }
+}
+
+const processBudgets = new Map<number, ByteBudget>();
+/** One budget per cap for the whole process: every team's proxy draws on it. */
+function processByteBudget(max: number): ByteBudget {
+  let budget = processBudgets.get(max);
+  if (!budget) processBudgets.set(max, (budget = new ByteBudget(max)));
+  return budget;
 }
 
 /** Token counts as the Messages API reports them. */
@@ -137,6 +177,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
   const log = deps.log.child({ team: deps.team, server: 'model' });
   const scrub = (text: string) => deps.redactor.scrub(text);
   const usage = new DailyTokenUsage(path.join(deps.stateDir, 'model', deps.team, 'usage.json'), log);
+  const buffered = deps.bufferedBytes ?? processByteBudget(limits.maxBufferedBytes);
   // Keep-alive to the upstream (TLS handshakes per request would add latency to every turn).
   // Pooled sockets were connected through the guarded lookup, so reuse skips no check.
   const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
@@ -274,7 +315,20 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         { connection: 'close' },
       );
     }
-    const body = await readBody(req, limits.maxRequestBytes);
+    // The body's bytes count against the process-wide budget until its response is over.
+    const held = { bytes: 0 };
+    res.once('close', () => buffered.release(held.bytes));
+    const body = await readBody(req, limits.maxRequestBytes, buffered, held);
+    if (body === 'over-budget') {
+      res.once('finish', () => req.destroy());
+      return refuse(
+        503,
+        'overloaded_error',
+        'model.maxBufferedBytes',
+        `the model proxy is holding ${limits.maxBufferedBytes} bytes of request bodies already; retry shortly`,
+        { connection: 'close', 'retry-after': '1' },
+      );
+    }
     if (body === 'too-large') {
       res.once('finish', () => req.destroy());
       return refuse(
@@ -291,22 +345,29 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     if (requested.stream !== undefined) args.stream = requested.stream;
     args.requestBytes = body.length;
 
-    // 3. The daily token budget.
+    // 3. The daily token budget. What a request may cost (its input estimate plus max_tokens)
+    //    is reserved before it is forwarded and settled to the real usage after, so concurrent
+    //    requests see each other: together they overshoot the budget by at most one request.
+    const reservation = estimateInputTokens(body) + (requested.maxTokens ?? 0);
     if (section.dailyTokenBudget !== undefined) {
       const today = await usage.current();
       const used = usageTokens(today);
-      if (used >= section.dailyTokenBudget) {
+      // No await between this check and the reservation: it is atomic on the event loop.
+      if (used + usage.reserved >= section.dailyTokenBudget) {
         const wait = msUntilUtcMidnight(new Date());
+        const inFlight = usage.reserved > 0 ? `, ${usage.reserved} reserved by requests in flight` : '';
         return refuse(
           429,
           'rate_limit_error',
           'model.dailyTokenBudget',
-          `daily token budget of ${section.dailyTokenBudget} tokens for team "${deps.team}" is used up (${used} used today); ` +
+          `daily token budget of ${section.dailyTokenBudget} tokens for team "${deps.team}" is used up (${used} used today${inFlight}); ` +
             `resets at 00:00 UTC (in ${formatHoursMinutes(wait)})`,
           { 'retry-after': String(Math.ceil(wait / 1000)) },
         );
       }
     }
+    usage.reserved += reservation;
+    res.once('close', () => (usage.reserved -= reservation));
 
     // 4. Durable request record before anything reaches the upstream.
     const allowed = {
@@ -329,7 +390,8 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     }
 
     // 5. Forward and relay.
-    const outcome = await forward({ req, res, section, upstreamUrl, method, body });
+    const progress = { sent: false, completed: false };
+    const outcome = await forward({ req, res, section, upstreamUrl, method, body, progress });
     // A generation that started (input counted) but never reported its output — the client left
     // mid-stream, or the stream broke — is charged its max_tokens: the budget errs on the side of
     // the team's bill, never in favour of an agent that disconnects to dodge it.
@@ -339,6 +401,13 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
       requested.maxTokens !== undefined
     ) {
       outcome.usage.output_tokens = requested.maxTokens;
+      outcome.usageEstimated = true;
+    }
+    // A request the upstream received but that reported no usage at all (the client left before
+    // the first byte, the stream broke) is charged what was reserved for it.
+    if (progress.sent && !progress.completed && Object.keys(outcome.usage).length === 0) {
+      outcome.usage.input_tokens = estimateInputTokens(body);
+      if (requested.maxTokens !== undefined) outcome.usage.output_tokens = requested.maxTokens;
       outcome.usageEstimated = true;
     }
     const tokens = usageTokens(outcome.usage);
@@ -387,6 +456,8 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     upstreamUrl: URL;
     method: string;
     body: Buffer;
+    /** Set as the request reaches the upstream and its answer is read to the end. */
+    progress: { sent: boolean; completed: boolean };
   }): Promise<ForwardOutcome> {
     const { res, section } = opts;
     const fail = (status: number, type: string, message: string): ForwardOutcome => ({
@@ -450,6 +521,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         agent: upstreamUrl.protocol === 'https:' ? agents.https : agents.http,
         lookup: guardedLookup(allowPrivate),
         signal: controller.signal,
+        onSent: () => (opts.progress.sent = true),
         idleTimeoutMs: limits.idleTimeoutMs,
         onIdle: () =>
           controller.abort(
@@ -509,6 +581,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         if (!res.write(out)) await waitForDrain(res, controller.signal);
       }
       tap.end();
+      opts.progress.completed = true;
     } catch (err) {
       tap.end();
       error =
@@ -563,13 +636,25 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer | 'too-large' | 'aborted'> {
+async function readBody(
+  req: http.IncomingMessage,
+  max: number,
+  budget: ByteBudget,
+  held: { bytes: number },
+): Promise<Buffer | 'too-large' | 'over-budget' | 'aborted'> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > max) return 'too-large';
+      if (!budget.take(chunk.length)) {
+        // This body is dropped: its bytes go back at once, not when its connection closes.
+        budget.release(held.bytes);
+        held.bytes = 0;
+        return 'over-budget';
+      }
+      held.bytes += chunk.length;
       chunks.push(chunk);
     }
   } catch {
@@ -728,6 +813,8 @@ function openUpstream(opts: {
   agent: http.Agent;
   lookup: LookupFunction;
   signal: AbortSignal;
+  /** The request (headers and body) was handed to the connection in full. */
+  onSent: () => void;
   idleTimeoutMs: number;
   onIdle: () => void;
 }): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> {
@@ -760,6 +847,7 @@ function openUpstream(opts: {
     opts.signal.addEventListener('abort', () => reject(opts.signal.reason), { once: true });
     // Socket inactivity: before the headers and between body chunks.
     req.setTimeout(opts.idleTimeoutMs, opts.onIdle);
+    req.once('finish', opts.onSent);
     req.end(opts.body);
   });
 }
@@ -996,6 +1084,8 @@ function emptyDay(day: string): DailyUsageRecord {
 
 /** Per-team token usage for the current UTC day, persisted so a restart does not reset it. */
 class DailyTokenUsage {
+  /** Tokens reserved by requests in flight (not persisted: a restart ends them). */
+  reserved = 0;
   private state: DailyUsageRecord | undefined;
   private loading: Promise<void> | undefined;
   private writing: Promise<void> = Promise.resolve();
@@ -1057,6 +1147,14 @@ class DailyTokenUsage {
       this.log.warn({ file: this.file, err: (err as Error).message }, 'could not persist model token usage');
     }
   }
+}
+
+/**
+ * A generous guess of a request's input tokens from its size (about 4 bytes a token for
+ * English text and JSON); the upstream's count replaces it when the response reports usage.
+ */
+function estimateInputTokens(body: Buffer): number {
+  return Math.ceil(body.length / 4);
 }
 
 function msUntilUtcMidnight(now: Date): number {
