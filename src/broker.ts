@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { AuditLog } from './audit.js';
 import type { AirlockConfig } from './config.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type Logger, type LogFormat } from './log.js';
 import { CallPipeline } from './pipeline.js';
 import { PolicyStore } from './policy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -17,6 +17,7 @@ import { SERVERS, SERVER_MAP } from './servers.js';
 import { NdjsonTransport } from './transport.js';
 import { createModelProxy } from './model-proxy.js';
 import { openSession, type McpSession } from './session.js';
+import { ensureFolder, FolderError } from './folders.js';
 import type { ServerName } from './tool.js';
 
 /** Sessions per socket; past this new connections are refused (fd exhaustion by one team). */
@@ -37,19 +38,35 @@ export interface Core {
   close(): Promise<void>;
 }
 
+export interface CoreOptions {
+  log?: Logger;
+  watch?: boolean;
+  /** Format of the logger made when `log` is not given (default: pretty on a terminal). */
+  logFormat?: LogFormat;
+  /** Level of the logger made when `log` is not given (default AIRLOCK_LOG_LEVEL or info). */
+  logLevel?: string;
+  /** Refuse to start while any secret does not resolve (`serve --strict-secrets`). */
+  strictSecrets?: boolean;
+}
+
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
-export async function createCore(
-  config: AirlockConfig,
-  opts: { log?: Logger; watch?: boolean } = {},
-): Promise<Core> {
+export async function createCore(config: AirlockConfig, opts: CoreOptions = {}): Promise<Core> {
   const redactor = new Redactor();
-  const log = opts.log ?? createLogger(redactor);
+  const log = opts.log ?? createLogger(redactor, opts.logLevel, opts.logFormat);
   const secrets = new SecretStore(config.secrets, redactor);
   // Resolve every secret up front so the redactor knows all values before any call runs.
+  const unresolved: string[] = [];
   for (const r of await secrets.resolveAll()) {
-    if (!r.ok)
+    if (!r.ok) {
+      unresolved.push(r.name);
       log.warn({ secret: r.name, error: r.error }, 'secret does not resolve; calls that need it will fail');
-    else if (r.warning) log.warn({ secret: r.name, warning: r.warning }, 'secret warning');
+    } else if (r.warning) log.warn({ secret: r.name, warning: r.warning }, 'secret warning');
+  }
+  if (unresolved.length && (opts.strictSecrets || config.strictSecrets)) {
+    throw new UserError(
+      `strict secrets: ${unresolved.map((n) => `"${n}"`).join(', ')} ${unresolved.length === 1 ? 'does' : 'do'} not resolve ` +
+        `(see the warnings above, or run airlock doctor); fix ${unresolved.length === 1 ? 'it' : 'them'} or remove them from airlock.yaml`,
+    );
   }
   const audit = await AuditLog.open(config.audit.file, { scrub: (entry) => redactor.scrubDeep(entry) });
   let policies: PolicyStore;
@@ -150,17 +167,19 @@ export class Broker {
 
   private constructor(readonly core: Core) {}
 
-  static async start(config: AirlockConfig, opts: { log?: Logger } = {}): Promise<Broker> {
+  static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
     const core = await createCore(config, opts);
     const broker = new Broker(core);
     // At startup a socket that cannot be served is fatal (the operator is watching); on a later
     // reload it is logged and the other teams carry on.
-    const failures = await broker.syncSockets();
+    // Not logged here: the error thrown says it once (one socket folder problem fails every team alike).
+    const failures = await broker.syncSockets(false);
     if (failures.length) {
       await broker.stop();
-      const message = failures.map((f) => f.message).join('\n');
-      // Socket folder problems (ownership, symlinks, group) are the operator's to fix: exit 1.
-      throw failures.every((f) => f instanceof UserError) ? new UserError(message) : new Error(message);
+      const message = [...new Set(failures.map((f) => f.message))].join('\n');
+      // Socket folder problems (ownership, symlinks, group, creation) are the operator's to fix: exit 1.
+      const userFixable = failures.every((f) => f instanceof UserError || f instanceof FolderError);
+      throw userFixable ? new UserError(message) : new Error(message);
     }
     core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
     return broker;
@@ -197,8 +216,8 @@ export class Broker {
    * One socket that cannot be opened is logged and does not keep the others from opening;
    * the failures are returned.
    */
-  syncSockets(): Promise<Error[]> {
-    const run = this.syncing.then(() => this.doSync());
+  syncSockets(logFailures = true): Promise<Error[]> {
+    const run = this.syncing.then(() => this.doSync(logFailures));
     this.syncing = run.then(
       () => undefined,
       (err) => this.core.log.error({ err: (err as Error).message }, 'could not update sockets'),
@@ -206,7 +225,7 @@ export class Broker {
     return run.catch((err: Error) => [err]);
   }
 
-  private async doSync(): Promise<Error[]> {
+  private async doSync(logFailures: boolean): Promise<Error[]> {
     if (this.stopping) return [];
     const failures: Error[] = [];
     const open = async (team: string, server: ServerName | 'model') => {
@@ -214,7 +233,8 @@ export class Broker {
         await this.listen(team, server);
       } catch (err) {
         failures.push(err as Error);
-        this.core.log.error({ team, server, err: (err as Error).message }, 'cannot open socket');
+        if (logFailures)
+          this.core.log.error({ team, server, err: (err as Error).message }, 'cannot open socket');
       }
     };
     const wanted = new Set<string>();
@@ -240,9 +260,9 @@ export class Broker {
   private async listen(team: string, server: ServerName | 'model'): Promise<void> {
     const { socketDir, socketGroup } = this.core.config;
     const teamDir = path.join(socketDir, team);
-    await mkdir(socketDir, { recursive: true, mode: 0o755 });
+    await ensureFolder(socketDir, 'socketDir', 0o755);
     await checkSocketDir(socketDir);
-    await mkdir(teamDir, { recursive: true, mode: 0o750 });
+    await ensureFolder(teamDir, 'team socket folder', 0o750);
     // Never follow a link or adopt someone else's folder: chmod/chown below would apply to it.
     await checkOwnedDir(teamDir);
     await chmod(teamDir, 0o750);

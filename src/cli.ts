@@ -1,56 +1,266 @@
 #!/usr/bin/env node
 // The `airlock` command. Exit codes: 0 ok, 1 user error (bad input, bad policy), 2 internal error.
+//
+// Every command is one entry of COMMANDS: its usage line, its options (with the help text for
+// each) and a `run` that imports its implementation from src/commands/<name>.ts only when that
+// command runs. This file imports nothing but Node built-ins, so `airlock --help`, `policy
+// check` or `bridge` never pay for loading the broker, the MCP SDK or every server.
 import { realpathSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Broker, serveStdio, UserError } from './broker.js';
-import { ConfigError, loadConfig, type AirlockConfig } from './config.js';
-import { auditTailCommand, auditVerifyCommand } from './commands/audit.js';
-import { policyCheckCommand, policySchemaCommand } from './commands/policy.js';
-import { secretsCommand } from './commands/secrets.js';
-import { doctorCommand } from './commands/doctor.js';
-import { claudeConfigCommand } from './commands/claude-config.js';
-import { SERVERS, SERVER_MAP } from './servers.js';
-import type { ServerName } from './tool.js';
+import { parseArgs } from 'node:util';
+import type { AirlockConfig } from './config.js';
 import { VERSION } from './version.js';
-import bridge from './bridge.cjs';
 
-const HELP = `airlock ${VERSION} — credential broker for AI coding agents
+export interface OptionDef {
+  type: 'string' | 'boolean';
+  short?: string;
+  /** Placeholder shown in help for a string option (`--team TEAM`). */
+  value?: string;
+  help: string;
+  multiple?: boolean;
+}
 
-usage:
-  airlock serve [--config FILE]
-  airlock stdio SERVER --team TEAM [--config FILE]
-  airlock bridge SOCKET
-  airlock bridge --listen HOST:PORT SOCKET
-  airlock policy check [--config FILE] [PATH...]
-  airlock policy schema
-  airlock secrets set NAME | list | delete NAME      (set reads the value from stdin)
-  airlock audit verify [--file FILE] [--config FILE]
-  airlock audit tail [-f] [--team T] [--decision allow|deny] [--json] [-n N] [--file FILE]
-  airlock claude-config --team TEAM [--sandbox [--socket-dir DIR]] [--config FILE]
-  airlock doctor [--config FILE]
+export type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
-Every command accepts --config FILE (default ./airlock.yaml).`;
+/** What a command's implementation gets: its parsed arguments and the config, loaded on demand. */
+export interface CommandContext {
+  /** The command's words, e.g. `audit tail`. */
+  name: string;
+  values: OptionValues;
+  positionals: string[];
+  /** Absolute path of the config file (`--config FILE`, default ./airlock.yaml). */
+  configFile: string;
+  /** Whether `--config` was given (commands that can run without a config need to know). */
+  configGiven: boolean;
+  config(): Promise<AirlockConfig>;
+  /** This file, for commands that print command lines that run airlock again. */
+  cliPath: string;
+  /** A user error (exit 1) that ends with the command's usage line. */
+  usageError(message: string): Error;
+}
+
+export interface CommandSpec {
+  /** The words that select it: `doctor`, `audit tail`. */
+  name: string;
+  /** Positional arguments as shown in usage: `SERVER TOOL`, `[PATH...]`. */
+  args?: string;
+  summary: string;
+  options?: Record<string, OptionDef>;
+  /** Arguments go to the implementation unparsed (the bridge has its own syntax); --help still works. */
+  raw?: boolean;
+  /** Positionals past `args` go to the command, which checks them (and must never echo them). */
+  extraArgs?: boolean;
+  run(ctx: CommandContext): Promise<number>;
+}
+
+const TEAM = { type: 'string', value: 'TEAM', help: 'the team whose policy applies' } as const;
+const JSON_OUT = { type: 'boolean', help: 'print machine-readable JSON instead of text' } as const;
+const AUDIT_FILE = {
+  type: 'string',
+  value: 'FILE',
+  help: 'audit log to read (default: audit.file of the config; no config needed when given)',
+} as const;
+
+/** Every command. Adding one is one entry here plus its implementation in src/commands/. */
+export const COMMANDS: CommandSpec[] = [
+  {
+    name: 'serve',
+    summary:
+      "serves every team's sockets; reloads policies on change or SIGHUP; drains in-flight calls on SIGTERM",
+    options: {
+      'log-format': {
+        type: 'string',
+        value: 'json|pretty',
+        help: 'log lines as JSON (default when stderr is not a terminal) or readable lines with local times',
+      },
+      'strict-secrets': {
+        type: 'boolean',
+        help: 'refuse to start when any secret does not resolve (also `secrets: { strict: true }`)',
+      },
+    },
+    run: async (ctx) => (await import('./commands/serve.js')).serveMain(ctx),
+  },
+  {
+    name: 'stdio',
+    args: 'SERVER',
+    summary: 'serves one server on stdin/stdout (Claude Code on the host, no sandbox)',
+    options: { team: TEAM },
+    run: async (ctx) => (await import('./commands/serve.js')).stdioMain(ctx),
+  },
+  {
+    name: 'bridge',
+    args: '[--listen HOST:PORT] SOCKET',
+    summary:
+      'relays stdin/stdout to a Unix socket (exits when either side closes); with --listen, forwards loopback TCP connections to it',
+    raw: true,
+    run: async (ctx) => (await import('./bridge.cjs')).default.runBridge(ctx.positionals),
+  },
+  {
+    name: 'init',
+    summary:
+      'creates airlock.yaml, a commented team policy and the folders (right owners and modes), then prints the next commands',
+    options: {
+      dir: { type: 'string', value: 'DIR', help: 'where to create airlock.yaml and policies/ (default: .)' },
+      team: { type: 'string', value: 'TEAM', help: 'name of the first team (default: my-team)' },
+    },
+    run: async (ctx) => (await import('./commands/init.js')).initMain(ctx),
+  },
+  {
+    name: 'call',
+    args: 'SERVER TOOL',
+    summary:
+      'runs one tool call through the same pipeline as a session (policy, rate limit, audit as transport "cli") and prints the result',
+    options: {
+      team: TEAM,
+      json: {
+        type: 'string',
+        value: 'ARGS',
+        help: 'the tool arguments as a JSON object (default {}; - reads stdin)',
+      },
+    },
+    run: async (ctx) => (await import('./commands/call.js')).callMain(ctx),
+  },
+  {
+    name: 'policy check',
+    args: '[PATH...]',
+    summary:
+      "validates policy files (default: the config's policy folder) against the config's secrets; without a config, PATHs are checked with secret names by shape only",
+    options: { json: JSON_OUT },
+    run: async (ctx) => (await import('./commands/policy.js')).policyCheckMain(ctx),
+  },
+  {
+    name: 'policy schema',
+    summary: 'prints the JSON Schema of the policy format (for editors)',
+    run: async () => (await import('./commands/policy.js')).policySchemaMain(),
+  },
+  {
+    name: 'secrets set',
+    args: 'NAME',
+    // A value given as an argument gets the command's own warning, which never echoes it.
+    extraArgs: true,
+    summary:
+      'stores a secret in the OS keychain (service "airlock"); the value is read from stdin, never argv',
+    run: async (ctx) => (await import('./commands/secrets.js')).secretsMain(ctx, 'set'),
+  },
+  {
+    name: 'secrets list',
+    summary: 'lists the names of the secrets in the OS keychain',
+    run: async (ctx) => (await import('./commands/secrets.js')).secretsMain(ctx, 'list'),
+  },
+  {
+    name: 'secrets delete',
+    args: 'NAME',
+    summary: 'deletes a secret from the OS keychain',
+    run: async (ctx) => (await import('./commands/secrets.js')).secretsMain(ctx, 'delete'),
+  },
+  {
+    name: 'audit verify',
+    summary: 'checks the hash chain; prints the record count, or the first bad line and exits 1',
+    options: { file: AUDIT_FILE, json: JSON_OUT },
+    run: async (ctx) => (await import('./commands/audit.js')).auditVerifyMain(ctx),
+  },
+  {
+    name: 'audit tail',
+    summary: 'prints the last audit records as a table fitted to the terminal (colour on a terminal only)',
+    options: {
+      follow: { type: 'boolean', short: 'f', help: 'keep printing records as they are appended' },
+      lines: {
+        type: 'string',
+        short: 'n',
+        value: 'N',
+        help: 'how many matching records to print first (default 10)',
+      },
+      team: { type: 'string', value: 'TEAM', help: 'only records of this team' },
+      server: { type: 'string', value: 'SERVER', help: 'only records of this server (git, http, model, …)' },
+      tool: { type: 'string', value: 'TOOL', help: 'only records of this tool' },
+      session: { type: 'string', value: 'ID', help: 'only records of this session (a prefix is enough)' },
+      decision: { type: 'string', value: 'allow|deny', help: 'only allowed or only denied calls' },
+      since: {
+        type: 'string',
+        value: 'TIME',
+        help: 'only records at or after TIME: an ISO time (2026-11-25T22:00) or a duration back from now (90s, 15m, 2h, 7d)',
+      },
+      json: { type: 'boolean', help: 'print the records as JSON lines' },
+      file: AUDIT_FILE,
+    },
+    run: async (ctx) => (await import('./commands/audit.js')).auditTailMain(ctx),
+  },
+  {
+    name: 'claude-config',
+    summary:
+      "prints a .mcp.json for a team's servers (bridge commands with --sandbox, stdio commands without)",
+    options: {
+      team: TEAM,
+      sandbox: { type: 'boolean', help: 'reach the servers through airlock-bridge on the mounted sockets' },
+      'socket-dir': {
+        type: 'string',
+        value: 'DIR',
+        help: 'where the socket folder is mounted in the sandbox (default /run/airlock; with --sandbox)',
+      },
+    },
+    run: async (ctx) => (await import('./commands/claude-config.js')).claudeConfigMain(ctx),
+  },
+  {
+    name: 'doctor',
+    summary:
+      'checks what serve needs: config, policies, every secret (never printed), git, socket, state, work-tree and audit folders',
+    options: { json: JSON_OUT },
+    run: async (ctx) => (await import('./commands/doctor.js')).doctorMain(ctx),
+  },
+];
 
 const CLI_PATH = fileURLToPath(import.meta.url);
 
-type OptionSpec = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
-type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
+class UsageError extends Error {
+  // The name is what marks a user error (exit 1) without importing the module that defines UserError.
+  override name = 'UserError';
+}
 
-function parse(args: string[], options: OptionSpec = {}): Parsed {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      // liftConfig took every `--config FILE` out; one left here has no value, an error.
-      config: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-      ...options,
-    },
+/** The usage line of a command, options included. */
+export function usageLine(spec: CommandSpec): string {
+  const opts = Object.entries(spec.options ?? {}).map(([name, o]) => {
+    const flag = o.short ? `-${o.short}|--${name}` : `--${name}`;
+    return `[${flag}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}]`;
   });
-  return { values: values as Parsed['values'], positionals };
+  return ['airlock', spec.name, ...(spec.args ? [spec.args] : []), ...opts].join(' ');
+}
+
+function commandHelp(spec: CommandSpec): string {
+  const lines = [`usage: ${usageLine(spec)}`, '', spec.summary, '', 'options:'];
+  const rows: [string, string][] = Object.entries(spec.options ?? {}).map(([name, o]) => [
+    `${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`,
+    o.help,
+  ]);
+  rows.push(['-h, --help', 'show this help (and run nothing)']);
+  rows.push(['--config FILE', 'airlock.yaml to use (default ./airlock.yaml); accepted by every command']);
+  const width = Math.max(...rows.map(([flag]) => flag.length));
+  for (const [flag, help] of rows) lines.push(`  ${flag.padEnd(width)}  ${help}`);
+  return lines.join('\n');
+}
+
+function groupHelp(group: string, specs: CommandSpec[]): string {
+  return [
+    `usage:`,
+    ...specs.map((s) => `  ${usageLine(s)}`),
+    '',
+    `run 'airlock ${group} COMMAND --help' for details`,
+  ].join('\n');
+}
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length + (c.args ? c.args.length + 1 : 0)));
+  return [
+    `airlock ${VERSION} — credential broker for AI coding agents`,
+    '',
+    'usage: airlock COMMAND [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${`${c.name}${c.args ? ` ${c.args}` : ''}`.padEnd(width)}  ${c.summary}`),
+    '',
+    "run 'airlock COMMAND --help' for a command's options. Every command accepts --config FILE",
+    '(default ./airlock.yaml). Exit codes: 0 ok, 1 user error, 2 internal error.',
+  ].join('\n');
 }
 
 /**
@@ -66,153 +276,164 @@ function liftConfig(argv: string[]): { args: string[]; config: string | undefine
       out.push(...argv.slice(i));
       break;
     }
-    if (arg === '--config' && i + 1 < argv.length) config = argv[++i];
-    else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
+    if (arg === '--config') {
+      if (i + 1 >= argv.length || argv[i + 1]!.startsWith('-')) throw new UsageError('--config needs a FILE');
+      config = argv[++i];
+    } else if (arg.startsWith('--config=')) config = arg.slice('--config='.length);
     else out.push(arg);
   }
   return { args: out, config };
 }
 
-export async function main(rawArgv: string[]): Promise<number> {
-  const lifted = liftConfig(rawArgv);
-  const configFile = path.resolve(lifted.config ?? 'airlock.yaml');
-  const config = (): Promise<AirlockConfig> => loadConfig(configFile);
-  const [command, ...rest] = lifted.args;
-  switch (command) {
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(HELP + '\n');
-      return command === undefined ? 1 : 0;
-    case '--version':
-    case 'version':
-      process.stdout.write(VERSION + '\n');
-      return 0;
+/** The command named by the leading words of `args` (the longest match), and the rest. */
+function findCommand(args: string[]): { spec?: CommandSpec; rest: string[]; group?: string } {
+  const first = args[0];
+  const second = args[1];
+  if (first !== undefined && second !== undefined) {
+    const spec = COMMANDS.find((c) => c.name === `${first} ${second}`);
+    if (spec) return { spec, rest: args.slice(2) };
+  }
+  const spec = COMMANDS.find((c) => c.name === first);
+  if (spec) return { spec, rest: args.slice(1) };
+  if (first !== undefined && COMMANDS.some((c) => c.name.startsWith(`${first} `)))
+    return { rest: args.slice(1), group: first };
+  return { rest: args };
+}
 
-    case 'serve': {
-      parse(rest);
-      const broker = await Broker.start(await config());
-      for (const s of broker.sockets()) broker.core.log.info({ socket: s }, 'ready');
-      // A reload that fails keeps the policies in force; it must never take the broker down.
-      process.on('SIGHUP', () => {
-        broker.reload().catch((err: Error) => broker.core.log.error({ err: err.message }, 'reload failed'));
-      });
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          void broker.stop().then(resolve);
-        };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
-      return 0;
-    }
+function wantsHelp(args: string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '-h' || a === '--help') return true;
+  }
+  return false;
+}
 
-    case 'stdio': {
-      const { values, positionals } = parse(rest, { team: { type: 'string' } });
-      const server = positionals[0];
-      if (!server || positionals.length !== 1) throw new UserError('usage: airlock stdio SERVER --team TEAM');
-      if (!SERVER_MAP.has(server as ServerName)) {
-        throw new UserError(`unknown server "${server}"; available: ${[...SERVER_MAP.keys()].join(', ')}`);
-      }
-      if (!values.team) throw new UserError('--team TEAM is required');
-      await serveStdio(await config(), server as ServerName, values.team as string);
-      return 0;
-    }
+/** Positional argument bounds from the usage text: `SERVER TOOL` → 2..2, `[PATH...]` → 0..∞. */
+function positionalBounds(args: string | undefined): { min: number; max: number; names: string[] } {
+  const names = (args ?? '').split(' ').filter((w) => w && !w.startsWith('[-') && !w.startsWith('--'));
+  const required = names.filter((w) => !w.startsWith('['));
+  return {
+    min: required.length,
+    max: names.some((w) => w.includes('...')) ? Infinity : names.length,
+    names: required,
+  };
+}
 
-    case 'bridge':
-      // The bridge takes its own simple argv; --config (lifted out above) is accepted and ignored.
-      return bridge.runBridge(rest);
-
-    case 'policy': {
-      const [sub, ...more] = rest;
-      const { positionals } = parse(more);
-      if (sub === 'check') {
-        return policyCheckCommand({
-          config: configFile,
-          paths: positionals,
-          servers: SERVERS,
-        });
-      }
-      if (sub === 'schema') return policySchemaCommand({ servers: SERVERS });
-      throw new UserError('usage: airlock policy check [PATH...] | airlock policy schema');
-    }
-
-    case 'secrets': {
-      const [sub, ...more] = rest;
-      const [name, ...extraArgs] = parse(more).positionals;
-      if (sub !== 'set' && sub !== 'list' && sub !== 'delete') {
-        throw new UserError('usage: airlock secrets set NAME | list | delete NAME');
-      }
-      // The command checks its arguments itself (a value given as an argument gets its own warning).
-      return secretsCommand({ action: sub, name, extraArgs, stdin: process.stdin });
-    }
-
-    case 'audit': {
-      const [sub, ...more] = rest;
-      const { values, positionals } = parse(more, {
-        file: { type: 'string' },
-        follow: { type: 'boolean', short: 'f' },
-        team: { type: 'string' },
-        decision: { type: 'string' },
-        json: { type: 'boolean' },
-        lines: { type: 'string', short: 'n' },
-      });
-      if (positionals.length) throw new UserError(`unexpected argument "${positionals[0]}"`);
-      const file = values.file ? path.resolve(values.file as string) : (await config()).audit.file;
-      if (sub === 'verify') return auditVerifyCommand({ file });
-      if (sub === 'tail') {
-        const decision = values.decision as string | undefined;
-        if (decision !== undefined && decision !== 'allow' && decision !== 'deny') {
-          throw new UserError('--decision must be allow or deny');
-        }
-        const controller = new AbortController();
-        process.once('SIGINT', () => controller.abort());
-        process.once('SIGTERM', () => controller.abort());
-        return auditTailCommand({
-          file,
-          follow: Boolean(values.follow),
-          team: values.team as string | undefined,
-          decision,
-          json: Boolean(values.json),
-          lines: values.lines !== undefined ? Number(values.lines) : undefined,
-          signal: controller.signal,
-        });
-      }
-      throw new UserError('usage: airlock audit verify | airlock audit tail');
-    }
-
-    case 'claude-config': {
-      const { values } = parse(rest, {
-        team: { type: 'string' },
-        sandbox: { type: 'boolean' },
-        'socket-dir': { type: 'string' },
-      });
-      if (!values.team) throw new UserError('--team TEAM is required');
-      return claudeConfigCommand({
-        config: await config(),
-        team: values.team as string,
-        sandbox: Boolean(values.sandbox),
-        socketDir: values['socket-dir'] as string | undefined,
-        cliPath: CLI_PATH,
-      });
-    }
-
-    case 'doctor': {
-      parse(rest);
-      return doctorCommand({ configFile });
-    }
-
+/** Node's parseArgs messages, rewritten short and specific. */
+function argumentProblem(err: unknown): string | undefined {
+  const e = err as { code?: string; message?: string };
+  if (typeof e?.code !== 'string' || !e.code.startsWith('ERR_PARSE_ARGS')) return undefined;
+  // Node names the option as `'-n, --lines <value>'` or `'--json'`: keep the long form.
+  const option = /'(?:-\w, )?(-{1,2}[^' ,]+)/.exec(e.message ?? '')?.[1];
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${option ?? ''}`.trim();
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return /argument missing/.test(e.message ?? '')
+        ? `${option ?? 'an option'} needs a value`
+        : `${option ?? 'an option'} takes no value`;
     default:
-      throw new UserError(`unknown command "${command}"\n\n${HELP}`);
+      return 'cannot read the arguments';
   }
 }
 
+function parseCommandArgs(
+  spec: CommandSpec,
+  args: string[],
+): { values: OptionValues; positionals: string[] } {
+  if (spec.raw) return { values: {}, positionals: args };
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
+  for (const [name, o] of Object.entries(spec.options ?? {})) {
+    options[name] = {
+      type: o.type,
+      ...(o.short ? { short: o.short } : {}),
+      ...(o.multiple ? { multiple: true } : {}),
+    };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    const problem = argumentProblem(err);
+    if (problem === undefined) throw err;
+    throw usageErrorFor(spec, problem);
+  }
+  const { min, max, names } = positionalBounds(spec.args);
+  if (parsed.positionals.length < min)
+    throw usageErrorFor(spec, `missing ${names.slice(parsed.positionals.length).join(' ')}`);
+  if (parsed.positionals.length > max && !spec.extraArgs) {
+    throw usageErrorFor(spec, `unexpected argument "${parsed.positionals[max]}"`);
+  }
+  return { values: parsed.values as OptionValues, positionals: parsed.positionals };
+}
+
+function usageErrorFor(spec: CommandSpec, message: string): Error {
+  return new UsageError(`airlock ${spec.name}: ${message}\nusage: ${usageLine(spec)}`);
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
+  const out = process.stdout;
+  const lifted = liftConfig(rawArgv);
+  const args = lifted.args;
+  const first = args[0];
+  if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
+    out.write(mainHelp() + '\n');
+    return first === undefined ? 1 : 0;
+  }
+  if (first === '--version' || first === '-V' || first === 'version') {
+    out.write(VERSION + '\n');
+    return 0;
+  }
+  const { spec, rest, group } = findCommand(args);
+  if (!spec && group !== undefined) {
+    const specs = COMMANDS.filter((c) => c.name.startsWith(`${group} `));
+    if (wantsHelp(rest) || rest.length === 0) {
+      (rest.length === 0 ? process.stderr : out).write(groupHelp(group, specs) + '\n');
+      return rest.length === 0 ? 1 : 0;
+    }
+    const subs = specs.map((s) => s.name.slice(group.length + 1));
+    throw new UsageError(
+      `unknown command "airlock ${group} ${rest[0]}"; ${group} commands: ${subs.join(', ')}`,
+    );
+  }
+  if (!spec) {
+    throw new UsageError(`unknown command "${first}"; run 'airlock --help' for the list`);
+  }
+  if (wantsHelp(rest)) {
+    out.write(commandHelp(spec) + '\n');
+    return 0;
+  }
+  const { values, positionals } = parseCommandArgs(spec, rest);
+  const configFile = path.resolve(lifted.config ?? 'airlock.yaml');
+  let loaded: Promise<AirlockConfig> | undefined;
+  return spec.run({
+    name: spec.name,
+    values,
+    positionals,
+    configFile,
+    configGiven: lifted.config !== undefined,
+    config: () => (loaded ??= import('./config.js').then((m) => m.loadConfig(configFile))),
+    cliPath: CLI_PATH,
+    usageError: (message) => usageErrorFor(spec, message),
+  });
+}
+
 function isUserError(err: unknown): boolean {
-  if (err instanceof UserError || err instanceof ConfigError) return true;
-  const code = (err as { code?: string })?.code;
-  // util.parseArgs reports unknown options and missing values with these codes.
-  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+  const name = (err as Error | undefined)?.name;
+  return name === 'UserError' || name === 'ConfigError';
+}
+
+/** How an error reaches the terminal: a config error as `file:line:col: message` lines. */
+function printError(err: Error): void {
+  const issues = (err as { issues?: { file: string; line: number; col: number; message: string }[] }).issues;
+  if (err.name === 'ConfigError' && issues?.length) {
+    for (const i of issues) process.stderr.write(`${i.file}:${i.line}:${i.col}: ${i.message}\n`);
+  } else {
+    // Usage errors already start with `airlock <command>:`.
+    process.stderr.write(
+      err.message.startsWith('airlock ') ? `${err.message}\n` : `airlock: ${err.message}\n`,
+    );
+  }
 }
 
 if (process.argv[1] && realpathSync(path.resolve(process.argv[1])) === realpathSync(CLI_PATH)) {
@@ -225,12 +446,7 @@ if (process.argv[1] && realpathSync(path.resolve(process.argv[1])) === realpathS
       process.exitCode = code;
     },
     (err: Error) => {
-      if (err instanceof ConfigError) {
-        for (const i of err.issues) process.stderr.write(`${i.file}:${i.line}:${i.col}: ${i.message}\n`);
-        if (err.issues.length === 0) process.stderr.write(`airlock: ${err.message}\n`);
-      } else {
-        process.stderr.write(`airlock: ${err.message}\n`);
-      }
+      printError(err);
       process.exitCode = isUserError(err) ? 1 : 2;
     },
   );

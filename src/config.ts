@@ -30,6 +30,8 @@ export interface AirlockConfig {
   policies: string;
   audit: { file: string };
   secrets: Record<string, SecretConfig>;
+  /** `secrets: { strict: true }`: serve refuses to start while any secret does not resolve. */
+  strictSecrets?: boolean;
 }
 
 export class ConfigError extends Error {
@@ -163,7 +165,9 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
   const src = parseYaml(absFile, text);
   const issues = [...src.issues];
   if (!src.usable) throw new ConfigError(issues);
-  const result = validateYaml(src, configSchema);
+  // `secrets: { strict: true }` is an option, not a secret: no secret's config is a boolean.
+  const strict = takeStrictOption(src.data);
+  const result = validateYaml(strict.src === undefined ? src : { ...src, data: strict.src }, configSchema);
   if (!result.success) throw new ConfigError([...issues, ...result.issues]);
   const raw = result.data;
 
@@ -191,5 +195,15 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     policies: path.resolve(dir, raw.policies),
     audit: { file: path.resolve(dir, raw.audit.file) },
     secrets,
+    ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
   };
+}
+
+/** Splits a boolean `secrets.strict` off the data (which is then validated without it). */
+function takeStrictOption(data: unknown): { value?: boolean; src?: unknown } {
+  const root = data as { secrets?: unknown } | null;
+  const secrets = root?.secrets as Record<string, unknown> | null | undefined;
+  if (!secrets || typeof secrets !== 'object' || typeof secrets.strict !== 'boolean') return {};
+  const { strict, ...rest } = secrets;
+  return { value: strict as boolean, src: { ...root, secrets: rest } };
 }

@@ -1,6 +1,7 @@
 // Policy globs: `*` matches within one segment, `**` across segments, `?` one character.
 // picomatch is the small, well-kept matcher behind most Node tooling; we only pin its options
-// (no dotfile magic, no brace/extglob surprises in a security policy) and validate patterns.
+// (no dotfile magic, no brace/extglob surprises in a security policy) and validate patterns:
+// a brace list is refused with a message rather than matched literally.
 import picomatch from 'picomatch';
 import { z } from 'zod';
 
@@ -31,6 +32,9 @@ export function globProblem(pattern: string): string | undefined {
   if (/\*\*\*/.test(pattern)) return `bad glob "${pattern}": "***" is not a pattern (use "*" or "**")`;
   if (pattern.startsWith('!'))
     return `bad glob "${pattern}": negation is not supported; list what is allowed`;
+  // Braces are matched literally (nobrace), so `{a,b}` would silently match nothing the author meant.
+  if (/\{[^{}]*(,|\.\.)[^{}]*\}/.test(pattern))
+    return `bad glob "${pattern}": braces ({a,b}) are not supported; list each pattern separately`;
   try {
     picomatch.makeRe(pattern, OPTIONS);
   } catch (err) {

@@ -30,7 +30,8 @@ export interface SessionInfo {
   id: string;
   team: string;
   server: ServerName;
-  transport: 'socket' | 'stdio';
+  /** How the session reached the broker; `cli` is `airlock call` (one call, no MCP session). */
+  transport: 'socket' | 'stdio' | 'cli';
 }
 
 /** The team policy as the pipeline reads it (parsed and validated by src/policy.ts). */
@@ -77,7 +78,7 @@ const RESERVED_AUDIT_KEYS: ReadonlySet<string> = new Set([
 ]);
 
 /** The fields every record of one call shares. */
-type AuditHead = Pick<AuditEntry, 'team' | 'server' | 'tool' | 'session' | 'call' | 'args'>;
+type AuditHead = Pick<AuditEntry, 'team' | 'server' | 'tool' | 'session' | 'call' | 'args' | 'transport'>;
 
 export class CallPipeline {
   private readonly schemaCache = new WeakMap<AnyToolDefinition, Tool>();
@@ -453,7 +454,15 @@ export class CallPipeline {
 }
 
 function auditHead(session: SessionInfo, tool: string, args: unknown): AuditHead {
-  return { team: session.team, server: session.server, tool, session: session.id, call: randomUUID(), args };
+  return {
+    team: session.team,
+    server: session.server,
+    tool,
+    session: session.id,
+    call: randomUUID(),
+    transport: session.transport,
+    args,
+  };
 }
 
 function toObjectSchema(schema: z.ZodType, io: 'input' | 'output'): Tool['inputSchema'] {

@@ -224,13 +224,26 @@ function joinOrNone(names: string[]): string {
   return names.length ? [...names].sort().join(', ') : '(none)';
 }
 
+/**
+ * How secret references are checked: against the config's secrets, or (`names-only`, when
+ * policies are checked without an airlock.yaml) by the shape of the name alone.
+ */
+export type SecretCheckMode = 'config' | 'names-only';
+
 function checkSecretRef(
   src: YamlSource,
   config: AirlockConfig,
   team: string | undefined,
   name: string,
   where: IssuePath,
+  mode: SecretCheckMode = 'config',
 ): PolicyIssue | undefined {
+  if (mode === 'names-only') {
+    const parsed = secretNameSchema.safeParse(name);
+    return parsed.success
+      ? undefined
+      : issueAt(src, where, `invalid secret name "${name}": ${parsed.error.issues[0]?.message}`);
+  }
   const secret = Object.prototype.hasOwnProperty.call(config.secrets, name)
     ? config.secrets[name]
     : undefined;
@@ -269,6 +282,7 @@ function checkFile(
   config: AirlockConfig,
   servers: ServerDefinition[],
   schema: z.ZodObject,
+  mode: SecretCheckMode,
 ): FileCheck {
   const src = parseYaml(file, text);
   const issues = [...src.issues];
@@ -289,13 +303,13 @@ function checkFile(
       if (typeof ref?.name !== 'string') continue;
       const refPath = Array.isArray(ref.path) ? ref.path : [];
       const where = refPath[0] === 'servers' ? refPath : ['servers', server.name, ...refPath];
-      const issue = checkSecretRef(src, config, team, ref.name, where);
+      const issue = checkSecretRef(src, config, team, ref.name, where, mode);
       if (issue) issues.push(issue);
     }
   }
   const credential = asRecord(rawServers?.model)?.credential;
   if (typeof credential === 'string') {
-    const issue = checkSecretRef(src, config, team, credential, ['servers', 'model', 'credential']);
+    const issue = checkSecretRef(src, config, team, credential, ['servers', 'model', 'credential'], mode);
     if (issue) issues.push(issue);
   }
 
@@ -337,6 +351,7 @@ async function checkFiles(
   config: AirlockConfig,
   servers: ServerDefinition[],
   paths?: string[],
+  mode: SecretCheckMode = 'config',
 ): Promise<{ checks: FileCheck[]; issues: PolicyIssue[] }> {
   const listed = paths && paths.length ? await expandPaths(paths) : await listPolicyFiles(config.policies);
   const issues = [...listed.issues];
@@ -367,7 +382,7 @@ async function checkFiles(
       issues.push(...check.issues);
       continue;
     }
-    const check = checkFile(file, text, config, servers, schema);
+    const check = checkFile(file, text, config, servers, schema, mode);
     if (check.team !== undefined && check.src) {
       const first = firstByTeam.get(check.team);
       if (first !== undefined) {
@@ -394,8 +409,9 @@ export async function checkPolicyFiles(
   config: AirlockConfig,
   servers: ServerDefinition[],
   paths?: string[],
+  mode: SecretCheckMode = 'config',
 ): Promise<{ policies: TeamPolicy[]; issues: PolicyIssue[] }> {
-  const { checks, issues } = await checkFiles(config, servers, paths);
+  const { checks, issues } = await checkFiles(config, servers, paths, mode);
   const policies = checks.flatMap((c) => (c.policy ? [c.policy] : []));
   return { policies, issues };
 }

@@ -303,6 +303,51 @@ function cleanMessage(message: string): string {
   return message.replace(/^Invalid input: /, '');
 }
 
+/** How a zod type reads in a message about YAML. */
+const KIND_NAMES: Record<string, string> = {
+  object: 'a mapping',
+  array: 'a list',
+  record: 'a mapping',
+  string: 'a string',
+  number: 'a number',
+  boolean: 'true or false',
+};
+
+/** `Too small: expected array to have >=1 items` → `must list at least 1 item`. Custom messages stay. */
+function sizeMessage(issue: ZodIssue): string {
+  const i = issue as ZodIssue & {
+    origin?: string;
+    minimum?: number | bigint;
+    maximum?: number | bigint;
+    inclusive?: boolean;
+  };
+  if (!/^Too (small|big)/.test(issue.message)) return cleanMessage(issue.message);
+  const small = issue.code === 'too_small';
+  const bound = Number(small ? i.minimum : i.maximum);
+  const inclusive = i.inclusive !== false;
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  switch (i.origin) {
+    case 'array':
+    case 'set':
+      if (small && bound === 1) return 'must list at least one item';
+      return small
+        ? `must list at least ${plural(bound, 'item')}`
+        : `must list at most ${plural(bound, 'item')}`;
+    case 'string':
+      if (small && bound === 1) return 'must not be empty';
+      return small
+        ? `must be at least ${plural(bound, 'character')}`
+        : `must be at most ${plural(bound, 'character')}`;
+    case 'number':
+    case 'int':
+    case 'bigint':
+      if (small) return inclusive ? `must be ${bound} or more` : `must be more than ${bound}`;
+      return inclusive ? `must be ${bound} or less` : `must be less than ${bound}`;
+    default:
+      return cleanMessage(issue.message);
+  }
+}
+
 /**
  * Maps zod issues onto the YAML nodes they concern: an unknown key at the key, a wrong type or
  * failed refinement at the value, a missing key at the mapping that lacks it. `schema` is the
@@ -362,11 +407,27 @@ export function zodIssuesToPolicyIssues(
           const parent = path.slice(0, -1);
           const key = String(path[path.length - 1]);
           out.push(issueAt(src, parent, `missing required key "${key}"`));
+        } else if (at.value === null || at.value === undefined) {
+          // `key:` with nothing after it, or a file with nothing in it.
+          const what = KIND_NAMES[issue.expected] ?? issue.expected;
+          out.push(
+            issueAt(
+              src,
+              path,
+              path.length === 0
+                ? `the file is empty; expected ${what} of settings`
+                : `is empty; expected ${what}`,
+            ),
+          );
         } else {
           out.push(issueAt(src, path, cleanMessage(issue.message)));
         }
         break;
       }
+      case 'too_small':
+      case 'too_big':
+        out.push(issueAt(src, path, sizeMessage(issue)));
+        break;
       default:
         out.push(issueAt(src, path, cleanMessage(issue.message)));
     }

@@ -292,6 +292,27 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/**
+ * A missing work tree is created the way the README asks operators to make one: owned like the
+ * folder that holds it (the agent's user and group under /srv/agents/<team>), group-writable with
+ * the setgid bit, so the agent can write it. Never the root:root 0755 folder the agent could not.
+ */
+async function ensureWorkTree(dir: string): Promise<void> {
+  if (await exists(dir)) return;
+  const parent = path.dirname(dir);
+  await fs.mkdir(parent, { recursive: true });
+  try {
+    await fs.mkdir(dir, { mode: 0o2775 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return;
+    throw err;
+  }
+  const owner = await fs.stat(parent);
+  // The mode passed to mkdir is cut by the umask and may drop setgid: set it exactly.
+  await fs.chmod(dir, 0o2775);
+  if (process.getuid?.() === 0) await fs.chown(dir, owner.uid, owner.gid);
+}
+
 export async function openWorkspace(ctx: GitToolContext, name: string): Promise<WorkspaceGit> {
   const policy = ctx.section.workspaces[name];
   if (!policy || !Object.prototype.hasOwnProperty.call(ctx.section.workspaces, name)) {
@@ -300,7 +321,7 @@ export async function openWorkspace(ctx: GitToolContext, name: string): Promise<
   await fs.mkdir(ctx.stateDir, { recursive: true, mode: 0o700 });
   const home = path.join(ctx.stateDir, '.home');
   await fs.mkdir(home, { recursive: true, mode: 0o700 });
-  await fs.mkdir(policy.path, { recursive: true });
+  await ensureWorkTree(policy.path);
   const workTree = await fs.realpath(policy.path);
   const gitDir = path.join(ctx.stateDir, `${name}.git`);
   const protocol = new URL(policy.remote).protocol === 'http:' ? 'http' : 'https';

@@ -2,8 +2,10 @@
 // agent (arguments, denial reasons), so everything printed as a table has control characters
 // escaped: a record cannot move the cursor or recolour an operator's terminal.
 import { open, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readAuditLines, readAuditLinesBackward, verifyAuditFile, type AuditRecord } from '../audit.js';
+import type { CommandContext } from '../cli.js';
 
 type Out = NodeJS.WritableStream;
 
@@ -26,7 +28,13 @@ function errorCode(err: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // verify
 
-export async function auditVerifyCommand(opts: { file: string; out?: Out; err?: Out }): Promise<number> {
+export async function auditVerifyCommand(opts: {
+  file: string;
+  /** One JSON object: `{ok, file, count}`, plus `line`, `reason` when broken or `error` when unreadable. */
+  json?: boolean;
+  out?: Out;
+  err?: Out;
+}): Promise<number> {
   const out = opts.out ?? process.stdout;
   // Problems go to stderr from the command line (to `out` when a caller gives only that).
   const errOut = opts.err ?? opts.out ?? process.stderr;
@@ -34,8 +42,15 @@ export async function auditVerifyCommand(opts: { file: string; out?: Out; err?: 
   try {
     result = await verifyAuditFile(opts.file);
   } catch (err) {
-    write(errOut, `cannot read ${opts.file}: ${errorCode(err)}`);
+    if (opts.json)
+      write(out, JSON.stringify({ ok: false, file: opts.file, count: 0, error: errorCode(err) }));
+    else write(errOut, `cannot read ${opts.file}: ${errorCode(err)}`);
     return 1;
+  }
+  if (opts.json) {
+    const broken = result.ok ? {} : { line: result.line, reason: result.reason };
+    write(out, JSON.stringify({ ok: result.ok, file: opts.file, count: result.count, ...broken }));
+    return result.ok ? 0 : 1;
   }
   if (result.ok) {
     write(out, `ok: ${result.count} records, chain intact`);
@@ -52,7 +67,7 @@ export async function auditVerifyCommand(opts: { file: string; out?: Out; err?: 
 
 const COLUMNS = ['SEQ', 'TIME', 'TEAM', 'SERVER', 'TOOL', 'PHASE', 'DECISION', 'DURATION', 'RESULT'] as const;
 type Column = (typeof COLUMNS)[number];
-/** Longest cell kept per column; longer cells are cut with "…". */
+/** Longest cell kept per column; longer cells are cut with "…". RESULT gets what the terminal leaves. */
 const MAX_WIDTH: Record<Column, number> = {
   SEQ: 10,
   TIME: 24,
@@ -62,10 +77,14 @@ const MAX_WIDTH: Record<Column, number> = {
   PHASE: 7,
   DECISION: 8,
   DURATION: 10,
-  RESULT: 100,
+  RESULT: Infinity,
 };
 const RIGHT_ALIGNED = new Set<Column>(['SEQ', 'DURATION']);
+/** RESULT never gets narrower than this, even on a narrow terminal (the line wraps instead). */
+const MIN_RESULT_WIDTH = 24;
+const GAP = 2;
 
+/** Column widths; RESULT's is its cap (Infinity: not cut, as when the output is not a terminal). */
 export type AuditTableWidths = Record<Column, number>;
 
 function text(value: unknown): string {
@@ -107,7 +126,7 @@ function clip(s: string, width: number): string {
 }
 
 /** Typical widths, so rows followed after an empty or narrow first table still line up. */
-const FOLLOW_MIN_WIDTH: Record<Column, number> = {
+const FOLLOW_MIN_WIDTH: Partial<AuditTableWidths> = {
   SEQ: 6,
   TIME: 24,
   TEAM: 12,
@@ -116,13 +135,16 @@ const FOLLOW_MIN_WIDTH: Record<Column, number> = {
   PHASE: 7,
   DECISION: 8,
   DURATION: 8,
-  RESULT: 0,
 };
 
-/** Column widths that fit `records` (and the headers), each capped; `minimum` widens them. */
+/**
+ * Column widths that fit `records` (and the headers), each capped; `minimum` widens them. With
+ * `columns` (the terminal's width) RESULT takes the rest of the line; without, it is never cut.
+ */
 export function auditTableWidths(
   records: AuditRecord[],
   minimum?: Partial<AuditTableWidths>,
+  columns?: number,
 ): AuditTableWidths {
   const widths = Object.fromEntries(
     COLUMNS.map((c) => [c, Math.max(c.length, minimum?.[c] ?? 0)]),
@@ -131,23 +153,34 @@ export function auditTableWidths(
     const row = cells(r);
     for (const c of COLUMNS) widths[c] = Math.min(MAX_WIDTH[c], Math.max(widths[c], row[c].length));
   }
+  const used = COLUMNS.filter((c) => c !== 'RESULT').reduce((n, c) => n + widths[c] + GAP, 0);
+  widths.RESULT = columns ? Math.max(MIN_RESULT_WIDTH, columns - used) : Infinity;
   return widths;
 }
 
 function formatRow(row: Record<Column, string>, widths: AuditTableWidths): string {
   return COLUMNS.map((c, i) => {
     // Cut at the column's cap only: a row printed later with narrower widths overflows, not truncates.
+    if (i === COLUMNS.length - 1) return clip(row[c], widths.RESULT); // no trailing padding
     const cell = clip(row[c], MAX_WIDTH[c]);
-    if (i === COLUMNS.length - 1) return cell; // no trailing padding
     return RIGHT_ALIGNED.has(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c]);
   })
-    .join('  ')
+    .join(' '.repeat(GAP))
     .trimEnd();
 }
 
+const RED = '\u001b[31m';
+const YELLOW = '\u001b[33m';
+const DIM = '\u001b[2m';
+const RESET = '\u001b[0m';
+
 /** One record as a table row with the given widths (for rows printed after the table, as in `tail -f`). */
-export function formatAuditRow(record: AuditRecord, widths: AuditTableWidths): string {
-  return formatRow(cells(record), widths);
+export function formatAuditRow(record: AuditRecord, widths: AuditTableWidths, colour = false): string {
+  const row = formatRow(cells(record), widths);
+  if (!colour) return row;
+  if (record.decision === 'deny' || record.outcome === 'denied') return `${RED}${row}${RESET}`;
+  if (record.outcome === 'error') return `${YELLOW}${row}${RESET}`;
+  return record.phase === 'request' ? `${DIM}${row}${RESET}` : row;
 }
 
 /** The header line for `widths`. */
@@ -156,8 +189,8 @@ export function formatAuditHeader(widths: AuditTableWidths): string {
 }
 
 /** Records as a readable table: a header, then one line per record. No trailing newline. */
-export function formatAuditTable(records: AuditRecord[]): string {
-  const widths = auditTableWidths(records);
+export function formatAuditTable(records: AuditRecord[], columns?: number): string {
+  const widths = auditTableWidths(records, undefined, columns);
   return [formatAuditHeader(widths), ...records.map((r) => formatAuditRow(r, widths))].join('\n');
 }
 
@@ -169,7 +202,17 @@ export interface AuditTailOptions {
   follow: boolean;
   team?: string;
   decision?: 'allow' | 'deny';
+  server?: string;
+  tool?: string;
+  /** A session id or a prefix of one (as printed in shortened form). */
+  session?: string;
+  /** Only records whose `ts` is at or after this time. */
+  since?: Date;
   json?: boolean;
+  /** Terminal width: RESULT takes the rest of the line. Absent: nothing is cut to fit. */
+  columns?: number;
+  /** ANSI colour (denials red, errors yellow); only ever on a terminal. */
+  colour?: boolean;
   /** How many of the last matching records to print first (default 10). */
   lines?: number;
   out?: Out;
@@ -197,6 +240,8 @@ async function lastRecords(
   file: string,
   count: number,
   matches: (r: AuditRecord) => boolean,
+  /** True for a record older than anything wanted: reading backwards stops there. */
+  tooOld: (r: AuditRecord) => boolean = () => false,
 ): Promise<{ records: AuditRecord[]; skipped: number; offset: number; ino: number }> {
   const fh = await open(file, 'r');
   try {
@@ -218,6 +263,7 @@ async function lastRecords(
       if (records.length >= count) break;
       const r = parseLine(line);
       if (!r) skipped++;
+      else if (tooOld(r)) break;
       else if (matches(r)) records.push(r);
     }
     return { records: records.reverse(), skipped, offset, ino: st.ino };
@@ -234,22 +280,33 @@ export async function auditTailCommand(opts: AuditTailOptions): Promise<number> 
     write(errOut, '--lines must be a whole number of records (0 or more)');
     return 1;
   }
+  const since = opts.since?.getTime();
   const matches = (r: AuditRecord): boolean =>
     (opts.team === undefined || r.team === opts.team) &&
-    (opts.decision === undefined || r.decision === opts.decision);
+    (opts.decision === undefined || r.decision === opts.decision) &&
+    (opts.server === undefined || r.server === opts.server) &&
+    (opts.tool === undefined || r.tool === opts.tool) &&
+    (opts.session === undefined || (typeof r.session === 'string' && r.session.startsWith(opts.session))) &&
+    (since === undefined || (typeof r.ts === 'string' && Date.parse(r.ts) >= since));
+  const colour = Boolean(opts.colour);
 
   let offset = 0;
   let ino: number | null = null;
   let widths: AuditTableWidths;
   try {
-    const initial = await lastRecords(opts.file, count, matches);
+    const initial = await lastRecords(
+      opts.file,
+      count,
+      matches,
+      (r) => since !== undefined && typeof r.ts === 'string' && Date.parse(r.ts) < since,
+    );
     offset = initial.offset;
     ino = initial.ino;
-    widths = auditTableWidths(initial.records, opts.follow ? FOLLOW_MIN_WIDTH : undefined);
+    widths = auditTableWidths(initial.records, opts.follow ? FOLLOW_MIN_WIDTH : undefined, opts.columns);
     if (opts.json) for (const r of initial.records) write(out, JSON.stringify(r));
     else {
       write(out, formatAuditHeader(widths));
-      for (const r of initial.records) write(out, formatAuditRow(r, widths));
+      for (const r of initial.records) write(out, formatAuditRow(r, widths, colour));
       if (initial.skipped)
         write(out, `# ${initial.skipped} unparsable line(s) skipped; run airlock audit verify`);
     }
@@ -259,7 +316,7 @@ export async function auditTailCommand(opts: AuditTailOptions): Promise<number> 
       write(errOut, `cannot read ${opts.file}: ${errorCode(err)}`);
       return 1;
     }
-    widths = auditTableWidths([], FOLLOW_MIN_WIDTH);
+    widths = auditTableWidths([], FOLLOW_MIN_WIDTH, opts.columns);
     if (!opts.json) write(out, formatAuditHeader(widths));
   }
   if (!opts.follow) return 0;
@@ -290,11 +347,72 @@ export async function auditTailCommand(opts: AuditTailOptions): Promise<number> 
           continue;
         }
         if (!matches(r)) continue;
-        write(out, opts.json ? JSON.stringify(r) : formatAuditRow(r, widths));
+        write(out, opts.json ? JSON.stringify(r) : formatAuditRow(r, widths, colour));
       }
     } catch (err) {
       if (errorCode(err) !== 'ENOENT') throw err;
     }
   }
   return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// command line
+
+async function auditFile(ctx: CommandContext): Promise<string> {
+  const file = ctx.values.file;
+  return typeof file === 'string' ? path.resolve(file) : (await ctx.config()).audit.file;
+}
+
+export async function auditVerifyMain(ctx: CommandContext): Promise<number> {
+  return auditVerifyCommand({ file: await auditFile(ctx), json: Boolean(ctx.values.json) });
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--since`: an ISO time, or a duration back from `now` (`90s`, `15m`, `2h`, `7d`). */
+export function parseSince(value: string, now = Date.now()): Date | undefined {
+  const ago = /^(\d+)([smhd])$/.exec(value);
+  if (ago) return new Date(now - Number(ago[1]) * DURATION_UNITS[ago[2]!]!);
+  if (!/^\d{4}-\d\d-\d\d/.test(value)) return undefined;
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? undefined : new Date(t);
+}
+
+export async function auditTailMain(ctx: CommandContext): Promise<number> {
+  const v = ctx.values;
+  const str = (name: string) => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
+  const decision = str('decision');
+  if (decision !== undefined && decision !== 'allow' && decision !== 'deny') {
+    throw ctx.usageError('--decision must be allow or deny');
+  }
+  const sinceText = str('since');
+  const since = sinceText === undefined ? undefined : parseSince(sinceText);
+  if (sinceText !== undefined && since === undefined) {
+    throw ctx.usageError(
+      `--since takes an ISO time (2026-11-25T22:00) or a duration (90s, 15m, 2h, 7d), not "${sinceText}"`,
+    );
+  }
+  const lines = str('lines');
+  if (lines !== undefined && !/^\d+$/.test(lines))
+    throw ctx.usageError('--lines must be a whole number (0 or more)');
+  const tty = Boolean(process.stdout.isTTY);
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  process.once('SIGTERM', () => controller.abort());
+  return auditTailCommand({
+    file: await auditFile(ctx),
+    follow: Boolean(v.follow),
+    team: str('team'),
+    decision,
+    server: str('server'),
+    tool: str('tool'),
+    session: str('session'),
+    since,
+    json: Boolean(v.json),
+    lines: lines !== undefined ? Number(lines) : undefined,
+    columns: tty ? process.stdout.columns : undefined,
+    colour: tty && !process.env.NO_COLOR,
+    signal: controller.signal,
+  });
 }

@@ -3,6 +3,7 @@
 // the container (/run/airlock/<server>.sock); without it, Claude Code on the host runs
 // `airlock stdio` directly.
 import path from 'node:path';
+import type { CommandContext } from '../cli.js';
 import type { AirlockConfig } from '../config.js';
 import { checkPolicyFiles } from '../policy.js';
 import { SERVERS, SERVER_MAP } from '../servers.js';
@@ -90,4 +91,17 @@ export async function claudeConfigCommand(opts: {
     }
   }
   return 0;
+}
+
+export async function claudeConfigMain(ctx: CommandContext): Promise<number> {
+  const team = ctx.values.team;
+  if (typeof team !== 'string') throw ctx.usageError('--team TEAM is required');
+  const socketDir = ctx.values['socket-dir'];
+  return claudeConfigCommand({
+    config: await ctx.config(),
+    team,
+    sandbox: Boolean(ctx.values.sandbox),
+    socketDir: typeof socketDir === 'string' ? socketDir : undefined,
+    cliPath: ctx.cliPath,
+  });
 }

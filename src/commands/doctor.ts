@@ -1,12 +1,15 @@
-// `airlock doctor`: checks what an operator would otherwise find out from a failed call —
-// config, policies, that every secret resolves (never printing a value), git, socket folder
-// permissions and the audit log.
+// `airlock doctor`: checks what an operator would otherwise find out from a failed call or a
+// failed start — config, policies, that every secret resolves (never printing a value), git,
+// and every folder serve needs: socket and state folders (creatable, right owner), each git work
+// tree (exists, the agent's group, setgid) and the audit folder (writable, fsync honoured).
 import { execFile } from 'node:child_process';
-import { access, constants, lstat, stat } from 'node:fs/promises';
+import { access, constants, lstat, open, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError, loadConfig } from '../config.js';
-import { checkPolicyFiles } from '../policy.js';
+import type { CommandContext } from '../cli.js';
+import { ConfigError, loadConfig, type AirlockConfig } from '../config.js';
+import { folderProblem } from '../folders.js';
+import { checkPolicyFiles, type TeamPolicy } from '../policy.js';
 import { Redactor } from '../redact.js';
 import { SecretStore } from '../secrets.js';
 import { SERVERS } from '../servers.js';
@@ -19,16 +22,51 @@ const MIN_GIT = [2, 39];
 
 type Check = { ok: boolean; warn?: boolean; label: string; detail?: string };
 
+/** What each group of checks gets: the loaded config and policies, and where to report. */
+interface DoctorContext {
+  config: AirlockConfig;
+  policies: TeamPolicy[];
+  report(check: Check): void;
+}
+
+/** `[FAIL] secret "x" — secret "x": …` said the name twice: the label already carries it. */
+function withoutSecretPrefix(name: string, text: string): string {
+  return text.split(`secret "${name}": `).join('');
+}
+
 export async function doctorCommand(opts: {
   configFile: string;
+  /** One JSON object `{ok, problems, checks: [{status, label, detail}]}` instead of lines. */
+  json?: boolean;
   out?: NodeJS.WritableStream;
 }): Promise<number> {
   const out = opts.out ?? process.stdout;
   const checks: Check[] = [];
   const report = (c: Check) => {
     checks.push(c);
+    if (opts.json) return;
     const mark = c.ok ? (c.warn ? 'warn' : ' ok ') : 'FAIL';
     out.write(`[${mark}] ${c.label}${c.detail ? ` — ${c.detail}` : ''}\n`);
+  };
+  const finish = (): number => {
+    const failed = checks.filter((c) => !c.ok).length;
+    if (opts.json) {
+      const status = (c: Check) => (c.ok ? (c.warn ? 'warn' : 'ok') : 'fail');
+      out.write(
+        JSON.stringify({
+          ok: failed === 0,
+          problems: failed,
+          checks: checks.map((c) => ({
+            status: status(c),
+            label: c.label,
+            ...(c.detail ? { detail: c.detail } : {}),
+          })),
+        }) + '\n',
+      );
+    } else {
+      out.write(failed ? `${failed} problem${failed === 1 ? '' : 's'} found\n` : 'all checks passed\n');
+    }
+    return failed ? 1 : 0;
   };
 
   let config;
@@ -41,7 +79,7 @@ export async function doctorCommand(opts: {
         ? err.issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`).join('\n       ')
         : (err as Error).message;
     report({ ok: false, label: `config ${opts.configFile}`, detail });
-    return 1;
+    return finish();
   }
 
   const { policies, issues } = await checkPolicyFiles(config, SERVERS);
@@ -54,16 +92,41 @@ export async function doctorCommand(opts: {
     });
   }
 
+  const ctx: DoctorContext = { config, policies, report };
+  // Each group reports its own checks; a new one (a server's own) is one more line here.
+  for (const group of [
+    checkSecrets,
+    checkGit,
+    checkSocketFolders,
+    checkStateFolder,
+    checkWorkTrees,
+    checkAudit,
+  ]) {
+    await group(ctx);
+  }
+  return finish();
+}
+
+async function checkSecrets({ config, report }: DoctorContext): Promise<void> {
   const store = new SecretStore(config.secrets, new Redactor());
   for (const r of await store.resolveAll()) {
+    const detail = r.ok ? (r.warning ?? 'resolves') : (r.error ?? 'does not resolve');
     report({
       ok: r.ok,
       warn: Boolean(r.warning),
       label: `secret "${r.name}"`,
-      detail: r.ok ? (r.warning ?? 'resolves') : r.error,
+      detail: withoutSecretPrefix(r.name, detail),
     });
   }
+  if (config.strictSecrets)
+    report({
+      ok: true,
+      label: 'secrets: { strict: true }',
+      detail: 'serve refuses to start while one does not resolve',
+    });
+}
 
+async function checkGit({ policies, report }: DoctorContext): Promise<void> {
   try {
     const { stdout } = await run('git', ['--version'], {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
@@ -92,7 +155,9 @@ export async function doctorCommand(opts: {
       report({ ok: false, label: 'git work-tree confinement', detail: (err as Error).message });
     }
   }
+}
 
+async function checkSocketFolders({ config, policies, report }: DoctorContext): Promise<void> {
   try {
     const st = await stat(config.socketDir);
     // The same rule as serve: world-writable only with the sticky bit.
@@ -162,35 +227,173 @@ export async function doctorCommand(opts: {
       }
     }
   } catch {
+    // Missing: fine if serve can create it (and not a path under /proc, a file, a broken link…).
+    const problem = await folderProblem(config.socketDir, 'socketDir');
     report({
-      ok: true,
-      warn: true,
+      ok: problem === undefined,
+      warn: problem === undefined,
       label: `socket folder ${config.socketDir}`,
-      detail: 'does not exist yet (airlock serve creates it)',
+      detail: problem ?? `does not exist yet (airlock serve creates it${ownerNote()})`,
     });
   }
+}
 
-  try {
-    await access(path.dirname(config.audit.file), constants.W_OK);
-    const v = await verifyAuditFile(config.audit.file).catch(() => undefined);
-    if (v === undefined)
-      report({ ok: true, label: `audit log ${config.audit.file}`, detail: 'not created yet' });
-    else
+/** ", owned by uid N": who will own what serve creates. */
+function ownerNote(): string {
+  const uid = process.getuid?.();
+  return uid === undefined ? '' : `, owned by this user, uid ${uid}`;
+}
+
+async function checkStateFolder({ config, report }: DoctorContext): Promise<void> {
+  const label = `state folder ${config.stateDir}`;
+  const st = await stat(config.stateDir).catch(() => undefined);
+  if (!st) {
+    const problem = await folderProblem(config.stateDir, 'stateDir');
+    report({
+      ok: problem === undefined,
+      warn: problem === undefined,
+      label,
+      detail: problem ?? `does not exist yet (created on first use, mode 700${ownerNote()})`,
+    });
+    return;
+  }
+  if (!st.isDirectory()) return report({ ok: false, label, detail: 'is not a directory' });
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    return report({
+      ok: false,
+      label,
+      detail: `is owned by uid ${st.uid}, not by this user (uid ${uid}); chown it to the broker's user`,
+    });
+  }
+  const writable = await access(config.stateDir, constants.W_OK).then(
+    () => true,
+    () => false,
+  );
+  if (!writable) return report({ ok: false, label, detail: 'is not writable by this user' });
+  const open = (st.mode & 0o077) !== 0;
+  report({
+    ok: true,
+    warn: open,
+    label,
+    detail: `mode ${(st.mode & 0o7777).toString(8)}${open ? ' (host-owned git dirs live here: chmod 700 it)' : ''}`,
+  });
+}
+
+/**
+ * Each git workspace path: the agent writes it, so it must exist (or be creatable) with the
+ * agent's group, group-writable and setgid (`chown 1000:1000 DIR && chmod 2775 DIR`).
+ */
+async function checkWorkTrees({ config, policies, report }: DoctorContext): Promise<void> {
+  const group = config.socketGroup;
+  for (const p of policies) {
+    const section = p.servers.git as { workspaces?: Record<string, { path: string }> } | undefined;
+    for (const [name, ws] of Object.entries(section?.workspaces ?? {})) {
+      const dir = ws.path;
+      const label = `work tree ${dir} (team ${p.team}, workspace ${name})`;
+      const fix = `install -d -o <agent uid> -g ${group ?? '<agent gid>'} -m 2775 ${dir}`;
+      const st = await stat(dir).catch(() => undefined);
+      if (!st) {
+        const parent = await stat(path.dirname(dir)).catch(() => undefined);
+        if (
+          parent &&
+          parent.isDirectory() &&
+          parent.gid !== 0 &&
+          (group === undefined || parent.gid === group)
+        ) {
+          report({
+            ok: true,
+            warn: true,
+            label,
+            detail: `does not exist yet; the first git call creates it ${parent.uid}:${parent.gid} mode 2775 (like ${path.dirname(dir)})`,
+          });
+        } else {
+          report({ ok: false, label, detail: `does not exist; create it for the agent: ${fix}` });
+        }
+        continue;
+      }
+      if (!st.isDirectory()) {
+        report({ ok: false, label, detail: 'is not a directory' });
+        continue;
+      }
+      const mode = st.mode & 0o7777;
+      const problems: string[] = [];
+      if (st.uid === 0 && st.gid === 0) problems.push('owned by root:root, which the agent cannot write');
+      else if (group !== undefined && st.gid !== group)
+        problems.push(`group ${st.gid}, not socketGroup ${group}`);
+      if ((mode & 0o020) === 0) problems.push('not group-writable');
+      if ((mode & 0o2000) === 0) problems.push('no setgid bit (files git writes would not keep the group)');
       report({
-        ok: v.ok,
-        label: `audit log ${config.audit.file}`,
-        detail: v.ok ? `${v.count} records, chain intact` : `broken at line ${v.line}: ${v.reason}`,
+        ok: problems.length === 0,
+        label,
+        detail: `${st.uid}:${st.gid} mode ${mode.toString(8)}${problems.length ? `: ${problems.join('; ')}; fix: chown <agent uid>:${group ?? '<agent gid>'} ${dir} && chmod 2775 ${dir}` : ''}`,
       });
-  } catch {
+    }
+  }
+}
+
+/** statfs magic numbers of filesystems whose fsync does not make anything survive a reboot. */
+const VOLATILE_FS: Record<number, string> = { 0x01021994: 'tmpfs', 0x858458f6: 'ramfs' };
+
+async function checkAudit({ config, report }: DoctorContext): Promise<void> {
+  const dir = path.dirname(config.audit.file);
+  const st = await stat(dir).catch(() => undefined);
+  if (!st) {
+    const problem = await folderProblem(dir, 'audit folder');
+    report({
+      ok: problem === undefined,
+      warn: problem === undefined,
+      label: `audit folder ${dir}`,
+      detail: problem ?? `does not exist yet (airlock serve creates it, mode 700${ownerNote()})`,
+    });
+    return;
+  }
+  const probe = path.join(dir, `.airlock-doctor-${process.pid}`);
+  let handle;
+  try {
+    handle = await open(probe, 'wx', 0o600);
+    await handle.write('probe\n');
+    await handle.datasync();
+    const fsType = VOLATILE_FS[Number((await statfs(dir)).type)];
     report({
       ok: true,
-      warn: true,
-      label: `audit folder ${path.dirname(config.audit.file)}`,
-      detail: 'not writable or missing (airlock serve creates it)',
+      warn: fsType !== undefined,
+      label: `audit folder ${dir}`,
+      detail:
+        fsType === undefined
+          ? 'writable; fsync works'
+          : `writable, but on ${fsType}: records do not survive a reboot; put audit.file on a disk`,
     });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    const why =
+      code === 'EINVAL' || code === 'ENOTSUP' || code === 'EOPNOTSUPP'
+        ? `its filesystem does not support fsync (${code}); records could not be made durable, so serve would refuse every call`
+        : `not writable by this user (${code})`;
+    report({ ok: false, label: `audit folder ${dir}`, detail: why });
+  } finally {
+    await handle?.close();
+    await unlink(probe).catch(() => undefined);
   }
+  const v = await verifyAuditFile(config.audit.file).catch((err: NodeJS.ErrnoException) =>
+    err.code === 'ENOENT' ? undefined : err,
+  );
+  if (v === undefined)
+    report({ ok: true, label: `audit log ${config.audit.file}`, detail: 'not created yet' });
+  else if (v instanceof Error)
+    report({
+      ok: false,
+      label: `audit log ${config.audit.file}`,
+      detail: `cannot read (${v.code ?? v.message})`,
+    });
+  else
+    report({
+      ok: v.ok,
+      label: `audit log ${config.audit.file}`,
+      detail: v.ok ? `${v.count} records, chain intact` : `broken at line ${v.line}: ${v.reason}`,
+    });
+}
 
-  const failed = checks.filter((c) => !c.ok).length;
-  out.write(failed ? `${failed} problem${failed === 1 ? '' : 's'} found\n` : 'all checks passed\n');
-  return failed ? 1 : 0;
+export async function doctorMain(ctx: CommandContext): Promise<number> {
+  return doctorCommand({ configFile: ctx.configFile, json: Boolean(ctx.values.json) });
 }

@@ -1,7 +1,15 @@
 // `airlock policy check [PATH…]` and `airlock policy schema`.
+import { access } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigError, loadConfig } from '../config.js';
-import { checkPolicyFiles, policyJsonSchema, type PolicyIssue, type TeamPolicy } from '../policy.js';
+import type { CommandContext } from '../cli.js';
+import { ConfigError, loadConfig, type AirlockConfig } from '../config.js';
+import {
+  checkPolicyFiles,
+  policyJsonSchema,
+  type PolicyIssue,
+  type SecretCheckMode,
+  type TeamPolicy,
+} from '../policy.js';
 import type { ServerDefinition } from '../tool.js';
 
 /** Paths under the working directory print relative (shorter, still clickable); others absolute. */
@@ -26,15 +34,45 @@ function summarize(policy: TeamPolicy): string {
   return `ok ${policy.team} ${displayPath(policy.file)}: ${parts.length ? parts.join(', ') : 'no servers'}`;
 }
 
+function policyJson(policy: TeamPolicy): object {
+  return {
+    team: policy.team,
+    file: policy.file,
+    servers: Object.fromEntries(
+      Object.entries(policy.servers).map(([name, section]) => [name, { tools: Object.keys(section.tools) }]),
+    ),
+    model: policy.model !== undefined,
+  };
+}
+
+/** A config that names no secrets, for checking policy files when there is no airlock.yaml. */
+function configless(): AirlockConfig {
+  const cwd = process.cwd();
+  return {
+    file: '',
+    dir: cwd,
+    socketDir: cwd,
+    stateDir: cwd,
+    policies: cwd,
+    audit: { file: '' },
+    secrets: {},
+  };
+}
+
 /**
  * Validates policy files against the config's secrets. Prints every issue as
  * `file:line:col: message` on `out` (a tally on `err`) and returns 1 if there is any; otherwise
  * prints one summary line per team and returns 0. A broken config is a user error too (1).
+ * With `configOptional` and PATHs, a missing config file is no error: secret references are
+ * then checked by name shape only, and a note on `err` says so (a policy repository's own CI).
+ * `json` prints one object `{ok, config, secrets, policies, issues}` instead.
  */
 export async function policyCheckCommand(opts: {
   config: string;
   paths: string[];
   servers: ServerDefinition[];
+  configOptional?: boolean;
+  json?: boolean;
   out?: NodeJS.WritableStream;
   err?: NodeJS.WritableStream;
 }): Promise<number> {
@@ -42,14 +80,53 @@ export async function policyCheckCommand(opts: {
   const err = opts.err ?? process.stderr;
   let issues: PolicyIssue[];
   let policies: TeamPolicy[];
+  let mode: SecretCheckMode = 'config';
+  const report = (ok: boolean, config: string | null) =>
+    out.write(
+      JSON.stringify({
+        ok,
+        config,
+        secrets: mode === 'config' ? 'checked against the config' : 'names checked by shape only (no config)',
+        policies: policies.map(policyJson),
+        issues,
+      }) + '\n',
+    );
   try {
-    const config = await loadConfig(opts.config);
-    ({ policies, issues } = await checkPolicyFiles(config, opts.servers, opts.paths));
+    let config: AirlockConfig;
+    if (opts.configOptional && opts.paths.length > 0 && !(await exists(opts.config))) {
+      mode = 'names-only';
+      config = configless();
+      if (!opts.json) {
+        err.write(
+          `note: no config at ${displayPath(opts.config)}; secret references are checked by name only ` +
+            `(pass --config FILE to check them against its secrets)\n`,
+        );
+      }
+    } else {
+      config = await loadConfig(opts.config);
+    }
+    ({ policies, issues } = await checkPolicyFiles(config, opts.servers, opts.paths, mode));
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
+    policies = [];
+    issues = e.issues;
+    if (opts.json) {
+      report(false, opts.config);
+      return 1;
+    }
     for (const issue of e.issues) out.write(printIssue(issue) + '\n');
-    err.write(`config is invalid: ${plural(e.issues.length, 'error')}\n`);
+    const missing =
+      opts.configOptional && e.issues.some((i) => i.message.startsWith('config file not found'));
+    err.write(
+      missing
+        ? `no config file; pass --config FILE, or name the policy files or folders to check without one\n`
+        : `config is invalid: ${plural(e.issues.length, 'error')}\n`,
+    );
     return 1;
+  }
+  if (opts.json) {
+    report(issues.length === 0, mode === 'config' ? opts.config : null);
+    return issues.length ? 1 : 0;
   }
   if (issues.length) {
     for (const issue of issues) out.write(printIssue(issue) + '\n');
@@ -63,6 +140,29 @@ export async function policyCheckCommand(opts: {
   }
   for (const policy of policies) out.write(summarize(policy) + '\n');
   return 0;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+export async function policyCheckMain(ctx: CommandContext): Promise<number> {
+  const { SERVERS } = await import('../servers.js');
+  return policyCheckCommand({
+    config: ctx.configFile,
+    paths: ctx.positionals,
+    servers: SERVERS,
+    configOptional: !ctx.configGiven,
+    json: Boolean(ctx.values.json),
+  });
+}
+
+export async function policySchemaMain(): Promise<number> {
+  const { SERVERS } = await import('../servers.js');
+  return policySchemaCommand({ servers: SERVERS });
 }
 
 export function policySchemaCommand(opts: {

@@ -1,6 +1,7 @@
 // `airlock secrets set NAME | list | delete NAME`: OS keychain entries under service "airlock".
 // A value only ever arrives on stdin: an argument would sit in `ps` output and shell history.
 import type { ReadStream } from 'node:tty';
+import type { CommandContext } from '../cli.js';
 import { secretNameSchema } from '../secret-config.js';
 import { MIN_REDACTABLE_LENGTH, Redactor } from '../redact.js';
 import { KEYCHAIN_SERVICE, osKeychain, type Keychain } from '../keychain.js';
@@ -150,4 +151,10 @@ function readHidden(stdin: ReadStream, err: NodeJS.WritableStream, name: string)
     stdin.on('data', onData);
     stdin.resume();
   });
+}
+
+export function secretsMain(ctx: CommandContext, action: SecretsCommandOptions['action']): Promise<number> {
+  const [name, ...extraArgs] = ctx.positionals;
+  // The command checks its arguments itself (a value given as an argument gets its own warning).
+  return secretsCommand({ action, name, extraArgs, stdin: process.stdin });
 }

@@ -173,10 +173,20 @@ servers:
       (await import('node:fs')).readFileSync(inst.configFile, 'utf8').replace(/^ {2}missing-one:.*\n/m, ''),
     );
     await chmod(`${inst.root}/secrets/api-token`, 0o644);
-    const r = airlock('doctor', '--config', inst.configFile);
-    expect(r.stdout).toMatch(/warn\] secret "api-token"/);
-    expect(r.status, r.stdout).toBe(0);
-    expect(r.stdout).toContain('all checks passed');
+    // The git work tree as the README asks for it: the agent's user and group, setgid.
+    const { mkdir, chown, rm } = await import('node:fs/promises');
+    await mkdir('/tmp/airlock-wt-acme', { recursive: true });
+    await chown('/tmp/airlock-wt-acme', 1000, 1000);
+    await chmod('/tmp/airlock-wt-acme', 0o2775);
+    try {
+      const r = airlock('doctor', '--config', inst.configFile);
+      expect(r.stdout).toMatch(/warn\] secret "api-token"/);
+      expect(r.stdout).toMatch(/ ok \] work tree \/tmp\/airlock-wt-acme .* — 1000:1000 mode 2775$/m);
+      expect(r.status, r.stdout).toBe(0);
+      expect(r.stdout).toContain('all checks passed');
+    } finally {
+      await rm('/tmp/airlock-wt-acme', { recursive: true, force: true });
+    }
   });
 
   it('doctor fails a team socket folder that is a symlink (serve would refuse it)', async () => {

@@ -261,7 +261,7 @@ describe('checkPolicyFiles', () => {
     expect(lines).toEqual([
       '4:15: servers.model.upstream: upstream must be an http(s) URL such as https://api.anthropic.com',
       '6:13: servers.model.paths[0]: paths must start with "/"',
-      '7:23: servers.model.dailyTokenBudget: Too small: expected number to be >0',
+      '7:23: servers.model.dailyTokenBudget: must be more than 0',
       '8:5: servers.model: unknown key "budget" (allowed: upstream, credential, paths, dailyTokenBudget, allowPrivateAddress)',
     ]);
   });
@@ -315,7 +315,7 @@ describe('checkPolicyFiles', () => {
 
   it('reports an empty file as a missing mapping', async () => {
     const { lines } = await check('');
-    expect(lines).toEqual(['1:1: expected object, received null']);
+    expect(lines).toEqual(['1:1: the file is empty; expected a mapping of settings']);
   });
 });
 
