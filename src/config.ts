@@ -81,13 +81,20 @@ export async function readRegularTextFile(
   file: string,
   maxBytes: number,
   refuse?: (stat: Stats) => string | undefined,
+  opts: { noFollow?: boolean } = {},
 ): Promise<string> {
   let handle;
   try {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+    const flags =
+      fsConstants.O_RDONLY |
+      fsConstants.O_NONBLOCK |
+      fsConstants.O_NOCTTY |
+      (opts.noFollow ? fsConstants.O_NOFOLLOW : 0);
+    handle = await open(file, flags);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    if (code === 'ELOOP' && opts.noFollow) throw new UnreadableFileError('is a symlink; not read', code);
     throw new UnreadableFileError(code === 'ENOENT' ? 'no such file' : `cannot read (${code})`, code);
   }
   try {

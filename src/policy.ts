@@ -312,6 +312,13 @@ function checkFile(
   return { file, issues, team, policy, src };
 }
 
+/** Policy files belong to root or the broker's user: anyone else could grant themselves tools. */
+function policyOwnerProblem(uid: number): string | undefined {
+  const own = process.getuid?.();
+  if (uid === 0 || own === undefined || uid === own) return undefined;
+  return `owned by uid ${uid}; policy files must be owned by root or the broker's user (uid ${own}), so it is not read`;
+}
+
 /** `dev:ino` → secret name, for every secret held in a file (a GitHub App key included). */
 async function secretFileIdentities(config: AirlockConfig): Promise<Map<string, string>> {
   const byIdentity = new Map<string, string>();
@@ -347,21 +354,29 @@ async function checkFiles(
   for (const file of listed.files) {
     let text: string;
     try {
-      text = await readRegularTextFile(file, MAX_POLICY_FILE_BYTES, (st) => {
-        // A secret file taken for a policy (a symlink, a wrong PATH): a YAML error would quote it.
-        const secret = secretFiles.get(`${st.dev}:${st.ino}`);
-        return secret === undefined
-          ? undefined
-          : `this is the file of secret "${secret}", not a policy file; its contents are not read`;
-      });
+      text = await readRegularTextFile(
+        file,
+        MAX_POLICY_FILE_BYTES,
+        (st) => {
+          // A secret file taken for a policy (a wrong PATH): a YAML error would quote it.
+          const secret = secretFiles.get(`${st.dev}:${st.ino}`);
+          if (secret !== undefined)
+            return `this is the file of secret "${secret}", not a policy file; its contents are not read`;
+          return policyOwnerProblem(st.uid);
+        },
+        // A symlink could name any file the broker can read (/etc/shadow as root).
+        { noFollow: true },
+      );
     } catch (err) {
       const { code, message } = err as UnreadableFileError;
       const why =
-        code !== undefined
-          ? `cannot read policy file (${code})`
-          : message.startsWith('larger than')
-            ? `${message}; not a policy file`
-            : message;
+        code === 'ELOOP'
+          ? `is a symlink; policy files must be regular files (owned by root or the broker's user), so it is not read`
+          : code !== undefined
+            ? `cannot read policy file (${code})`
+            : message.startsWith('larger than')
+              ? `${message}; not a policy file`
+              : message;
       const check: FileCheck = { file, issues: [{ file, line: 1, col: 1, message: why }] };
       checks.push(check);
       issues.push(...check.issues);

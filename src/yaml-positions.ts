@@ -117,6 +117,15 @@ export function parseYaml(file: string, text: string): YamlSource {
   return { file, doc, lineCounter, data, issues, usable, aliases };
 }
 
+/**
+ * A key as an error message may quote it: a name, or only its length. A file that is not a
+ * policy (a symlink to a credentials file, a wrong path) must not be printed line by line
+ * through "unknown key" messages in `policy check` output and the reload log.
+ */
+export function shownKey(key: string): string {
+  return /^[A-Za-z0-9 _.-]{1,64}$/.test(key) ? `"${key}"` : `(a key of ${key.length} characters, not shown)`;
+}
+
 function duplicateKeyMessage(doc: Document.Parsed, offset: number): string {
   let key: string | undefined;
   const visit = (node: unknown): void => {
@@ -134,7 +143,7 @@ function duplicateKeyMessage(doc: Document.Parsed, offset: number): string {
     }
   };
   visit(doc.contents);
-  return key === undefined ? 'duplicate key' : `duplicate key "${key}"`;
+  return key === undefined ? 'duplicate key' : `duplicate key ${shownKey(key)}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,7 +361,7 @@ export function zodIssuesToPolicyIssues(
           const notYet = path.length === 1 && path[0] === 'servers' && PLANNED_SERVERS.has(key);
           const message = notYet
             ? `the ${key} server is not available in this version of Airlock${hint}`
-            : `unknown key "${key}"${hint}`;
+            : `unknown key ${shownKey(key)}${hint}`;
           out.push(issueAt(src, [...path, key], message, 'key'));
         }
         break;
@@ -360,7 +369,7 @@ export function zodIssuesToPolicyIssues(
       case 'invalid_key': {
         const reasons = issue.issues.map((i) => cleanMessage(i.message)).join('; ');
         const key = path[path.length - 1];
-        out.push(issueAt(src, path, `invalid key "${String(key)}": ${reasons}`, 'key'));
+        out.push(issueAt(src, path, `invalid key ${shownKey(String(key))}: ${reasons}`, 'key'));
         break;
       }
       case 'invalid_union': {
