@@ -11,6 +11,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import {
   ConfigError,
+  groupId,
+  groupSchema,
   MAX_CONFIG_FILE_BYTES,
   readRegularTextFile,
   type UnreadableFileError,
@@ -51,6 +53,8 @@ export interface TeamPolicy {
   servers: Record<string, ServerPolicy>;
   /** The `servers.model` section (the model API proxy; HTTP, not MCP, so it has no tools). */
   model?: ModelPolicy;
+  /** gid given to this team's sockets (overrides airlock.yaml's socketGroups/socketGroup). */
+  socketGroup?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +141,11 @@ export function buildPolicySchema(servers: ServerDefinition[]): z.ZodObject {
         .string()
         .regex(TEAM_NAME_RE, 'team must match [a-z0-9][a-z0-9-]* (lowercase letters, digits, "-")')
         .describe('Team name; must be unique across policy files (the file name is free)'),
+      socketGroup: groupSchema
+        .optional()
+        .describe(
+          "Group (name or gid) given to this team's sockets, so only its agents can connect; overrides airlock.yaml",
+        ),
       servers: z
         .object(sections)
         .strict()
@@ -212,6 +221,8 @@ interface FileCheck {
   team?: string;
   policy?: TeamPolicy;
   src?: YamlSource;
+  /** The policy's socketGroup as written (resolved to a gid by checkFiles). */
+  group?: number | string;
 }
 
 function asRecord(value: unknown): Record<string, unknown> | undefined {
@@ -308,6 +319,8 @@ function checkFile(
       servers: mcpServers as Record<string, ServerPolicy>,
       ...(model ? { model: model as ModelPolicy } : {}),
     };
+    const group = result.data.socketGroup as number | string | undefined;
+    if (group !== undefined) return { file, issues, team, policy, src, group };
   }
   return { file, issues, team, policy, src };
 }
@@ -383,6 +396,15 @@ async function checkFiles(
       continue;
     }
     const check = checkFile(file, text, config, servers, schema);
+    if (check.group !== undefined && check.policy && check.src) {
+      const gid = await groupId(check.group);
+      if (gid === undefined) {
+        check.issues.push(
+          issueAt(check.src, ['socketGroup'], `unknown group "${check.group}" (not in /etc/group)`),
+        );
+        delete check.policy;
+      } else check.policy.socketGroup = gid;
+    }
     if (check.team !== undefined && check.src) {
       const first = firstByTeam.get(check.team);
       if (first !== undefined) {

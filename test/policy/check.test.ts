@@ -115,7 +115,10 @@ describe('checkPolicyFiles', () => {
 
   it('reports a duplicate key at the second occurrence, together with schema errors', async () => {
     const { lines } = await check('team: payments\nservers: {}\nteam: other\nbogus: 1\n');
-    expect(lines).toEqual(['3:1: duplicate key "team"', '4:1: unknown key "bogus" (allowed: team, servers)']);
+    expect(lines).toEqual([
+      '3:1: duplicate key "team"',
+      '4:1: unknown key "bogus" (allowed: team, socketGroup, servers)',
+    ]);
   });
 
   it('reports an unknown server section at its key, listing the known ones', async () => {
