@@ -1,6 +1,17 @@
 // The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
 // sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
-import { mkdir, readFile, writeFile, rename, lstat, stat, unlink, chmod, lchown } from 'node:fs/promises';
+import {
+  mkdir,
+  readFile,
+  realpath,
+  writeFile,
+  rename,
+  lstat,
+  stat,
+  unlink,
+  chmod,
+  lchown,
+} from 'node:fs/promises';
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -253,12 +264,31 @@ export class Broker {
     }
     for (const [key, l] of this.listeners) {
       if (!wanted.has(key)) await this.closeListener(key, l);
+      else {
+        // A policy may have changed the team's group: the open folder and socket follow it.
+        const gid = this.socketGroupOf(l.team);
+        if (gid === undefined) continue;
+        try {
+          await giveToGroup(path.dirname(l.socketPath), gid);
+          await giveToGroup(l.socketPath, gid);
+        } catch (err) {
+          failures.push(err as Error);
+          this.core.log.error({ team: l.team, err: (err as Error).message }, 'cannot change socket group');
+        }
+      }
     }
     return failures;
   }
 
+  /** The group of a team's sockets: its policy's, else airlock.yaml's socketGroups entry, else socketGroup. */
+  private socketGroupOf(team: string): number | undefined {
+    const { config } = this.core;
+    return this.core.policies.get(team)?.socketGroup ?? config.socketGroups[team] ?? config.socketGroup;
+  }
+
   private async listen(team: string, server: ServerName | 'model'): Promise<void> {
-    const { socketDir, socketGroup } = this.core.config;
+    const { socketDir } = this.core.config;
+    const socketGroup = this.socketGroupOf(team);
     const teamDir = path.join(socketDir, team);
     await ensureFolder(socketDir, 'socketDir', 0o755);
     await checkSocketDir(socketDir);
@@ -375,12 +405,38 @@ export class Broker {
   }
 }
 
-/** The folder that holds the team folders: anyone able to write to it could swap a team folder. */
-async function checkSocketDir(dir: string): Promise<void> {
+/**
+ * The folder that holds the team folders, and every folder on the way to it (after symlinks):
+ * anyone able to write to one of them, or owning one, could swap a team folder for their own.
+ */
+export async function checkSocketDir(dir: string): Promise<void> {
   const st = await stat(dir);
   if (!st.isDirectory()) throw new UserError(`socketDir ${dir} is not a directory`);
-  if ((st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0) {
-    throw new UserError(`socketDir ${dir} is writable by every user; chmod o-w it (or set the sticky bit)`);
+  const real = await realpath(dir);
+  const uid = process.getuid?.();
+  const chain: string[] = [];
+  for (let p = real; ; p = path.dirname(p)) {
+    chain.unshift(p);
+    if (path.dirname(p) === p) break;
+  }
+  for (const folder of chain) {
+    const at = await lstat(folder);
+    const where =
+      folder === real
+        ? `socketDir ${dir}${real !== dir ? ` (${real})` : ''}`
+        : `${folder} (on the way to socketDir ${dir})`;
+    if (uid !== undefined && at.uid !== 0 && at.uid !== uid) {
+      throw new UserError(
+        `${where} is owned by uid ${at.uid}, not by root or this broker (uid ${uid}); its owner could replace the team folders`,
+      );
+    }
+    const sticky = (at.mode & 0o1000) !== 0;
+    if ((at.mode & 0o002) !== 0 && !sticky) {
+      throw new UserError(`${where} is writable by every user; chmod o-w it (or set the sticky bit)`);
+    }
+    if ((at.mode & 0o020) !== 0 && !sticky && at.gid !== 0) {
+      throw new UserError(`${where} is writable by group ${at.gid}; chmod g-w it (or set the sticky bit)`);
+    }
   }
 }
 

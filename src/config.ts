@@ -25,6 +25,8 @@ export interface AirlockConfig {
   socketDir: string;
   /** gid given to the sockets (a group name in the file is resolved through /etc/group). */
   socketGroup?: number;
+  /** Per-team gids (`socketGroups: { team: group }`); a team policy's own `socketGroup` wins. */
+  socketGroups: Record<string, number>;
   stateDir: string;
   /** Absolute path of the policy folder. */
   policies: string;
@@ -45,14 +47,21 @@ export class ConfigError extends Error {
 }
 
 const pathSchema = (what: string) => z.string().min(1, `${what} must not be empty`);
+/** A group as written in a file: a gid or a name from /etc/group. */
+export const groupSchema = z.union([z.number().int().nonnegative(), z.string().min(1)]);
 
 export const configSchema = z
   .object({
     socketDir: pathSchema('socketDir').describe('Sockets are created at <socketDir>/<team>/<server>.sock'),
-    socketGroup: z
-      .union([z.number().int().nonnegative(), z.string().min(1)])
+    socketGroup: groupSchema
       .optional()
       .describe('Group (name or gid) given to the sockets so the agent uid can connect'),
+    socketGroups: z
+      .record(z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'team names match [a-z0-9][a-z0-9-]*'), groupSchema)
+      .default({})
+      .describe(
+        "Per-team socket groups (team → group name or gid), overriding socketGroup for that team's sockets",
+      ),
     stateDir: pathSchema('stateDir').describe('Host-owned state (git dirs, rate-limit counters)'),
     policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
     audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
@@ -83,13 +92,20 @@ export async function readRegularTextFile(
   file: string,
   maxBytes: number,
   refuse?: (stat: Stats) => string | undefined,
+  opts: { noFollow?: boolean } = {},
 ): Promise<string> {
   let handle;
   try {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-    handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+    const flags =
+      fsConstants.O_RDONLY |
+      fsConstants.O_NONBLOCK |
+      fsConstants.O_NOCTTY |
+      (opts.noFollow ? fsConstants.O_NOFOLLOW : 0);
+    handle = await open(file, flags);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    if (code === 'ELOOP' && opts.noFollow) throw new UnreadableFileError('is a symlink; not read', code);
     throw new UnreadableFileError(code === 'ENOENT' ? 'no such file' : `cannot read (${code})`, code);
   }
   try {
@@ -115,6 +131,12 @@ export async function readRegularTextFile(
   } finally {
     await handle.close();
   }
+}
+
+/** The gid of a group as written in a file (a number, a numeric string or a name). */
+export async function groupId(group: number | string): Promise<number | undefined> {
+  if (typeof group === 'number') return group;
+  return /^\d+$/.test(group) ? Number(group) : resolveGroup(group);
 }
 
 /** Reads /etc/group (or `groupFile`) and returns the gid of `name`. */
@@ -172,14 +194,18 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
   const raw = result.data;
 
   let socketGroup: number | undefined;
-  if (typeof raw.socketGroup === 'number') socketGroup = raw.socketGroup;
-  else if (typeof raw.socketGroup === 'string') {
-    socketGroup = /^\d+$/.test(raw.socketGroup)
-      ? Number(raw.socketGroup)
-      : await resolveGroup(raw.socketGroup);
+  if (raw.socketGroup !== undefined) {
+    socketGroup = await groupId(raw.socketGroup);
     if (socketGroup === undefined) {
       issues.push(issueAt(src, ['socketGroup'], `unknown group "${raw.socketGroup}" (not in /etc/group)`));
     }
+  }
+  const socketGroups: Record<string, number> = {};
+  for (const [team, group] of Object.entries(raw.socketGroups)) {
+    const gid = await groupId(group);
+    if (gid === undefined)
+      issues.push(issueAt(src, ['socketGroups', team], `unknown group "${group}" (not in /etc/group)`));
+    else socketGroups[team] = gid;
   }
   if (issues.length) throw new ConfigError(issues);
 
@@ -191,6 +217,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     dir,
     socketDir: path.resolve(dir, raw.socketDir),
     ...(socketGroup !== undefined ? { socketGroup } : {}),
+    socketGroups,
     stateDir: path.resolve(dir, raw.stateDir),
     policies: path.resolve(dir, raw.policies),
     audit: { file: path.resolve(dir, raw.audit.file) },

@@ -11,6 +11,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import {
   ConfigError,
+  groupId,
+  groupSchema,
   MAX_CONFIG_FILE_BYTES,
   readRegularTextFile,
   type UnreadableFileError,
@@ -51,6 +53,8 @@ export interface TeamPolicy {
   servers: Record<string, ServerPolicy>;
   /** The `servers.model` section (the model API proxy; HTTP, not MCP, so it has no tools). */
   model?: ModelPolicy;
+  /** gid given to this team's sockets (overrides airlock.yaml's socketGroups/socketGroup). */
+  socketGroup?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +141,11 @@ export function buildPolicySchema(servers: ServerDefinition[]): z.ZodObject {
         .string()
         .regex(TEAM_NAME_RE, 'team must match [a-z0-9][a-z0-9-]* (lowercase letters, digits, "-")')
         .describe('Team name; must be unique across policy files (the file name is free)'),
+      socketGroup: groupSchema
+        .optional()
+        .describe(
+          "Group (name or gid) given to this team's sockets, so only its agents can connect; overrides airlock.yaml",
+        ),
       servers: z
         .object(sections)
         .strict()
@@ -212,6 +221,8 @@ interface FileCheck {
   team?: string;
   policy?: TeamPolicy;
   src?: YamlSource;
+  /** The policy's socketGroup as written (resolved to a gid by checkFiles). */
+  group?: number | string;
 }
 
 function asRecord(value: unknown): Record<string, unknown> | undefined {
@@ -322,8 +333,17 @@ function checkFile(
       servers: mcpServers as Record<string, ServerPolicy>,
       ...(model ? { model: model as ModelPolicy } : {}),
     };
+    const group = result.data.socketGroup as number | string | undefined;
+    if (group !== undefined) return { file, issues, team, policy, src, group };
   }
   return { file, issues, team, policy, src };
+}
+
+/** Policy files belong to root or the broker's user: anyone else could grant themselves tools. */
+function policyOwnerProblem(uid: number): string | undefined {
+  const own = process.getuid?.();
+  if (uid === 0 || own === undefined || uid === own) return undefined;
+  return `owned by uid ${uid}; policy files must be owned by root or the broker's user (uid ${own}), so it is not read`;
 }
 
 /** `dev:ino` → secret name, for every secret held in a file (a GitHub App key included). */
@@ -362,27 +382,44 @@ async function checkFiles(
   for (const file of listed.files) {
     let text: string;
     try {
-      text = await readRegularTextFile(file, MAX_POLICY_FILE_BYTES, (st) => {
-        // A secret file taken for a policy (a symlink, a wrong PATH): a YAML error would quote it.
-        const secret = secretFiles.get(`${st.dev}:${st.ino}`);
-        return secret === undefined
-          ? undefined
-          : `this is the file of secret "${secret}", not a policy file; its contents are not read`;
-      });
+      text = await readRegularTextFile(
+        file,
+        MAX_POLICY_FILE_BYTES,
+        (st) => {
+          // A secret file taken for a policy (a wrong PATH): a YAML error would quote it.
+          const secret = secretFiles.get(`${st.dev}:${st.ino}`);
+          if (secret !== undefined)
+            return `this is the file of secret "${secret}", not a policy file; its contents are not read`;
+          return policyOwnerProblem(st.uid);
+        },
+        // A symlink could name any file the broker can read (/etc/shadow as root).
+        { noFollow: true },
+      );
     } catch (err) {
       const { code, message } = err as UnreadableFileError;
       const why =
-        code !== undefined
-          ? `cannot read policy file (${code})`
-          : message.startsWith('larger than')
-            ? `${message}; not a policy file`
-            : message;
+        code === 'ELOOP'
+          ? `is a symlink; policy files must be regular files (owned by root or the broker's user), so it is not read`
+          : code !== undefined
+            ? `cannot read policy file (${code})`
+            : message.startsWith('larger than')
+              ? `${message}; not a policy file`
+              : message;
       const check: FileCheck = { file, issues: [{ file, line: 1, col: 1, message: why }] };
       checks.push(check);
       issues.push(...check.issues);
       continue;
     }
     const check = checkFile(file, text, config, servers, schema, mode);
+    if (check.group !== undefined && check.policy && check.src) {
+      const gid = await groupId(check.group);
+      if (gid === undefined) {
+        check.issues.push(
+          issueAt(check.src, ['socketGroup'], `unknown group "${check.group}" (not in /etc/group)`),
+        );
+        delete check.policy;
+      } else check.policy.socketGroup = gid;
+    }
     if (check.team !== undefined && check.src) {
       const first = firstByTeam.get(check.team);
       if (first !== undefined) {

@@ -11,6 +11,7 @@ import {
   LineCounter,
   parseDocument,
   visit,
+  type Alias,
   type Document,
   type Node,
 } from 'yaml';
@@ -48,10 +49,15 @@ export interface YamlSource {
   issues: PolicyIssue[];
   /** True when the only YAML problems are ones that leave the data usable (duplicate keys). */
   usable: boolean;
+  /** Each alias's target, found in one pass (resolving each alias by a walk of the document is quadratic). */
+  aliases: Map<Alias, Node>;
 }
 
 /** Problems after which the parsed data is still the file's evident meaning, so schema checks can run too. */
 const RECOVERABLE_CODES = new Set(['DUPLICATE_KEY']);
+
+/** Aliases one file may use (an alias bomb expands each many times over). */
+const MAX_ALIASES = 100;
 
 export function parseYaml(file: string, text: string): YamlSource {
   const lineCounter = new LineCounter();
@@ -68,30 +74,56 @@ export function parseYaml(file: string, text: string): YamlSource {
     if (!RECOVERABLE_CODES.has(err.code)) usable = false;
   }
   // An alias to an anchor that is not defined (before it) is a YAML error the parser leaves to
-  // toJS; report it at the alias.
-  visit(doc, {
-    Alias(_key, alias) {
-      if (alias.resolve(doc) === undefined) {
+  // toJS; report it at the alias. One pass in document order: an alias names the last node
+  // anchored with its name before it (as the library resolves it, without a walk per alias).
+  const aliases = new Map<Alias, Node>();
+  const anchored = new Map<string, Node>();
+  visit(doc, (_key, node) => {
+    if (isAlias(node)) {
+      const target = anchored.get(node.source);
+      if (target) aliases.set(node, target);
+      else {
         issues.push({
           file,
-          ...lineCounter.linePos(alias.range?.[0] ?? 0),
-          message: `unknown alias "*${alias.source}"`,
+          ...lineCounter.linePos(node.range?.[0] ?? 0),
+          message: `unknown alias "*${node.source}"`,
         });
         usable = false;
       }
-    },
+    } else if ((isScalar(node) || isMap(node) || isSeq(node)) && node.anchor) {
+      anchored.set(node.anchor, node);
+    }
   });
   let data: unknown;
+  if (usable && aliases.size > MAX_ALIASES) {
+    // toJS would resolve each by a walk of the document before giving up.
+    const first = [...aliases.keys()][MAX_ALIASES]!;
+    issues.push({
+      file,
+      ...lineCounter.linePos(first.range?.[0] ?? 0),
+      message: `more than ${MAX_ALIASES} aliases; a policy does not need them (write the values out)`,
+    });
+    usable = false;
+  }
   if (usable) {
     try {
-      data = doc.toJS({ maxAliasCount: 100 });
+      data = doc.toJS({ maxAliasCount: MAX_ALIASES });
     } catch (err) {
       // e.g. an alias bomb (RESOURCE_EXHAUSTION) or an undefined alias.
       usable = false;
       issues.push({ file, line: 1, col: 1, message: `cannot read YAML: ${(err as Error).message}` });
     }
   }
-  return { file, doc, lineCounter, data, issues, usable };
+  return { file, doc, lineCounter, data, issues, usable, aliases };
+}
+
+/**
+ * A key as an error message may quote it: a name, or only its length. A file that is not a
+ * policy (a symlink to a credentials file, a wrong path) must not be printed line by line
+ * through "unknown key" messages in `policy check` output and the reload log.
+ */
+export function shownKey(key: string): string {
+  return /^[A-Za-z0-9 _.-]{1,64}$/.test(key) ? `"${key}"` : `(a key of ${key.length} characters, not shown)`;
 }
 
 function duplicateKeyMessage(doc: Document.Parsed, offset: number): string {
@@ -111,7 +143,7 @@ function duplicateKeyMessage(doc: Document.Parsed, offset: number): string {
     }
   };
   visit(doc.contents);
-  return key === undefined ? 'duplicate key' : `duplicate key "${key}"`;
+  return key === undefined ? 'duplicate key' : `duplicate key ${shownKey(key)}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,12 +160,12 @@ interface Located {
   found: boolean;
 }
 
-function resolveAlias(doc: Document.Parsed, node: unknown): unknown {
-  return isAlias(node) ? node.resolve(doc) : node;
+function resolveAlias(src: Pick<YamlSource, 'aliases'>, node: unknown): unknown {
+  return isAlias(node) ? src.aliases.get(node) : node;
 }
 
-export function locate(src: Pick<YamlSource, 'doc'>, path: IssuePath): Located {
-  let node = resolveAlias(src.doc, src.doc.contents) as Node | null | undefined;
+export function locate(src: Pick<YamlSource, 'doc' | 'aliases'>, path: IssuePath): Located {
+  let node = resolveAlias(src, src.doc.contents) as Node | null | undefined;
   let key: Node | undefined;
   let deepest: Node | undefined = node ?? undefined;
   for (const segment of path) {
@@ -143,14 +175,14 @@ export function locate(src: Pick<YamlSource, 'doc'>, path: IssuePath): Located {
       );
       if (!pair) return { deepest, found: false };
       key = pair.key as Node;
-      node = resolveAlias(src.doc, pair.value) as Node | null;
+      node = resolveAlias(src, pair.value) as Node | null;
       // `key:` with nothing after it has no value node; the key is the closest position.
       deepest = node ?? key;
     } else if (isSeq(node) && typeof segment === 'number') {
       const item = node.items[segment];
       if (item === undefined) return { deepest, found: false };
       key = undefined;
-      node = resolveAlias(src.doc, item) as Node | null;
+      node = resolveAlias(src, item) as Node | null;
       deepest = node ?? deepest;
     } else {
       return { deepest, found: false };
@@ -374,7 +406,7 @@ export function zodIssuesToPolicyIssues(
           const notYet = path.length === 1 && path[0] === 'servers' && PLANNED_SERVERS.has(key);
           const message = notYet
             ? `the ${key} server is not available in this version of Airlock${hint}`
-            : `unknown key "${key}"${hint}`;
+            : `unknown key ${shownKey(key)}${hint}`;
           out.push(issueAt(src, [...path, key], message, 'key'));
         }
         break;
@@ -382,7 +414,7 @@ export function zodIssuesToPolicyIssues(
       case 'invalid_key': {
         const reasons = issue.issues.map((i) => cleanMessage(i.message)).join('; ');
         const key = path[path.length - 1];
-        out.push(issueAt(src, path, `invalid key "${String(key)}": ${reasons}`, 'key'));
+        out.push(issueAt(src, path, `invalid key ${shownKey(String(key))}: ${reasons}`, 'key'));
         break;
       }
       case 'invalid_union': {

@@ -56,6 +56,7 @@ function configless(): AirlockConfig {
     policies: cwd,
     audit: { file: '' },
     secrets: {},
+    socketGroups: {},
   };
 }
 

@@ -115,7 +115,10 @@ describe('checkPolicyFiles', () => {
 
   it('reports a duplicate key at the second occurrence, together with schema errors', async () => {
     const { lines } = await check('team: payments\nservers: {}\nteam: other\nbogus: 1\n');
-    expect(lines).toEqual(['3:1: duplicate key "team"', '4:1: unknown key "bogus" (allowed: team, servers)']);
+    expect(lines).toEqual([
+      '3:1: duplicate key "team"',
+      '4:1: unknown key "bogus" (allowed: team, socketGroup, servers)',
+    ]);
   });
 
   it('reports an unknown server section at its key, listing the known ones', async () => {
@@ -335,9 +338,12 @@ describe('checkPolicyFiles on things that are not policy files', () => {
     await ws.write('payments.yaml', 'team: payments\nservers: {}\n');
     const folder = await within(checkPolicyFiles(config, fakeServers));
     expect(folder.policies.map((p) => p.team)).toEqual(['payments']);
+    // Symlinks are refused without being followed (one could name any file the broker can read).
+    const symlinkRefused =
+      "is a symlink; policy files must be regular files (owned by root or the broker's user), so it is not read";
     expect(folder.issues.map((i) => `${path.basename(i.file)}: ${i.message}`)).toEqual([
-      'linked-pipe.yaml: not a regular file',
-      'zero.yaml: not a regular file',
+      `linked-pipe.yaml: ${symlinkRefused}`,
+      `zero.yaml: ${symlinkRefused}`,
     ]);
     const named = await within(checkPolicyFiles(config, fakeServers, [fifo, '/dev/zero']));
     expect(named.issues.map((i) => i.message)).toEqual(['not a regular file', 'not a regular file']);
@@ -360,11 +366,13 @@ describe('checkPolicyFiles on things that are not policy files', () => {
     await symlink(path.join(ws.dir, 'pg_url'), path.join(ws.policies, 'analytics.yaml'));
     const folder = await checkPolicyFiles(config, fakeServers);
     const named = await checkPolicyFiles(config, fakeServers, [path.join(ws.dir, 'pg_url')]);
-    for (const { issues } of [folder, named]) {
-      expect(JSON.stringify(issues)).not.toContain('pg_secret_value');
-      expect(brief(issues)).toEqual([
-        '1:1: this is the file of secret "pg-analytics", not a policy file; its contents are not read',
-      ]);
-    }
+    for (const { issues } of [folder, named]) expect(JSON.stringify(issues)).not.toContain('pg_secret_value');
+    // Through the folder it is a symlink (not followed); named directly, it is known as the secret's file.
+    expect(brief(folder.issues)).toEqual([
+      "1:1: is a symlink; policy files must be regular files (owned by root or the broker's user), so it is not read",
+    ]);
+    expect(brief(named.issues)).toEqual([
+      '1:1: this is the file of secret "pg-analytics", not a policy file; its contents are not read',
+    ]);
   });
 });

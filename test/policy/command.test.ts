@@ -57,7 +57,7 @@ describe('airlock policy check', () => {
     expect(out.trim().split('\n')).toEqual([
       `${shown(a)}:3:3: servers: unknown key "htp" (allowed: git, github, postgres, http, model)`,
       `${shown(b)}:1:7: team: team must match [a-z0-9][a-z0-9-]* (lowercase letters, digits, "-")`,
-      `${shown(b)}:3:1: unknown key "extra" (allowed: team, servers)`,
+      `${shown(b)}:3:1: unknown key "extra" (allowed: team, socketGroup, servers)`,
     ]);
     expect(err).toBe('3 errors in 2 files\n');
   });
@@ -83,6 +83,6 @@ describe('airlock policy check', () => {
     expect(policySchemaCommand({ servers: fakeServers, out: out.stream })).toBe(0);
     const schema = JSON.parse(out.text());
     expect(schema.$schema).toBe('http://json-schema.org/draft-07/schema#');
-    expect(Object.keys(schema.properties)).toEqual(['team', 'servers']);
+    expect(Object.keys(schema.properties)).toEqual(['team', 'socketGroup', 'servers']);
   });
 });

@@ -1,0 +1,148 @@
+// Who can reach a team's sockets: the folders on the way must belong to root or the broker, and
+// each team's sockets can carry their own group, so agents of one team cannot open another's.
+import { spawnSync } from 'node:child_process';
+import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Broker } from '../../src/broker.js';
+import { loadConfig } from '../../src/config.js';
+import { silentLogger } from '../../src/log.js';
+import { checkPolicyFiles } from '../../src/policy.js';
+import { SERVERS } from '../../src/servers.js';
+import { makeInstallation, type Installation } from '../helpers/fixture.js';
+
+const policy = (team: string, extra = '') => `team: ${team}
+${extra}servers:
+  http:
+    hosts:
+      - origin: http://127.0.0.1:9
+        allowPrivateAddress: true
+    tools:
+      http_request: {}
+`;
+
+let inst: Installation;
+let broker: Broker | undefined;
+
+beforeEach(async () => {
+  inst = await makeInstallation({ policies: { 'a.yaml': policy('a') } });
+});
+afterEach(async () => {
+  await broker?.stop(1000);
+  broker = undefined;
+  await inst.cleanup();
+});
+
+const start = async () =>
+  (broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() }));
+
+async function setConfig(lines: string): Promise<void> {
+  const config = await readFile(inst.configFile, 'utf8');
+  await writeFile(inst.configFile, `${lines}\n${config}`);
+}
+
+/** Tries to connect to `socket` as uid 2001 in the given supplementary groups. */
+function connectsAs(groups: number[], socket: string): boolean {
+  const r = spawnSync(
+    'setpriv',
+    [
+      '--reuid',
+      '2001',
+      '--regid',
+      '2001',
+      groups.length ? `--groups=${groups.join(',')}` : '--clear-groups',
+      process.execPath,
+      '-e',
+      `require('net').connect(${JSON.stringify(socket)}).on('connect', () => process.exit(0)).on('error', (e) => { console.error(e.code); process.exit(3); })`,
+    ],
+    { encoding: 'utf8', timeout: 10_000 },
+  );
+  return r.status === 0;
+}
+
+describe('socketDir ownership', () => {
+  it('refuses a socketDir owned by another uid (the agent), and leaves it alone', async () => {
+    await mkdir(inst.socketDir, { mode: 0o755 });
+    await chown(inst.socketDir, 1000, 1000);
+    await expect(start()).rejects.toThrow(
+      new RegExp(`socketDir ${inst.socketDir} is owned by uid 1000, not by root or this broker`),
+    );
+    expect((await stat(inst.socketDir)).uid).toBe(1000);
+  });
+
+  it('refuses a socketDir that links to a folder the agent owns', async () => {
+    const agentDir = path.join(inst.root, 'agent-owned');
+    await mkdir(agentDir, { mode: 0o755 });
+    await chown(agentDir, 1000, 1000);
+    await symlink(agentDir, inst.socketDir);
+    await expect(start()).rejects.toThrow(/is owned by uid 1000, not by root or this broker/);
+  });
+
+  it('refuses a socketDir below a folder the agent owns', async () => {
+    const agentDir = path.join(inst.root, 'agent-home');
+    await mkdir(path.join(agentDir, 'run'), { recursive: true, mode: 0o755 });
+    await chown(agentDir, 1000, 1000);
+    const config = await readFile(inst.configFile, 'utf8');
+    await writeFile(
+      inst.configFile,
+      config.replace(`socketDir: ${inst.socketDir}`, `socketDir: ${agentDir}/run`),
+    );
+    await expect(start()).rejects.toThrow(
+      new RegExp(`${agentDir} \\(on the way to socketDir ${agentDir}/run\\) is owned by uid 1000`),
+    );
+  });
+
+  it('refuses a group-writable folder on the way (without the sticky bit)', async () => {
+    await mkdir(inst.socketDir, { mode: 0o755 });
+    await chown(inst.socketDir, 0, 1000);
+    await chmod(inst.socketDir, 0o775);
+    await expect(start()).rejects.toThrow(/is writable by group 1000; chmod g-w it/);
+  });
+});
+
+describe('per-team socket groups', () => {
+  it("gives each team's sockets its own group: the policy's, else airlock.yaml's socketGroups, else socketGroup", async () => {
+    await chmod(inst.root, 0o755);
+    await setConfig('socketGroup: 1000\nsocketGroups: { b: 1002 }');
+    await inst.writePolicy('a.yaml', policy('a', 'socketGroup: 1001\n'));
+    await inst.writePolicy('b.yaml', policy('b'));
+    await inst.writePolicy('c.yaml', policy('c'));
+    await start();
+    const gids = await Promise.all(
+      ['a', 'b', 'c'].map(async (t) => [
+        (await stat(path.join(inst.socketDir, t))).gid,
+        (await stat(inst.socket(t, 'http'))).gid,
+      ]),
+    );
+    expect(gids).toEqual([
+      [1001, 1001],
+      [1002, 1002],
+      [1000, 1000],
+    ]);
+    // An agent in team a's group reaches a's socket and not b's; one in no group reaches neither.
+    expect(connectsAs([1001], inst.socket('a', 'http'))).toBe(true);
+    expect(connectsAs([1001], inst.socket('b', 'http'))).toBe(false);
+    expect(connectsAs([1002], inst.socket('b', 'http'))).toBe(true);
+    expect(connectsAs([], inst.socket('a', 'http'))).toBe(false);
+  });
+
+  it("follows a policy change of the team's group without reopening the socket", async () => {
+    await start();
+    await inst.writePolicy('a.yaml', policy('a', 'socketGroup: 1005\n'));
+    await broker!.reload();
+    expect((await stat(inst.socket('a', 'http'))).gid).toBe(1005);
+    expect((await stat(path.join(inst.socketDir, 'a'))).gid).toBe(1005);
+  });
+
+  it('reports an unknown group name in a policy or airlock.yaml with its position', async () => {
+    await inst.writePolicy('a.yaml', policy('a', 'socketGroup: no-such-group-here\n'));
+    const { issues } = await checkPolicyFiles(await loadConfig(inst.configFile), SERVERS);
+    expect(issues.map((i) => `${path.basename(i.file)}:${i.line}:${i.col}: ${i.message}`)).toEqual([
+      'a.yaml:2:14: socketGroup: unknown group "no-such-group-here" (not in /etc/group)',
+    ]);
+    await setConfig('socketGroups: { a: also-no-such-group }');
+    await expect(loadConfig(inst.configFile)).rejects.toThrow(
+      /1:20: socketGroups\.a: unknown group "also-no-such-group"/,
+    );
+  });
+});
