@@ -154,6 +154,19 @@ async function checkGit({ policies, report }: DoctorContext): Promise<void> {
 }
 
 async function checkSocketFolders({ config, policies, report }: DoctorContext): Promise<void> {
+  const gid = config.socketGroup;
+  const uid = process.getuid?.();
+  if (gid !== undefined && uid !== undefined && uid !== 0) {
+    // serve chgrps every socket to socketGroup: only root or a member of the group may.
+    const member = process.getgid?.() === gid || (process.getgroups?.() ?? []).includes(gid);
+    report({
+      ok: member,
+      label: `socketGroup ${gid}`,
+      detail: member
+        ? 'this user is a member'
+        : `this user (uid ${uid}) is not in it, so serve cannot give the sockets to it; add it (usermod -aG) or set SupplementaryGroups= in the systemd unit`,
+    });
+  }
   try {
     const st = await stat(config.socketDir);
     // The same rule as serve: world-writable only with the sticky bit.

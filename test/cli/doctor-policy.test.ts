@@ -4,7 +4,7 @@ import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { makeInstallation, type Installation } from '../helpers/fixture.js';
-import { airlock, emptyDir } from './helpers.js';
+import { airlock, airlockAsUid1000, emptyDir } from './helpers.js';
 
 const gitPolicy = (workTree: string) => `team: acme
 servers:
@@ -103,6 +103,19 @@ describe('airlock doctor', () => {
       text.replace(/file: .*audit\.jsonl/, 'file: /proc/self/airlock-audit.jsonl'),
     );
     expect(check(doctor(), /^audit folder /)!.status).toBe('fail');
+  });
+
+  it('as a user outside socketGroup, fails the group serve could not give the sockets to', async () => {
+    const text = await readFile(inst.configFile, 'utf8');
+    await writeFile(inst.configFile, `socketGroup: 0\n${text}`);
+    await chmod(inst.root, 0o755);
+    const { spawnSync } = await import('node:child_process');
+    spawnSync('chown', ['-R', '1000:1000', inst.root]);
+    const r = airlockAsUid1000(['doctor', '--config', inst.configFile]);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(
+      /^\[FAIL\] socketGroup 0 — this user \(uid 1000\) is not in it, so serve cannot give the sockets to it; add it/m,
+    );
   });
 
   it('names a secret once per line (no doubled prefix) and reports the state folder', async () => {

@@ -52,3 +52,13 @@ export function airlockAsync(
     child.stdin.end(opts.input ?? '');
   });
 }
+
+/** `airlock ARGS…` as uid/gid 1000 with no supplementary groups (a non-root broker user). */
+export function airlockAsUid1000(args: string[]): Run {
+  const r = spawnSync(
+    'setpriv',
+    ['--reuid', '1000', '--regid', '1000', '--clear-groups', process.execPath, CLI, ...args],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}

@@ -6,7 +6,7 @@ import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLI, makeInstallation, type Installation } from '../helpers/fixture.js';
-import { airlock } from './helpers.js';
+import { airlock, airlockAsUid1000 } from './helpers.js';
 
 const POLICY = `team: acme
 servers:
@@ -92,22 +92,7 @@ describe('a socket folder that cannot be created', () => {
     await mkdir(inst.stateDir, { recursive: true });
     spawnSync('chown', ['-R', '1000:1000', path.dirname(inst.auditFile), inst.stateDir]);
     await chmod(inst.root, 0o755);
-    const r = spawnSync(
-      'setpriv',
-      [
-        '--reuid',
-        '1000',
-        '--regid',
-        '1000',
-        '--clear-groups',
-        process.execPath,
-        CLI,
-        'serve',
-        '--config',
-        inst.configFile,
-      ],
-      { encoding: 'utf8', timeout: 20_000 },
-    );
+    const r = airlockAsUid1000(['serve', '--config', inst.configFile]);
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toMatch(
       /cannot create socketDir .*rootonly\/run: permission denied in .*rootonly\. Create it once as root \(install -d/,
