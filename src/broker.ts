@@ -23,7 +23,7 @@ import { CallPipeline } from './pipeline.js';
 import { PolicyStore } from './policy.js';
 import { RateLimiter } from './ratelimit.js';
 import { Redactor } from './redact.js';
-import { SecretStore } from './secrets.js';
+import { SecretStore, withoutSecretName } from './secrets.js';
 import { SERVERS, SERVER_MAP } from './servers.js';
 import { NdjsonTransport } from './transport.js';
 import { createModelProxy } from './model-proxy.js';
@@ -70,8 +70,10 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   for (const r of await secrets.resolveAll()) {
     if (!r.ok) {
       unresolved.push(r.name);
-      log.warn({ secret: r.name, error: r.error }, 'secret does not resolve; calls that need it will fail');
-    } else if (r.warning) log.warn({ secret: r.name, warning: r.warning }, 'secret warning');
+      const error = withoutSecretName(r.name, r.error ?? '');
+      log.warn({ secret: r.name, error }, 'secret does not resolve; calls that need it will fail');
+    } else if (r.warning)
+      log.warn({ secret: r.name, warning: withoutSecretName(r.name, r.warning) }, 'secret warning');
   }
   if (unresolved.length && (opts.strictSecrets || config.strictSecrets)) {
     throw new UserError(

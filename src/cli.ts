@@ -19,6 +19,8 @@ export interface OptionDef {
   value?: string;
   help: string;
   multiple?: boolean;
+  /** The command cannot run without it (shown without brackets in usage). */
+  required?: boolean;
 }
 
 export type OptionValues = Record<string, string | boolean | string[] | undefined>;
@@ -54,7 +56,12 @@ export interface CommandSpec {
   run(ctx: CommandContext): Promise<number>;
 }
 
-const TEAM = { type: 'string', value: 'TEAM', help: 'the team whose policy applies' } as const;
+const TEAM = {
+  type: 'string',
+  value: 'TEAM',
+  help: 'the team whose policy applies',
+  required: true,
+} as const;
 const JSON_OUT = { type: 'boolean', help: 'print machine-readable JSON instead of text' } as const;
 const AUDIT_FILE = {
   type: 'string',
@@ -221,7 +228,8 @@ class UsageError extends Error {
 export function usageLine(spec: CommandSpec): string {
   const opts = Object.entries(spec.options ?? {}).map(([name, o]) => {
     const flag = o.short ? `-${o.short}|--${name}` : `--${name}`;
-    return `[${flag}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}]`;
+    const text = `${flag}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`;
+    return o.required ? text : `[${text}]`;
   });
   return ['airlock', spec.name, ...(spec.args ? [spec.args] : []), ...opts].join(' ');
 }
@@ -363,6 +371,14 @@ function parseCommandArgs(
     throw usageErrorFor(spec, `missing ${names.slice(parsed.positionals.length).join(' ')}`);
   if (parsed.positionals.length > max && !spec.extraArgs) {
     throw usageErrorFor(spec, `unexpected argument "${parsed.positionals[max]}"`);
+  }
+  for (const [name, o] of Object.entries(spec.options ?? {})) {
+    if (o.required && parsed.values[name] === undefined) {
+      throw usageErrorFor(
+        spec,
+        `--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''} is required`,
+      );
+    }
   }
   return { values: parsed.values as OptionValues, positionals: parsed.positionals };
 }

@@ -225,6 +225,11 @@ interface FileCheck {
   group?: number | string;
 }
 
+/** A name-shape problem the schema already reported at the same place is not said twice. */
+function reported(issues: PolicyIssue[], issue: PolicyIssue): boolean {
+  return issues.some((i) => i.line === issue.line && i.col === issue.col && i.file === issue.file);
+}
+
 function asRecord(value: unknown): Record<string, unknown> | undefined {
   return value !== null && typeof value === 'object' && !Array.isArray(value)
     ? (value as Record<string, unknown>)
@@ -315,13 +320,13 @@ function checkFile(
       const refPath = Array.isArray(ref.path) ? ref.path : [];
       const where = refPath[0] === 'servers' ? refPath : ['servers', server.name, ...refPath];
       const issue = checkSecretRef(src, config, team, ref.name, where, mode);
-      if (issue) issues.push(issue);
+      if (issue && !reported(issues, issue)) issues.push(issue);
     }
   }
   const credential = asRecord(rawServers?.model)?.credential;
   if (typeof credential === 'string') {
     const issue = checkSecretRef(src, config, team, credential, ['servers', 'model', 'credential'], mode);
-    if (issue) issues.push(issue);
+    if (issue && !reported(issues, issue)) issues.push(issue);
   }
 
   let policy: TeamPolicy | undefined;

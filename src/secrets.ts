@@ -262,3 +262,8 @@ export class SecretStore {
     return { value, warnings: [] };
   }
 }
+
+/** A SecretCheck's text without its `secret "NAME": ` lead, for places that already name the secret. */
+export function withoutSecretName(name: string, text: string): string {
+  return text.split(`secret "${name}": `).join('');
+}

@@ -345,6 +345,15 @@ const KIND_NAMES: Record<string, string> = {
   boolean: 'true or false',
 };
 
+/** What a YAML value is, for "expected a list, not a string". */
+function kindOf(value: unknown): string {
+  if (Array.isArray(value)) return 'a list';
+  if (value === null || value === undefined) return 'nothing';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'boolean') return `${value}`;
+  return `a ${typeof value}`;
+}
+
 /** `Too small: expected array to have >=1 items` → `must list at least 1 item`. Custom messages stay. */
 function sizeMessage(issue: ZodIssue): string {
   const i = issue as ZodIssue & {
@@ -452,8 +461,28 @@ export function zodIssuesToPolicyIssues(
             ),
           );
         } else {
-          out.push(issueAt(src, path, cleanMessage(issue.message)));
+          const what = KIND_NAMES[issue.expected];
+          out.push(
+            issueAt(
+              src,
+              path,
+              what ? `expected ${what}, not ${kindOf(at.value)}` : cleanMessage(issue.message),
+            ),
+          );
         }
+        break;
+      }
+      case 'invalid_value': {
+        // An enum: say the choices plainly (`must be one of: GET, HEAD`), not zod's `"GET"|"HEAD"`.
+        const values = (issue as { values?: unknown[] }).values;
+        const plain = values?.every((v) => typeof v === 'string' || typeof v === 'number');
+        out.push(
+          issueAt(
+            src,
+            path,
+            plain && values ? `must be one of: ${values.join(', ')}` : cleanMessage(issue.message),
+          ),
+        );
         break;
       }
       case 'too_small':

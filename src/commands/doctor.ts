@@ -11,7 +11,7 @@ import { ConfigError, loadConfig, type AirlockConfig } from '../config.js';
 import { folderProblem } from '../folders.js';
 import { checkPolicyFiles, type TeamPolicy } from '../policy.js';
 import { Redactor } from '../redact.js';
-import { SecretStore } from '../secrets.js';
+import { SecretStore, withoutSecretName } from '../secrets.js';
 import { SERVERS } from '../servers.js';
 import { verifyAuditFile } from '../audit.js';
 import { workTreeConfinement } from '../../servers/git/runner.js';
@@ -27,11 +27,6 @@ interface DoctorContext {
   config: AirlockConfig;
   policies: TeamPolicy[];
   report(check: Check): void;
-}
-
-/** `[FAIL] secret "x" — secret "x": …` said the name twice: the label already carries it. */
-function withoutSecretPrefix(name: string, text: string): string {
-  return text.split(`secret "${name}": `).join('');
 }
 
 export async function doctorCommand(opts: {
@@ -115,7 +110,8 @@ async function checkSecrets({ config, report }: DoctorContext): Promise<void> {
       ok: r.ok,
       warn: Boolean(r.warning),
       label: `secret "${r.name}"`,
-      detail: withoutSecretPrefix(r.name, detail),
+      // The label names the secret: `[FAIL] secret "x" — secret "x": …` said it twice.
+      detail: withoutSecretName(r.name, detail),
     });
   }
   if (config.strictSecrets)
@@ -158,6 +154,19 @@ async function checkGit({ policies, report }: DoctorContext): Promise<void> {
 }
 
 async function checkSocketFolders({ config, policies, report }: DoctorContext): Promise<void> {
+  const gid = config.socketGroup;
+  const uid = process.getuid?.();
+  if (gid !== undefined && uid !== undefined && uid !== 0) {
+    // serve chgrps every socket to socketGroup: only root or a member of the group may.
+    const member = process.getgid?.() === gid || (process.getgroups?.() ?? []).includes(gid);
+    report({
+      ok: member,
+      label: `socketGroup ${gid}`,
+      detail: member
+        ? 'this user is a member'
+        : `this user (uid ${uid}) is not in it, so serve cannot give the sockets to it; add it (usermod -aG) or set SupplementaryGroups= in the systemd unit`,
+    });
+  }
   try {
     const st = await stat(config.socketDir);
     // The same rule as serve: world-writable only with the sticky bit.

@@ -41,7 +41,7 @@ describe('checkPolicyFiles', () => {
     );
     expect(lines).toEqual([
       '6:49: servers.http.hosts[0].inject.value: unknown secret "strpe-key"; known secrets: anthropic-key, github-token, pg-analytics, stripe-key',
-      '7:16: servers.http.timeoutMs: expected number, received string',
+      '7:16: servers.http.timeoutMs: expected a number, not a string',
       '10:7: servers.http.tools: unknown key "http_requets" (allowed: http_request, http_get)',
     ]);
     expect(issues.every((i) => i.file === file)).toBe(true);
@@ -147,7 +147,7 @@ describe('checkPolicyFiles', () => {
 
   it('reports a wrong type at the value', async () => {
     const { lines } = await check('team: payments\nservers:\n  http:\n    hosts: yes\n    tools: {}\n');
-    expect(lines).toEqual(['4:12: servers.http.hosts: expected array, received string']);
+    expect(lines).toEqual(['4:12: servers.http.hosts: expected a list, not a string']);
   });
 
   it('requires the team name to match [a-z0-9][a-z0-9-]*', async () => {

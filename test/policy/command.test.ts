@@ -74,7 +74,7 @@ describe('airlock policy check', () => {
     const bad = await ws.write('../bad-config.yaml', 'socketDir: 1\n');
     const { code, out, err } = await run([], bad);
     expect(code).toBe(1);
-    expect(out).toContain(':1:12: socketDir: expected string, received number');
+    expect(out).toContain(':1:12: socketDir: expected a string, not a number');
     expect(err).toMatch(/config is invalid/);
   });
 

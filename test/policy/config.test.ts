@@ -107,7 +107,7 @@ describe('loadConfig', () => {
     );
     expect(lines).toEqual([
       '1:1: missing required key "stateDir"',
-      '1:12: socketDir: expected string, received number',
+      '1:12: socketDir: expected a string, not a number',
       '2:19: audit: unknown key "fsync" (allowed: file)',
       '3:1: unknown key "polices" (allowed: socketDir, socketGroup, socketGroups, stateDir, policies, audit, secrets)',
       '6:19: secrets.typo: unknown key "team" (allowed: env, teams)',
