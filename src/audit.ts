@@ -30,7 +30,7 @@ import {
 import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
-export type AuditPhase = 'request' | 'result';
+export type AuditPhase = 'request' | 'result' | 'approval';
 
 /** What the pipeline hands in; the log adds v, seq, ts, prev and hash. */
 export interface AuditEntry {

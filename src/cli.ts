@@ -29,6 +29,9 @@ usage:
   airlock audit verify [--file FILE] [--config FILE]
   airlock audit tail [-f] [--team T] [--decision allow|deny] [--json] [-n N] [--file FILE]
   airlock claude-config --team TEAM [--sandbox [--socket-dir DIR]] [--config FILE]
+  airlock approvals list [--team T] [--json]
+  airlock approve ID [--for DURATION]
+  airlock deny ID [--reason TEXT]
   airlock doctor [--config FILE]
 
 Every command accepts --config FILE (default ./airlock.yaml).`;
@@ -196,6 +199,19 @@ export async function main(rawArgv: string[]): Promise<number> {
         socketDir: values['socket-dir'] as string | undefined,
         cliPath: CLI_PATH,
       });
+    }
+
+    case 'approvals':
+    case 'approve':
+    case 'deny': {
+      const { values, positionals } = parse(rest, {
+        team: { type: 'string' },
+        json: { type: 'boolean' },
+        for: { type: 'string' },
+        reason: { type: 'string' },
+      });
+      const { approvalsCommand } = await import('./commands/approvals.js');
+      return approvalsCommand(command, positionals, values, (await config()).stateDir);
     }
 
     case 'doctor': {
