@@ -32,6 +32,7 @@ usage:
   airlock approvals list [--team T] [--json]
   airlock approve ID [--for DURATION]
   airlock deny ID [--reason TEXT]
+  airlock ui [--listen 127.0.0.1:PORT]                (token from AIRLOCK_UI_TOKEN, or a random one)
   airlock doctor [--config FILE]
 
 Every command accepts --config FILE (default ./airlock.yaml).`;
@@ -212,6 +213,13 @@ export async function main(rawArgv: string[]): Promise<number> {
       });
       const { approvalsCommand } = await import('./commands/approvals.js');
       return approvalsCommand(command, positionals, values, (await config()).stateDir);
+    }
+
+    case 'ui': {
+      const { values, positionals } = parse(rest, { listen: { type: 'string' } });
+      if (positionals.length) throw new UserError(`unexpected argument "${positionals[0]}"`);
+      const { uiCommand } = await import('./commands/ui.js');
+      return uiCommand({ config: await config(), listen: values.listen as string | undefined });
     }
 
     case 'doctor': {
