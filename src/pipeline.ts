@@ -271,6 +271,8 @@ export class CallPipeline {
         rule: `${rulePrefix}.approve`,
         signal,
         progress,
+        section,
+        currentSection: () => this.deps.policies.get(team)?.servers[server],
       });
       if (refused) return deny(refused.rule, refused.reason);
     }

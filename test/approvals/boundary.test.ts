@@ -227,6 +227,36 @@ describe('approvals that are never given', () => {
   });
 });
 
+describe('a policy change while a call waits', () => {
+  it('the approved call does not run under a policy other than the one it was held under', async () => {
+    const { result } = callWithProgress(client, 'http_request', {
+      method: 'POST',
+      url: `${upstream.origin}/v1/refunds`,
+      body: '{"amount":250}',
+    });
+    const pending = await waitForPending(inst, 'http_request');
+    const file = path.join(inst.policiesDir, 'acme.yaml');
+    await fs.writeFile(
+      file,
+      (await fs.readFile(file, 'utf8')).replace('paths: ["/v1/**"]', 'paths: ["/v1/**", "/v2/**"]'),
+    );
+    // The reload is visible once /v2 is allowed.
+    await waitFor('the policy reload', async () => {
+      const r = await client.callTool({
+        name: 'http_request',
+        arguments: { method: 'GET', url: `${upstream.origin}/v2/ping` },
+      });
+      return r.isError ? undefined : true;
+    });
+    expect((await runCli(['approve', pending.id, '--config', inst.configFile])).code).toBe(0);
+    const r = await result;
+    expect(textOf(r)).toBe(
+      "denied: http.tools.http_request.approve: the team's policy changed while the call waited for approval; nothing was done (call again)",
+    );
+    expect(postedUpstream()).toBe(0);
+  });
+});
+
 describe('a broker restart while a call waits', () => {
   it('ends the call as expired, never approved, and the id cannot be approved afterwards', async () => {
     const { result } = callWithProgress(client, 'http_request', {

@@ -150,6 +150,9 @@ describe('git_push to release/* waits for a human', () => {
     });
     expect(records[2]!.args).toEqual(args);
     expect(await verifyAuditFile(inst.auditFile)).toMatchObject({ ok: true });
+    const tail = await runCli(['audit', 'tail', '-n', '4', '--config', inst.configFile]);
+    expect(tail.stdout).toMatch(new RegExp(`approval +allow .*approval ${pending.id} pending`));
+    expect(tail.stdout).toMatch(new RegExp(`approval +allow .*approval ${pending.id} approved by root`));
   });
 
   it('a second identical push needs a new approval; denied, it never reaches the git server', async () => {
