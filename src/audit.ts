@@ -30,7 +30,7 @@ import {
 import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 
-export type AuditPhase = 'request' | 'result';
+export type AuditPhase = 'request' | 'result' | 'approval';
 
 /** What the pipeline hands in; the log adds v, seq, ts, prev and hash. */
 export interface AuditEntry {
@@ -453,6 +453,42 @@ export async function verifyAuditFile(file: string): Promise<VerifyResult> {
     prev = check.record.hash;
   }
   return { ok: true, count };
+}
+
+/** Where an incremental verification stopped: the next byte, line and expected prev. */
+export interface VerifyCursor {
+  offset: number;
+  line: number;
+  count: number;
+  prev: string;
+  /** The last good record's seq and ts (undefined before the first). */
+  last?: { seq: number; ts: string; hash: string };
+}
+
+export const VERIFY_START: VerifyCursor = { offset: 0, line: 1, count: 0, prev: GENESIS_PREV };
+
+/**
+ * verifyAuditFile from a cursor (a viewer re-checks only what was appended since). An
+ * unterminated final line is left for the next run (it may be a write in progress).
+ */
+export async function verifyAuditFrom(
+  file: string,
+  from: VerifyCursor,
+): Promise<
+  { ok: true; cursor: VerifyCursor } | { ok: false; cursor: VerifyCursor; line: number; reason: string }
+> {
+  const cursor = { ...from };
+  for await (const { line, text, terminated, end } of readLines(file, from.offset, from.line)) {
+    if (!terminated) break;
+    const check = checkRecordLine(text, cursor.count + 1, cursor.prev);
+    if (!check.ok) return { ok: false, cursor, line, reason: check.reason };
+    cursor.count++;
+    cursor.prev = check.record.hash;
+    cursor.offset = end;
+    cursor.line = line + 1;
+    cursor.last = { seq: check.record.seq, ts: check.record.ts, hash: check.record.hash };
+  }
+  return { ok: true, cursor };
 }
 
 /**

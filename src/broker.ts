@@ -16,6 +16,8 @@ import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { startControlServer, type ControlServer } from './approvals/control.js';
+import { ApprovalService } from './approvals/service.js';
 import { AuditLog } from './audit.js';
 import type { AirlockConfig } from './config.js';
 import { createLogger, type Logger, type LogFormat } from './log.js';
@@ -46,6 +48,7 @@ export interface Core {
   policies: PolicyStore;
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
+  approvals: ApprovalService;
   close(): Promise<void>;
 }
 
@@ -97,7 +100,20 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   } catch {
     // No saved counters (first start) or unreadable: start with full buckets.
   }
+  const approvals = new ApprovalService({
+    stateDir: config.stateDir,
+    audit,
+    redact: (value) => redactor.scrubDeep(value),
+    log,
+  });
+  try {
+    await approvals.start();
+  } catch (err) {
+    await audit.close();
+    throw err;
+  }
   const pipeline = new CallPipeline({
+    approvals,
     servers: SERVER_MAP,
     policies,
     audit,
@@ -132,8 +148,10 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     policies,
     pipeline,
     rateLimiter,
+    approvals,
     async close() {
       policies.close();
+      await approvals.close();
       await pipeline.resetRuntimes();
       await saveRateLimits();
       await audit.close();
@@ -176,6 +194,8 @@ export class Broker {
   private readonly listeners = new Map<string, Listener>();
   private readonly modelProxies = new Set<http.Server>();
   private stopping = false;
+  /** The out-of-band approval socket (`<stateDir>/approvals/control/<pid>.sock`). */
+  private control: ControlServer | undefined;
   private syncing: Promise<void> = Promise.resolve();
 
   private constructor(readonly core: Core) {}
@@ -183,6 +203,12 @@ export class Broker {
   static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
     const core = await createCore(config, opts);
     const broker = new Broker(core);
+    try {
+      broker.control = await startControlServer(core.approvals, core.log);
+    } catch (err) {
+      await core.close();
+      throw err;
+    }
     // At startup a socket that cannot be served is fatal (the operator is watching); on a later
     // reload it is logged and the other teams carry on.
     // Not logged here: the error thrown says it once (one socket folder problem fails every team alike).
@@ -381,6 +407,9 @@ export class Broker {
     this.stopping = true;
     await this.syncing;
     for (const l of this.listeners.values()) l.net.close();
+    // Calls waiting for a human end now (expired, never approved) instead of holding the drain.
+    await this.control?.close();
+    await this.core.approvals.close();
     this.core.log.info({ inFlight: this.core.pipeline.activeCalls }, 'draining');
     const models = [...this.modelProxies].map(
       (p) => new Promise<void>((resolve) => p.close(() => resolve())),
@@ -517,11 +546,20 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
     await core.close();
     throw new UserError(`team "${team}" does not enable the ${server} server`);
   }
+  let control: ControlServer;
+  try {
+    control = await startControlServer(core.approvals, core.log);
+  } catch (err) {
+    await core.close();
+    throw err;
+  }
   const session = await startSession(core, team, server, process.stdin, process.stdout, 'stdio');
   core.policies.on('change', (teams: string[]) => {
     if (teams.includes(team)) session.notifyToolsChanged();
   });
   const stop = async () => {
+    await control.close();
+    await core.approvals.close();
     await core.pipeline.drain(DRAIN_TIMEOUT_MS);
     await session.close().catch(() => undefined);
   };
@@ -531,6 +569,8 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
     core.policies.reload().catch((err: Error) => core.log.error({ err: err.message }, 'reload failed'));
   });
   await session.closed;
+  await control.close();
+  await core.approvals.close();
   await core.pipeline.drain(DRAIN_TIMEOUT_MS);
   await core.close();
 }

@@ -209,6 +209,63 @@ export const COMMANDS: CommandSpec[] = [
     run: async (ctx) => (await import('./commands/claude-config.js')).claudeConfigMain(ctx),
   },
   {
+    name: 'approvals list',
+    summary: 'lists the calls waiting for a human decision (host side only)',
+    options: { team: { type: 'string', value: 'TEAM', help: 'only this team' }, json: JSON_OUT },
+    run: async (ctx) =>
+      (await import('./commands/approvals.js')).approvalsListCommand({
+        stateDir: (await ctx.config()).stateDir,
+        team: typeof ctx.values.team === 'string' ? ctx.values.team : undefined,
+        json: ctx.values.json === true,
+      }),
+  },
+  {
+    name: 'approve',
+    args: 'ID',
+    summary: 'approves one pending call (audited with your user name)',
+    options: {
+      for: {
+        type: 'string',
+        value: 'DURATION',
+        help: 'also approve identical calls (same digest) for this long, e.g. 30m',
+      },
+    },
+    run: async (ctx) =>
+      (await import('./commands/approvals.js')).approveCommand({
+        stateDir: (await ctx.config()).stateDir,
+        id: ctx.positionals[0]!,
+        for: typeof ctx.values.for === 'string' ? ctx.values.for : undefined,
+      }),
+  },
+  {
+    name: 'deny',
+    args: 'ID',
+    summary: 'denies one pending call (audited with your user name)',
+    options: { reason: { type: 'string', value: 'TEXT', help: 'why, shown to the agent and audited' } },
+    run: async (ctx) =>
+      (await import('./commands/approvals.js')).denyCommand({
+        stateDir: (await ctx.config()).stateDir,
+        id: ctx.positionals[0]!,
+        reason: typeof ctx.values.reason === 'string' ? ctx.values.reason : undefined,
+      }),
+  },
+  {
+    name: 'ui',
+    summary: 'local audit viewer and approval page on loopback (token printed at start, or AIRLOCK_UI_TOKEN)',
+    options: {
+      listen: {
+        type: 'string',
+        value: '127.0.0.1:PORT',
+        help: 'loopback address to listen on (default 127.0.0.1:8787)',
+      },
+    },
+    run: async (ctx) =>
+      (await import('./commands/ui.js')).uiCommand({
+        config: await ctx.config(),
+        listen: typeof ctx.values.listen === 'string' ? ctx.values.listen : undefined,
+      }),
+  },
+  {
     name: 'doctor',
     summary:
       'checks what serve needs: config, policies, every secret (never printed), git, socket, state, work-tree and audit folders',

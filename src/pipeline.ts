@@ -10,6 +10,9 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
+import { holdForApproval, type ProgressSink } from './approvals/gate.js';
+import type { ApprovalService } from './approvals/service.js';
+import type { ApprovePolicy } from './approvals/policy.js';
 import { AUDIT_CALL_FIELDS, truncateForAudit, type AuditEntry } from './audit.js';
 import { argumentBoundProblem, unrecordedSummary } from './bounds.js';
 import type { Logger } from './log.js';
@@ -40,10 +43,12 @@ export interface PolicyView {
     | {
         servers: Record<
           string,
-          | ({ tools: Record<string, { rateLimit?: RateLimitSpec } & Record<string, unknown>> } & Record<
-              string,
-              unknown
-            >)
+          | ({
+              tools: Record<
+                string,
+                { rateLimit?: RateLimitSpec; approve?: ApprovePolicy } & Record<string, unknown>
+              >;
+            } & Record<string, unknown>)
           | undefined
         >;
       }
@@ -59,6 +64,8 @@ export interface PipelineDeps {
   rateLimiter: RateLimiter;
   stateDir: string;
   log: Logger;
+  /** Holds calls whose policy says `approve` until a human decides (absent: such calls are refused). */
+  approvals?: Pick<ApprovalService, 'await'>;
   /** Upper bound for one call, whatever the tool does (a hung upstream never holds a session forever). */
   callTimeoutMs?: number;
 }
@@ -128,6 +135,7 @@ export class CallPipeline {
     name: string,
     rawArgs: unknown,
     signal?: AbortSignal,
+    progress?: ProgressSink,
   ): Promise<CallToolResult> {
     const active = this.perSession.get(session.id) ?? 0;
     if (active >= MAX_CALLS_PER_SESSION) {
@@ -141,7 +149,7 @@ export class CallPipeline {
     this.perSession.set(session.id, active + 1);
     this.inFlight++;
     try {
-      return await this.run(session, name, rawArgs ?? {}, signal);
+      return await this.run(session, name, rawArgs ?? {}, signal, progress);
     } catch (err) {
       // A bug or an input no check foresaw: still one audited, redacted refusal, never a crash.
       const message = this.deps.redactor.scrub((err as Error)?.message ?? String(err));
@@ -167,6 +175,7 @@ export class CallPipeline {
     name: string,
     rawArgs: unknown,
     signal?: AbortSignal,
+    progress?: ProgressSink,
   ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
@@ -246,6 +255,22 @@ export class CallPipeline {
       return errorResult(
         `refused: the audit log is unavailable, so nothing was done (${(err as Error).message})`,
       );
+    }
+
+    // 5b. A call the policy holds for a human waits for an out-of-band decision (src/approvals).
+    if (options.approve) {
+      const refused = await holdForApproval(this.deps.approvals, {
+        tool,
+        policy: options.approve,
+        head: base,
+        args,
+        rule: `${rulePrefix}.approve`,
+        signal,
+        progress,
+        section,
+        currentSection: () => this.deps.policies.get(team)?.servers[server],
+      });
+      if (refused) return deny(refused.rule, refused.reason);
     }
 
     // 6. The upstream call, bounded by the session, the broker's drain and a hard deadline.

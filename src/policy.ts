@@ -18,6 +18,7 @@ import {
   type UnreadableFileError,
   type AirlockConfig,
 } from './config.js';
+import { approveSchema, type ApprovePolicy } from './approvals/policy.js';
 import { globSchema } from './glob.js';
 import type { Logger } from './log.js';
 import { rateLimitSchema, type RateLimit } from './ratelimit-spec.js';
@@ -42,7 +43,7 @@ export const TEAM_NAME_RE = /^[a-z0-9][a-z0-9-]*$/;
 /** A policy file larger than this is refused unread (no real policy comes near it). */
 export const MAX_POLICY_FILE_BYTES = MAX_CONFIG_FILE_BYTES;
 
-export type ToolPolicy = { rateLimit?: RateLimit } & Record<string, unknown>;
+export type ToolPolicy = { rateLimit?: RateLimit; approve?: ApprovePolicy } & Record<string, unknown>;
 export type ServerPolicy = { tools: Record<string, ToolPolicy> } & Record<string, unknown>;
 
 export interface TeamPolicy {
@@ -107,7 +108,7 @@ function toolsSchema(server: ServerDefinition): z.ZodObject {
   const shape: Record<string, z.ZodType> = {};
   for (const tool of server.tools) {
     shape[tool.name] = tool.options
-      .extend({ rateLimit: rateLimitSchema.optional() })
+      .extend({ rateLimit: rateLimitSchema.optional(), approve: approveSchema(tool).optional() })
       .strict()
       .optional()
       .describe(`${tool.title}: ${tool.description}`);

@@ -55,7 +55,20 @@ export async function openSession(
   });
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     requireInitialized();
-    return pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal);
+    // A call waiting for approval tells a client that asked for progress that it is alive, so
+    // the client's request timeout does not end it (MCP progress, resetTimeoutOnProgress).
+    const token = request.params._meta?.progressToken;
+    const progress =
+      token === undefined
+        ? undefined
+        : (done: number, total: number, message: string) =>
+            void extra
+              .sendNotification({
+                method: 'notifications/progress',
+                params: { progressToken: token, progress: done, total, message },
+              })
+              .catch(() => undefined);
+    return pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal, progress);
   });
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));

@@ -4,6 +4,7 @@
 // other teams: the core pipeline (src/pipeline.ts) wraps every call in
 // authorize → resolve credential → call upstream → redact → audit.
 import { z } from 'zod';
+import { globSchema, matchAny } from './glob.js';
 import type { Logger } from './log.js';
 
 export type ServerName = 'git' | 'github' | 'postgres' | 'http';
@@ -99,12 +100,55 @@ export interface ToolDefinition<
   /** The tool's own policy options (`rateLimit` is added by the core for every tool). Use `.strict()`. */
   options: Options;
   annotations: ToolAnnotations;
+  /**
+   * Conditions a policy may put in `approve: { when: {...} }` for this tool, over its own
+   * arguments (e.g. git_push `branches`). All listed conditions must match for a call to wait.
+   */
+  approvalConditions?: Record<string, ApprovalCondition<z.output<In>>>;
   /** Pure policy check on validated arguments. Runs before anything is audited as a request. */
   authorize(args: z.output<In>, ctx: AuthorizeContext<Section, z.output<Options>>): Decision;
   run(
     args: z.output<In>,
     ctx: ToolContext<Section, z.output<Options>, Runtime>,
   ): Promise<ToolResult<z.output<Out>>>;
+}
+
+/** One `approve.when` key: its policy schema and whether a call's arguments match it. */
+export interface ApprovalCondition<Args = unknown, Value = unknown> {
+  schema: z.ZodType<Value>;
+  matches(value: Value, args: Args): boolean;
+}
+
+/**
+ * The usual condition: a list of globs that one string of the arguments must match (a call
+ * without that argument never matches).
+ */
+export function globCondition<Args>(
+  description: string,
+  pick: (args: Args) => string | undefined,
+): ApprovalCondition<Args, string[]> {
+  return {
+    schema: z.array(globSchema).min(1).describe(description),
+    matches: (patterns, args) => {
+      const value = pick(args);
+      return value !== undefined && matchAny(patterns, value) !== undefined;
+    },
+  };
+}
+
+/** A condition on one string of the arguments that must be one of the listed values. */
+export function oneOfCondition<Args>(
+  values: readonly [string, ...string[]],
+  description: string,
+  pick: (args: Args) => string | undefined,
+): ApprovalCondition<Args, string[]> {
+  return {
+    schema: z.array(z.enum(values)).min(1).describe(description),
+    matches: (listed, args) => {
+      const value = pick(args);
+      return value !== undefined && listed.includes(value);
+    },
+  };
 }
 
 // Handlers are stored type-erased in a server's tool list; defineTool keeps authors type-checked.

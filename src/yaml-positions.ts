@@ -327,8 +327,15 @@ export function schemaAt(schema: AnySchema | undefined, path: IssuePath): AnySch
   return s;
 }
 
+/** A value of another kind altogether (a string where an object goes): that alternative was not meant. */
+const WRONG_KIND_WEIGHT = 1000;
+
 function issueWeight(issues: ZodIssue[]): number {
-  return issues.reduce((n, i) => n + (i.code === 'unrecognized_keys' ? i.keys.length : 1), 0);
+  return issues.reduce((n, i) => {
+    if (i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value'))
+      return n + WRONG_KIND_WEIGHT;
+    return n + (i.code === 'unrecognized_keys' ? i.keys.length : 1);
+  }, 0);
 }
 
 function cleanMessage(message: string): string {

@@ -9,6 +9,7 @@ import {
   allow,
   defineTool,
   deny,
+  globCondition,
   ToolError,
   type AuthorizeContext,
   type Decision,
@@ -719,6 +720,16 @@ export const gitPush = defineGitTool({
   }),
   options: pushOptionsSchema,
   annotations: writes({ destructiveHint: true, openWorldHint: true }),
+  approvalConditions: {
+    branches: globCondition(
+      'Branches (or refs/tags/<name>) whose push waits for approval',
+      (a: { branch: string }) => a.branch,
+    ),
+    workspaces: globCondition(
+      'Workspaces whose pushes wait for approval',
+      (a: { workspace: string }) => a.workspace,
+    ),
+  },
   authorize(args, ctx) {
     const ws = authorizeWorkspace(args, ctx);
     if (!ws.allow) return ws;

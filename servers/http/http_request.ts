@@ -4,7 +4,16 @@
 import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import { matchAny } from '../../src/glob.js';
-import { allow, defineTool, deny, ToolError, type Decision, type SecretAccess } from '../../src/tool.js';
+import {
+  allow,
+  defineTool,
+  deny,
+  globCondition,
+  oneOfCondition,
+  ToolError,
+  type Decision,
+  type SecretAccess,
+} from '../../src/tool.js';
 import { classifyHostname } from '../../src/addresses.js';
 import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
 import { cutSecretTail } from '../../src/secret-tail.js';
@@ -301,6 +310,15 @@ function render(result: HttpRequestResult, method: string, maxBytes: number): st
   return lines.join('\n');
 }
 
+/** One part of a URL as the tool parses it; undefined when it does not parse (the call is refused anyway). */
+function urlPart(raw: string, part: 'origin' | 'pathname'): string | undefined {
+  try {
+    return new URL(raw)[part];
+  } catch {
+    return undefined;
+  }
+}
+
 export interface HttpRequestDeps {
   /** DNS seam (tests): defaults to dns.promises.lookup with all: true. */
   resolve?: Resolver;
@@ -325,6 +343,15 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
       openWorldHint: true,
     },
 
+    approvalConditions: {
+      methods: oneOfCondition(HTTP_METHODS, 'Methods whose requests wait for approval', (a) => a.method),
+      origins: globCondition('Origins (scheme://host[:port]) whose requests wait for approval', (a) =>
+        urlPart(a.url, 'origin'),
+      ),
+      paths: globCondition('URL paths (globs) whose requests wait for approval', (a) =>
+        urlPart(a.url, 'pathname'),
+      ),
+    },
     authorize(args, ctx) {
       return checkRequest(ctx.section, args.method, args.url).decision;
     },

@@ -74,7 +74,7 @@ const MAX_WIDTH: Record<Column, number> = {
   TEAM: 24,
   SERVER: 10,
   TOOL: 28,
-  PHASE: 7,
+  PHASE: 8,
   DECISION: 8,
   DURATION: 10,
   RESULT: Infinity,
@@ -99,6 +99,11 @@ function formatDuration(ms: unknown): string {
 }
 
 function resultCell(r: AuditRecord): string {
+  if (r.phase === 'approval') {
+    const a = (r.approval ?? {}) as { id?: unknown; state?: unknown; decidedBy?: { user?: unknown } };
+    const by = a.decidedBy?.user !== undefined ? ` by ${text(a.decidedBy.user)}` : '';
+    return `approval ${text(a.id)} ${text(a.state)}${by}${r.reason !== undefined ? `: ${text(r.reason)}` : ''}`;
+  }
   if (r.decision === 'deny' || r.outcome === 'denied') {
     return `denied: ${text(r.rule)}${r.reason !== undefined ? `: ${text(r.reason)}` : ''}`;
   }

@@ -131,7 +131,7 @@ describe('checkPolicyFiles', () => {
       'team: payments\nservers:\n  http:\n    hosts: [{ origin: "https://a.example" }]\n    tools:\n      http_get: { maxByts: 5 }\n',
     );
     expect(lines).toEqual([
-      '6:19: servers.http.tools.http_get: unknown key "maxByts" (allowed: maxBytes, rateLimit)',
+      '6:19: servers.http.tools.http_get: unknown key "maxByts" (allowed: maxBytes, rateLimit, approve)',
     ]);
   });
 

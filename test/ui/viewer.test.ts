@@ -1,0 +1,232 @@
+// The audit viewer in a real browser (headless Chromium via playwright-core) against a real
+// `airlock serve` and `airlock ui`: hostile markup in arguments stays text, filters work, and a
+// pending call approved on the page completes. Screenshots go to .tmp/artifacts/.
+import path from 'node:path';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  acmeHttpPolicy,
+  connectSocketClient,
+  makeInstallation,
+  startEchoUpstream,
+  type EchoUpstream,
+  type Installation,
+} from '../helpers/fixture.js';
+import {
+  auditRecords,
+  callWithProgress,
+  startServe,
+  textOf,
+  waitForPending,
+  type ServeProcess,
+} from '../approvals/helpers.js';
+import { ARTIFACTS, launchChromium, startUiProcess, type UiProcess } from './helpers.js';
+
+const SECRET = 'sk_live_viewerSecret0123456789abcdefgh';
+const SCRIPT = '<script>alert(1)</script>';
+const IMG = '<img src=x onerror=alert(2)>';
+
+let inst: Installation;
+let upstream: EchoUpstream;
+let serve: ServeProcess;
+let ui: UiProcess;
+let client: Client;
+let browser: Browser;
+let page: Page;
+const dialogs: string[] = [];
+const pageErrors: string[] = [];
+
+beforeAll(async () => {
+  // Playwright waits are bounded below the test timeout, so a failure names what it waited for.
+  upstream = await startEchoUpstream();
+  inst = await makeInstallation({ secrets: { 'api-token': SECRET } });
+  await inst.writePolicy(
+    'acme.yaml',
+    acmeHttpPolicy(upstream.origin).replace(
+      '      http_request: {}',
+      '      http_request:\n        approve: { when: { methods: [POST] }, timeout: 5m, grant: { for: 1h } }',
+    ),
+  );
+  serve = await startServe(inst, [inst.socket('acme', 'http')]);
+  ({ client } = await connectSocketClient(inst.socket('acme', 'http')));
+  // A few calls of each kind, with markup planted where the agent controls the text.
+  const get = (url: string, headers?: Record<string, string>) =>
+    client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url, ...(headers ? { headers } : {}) },
+    });
+  expect((await get(`${upstream.origin}/v1/charges`)).isError).toBeFalsy();
+  expect((await get(`${upstream.origin}/v1/notes`, { 'X-Note': SCRIPT })).isError).toBeFalsy();
+  expect((await get(`${upstream.origin}/v1/${IMG}`)).isError).toBeFalsy();
+  expect((await get(`https://evil.example/${IMG}`)).isError).toBe(true);
+  expect((await get(`${upstream.origin}/admin`)).isError).toBe(true);
+  ui = await startUiProcess(inst);
+  browser = await launchChromium();
+  page = await browser.newPage({ viewport: { width: 1480, height: 1000 } });
+  page.setDefaultTimeout(20_000);
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await ui?.stop();
+  await client?.close().catch(() => undefined);
+  await serve?.stop();
+  await upstream?.close();
+  await inst?.cleanup();
+});
+
+const shot = (name: string) =>
+  page.screenshot({ path: path.join(ARTIFACTS, `ui-${name}.png`), fullPage: true });
+
+describe('airlock ui in Chromium', () => {
+  it('signs in with the printed token, lists the calls and keeps planted markup inert', async () => {
+    const response = await page.goto(ui.loginUrl);
+    expect(response?.status()).toBe(200);
+    expect(page.url()).toBe(`${ui.origin}/`); // the token left the address bar
+    expect(response?.headers()['content-security-policy']).toContain("script-src 'self'");
+    await page.locator('#live[data-state="on"]').waitFor();
+    const rows = page.locator('#calls tr.call');
+    expect(await rows.count()).toBe(5);
+    // The planted markup is shown as text, and it created no element and ran nothing.
+    await expect.poll(() => page.locator('td.args', { hasText: SCRIPT }).count()).toBe(1);
+    expect(await page.locator('td.args', { hasText: IMG }).count()).toBe(2);
+    expect(await page.locator('img').count()).toBe(0);
+    expect(await page.evaluate(() => [...document.scripts].map((s) => s.getAttribute('src')))).toEqual([
+      '/assets/app.js',
+    ]);
+    // Denials are highlighted.
+    expect(await page.locator('#calls tr.row-deny').count()).toBe(2);
+    await page.locator('#chain .badge-intact').waitFor();
+    expect(await page.locator('#chain').innerText()).toMatch(/intact 8 records verified/);
+    await shot('calls');
+    expect(dialogs).toEqual([]);
+  });
+
+  it('filters by decision, tool and team', async () => {
+    await page.selectOption('select[name="decision"]', 'deny');
+    await Promise.all([page.waitForURL(/decision=deny/), page.click('#filters button[type="submit"]')]);
+    expect(await page.locator('#calls tr.call').count()).toBe(2);
+    expect(await page.locator('#calls tr.call:not(.row-deny)').count()).toBe(0);
+    await shot('filter-deny');
+    await page.goto(`${ui.origin}/?team=nobody`);
+    expect(await page.locator('#calls tr.call').count()).toBe(0);
+    expect(await page.locator('#calls tr.empty').innerText()).toBe('no calls match');
+    await page.goto(`${ui.origin}/?tool=http_request&decision=allow`);
+    expect(await page.locator('#calls tr.call').count()).toBe(3);
+  });
+
+  it(
+    'shows a pending call live, approves it from the page, and sees it complete',
+    { timeout: 60_000 },
+    async () => {
+      await page.goto(`${ui.origin}/`);
+      await page.locator('#live[data-state="on"]').waitFor();
+      const { result } = callWithProgress(client, 'http_request', {
+        method: 'POST',
+        url: `${upstream.origin}/v1/refunds`,
+        body: `{"amount":100,"note":"${IMG}"}`,
+      });
+      const pending = await waitForPending(inst, 'http_request');
+      // Arrives over server-sent events: no reload.
+      const card = page.locator(`li.approval[data-approval="${pending.id}"]`);
+      await card.waitFor();
+      await page
+        .locator(`#calls tr[data-call="${(await auditRecords(inst)).at(-1)!.call}"] .outcome-pending`)
+        .waitFor();
+      expect(await card.locator('pre.args').innerText()).toContain('/v1/refunds');
+      expect(await page.locator('img').count()).toBe(0);
+      await shot('pending');
+
+      await Promise.all([page.waitForURL(/notice=/), card.locator('button.btn-approve').click()]);
+      expect(await page.locator('.notice').innerText()).toBe(`approved ${pending.id} as root`);
+      const r = await result;
+      expect(r.isError, textOf(r)).toBeFalsy();
+      expect(upstream.requests.filter((x) => x.method === 'POST')).toHaveLength(1);
+      const records = await auditRecords(inst);
+      const decided = records.find(
+        (x) => x.phase === 'approval' && (x.approval as { state: string }).state === 'approved',
+      )!;
+      expect(decided.approval).toMatchObject({
+        id: pending.id,
+        decidedBy: { uid: 0, user: 'root', via: 'ui' },
+      });
+      await page.locator(`#calls tr[data-call="${decided.call}"] .outcome-ok`).waitFor();
+      expect(await page.locator('#pending').innerText()).toContain('none waiting');
+      await shot('approved');
+
+      // The call's records together: request, approval pending, approval approved, result.
+      await page.click(`#calls tr[data-call="${decided.call}"] td.ts a`);
+      await page.waitForURL(/\/call\//);
+      expect(await page.locator('article.record h3 .badge:first-child').allInnerTexts()).toEqual([
+        'request',
+        'approval',
+        'approval',
+        'result',
+      ]);
+      await shot('call');
+      expect(dialogs).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    },
+  );
+});
+
+describe('the viewer refuses what a page of another site could send', () => {
+  it(
+    'no cookie, a foreign Host, a missing CSRF token or a foreign Origin get nothing done',
+    { timeout: 60_000 },
+    async () => {
+      expect((await fetch(`${ui.origin}/`)).status).toBe(401);
+      expect((await fetch(`${ui.origin}/?token=wrong`)).status).toBe(401);
+      const token = new URL(ui.loginUrl).searchParams.get('token')!;
+      const auth = { authorization: `Bearer ${token}` };
+      expect((await fetch(`${ui.origin}/`, { headers: auth })).status).toBe(200);
+      // DNS rebinding: the right token under a foreign name is still refused (raw request: fetch
+      // will not let a page set Host).
+      const http = await import('node:http');
+      const status = await new Promise<number>((resolve, reject) => {
+        const u = new URL(ui.origin);
+        const req = http.request(
+          { host: u.hostname, port: u.port, path: '/', headers: { ...auth, host: `evil.example:${u.port}` } },
+          (res) => resolve(res.statusCode!),
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      expect(status).toBe(421);
+
+      const { result } = callWithProgress(client, 'http_request', {
+        method: 'POST',
+        url: `${upstream.origin}/v1/x`,
+      });
+      const pending = await waitForPending(inst, 'http_request');
+      const post = (headers: Record<string, string>, body: string) =>
+        fetch(`${ui.origin}/approvals/${pending.id}/approve`, {
+          method: 'POST',
+          redirect: 'manual',
+          headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded', ...headers },
+          body,
+        });
+      expect((await post({}, 'csrf=forged')).status).toBe(403);
+      const html = await (await fetch(`${ui.origin}/`, { headers: auth })).text();
+      const csrf = /name="csrf" value="([^"]+)"/.exec(html)![1]!;
+      expect((await post({ origin: 'https://evil.example' }, `csrf=${csrf}`)).status).toBe(403);
+      expect((await waitForPending(inst, 'http_request')).id).toBe(pending.id); // still waiting
+      const denied = await fetch(`${ui.origin}/approvals/${pending.id}/deny`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { ...auth, origin: ui.origin, 'content-type': 'application/x-www-form-urlencoded' },
+        body: `csrf=${csrf}&reason=${encodeURIComponent('not from the viewer test')}`,
+      });
+      expect(denied.status).toBe(303);
+      expect(textOf(await result)).toContain(
+        `approval ${pending.id} was denied by root (uid 0, ui): not from the viewer test`,
+      );
+    },
+  );
+});
