@@ -108,35 +108,3 @@ function fail(err: Out | undefined, message: string): number {
   return 1;
 }
 
-/** The three commands' argument rules (cli.ts only parses the options). */
-export function approvalsCommand(
-  command: 'approvals' | 'approve' | 'deny',
-  positionals: string[],
-  values: Record<string, string | boolean | undefined>,
-  stateDir: string,
-): Promise<number> {
-  const str = (v: string | boolean | undefined) => (typeof v === 'string' ? v : undefined);
-  const misplaced = (allowed: string[]) => {
-    const extra = ['team', 'json', 'for', 'reason'].find(
-      (k) => values[k] !== undefined && !allowed.includes(k),
-    );
-    if (extra) throw new UserError(`--${extra} does not apply to airlock ${command}`);
-  };
-  if (command === 'approvals') {
-    if (positionals[0] !== 'list' || positionals.length > 1)
-      throw new UserError('usage: airlock approvals list [--team T] [--json]');
-    misplaced(['team', 'json']);
-    return approvalsListCommand({ stateDir, team: str(values.team), json: values.json === true });
-  }
-  const [id, ...more] = positionals;
-  if (!id || more.length)
-    throw new UserError(
-      `usage: airlock ${command} ID ${command === 'approve' ? '[--for DURATION]' : '[--reason TEXT]'}`,
-    );
-  if (command === 'approve') {
-    misplaced(['for']);
-    return approveCommand({ stateDir, id, for: str(values.for) });
-  }
-  misplaced(['reason']);
-  return denyCommand({ stateDir, id, reason: str(values.reason) });
-}

@@ -55,7 +55,7 @@ describe('approve in a policy', () => {
         '9:64: servers.git.tools.git_push.approve.timeout: bad duration "10 minutes": expected a number and s, m, h or d (e.g. "30m")',
         '9:90: servers.git.tools.git_push.approve.grant.for: duration "30d" is longer than the maximum (7d)',
         expect.stringMatching(
-          /^17:38: servers\.http\.tools\.http_request\.approve\.when\.methods\[0\]: Invalid option: expected one of "GET"/,
+          /^17:38: servers\.http\.tools\.http_request\.approve\.when\.methods\[0\]: must be one of: GET, HEAD/,
         ),
         '17:54: servers.http.tools.http_request.approve.when.paths[0]: bad glob "/v1/***": "***" is not a pattern (use "*" or "**")',
         '5 errors in 1 file',

@@ -57,7 +57,7 @@ it('a call over airlock stdio waits, is listed and approved from another process
     expect(upstream.requests).toHaveLength(0);
     const misused = await runCli(['approve', pending.id, '--reason', 'x', '--config', inst.configFile]);
     expect(misused.code).toBe(1);
-    expect(misused.stderr).toContain('--reason does not apply to airlock approve');
+    expect(misused.stderr).toContain('airlock approve: unknown option --reason');
     const once = await runCli(['approve', pending.id, '--for', '5m', '--config', inst.configFile]);
     expect(once.code).toBe(1);
     expect(once.stderr).toContain('allows no grants (grant: once)');
@@ -83,5 +83,5 @@ it('with no broker running, the commands say so and exit 1', async () => {
   expect(listed.stderr).toMatch(/^airlock: no running broker found in .*approvals\/control\n$/);
   const usage = await runCli(['approvals', '--config', inst.configFile]);
   expect(usage.code).toBe(1);
-  expect(usage.stderr).toContain('usage: airlock approvals list [--team T] [--json]');
+  expect(usage.stderr).toContain('airlock approvals list [--team TEAM] [--json]');
 });
