@@ -5,7 +5,6 @@
 import { ControlError, decideApproval, listApprovals } from '../approvals/client.js';
 import { formatDuration, MAX_GRANT_MS, parseDuration } from '../approvals/policy.js';
 import type { PendingApproval } from '../approvals/service.js';
-import { UserError } from '../broker.js';
 import { printable } from './audit.js';
 
 type Out = NodeJS.WritableStream;
@@ -107,4 +106,3 @@ function fail(err: Out | undefined, message: string): number {
   (err ?? process.stderr).write(`airlock: ${message}\n`);
   return 1;
 }
-
