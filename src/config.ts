@@ -32,7 +32,12 @@ export interface AirlockConfig {
   policies: string;
   audit: { file: string };
   secrets: Record<string, SecretConfig>;
+  /** MCP sessions open at once: per team (all its servers) and for the whole broker. */
+  sessions: { maxPerTeam: number; maxTotal: number };
 }
+
+export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
+export const DEFAULT_MAX_SESSIONS = 1024;
 
 export class ConfigError extends Error {
   readonly issues: PolicyIssue[];
@@ -64,6 +69,14 @@ export const configSchema = z
     policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
     audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
+    sessions: z
+      .object({
+        maxPerTeam: z.number().int().positive().default(DEFAULT_MAX_SESSIONS_PER_TEAM),
+        maxTotal: z.number().int().positive().default(DEFAULT_MAX_SESSIONS),
+      })
+      .strict()
+      .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
+      .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
   })
   .strict();
 
@@ -218,5 +231,6 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     policies: path.resolve(dir, raw.policies),
     audit: { file: path.resolve(dir, raw.audit.file) },
     secrets,
+    sessions: raw.sessions,
   };
 }
