@@ -11,16 +11,7 @@ import {
   INIT_LINE,
   type Installation,
 } from '../helpers/fixture.js';
-
-const policy = (team: string) => `team: ${team}
-servers:
-  http:
-    hosts:
-      - origin: http://127.0.0.1:9
-        allowPrivateAddress: true
-    tools:
-      http_request: {}
-`;
+import { socketOnlyPolicy } from './policies.js';
 
 describe('session bounds', () => {
   let inst: Installation;
@@ -28,7 +19,9 @@ describe('session bounds', () => {
   const clients: Client[] = [];
 
   beforeAll(async () => {
-    inst = await makeInstallation({ policies: { 'a.yaml': policy('a'), 'b.yaml': policy('b') } });
+    inst = await makeInstallation({
+      policies: { 'a.yaml': socketOnlyPolicy('a'), 'b.yaml': socketOnlyPolicy('b') },
+    });
     const config = await readFile(inst.configFile, 'utf8');
     await writeFile(inst.configFile, `sessions: { maxPerTeam: 3, maxTotal: 5 }\n${config}`);
     const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
