@@ -33,8 +33,8 @@ import { openSession, type McpSession } from './session.js';
 import { ensureFolder, FolderError } from './folders.js';
 import type { ServerName } from './tool.js';
 
-/** Sessions per socket; past this new connections are refused (fd exhaustion by one team). */
-const MAX_SESSIONS_PER_SOCKET = 256;
+/** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
+const MAX_MODEL_CONNECTIONS = 256;
 /** A connection that has not completed the MCP handshake by then is closed. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 const DRAIN_TIMEOUT_MS = 30_000;
@@ -193,6 +193,9 @@ interface Listener {
 export class Broker {
   private readonly listeners = new Map<string, Listener>();
   private readonly modelProxies = new Set<http.Server>();
+  /** MCP sessions per team, counted from accept (before the session is set up) to close. */
+  private readonly teamSessions = new Map<string, number>();
+  private totalSessions = 0;
   private stopping = false;
   /** The out-of-band approval socket (`<stateDir>/approvals/control/<pid>.sock`). */
   private control: ControlServer | undefined;
@@ -335,8 +338,13 @@ export class Broker {
       net: this.createListener(team, server),
       sessions: new Set(),
     };
-    listener.net.maxConnections = MAX_SESSIONS_PER_SOCKET;
-    if (server !== 'model') listener.net.on('connection', (conn) => void this.accept(listener, conn));
+    if (server === 'model') listener.net.maxConnections = MAX_MODEL_CONNECTIONS;
+    if (server !== 'model')
+      listener.net.on('connection', (conn) => {
+        this.accept(listener, conn).catch((err: Error) =>
+          this.core.log.error({ team, server, err: err.message }, 'could not start a session'),
+        );
+      });
     listener.net.on('error', (err) => this.core.log.error({ err: err.message, socketPath }, 'socket error'));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -379,7 +387,49 @@ export class Broker {
   private async accept(listener: Listener, conn: net.Socket): Promise<void> {
     if (this.stopping || listener.server === 'model') return void conn.destroy();
     const log = this.core.log;
-    const session = await startSession(this.core, listener.team, listener.server, conn, conn, 'socket');
+    const { team } = listener;
+    const limits = this.core.config.sessions;
+    const open = this.teamSessions.get(team) ?? 0;
+    const refusal =
+      open >= limits.maxPerTeam
+        ? `team "${team}" has ${open} sessions open, the most allowed (sessions.maxPerTeam); close one and retry`
+        : this.totalSessions >= limits.maxTotal
+          ? `the broker has ${this.totalSessions} sessions open, the most allowed (sessions.maxTotal); retry later`
+          : undefined;
+    if (refusal) {
+      log.warn(
+        { team, server: listener.server, open, total: this.totalSessions },
+        'session refused: too many sessions',
+      );
+      // A JSON-RPC error the client can show, then the connection ends.
+      conn.on('error', () => undefined);
+      conn.end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: null,
+          error: { code: -32000, message: `refused: ${refusal}` },
+        }) + '\n',
+      );
+      setTimeout(() => conn.destroy(), 2000).unref();
+      return;
+    }
+    this.teamSessions.set(team, open + 1);
+    this.totalSessions++;
+    const release = () => {
+      const left = (this.teamSessions.get(team) ?? 1) - 1;
+      if (left <= 0) this.teamSessions.delete(team);
+      else this.teamSessions.set(team, left);
+      this.totalSessions--;
+    };
+    let session: McpSession;
+    try {
+      session = await startSession(this.core, listener.team, listener.server, conn, conn, 'socket');
+    } catch (err) {
+      release();
+      conn.destroy();
+      throw err;
+    }
+    void session.closed.then(release);
     listener.sessions.add(session);
     const handshake = setTimeout(() => {
       log.warn({ team: listener.team, server: listener.server }, 'no MCP handshake; closing connection');

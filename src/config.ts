@@ -34,7 +34,12 @@ export interface AirlockConfig {
   secrets: Record<string, SecretConfig>;
   /** `secrets: { strict: true }`: serve refuses to start while any secret does not resolve. */
   strictSecrets?: boolean;
+  /** MCP sessions open at once: per team (all its servers) and for the whole broker. */
+  sessions: { maxPerTeam: number; maxTotal: number };
 }
+
+export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
+export const DEFAULT_MAX_SESSIONS = 1024;
 
 export class ConfigError extends Error {
   readonly issues: PolicyIssue[];
@@ -66,6 +71,14 @@ export const configSchema = z
     policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
     audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
+    sessions: z
+      .object({
+        maxPerTeam: z.number().int().positive().default(DEFAULT_MAX_SESSIONS_PER_TEAM),
+        maxTotal: z.number().int().positive().default(DEFAULT_MAX_SESSIONS),
+      })
+      .strict()
+      .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
+      .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
   })
   .strict();
 
@@ -223,6 +236,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     audit: { file: path.resolve(dir, raw.audit.file) },
     secrets,
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
+    sessions: raw.sessions,
   };
 }
 

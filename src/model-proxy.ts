@@ -420,6 +420,7 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
         phase: 'result',
         outcome: outcome.error === undefined ? 'ok' : 'error',
         ...(outcome.error !== undefined ? { error: scrub(outcome.error) } : {}),
+        ...(outcome.errorDetail !== undefined ? { errorDetail: scrub(outcome.errorDetail) } : {}),
         ...(outcome.status !== undefined ? { status: outcome.status } : {}),
         durationMs: elapsed(),
         resultBytes: outcome.bytes,
@@ -445,6 +446,8 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     /** Output tokens were not reported and max_tokens was charged instead. */
     usageEstimated?: boolean;
     error?: string;
+    /** Host detail of the error, for the audit record only. */
+    errorDetail?: string;
     /** Ends the client response (called after the result record is durable). */
     finish: () => void;
   }
@@ -491,11 +494,15 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
       key = await deps.secrets.get(section.credential);
     } catch (err) {
       cleanup();
-      return fail(
-        500,
-        'api_error',
-        `the model API credential "${section.credential}" is unavailable: ${scrub((err as Error).message)}`,
+      // The agent hears the secret's name at most; where it is kept goes to the log and audit.
+      const detail = scrub(
+        String((err as { operatorDetail?: unknown }).operatorDetail ?? (err as Error).message),
       );
+      log.warn({ secret: section.credential, detail }, 'model API credential unavailable');
+      return {
+        ...fail(500, 'api_error', `credential "${section.credential}" is unavailable (ask the operator)`),
+        errorDetail: detail,
+      };
     }
     deps.redactor.add(key);
 

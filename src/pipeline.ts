@@ -80,6 +80,7 @@ const RESERVED_AUDIT_KEYS: ReadonlySet<string> = new Set([
   'args',
   'reason',
   'error',
+  'errorDetail',
   'transport',
   'broker',
 ]);
@@ -296,6 +297,8 @@ export class CallPipeline {
     // branch): they come after the request record, and the result record says "deny".
     let lateDenial: { rule: string; reason: string } | undefined;
     let resultDetail: AuditDetail | undefined;
+    // Host detail of a failure (where a secret is kept) for the operator: audit and log only.
+    let operatorDetail: string | undefined;
     try {
       const runtime = def.createRuntime ? await this.runtime(def, team, section) : undefined;
       const stateDir = path.join(this.deps.stateDir, server, team);
@@ -340,8 +343,20 @@ export class CallPipeline {
       result = errorResult(
         err instanceof ToolError ? this.deps.redactor.scrub(toolErrorText(err)) : `error: ${errorText}`,
       );
-      if (!(err instanceof ToolError))
-        this.deps.log.warn({ team, server, tool: name, call, err: errorText }, 'tool call failed');
+      const detail = (err as { operatorDetail?: unknown } | undefined)?.operatorDetail;
+      if (typeof detail === 'string') operatorDetail = this.deps.redactor.scrub(detail);
+      if (!(err instanceof ToolError) || operatorDetail !== undefined)
+        this.deps.log.warn(
+          {
+            team,
+            server,
+            tool: name,
+            call,
+            err: errorText,
+            ...(operatorDetail ? { detail: operatorDetail } : {}),
+          },
+          'tool call failed',
+        );
     } finally {
       clearTimeout(deadline);
       signal?.removeEventListener('abort', onSessionAbort);
@@ -358,7 +373,7 @@ export class CallPipeline {
         ...(lateDenial
           ? { decision: 'deny' as const, rule: lateDenial.rule, reason: lateDenial.reason }
           : errorText !== undefined
-            ? { error: errorText }
+            ? { error: errorText, ...(operatorDetail !== undefined ? { errorDetail: operatorDetail } : {}) }
             : {}),
         outcome,
         durationMs: elapsed(),

@@ -7,7 +7,7 @@ import { createPrivateKey } from 'node:crypto';
 import type { Redactor } from './redact.js';
 import { MIN_REDACTABLE_LENGTH } from './redact.js';
 import type { SecretConfig, ValueSource } from './secret-config.js';
-import type { SecretAccess } from './tool.js';
+import { ToolError, type SecretAccess } from './tool.js';
 import { KEYCHAIN_SERVICE, KeychainUnavailableError, osKeychain, type Keychain } from './keychain.js';
 
 export class SecretError extends Error {
@@ -18,6 +18,21 @@ export class SecretError extends Error {
   ) {
     super(message);
     this.name = 'SecretError';
+  }
+}
+
+/**
+ * What the agent is told when a secret does not resolve: its name at most. Where the operator
+ * keeps it (an environment variable, a host path, a keychain account) is host detail, kept in
+ * `operatorDetail` for the log and the audit record.
+ */
+export class CredentialUnavailableError extends ToolError {
+  constructor(
+    readonly secret: string,
+    readonly operatorDetail: string,
+  ) {
+    super(`credential "${secret}" is unavailable (ask the operator)`, 'upstream');
+    this.name = 'CredentialUnavailableError';
   }
 }
 
@@ -112,8 +127,18 @@ export class SecretStore {
     return value;
   }
 
+  /** A team's view for tools: a secret that does not resolve throws CredentialUnavailableError. */
   forTeam(team: string): SecretAccess {
-    return { get: (name: string) => this.resolve(name, team) };
+    return {
+      get: async (name: string) => {
+        try {
+          return await this.resolve(name, team);
+        } catch (err) {
+          const detail = err instanceof Error ? err.message : String(err);
+          throw new CredentialUnavailableError(name, detail);
+        }
+      },
+    };
   }
 
   /**

@@ -2,7 +2,13 @@
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandContext } from '../cli.js';
-import { ConfigError, loadConfig, type AirlockConfig } from '../config.js';
+import {
+  ConfigError,
+  DEFAULT_MAX_SESSIONS,
+  DEFAULT_MAX_SESSIONS_PER_TEAM,
+  loadConfig,
+  type AirlockConfig,
+} from '../config.js';
 import {
   checkPolicyFiles,
   policyJsonSchema,
@@ -57,6 +63,7 @@ function configless(): AirlockConfig {
     audit: { file: '' },
     secrets: {},
     socketGroups: {},
+    sessions: { maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS },
   };
 }
 

@@ -51,6 +51,8 @@ export function configFor(policies: string, secrets: AirlockConfig['secrets']): 
     policies,
     audit: { file: '/tmp/none/audit.jsonl' },
     secrets,
+    socketGroups: {},
+    sessions: { maxPerTeam: 256, maxTotal: 1024 },
   };
 }
 

@@ -10,22 +10,13 @@ import { silentLogger } from '../../src/log.js';
 import { checkPolicyFiles } from '../../src/policy.js';
 import { SERVERS } from '../../src/servers.js';
 import { makeInstallation, type Installation } from '../helpers/fixture.js';
-
-const policy = (team: string, extra = '') => `team: ${team}
-${extra}servers:
-  http:
-    hosts:
-      - origin: http://127.0.0.1:9
-        allowPrivateAddress: true
-    tools:
-      http_request: {}
-`;
+import { socketOnlyPolicy } from './policies.js';
 
 let inst: Installation;
 let broker: Broker | undefined;
 
 beforeEach(async () => {
-  inst = await makeInstallation({ policies: { 'a.yaml': policy('a') } });
+  inst = await makeInstallation({ policies: { 'a.yaml': socketOnlyPolicy('a') } });
 });
 afterEach(async () => {
   await broker?.stop(1000);
@@ -104,9 +95,9 @@ describe('per-team socket groups', () => {
   it("gives each team's sockets its own group: the policy's, else airlock.yaml's socketGroups, else socketGroup", async () => {
     await chmod(inst.root, 0o755);
     await setConfig('socketGroup: 1000\nsocketGroups: { b: 1002 }');
-    await inst.writePolicy('a.yaml', policy('a', 'socketGroup: 1001\n'));
-    await inst.writePolicy('b.yaml', policy('b'));
-    await inst.writePolicy('c.yaml', policy('c'));
+    await inst.writePolicy('a.yaml', socketOnlyPolicy('a', 'socketGroup: 1001\n'));
+    await inst.writePolicy('b.yaml', socketOnlyPolicy('b'));
+    await inst.writePolicy('c.yaml', socketOnlyPolicy('c'));
     await start();
     const gids = await Promise.all(
       ['a', 'b', 'c'].map(async (t) => [
@@ -128,14 +119,14 @@ describe('per-team socket groups', () => {
 
   it("follows a policy change of the team's group without reopening the socket", async () => {
     await start();
-    await inst.writePolicy('a.yaml', policy('a', 'socketGroup: 1005\n'));
+    await inst.writePolicy('a.yaml', socketOnlyPolicy('a', 'socketGroup: 1005\n'));
     await broker!.reload();
     expect((await stat(inst.socket('a', 'http'))).gid).toBe(1005);
     expect((await stat(path.join(inst.socketDir, 'a'))).gid).toBe(1005);
   });
 
   it('reports an unknown group name in a policy or airlock.yaml with its position', async () => {
-    await inst.writePolicy('a.yaml', policy('a', 'socketGroup: no-such-group-here\n'));
+    await inst.writePolicy('a.yaml', socketOnlyPolicy('a', 'socketGroup: no-such-group-here\n'));
     const { issues } = await checkPolicyFiles(await loadConfig(inst.configFile), SERVERS);
     expect(issues.map((i) => `${path.basename(i.file)}:${i.line}:${i.col}: ${i.message}`)).toEqual([
       'a.yaml:2:14: socketGroup: unknown group "no-such-group-here" (not in /etc/group)',

@@ -207,9 +207,16 @@ describe('access control', () => {
   it('forTeam binds the team', async () => {
     const { s } = store(secrets, env);
     expect(await s.forTeam('payments').get('github-token')).toBe(TOKEN);
-    expect((await failure(s.forTeam('search').get('github-token'))).message).toContain(
-      'may not be used by team "search"',
-    );
+    // A tool hears the name only; why (here: another team's secret) is the operator's detail.
+    const refused = await s
+      .forTeam('search')
+      .get('github-token')
+      .then(
+        () => expect.fail('resolved'),
+        (err: unknown) => err as Error & { operatorDetail?: string },
+      );
+    expect(refused.message).toBe('credential "github-token" is unavailable (ask the operator)');
+    expect(refused.operatorDetail).toContain('may not be used by team "search"');
     expect(await s.forTeam('search').get('shared')).toBe('shared-value-4444');
   });
 });
