@@ -79,7 +79,7 @@ describe('a socket folder that cannot be created', () => {
     const text = await readFile(inst.configFile, 'utf8');
     await writeFile(
       inst.configFile,
-      text.replace(/^  file: .*$/m, '  file: /proc/airlock-audit-test/audit.jsonl'),
+      text.replace(/^ {2}file: .*$/m, '  file: /proc/airlock-audit-test/audit.jsonl'),
     );
     const r = airlock(['serve', '--config', inst.configFile], { timeout: 20_000 });
     expect(r.status, r.stderr).toBe(1);
