@@ -84,6 +84,8 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
         `(see the warnings above, or run airlock doctor); fix ${unresolved.length === 1 ? 'it' : 'them'} or remove them from airlock.yaml`,
     );
   }
+  // A folder that cannot be made (permission, a file in the path, /proc) is the operator's to fix.
+  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700);
   const audit = await AuditLog.open(config.audit.file, { scrub: (entry) => redactor.scrubDeep(entry) });
   let policies: PolicyStore;
   try {

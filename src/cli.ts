@@ -313,15 +313,23 @@ function groupHelp(group: string, specs: CommandSpec[]): string {
   ].join('\n');
 }
 
+/** `stdio SERVER --team TEAM`: the words, the arguments and the options a command cannot do without. */
+function synopsis(spec: CommandSpec): string {
+  const required = Object.entries(spec.options ?? {})
+    .filter(([, o]) => o.required)
+    .map(([name, o]) => `--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`);
+  return [spec.name, ...(spec.args ? [spec.args] : []), ...required].join(' ');
+}
+
 function mainHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length + (c.args ? c.args.length + 1 : 0)));
+  const width = Math.max(...COMMANDS.map((c) => synopsis(c).length));
   return [
     `airlock ${VERSION} — credential broker for AI coding agents`,
     '',
     'usage: airlock COMMAND [options]',
     '',
     'commands:',
-    ...COMMANDS.map((c) => `  ${`${c.name}${c.args ? ` ${c.args}` : ''}`.padEnd(width)}  ${c.summary}`),
+    ...COMMANDS.map((c) => `  ${synopsis(c).padEnd(width)}  ${c.summary}`),
     '',
     "run 'airlock COMMAND --help' for a command's options. Every command accepts --config FILE",
     '(default ./airlock.yaml). Exit codes: 0 ok, 1 user error, 2 internal error.',

@@ -76,7 +76,7 @@ async function walk(dir: string, label: string): Promise<{ missing: string[]; ex
       if (code === 'EACCES') {
         throw new FolderError(
           `${label} ${dir}: cannot look into ${path.dirname(current)} (permission denied); ` +
-            `run the broker as a user that may, or choose another ${label}`,
+            `run the broker as a user that may, or choose another path`,
         );
       }
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
@@ -96,7 +96,7 @@ async function walk(dir: string, label: string): Promise<{ missing: string[]; ex
     }
     if (!st.isDirectory()) {
       throw new FolderError(
-        `${label} ${dir}: ${current} is not a directory; remove it or choose another ${label}`,
+        `${label} ${dir}: ${current} is not a directory; remove it or choose another path`,
       );
     }
     return { missing, existing: current };
@@ -121,18 +121,18 @@ function createFailure(
       return (
         `${head}: permission denied in ${parent}. Create it once as root ` +
         `(install -d -m 0755 -o ${process.env.USER ?? '<broker user>'} ${dir}), ` +
-        `or choose a ${label} this user may create (under systemd: RuntimeDirectory=)`
+        `or choose a path this user may create (under systemd: RuntimeDirectory=, StateDirectory=, LogsDirectory=)`
       );
     case 'EROFS':
-      return `${head}: ${parent} is on a read-only filesystem; choose a ${label} on a writable one (e.g. /run/airlock)`;
+      return `${head}: ${parent} is on a read-only filesystem; choose a path on a writable one`;
     case 'ENOENT':
       // mkdir in a folder that exists but refuses new entries: /proc, /sys and other virtual filesystems.
       return (
         `${head}: ${existing} does not allow creating folders (a virtual filesystem such as /proc or /sys); ` +
-        `choose a ${label} on a real filesystem (e.g. /run/airlock)`
+        `choose a path on a real filesystem`
       );
     case 'ENOTDIR':
-      return `${head}: a part of ${parent} is not a directory; remove it or choose another ${label}`;
+      return `${head}: a part of ${parent} is not a directory; remove it or choose another path`;
     case 'ENOSPC':
       return `${head}: no space left on the filesystem of ${parent}`;
     default:

@@ -39,7 +39,7 @@ describe('a socket folder that cannot be created', () => {
     [
       'a path under /proc',
       async () => '/proc/airlock-test',
-      /cannot create socketDir \/proc\/airlock-test: \/proc does not allow creating folders .*choose a socketDir on a real filesystem/,
+      /cannot create socketDir \/proc\/airlock-test: \/proc does not allow creating folders .*choose a path on a real filesystem/,
     ],
     [
       'a file in the path (ENOTDIR)',
@@ -47,7 +47,7 @@ describe('a socket folder that cannot be created', () => {
         await writeFile(path.join(inst.root, 'plain-file'), '');
         return path.join(inst.root, 'plain-file', 'run');
       },
-      /plain-file is not a directory; remove it or choose another socketDir/,
+      /plain-file is not a directory; remove it or choose another path/,
     ],
     [
       'a broken symlink',
@@ -74,6 +74,20 @@ describe('a socket folder that cannot be created', () => {
       expect(doctor.stdout).toMatch(new RegExp(`FAIL\\] socket folder .* — .*${message.source}`));
     });
   }
+
+  it('an audit folder that cannot be created is the same: exit 1, the path and the fix', async () => {
+    const text = await readFile(inst.configFile, 'utf8');
+    await writeFile(
+      inst.configFile,
+      text.replace(/^ {2}file: .*$/m, '  file: /proc/airlock-audit-test/audit.jsonl'),
+    );
+    const r = airlock(['serve', '--config', inst.configFile], { timeout: 20_000 });
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toBe(
+      'airlock: cannot create audit folder /proc/airlock-audit-test: /proc does not allow creating folders ' +
+        '(a virtual filesystem such as /proc or /sys); choose a path on a real filesystem\n',
+    );
+  });
 
   it('permission denied (as uid 1000): exit 1 with the path and how to create it', async () => {
     const parent = path.join(inst.root, 'rootonly');
