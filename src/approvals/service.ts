@@ -168,10 +168,6 @@ export class ApprovalService {
       .map((w) => w.view);
   }
 
-  has(id: string): boolean {
-    return this.waiting.has(id);
-  }
-
   /**
    * Waits for a decision on this call. Resolves `approved` only after the decision record is on
    * disk; anything else (denied, expired, the session gone, the broker stopping) is a refusal.

@@ -27,6 +27,8 @@ main > .calls, main > .filters-wrap, main > .wide { grid-column: 1 / -1; }
 .panel { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; }
 .panel h2 { margin: 0 0 10px; font-size: 13px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); }
 .panel h2 .count { background: var(--pending); color: #1b1b1b; border-radius: 9px; padding: 0 7px; margin-left: 4px; }
+.panel h2 code { text-transform: none; letter-spacing: 0; color: var(--text); }
+.facts { margin: 0 0 8px; }
 .small { font-size: 11px; text-transform: none; letter-spacing: 0; }
 .muted { color: var(--muted); }
 .notice { margin: 12px 20px 0; padding: 8px 12px; border-radius: 6px; background: #15324a; border: 1px solid var(--accent); }

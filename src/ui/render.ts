@@ -4,7 +4,7 @@
 import type { PendingApproval } from '../approvals/service.js';
 import type { AuditRecord } from '../audit.js';
 import { formatDuration } from '../approvals/policy.js';
-import type { CallFilter, CallSummary, ChainStatus, Page } from './audit-view.js';
+import { summarize, type CallFilter, type CallSummary, type ChainStatus, type Page } from './audit-view.js';
 
 const ESCAPES: Record<string, string> = {
   '&': '&amp;',
@@ -211,7 +211,7 @@ ${rows || '<tr class="empty"><td colspan="10" class="muted">no calls match</td><
 
 export function callDetail(call: string, records: AuditRecord[]): string {
   if (records.length === 0) {
-    return `<section class="panel"><h2>Call <code>${esc(call)}</code></h2><p class="muted">no records of this call were found</p></section>`;
+    return `<section class="panel wide"><h2>Call <code>${esc(call)}</code></h2><p class="muted">no records of this call were found</p></section>`;
   }
   const items = records
     .map(
@@ -221,7 +221,9 @@ export function callDetail(call: string, records: AuditRecord[]): string {
 </article>`,
     )
     .join('\n');
-  return `<section class="panel"><h2>Call <code>${esc(call)}</code> <a class="btn btn-plain" href="/">← all calls</a></h2>${items}</section>`;
+  const s = summarize({ call, records });
+  const facts = `<p class="facts">${esc(s.team)} · ${esc(s.server)}.<strong>${esc(s.tool)}</strong> · session <code>${esc(s.session)}</code> · <span class="badge badge-${s.decision}">${s.decision}</span> <span class="badge outcome outcome-${s.outcome}">${s.outcome}</span>${s.approval ? ` approval <span class="badge badge-${esc(s.approval.state)}">${esc(s.approval.state)}</span>` : ''}${s.durationMs !== undefined ? ` · ${esc(ms(s.durationMs))}` : ''}</p>`;
+  return `<section class="panel wide"><h2>Call <code>${esc(call)}</code> <a class="btn btn-plain" href="/">← all calls</a></h2>${facts}${items}</section>`;
 }
 
 /** The filter as the query string gave it (strings), parsed; a string saying what is wrong otherwise. */

@@ -42,6 +42,7 @@ import {
 const COOKIE = 'airlock_ui';
 const PAGE_SIZE = 50;
 const POLL_MS = 300;
+const PENDING_POLL_MS = 1000;
 const MAX_FORM_BYTES = 16 * 1024;
 /** Calls whose records the live table keeps, to render a row when its next record arrives. */
 const RECENT_CALLS = 2000;
@@ -90,6 +91,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
   const recent = new Map<string, AuditRecord[]>();
   const clients = new Set<{ res: http.ServerResponse; filter: CallFilter }>();
   let lastPendingKey = '';
+  let lastPendingPoll = 0;
   let lastChainKey = '';
   let allowedHosts: Set<string> = new Set();
 
@@ -127,18 +129,22 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
         const html = callRow(summary);
         for (const c of clients) send(c.res, 'call', { call, html: matches(summary, c.filter) ? html : '' });
       }
-      const pending = await pendingNow();
-      const pendingKey = JSON.stringify(Array.isArray(pending) ? pending.map((p) => p.id) : pending);
-      if (pendingKey !== lastPendingKey) {
-        lastPendingKey = pendingKey;
-        const html = pendingPanel(pending, csrf);
-        for (const c of clients) send(c.res, 'pending', { html });
-      }
       const chainKey = JSON.stringify(chain.status);
       if (chainKey !== lastChainKey) {
         lastChainKey = chainKey;
         const html = chainPanel(chain.status);
         for (const c of clients) send(c.res, 'chain', { html });
+      }
+      // The pending list costs a round trip to every broker process: once a second is enough.
+      if (Date.now() - lastPendingPoll >= PENDING_POLL_MS) {
+        lastPendingPoll = Date.now();
+        const pending = await pendingNow();
+        const pendingKey = JSON.stringify(Array.isArray(pending) ? pending.map((p) => p.id) : pending);
+        if (pendingKey !== lastPendingKey) {
+          lastPendingKey = pendingKey;
+          const html = pendingPanel(pending, csrf);
+          for (const c of clients) send(c.res, 'pending', { html });
+        }
       }
     } catch (err) {
       opts.log.warn({ err: (err as Error).message }, 'ui poll failed');
@@ -267,6 +273,10 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
       const client = { res, filter };
       clients.add(client);
       send(res, 'chain', { html: chainPanel(chain.status) });
+      // The next poll sends the pending list to everyone, this viewer included (it may have
+      // changed since the page was rendered).
+      lastPendingKey = '';
+      lastPendingPoll = 0;
       req.on('close', () => clients.delete(client));
       return;
     }

@@ -39,7 +39,12 @@ const pageErrors: string[] = [];
 
 beforeAll(async () => {
   // Playwright waits are bounded below the test timeout, so a failure names what it waited for.
-  upstream = await startEchoUpstream();
+  // /v1/fail drops the connection: an upstream error, for the error highlight.
+  upstream = await startEchoUpstream((req, res) => {
+    if (req.url !== '/v1/fail') return false;
+    res.socket?.destroy();
+    return true;
+  });
   inst = await makeInstallation({ secrets: { 'api-token': SECRET } });
   await inst.writePolicy(
     'acme.yaml',
@@ -61,6 +66,7 @@ beforeAll(async () => {
   expect((await get(`${upstream.origin}/v1/${IMG}`)).isError).toBeFalsy();
   expect((await get(`https://evil.example/${IMG}`)).isError).toBe(true);
   expect((await get(`${upstream.origin}/admin`)).isError).toBe(true);
+  expect((await get(`${upstream.origin}/v1/fail`)).isError).toBe(true);
   ui = await startUiProcess(inst);
   browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1480, height: 1000 } });
@@ -92,7 +98,7 @@ describe('airlock ui in Chromium', () => {
     expect(response?.headers()['content-security-policy']).toContain("script-src 'self'");
     await page.locator('#live[data-state="on"]').waitFor();
     const rows = page.locator('#calls tr.call');
-    expect(await rows.count()).toBe(5);
+    expect(await rows.count()).toBe(6);
     // The planted markup is shown as text, and it created no element and ran nothing.
     await expect.poll(() => page.locator('td.args', { hasText: SCRIPT }).count()).toBe(1);
     expect(await page.locator('td.args', { hasText: IMG }).count()).toBe(2);
@@ -102,8 +108,9 @@ describe('airlock ui in Chromium', () => {
     ]);
     // Denials are highlighted.
     expect(await page.locator('#calls tr.row-deny').count()).toBe(2);
+    expect(await page.locator('#calls tr.row-error .outcome-error').count()).toBe(1);
     await page.locator('#chain .badge-intact').waitFor();
-    expect(await page.locator('#chain').innerText()).toMatch(/intact 8 records verified/);
+    expect(await page.locator('#chain').innerText()).toMatch(/intact 10 records verified/);
     await shot('calls');
     expect(dialogs).toEqual([]);
   });
@@ -118,7 +125,21 @@ describe('airlock ui in Chromium', () => {
     expect(await page.locator('#calls tr.call').count()).toBe(0);
     expect(await page.locator('#calls tr.empty').innerText()).toBe('no calls match');
     await page.goto(`${ui.origin}/?tool=http_request&decision=allow`);
-    expect(await page.locator('#calls tr.call').count()).toBe(3);
+    expect(await page.locator('#calls tr.call').count()).toBe(4);
+    await page.goto(`${ui.origin}/?outcome=error`);
+    expect(await page.locator('#calls tr.call').count()).toBe(1);
+    const session = (await auditRecords(inst))[0]!.session;
+    await page.goto(`${ui.origin}/?session=${session.slice(0, 8)}&server=http`);
+    expect(await page.locator('#calls tr.call').count()).toBe(6);
+    await page.goto(`${ui.origin}/?session=ffffffff`);
+    expect(await page.locator('#calls tr.call').count()).toBe(0);
+    await page.goto(`${ui.origin}/?to=2020-01-01T00:00Z`);
+    expect(await page.locator('#calls tr.call').count()).toBe(0);
+    await page.goto(`${ui.origin}/?from=2020-01-01T00:00Z&team=acme`);
+    expect(await page.locator('#calls tr.call').count()).toBe(6);
+    const bad = await page.goto(`${ui.origin}/?from=yesterday`);
+    expect(bad?.status()).toBe(400);
+    expect(await page.locator('.notice').innerText()).toBe('from is not a time (e.g. 2026-12-02T10:00Z)');
   });
 
   it(
@@ -183,6 +204,8 @@ describe('the viewer refuses what a page of another site could send', () => {
     async () => {
       expect((await fetch(`${ui.origin}/`)).status).toBe(401);
       expect((await fetch(`${ui.origin}/?token=wrong`)).status).toBe(401);
+      expect((await fetch(`${ui.origin}/events`)).status).toBe(401);
+      expect((await fetch(`${ui.origin}/call/x`)).status).toBe(401);
       const token = new URL(ui.loginUrl).searchParams.get('token')!;
       const auth = { authorization: `Bearer ${token}` };
       expect((await fetch(`${ui.origin}/`, { headers: auth })).status).toBe(200);
