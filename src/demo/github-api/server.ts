@@ -93,6 +93,7 @@ export interface GithubApiStandIn {
   repos: Map<string, RepoState>;
   /** The next matching request(s) get this answer instead (401, 403 with rate-limit headers, 422, 5xx…). */
   fault(fault: Fault): void;
+  clearFaults(): void;
   /** Installation token lifetime for the next mints (GitHub: one hour). */
   setTokenLifetimeMs(ms: number): void;
   /** Whether `token` may use `permission` at `level` on `fullName` (for a git server in front of the same repos). */
@@ -674,6 +675,7 @@ export async function startGithubApiStandIn(opts: GithubApiStandInOptions = {}):
     mints,
     repos,
     fault: (f) => faults.push({ ...f }),
+    clearFaults: () => faults.splice(0),
     setTokenLifetimeMs: (ms) => {
       tokenLifetimeMs = ms;
     },
