@@ -5,6 +5,7 @@
 // handed to `onToken` (the broker registers it with the redactor) before anyone else sees it.
 import { createPrivateKey } from 'node:crypto';
 import { createAppAuth } from '@octokit/auth-app';
+import { z } from 'zod';
 import { Octokit } from '@octokit/rest';
 import { classifyHostname } from './addresses.js';
 
@@ -77,6 +78,12 @@ export function httpErrorOf(
   if (typeof e.status !== 'number') return undefined;
   return { status: e.status, data: e.response?.data, headers: e.response?.headers ?? {} };
 }
+
+/** A policy field holding a GitHub API base URL (checked by apiUrlProblem). */
+export const githubApiUrlSchema = z.string().superRefine((value, ctx) => {
+  const problem = apiUrlProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 /** GitHub's rules for an account (owner) name: alphanumerics and single hyphens, no leading/trailing hyphen, ≤ 39. */
 export const OWNER_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$/;

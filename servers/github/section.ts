@@ -13,13 +13,8 @@
 import { z } from 'zod';
 import { globSchema, globProblem } from '../../src/glob.js';
 import { secretNameSchema } from '../../src/secret-config.js';
-import { apiUrlProblem, DEFAULT_GITHUB_API_URL } from '../../src/github-app.js';
+import { DEFAULT_GITHUB_API_URL, githubApiUrlSchema } from '../../src/github-app.js';
 import type { SecretRef } from '../../src/tool.js';
-
-const apiUrlSchema = z.string().superRefine((value, ctx) => {
-  const problem = apiUrlProblem(value);
-  if (problem) ctx.addIssue({ code: 'custom', message: problem });
-});
 
 const repoGlobSchema = z.string().superRefine((value, ctx) => {
   const problem = globProblem(value);
@@ -36,7 +31,7 @@ export const githubSectionSchema = z
     credential: secretNameSchema.describe(
       'A token secret, or a githubApp secret (an installation token is minted per call)',
     ),
-    apiUrl: apiUrlSchema
+    apiUrl: githubApiUrlSchema
       .default(DEFAULT_GITHUB_API_URL)
       .describe(
         'GitHub API base URL; https://HOST/api/v3 for GitHub Enterprise Server (http:// only on loopback)',
