@@ -122,6 +122,21 @@ describe('GitHub App installation tokens', () => {
     ]);
   });
 
+  it('concurrent first calls on one repository share one mint', async () => {
+    const before = gh.api.mints.length;
+    const client = await gh.client();
+    const all = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        call(client, 'get_issue', { owner: 'acme', repo: 'ledger', number: 2 }),
+      ),
+    );
+    results.push(...all);
+    for (const r of all) expect(r.isError, textOf(r)).toBeFalsy();
+    expect(gh.api.mints.slice(before).map((m) => [m.repositories, m.permissions])).toEqual([
+      [['ledger'], { issues: 'read' }],
+    ]);
+  });
+
   it('re-mints when the cached token is within the refresh margin of its expiry', async () => {
     gh.api.setTokenLifetimeMs(REFRESH_MARGIN_MS - 60_000);
     try {
