@@ -69,14 +69,20 @@ function isLoopbackHost(hostname: string): boolean {
 /** Status and body of an Octokit RequestError (duck-typed: the class lives in a transitive package). */
 export function httpErrorOf(
   err: unknown,
-): { status: number; data: unknown; headers: Record<string, unknown> } | undefined {
+): { status: number; data: unknown; headers: Record<string, unknown>; answered: boolean } | undefined {
   if (!(err instanceof Error) || err.name !== 'HttpError') return undefined;
   const e = err as Error & {
     status?: unknown;
     response?: { data?: unknown; headers?: Record<string, unknown> };
   };
   if (typeof e.status !== 'number') return undefined;
-  return { status: e.status, data: e.response?.data, headers: e.response?.headers ?? {} };
+  // Octokit reports a connection that never got an answer as status 500 without a response.
+  return {
+    status: e.status,
+    data: e.response?.data,
+    headers: e.response?.headers ?? {},
+    answered: e.response !== undefined,
+  };
 }
 
 /** A policy field holding a GitHub API base URL (checked by apiUrlProblem). */

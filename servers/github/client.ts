@@ -20,6 +20,24 @@ export const MAX_RATE_LIMIT_WAIT_S = 20;
 export const MAX_RATE_LIMIT_RETRIES = 2;
 const SERVER_ERROR_RETRIES = 2;
 
+/** Marks the stand-in answer for a redirect that was not followed (see noRedirectFetch). */
+const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
+
+/**
+ * fetch that never follows a redirect (the token would go along to wherever it points). A 3xx
+ * becomes a 400 carrying the target in a marker header: not retried, and reported as a redirect.
+ */
+async function noRedirectFetch(url: string | URL | Request, init?: RequestInit): Promise<Response> {
+  const res = await fetch(url, { ...init, redirect: 'manual' });
+  if (res.status < 300 || res.status >= 400 || res.status === 304) return res;
+  await res.body?.cancel();
+  const location = cleanLine(res.headers.get('location'), 300).text;
+  return new Response(JSON.stringify({ message: `redirect (${res.status}) refused` }), {
+    status: 400,
+    headers: { 'content-type': 'application/json', [REDIRECT_REFUSED]: location || '(no location)' },
+  });
+}
+
 export interface GithubRuntime extends ServerRuntime {
   octokit: Client;
 }
@@ -32,7 +50,7 @@ export function createGithubRuntime(team: string, section: GithubSection): Githu
     userAgent: 'airlock-github',
     // Octokit's logger would print request details to the console; the pipeline logs instead.
     log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
-    request: { redirect: 'error' },
+    request: { fetch: noRedirectFetch },
     retry: { retries: SERVER_ERROR_RETRIES },
     throttle: {
       // Each team has its own limiter (concurrency, one write per second, as GitHub advises).
@@ -79,13 +97,11 @@ export async function github<T>(what: string, fn: () => Promise<T>): Promise<T> 
 
 export function describeGithubError(what: string, err: unknown): string {
   const http = httpErrorOf(err);
-  if (!http) {
+  if (!http || !http.answered) {
     const e = err as Error & { cause?: { message?: string } };
     if (e?.name === 'TimeoutError' || e?.name === 'AbortError')
       return `${what}: GitHub did not answer in time`;
     const cause = e?.cause?.message ? ` (${e.cause.message})` : '';
-    if (/redirect/i.test(`${e?.message} ${cause}`))
-      return `${what}: GitHub answered with a redirect (a renamed or moved repository?), which Airlock does not follow`;
     return `${what}: GitHub could not be reached: ${e?.message ?? String(err)}${cause}`;
   }
   const said = cleanLine(upstreamMessage(http.data), 300).text;
@@ -93,6 +109,9 @@ export function describeGithubError(what: string, err: unknown): string {
     const v = http.headers[name];
     return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
   };
+  const redirect = header(REDIRECT_REFUSED);
+  if (redirect)
+    return `${what}: GitHub answered with a redirect to ${redirect} (a renamed or moved repository?), which Airlock does not follow`;
   switch (http.status) {
     case 401:
       return `${what}: GitHub rejected the credential (401${said}); the policy's credential is invalid, expired or revoked — an operator must fix it`;

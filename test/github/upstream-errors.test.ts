@@ -124,6 +124,18 @@ describe('upstream errors', () => {
     expect(requests).toBe(2);
   });
 
+  it('a redirect is not followed (the token would go along): an error, and the target gets nothing', async () => {
+    const before = gh.api.calls.length;
+    gh.api.fault({
+      path: ISSUE,
+      status: 301,
+      headers: { location: `${gh.api.apiUrl}/repos/other/secret-stuff/issues/1` },
+    });
+    const { r } = await issueCall();
+    expect(textOf(r)).toMatch(/GitHub answered with a redirect .*which Airlock does not follow/);
+    expect(gh.api.calls.slice(before).map((c) => c.url)).toEqual(['/repos/acme/payments-api/issues/2']);
+  });
+
   it('GitHub’s own error text is cleaned of invisible characters before the agent sees it', async () => {
     gh.api.fault({
       path: ISSUE,
@@ -132,5 +144,15 @@ describe('upstream errors', () => {
     });
     const { r } = await issueCall();
     expect(textOf(r)).toContain('(403: nope really)');
+  });
+});
+
+describe('GitHub unreachable', () => {
+  it('says GitHub could not be reached (after the bounded retries), not an HTTP status', async () => {
+    await gh.api.close();
+    const r = await call(await gh.client(), 'get_issue', { ...repo, number: 2 });
+    expect(textOf(r)).toMatch(
+      /^error: reading issue #2 of acme\/payments-api: GitHub could not be reached: .*ECONNREFUSED/,
+    );
   });
 });
