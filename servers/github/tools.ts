@@ -6,7 +6,14 @@ import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import { matchAny } from '../../src/glob.js';
 import type { GithubPermissions } from '../../src/github-app.js';
-import { deny, ToolError, type AuditDetail, type Decision, type ToolDefinition } from '../../src/tool.js';
+import {
+  allow,
+  deny,
+  ToolError,
+  type AuditDetail,
+  type Decision,
+  type ToolDefinition,
+} from '../../src/tool.js';
 import {
   authorizePage,
   authorizeRepo,
@@ -105,15 +112,22 @@ function textAudit(pieces: readonly LabelledText[], titlesRemoved: number, trunc
   };
 }
 
-/** Repository rule, then the tool's own checks; the decision names the repository rule when all pass. */
+/**
+ * Repository rule, then the tool's own checks. An allowed call's request record names the
+ * repository and the permissions its credential is scoped to (for an App token: exactly these).
+ */
 function decide(
+  tool: ToolName,
   section: GithubSection,
   args: { owner: string; repo: string },
   ...checks: (Decision | undefined)[]
 ): Decision {
   const repo = authorizeRepo(section, args.owner, args.repo);
   if (!repo.allow) return repo;
-  return firstDenial(...checks) ?? repo;
+  return (
+    firstDenial(...checks) ??
+    allow(repo.rule, { repository: `${args.owner}/${args.repo}`, githubPermissions: PERMISSIONS[tool] })
+  );
 }
 
 function lengthCheck(
@@ -159,7 +173,7 @@ export const getRepository = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'Get repository', ...READ },
-  authorize: (args, { section }) => decide(section, args),
+  authorize: (args, { section }) => decide('get_repository', section, args),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'get_repository', args);
     const { data } = await github(`reading ${args.owner}/${args.repo}`, () =>
@@ -217,7 +231,7 @@ export const getFileContents = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'Get file contents', ...READ },
-  authorize: (args, { section }) => decide(section, args),
+  authorize: (args, { section }) => decide('get_file_contents', section, args),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'get_file_contents', args);
     // `{+path}`: the path's segments are encoded one by one (encodePath), "/" kept between them.
@@ -339,7 +353,7 @@ export const listBranches = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'List branches', ...READ },
-  authorize: (args, { section }) => decide(section, args, authorizePage(section, args)),
+  authorize: (args, { section }) => decide('list_branches', section, args, authorizePage(section, args)),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'list_branches', args);
     const page = pageParams(ctx.section, args);
@@ -392,7 +406,7 @@ export const listCommits = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'List commits', ...READ },
-  authorize: (args, { section }) => decide(section, args, authorizePage(section, args)),
+  authorize: (args, { section }) => decide('list_commits', section, args, authorizePage(section, args)),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'list_commits', args);
     const page = pageParams(ctx.section, args);
@@ -477,7 +491,7 @@ export const listIssues = defineTool({
   output: z.object({ issues: z.array(issueSummary), ...listMeta }),
   options: noOptions,
   annotations: { title: 'List issues', ...READ },
-  authorize: (args, { section }) => decide(section, args, authorizePage(section, args)),
+  authorize: (args, { section }) => decide('list_issues', section, args, authorizePage(section, args)),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'list_issues', args);
     const page = pageParams(ctx.section, args);
@@ -543,7 +557,7 @@ export const getIssue = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'Get issue', ...READ },
-  authorize: (args, { section }) => decide(section, args),
+  authorize: (args, { section }) => decide('get_issue', section, args),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'get_issue', args);
     const what = `reading issue #${args.number} of ${args.owner}/${args.repo}`;
@@ -623,6 +637,7 @@ export const createIssue = defineTool({
     const allowed = options.labels;
     const badLabel = (args.labels ?? []).find((l) => !allowed?.includes(l));
     return decide(
+      'create_issue',
       section,
       args,
       lengthCheck('create_issue', 'title', args.title, options.maxTitleLength),
@@ -680,7 +695,12 @@ export const addIssueComment = defineTool({
   options: addIssueCommentOptions,
   annotations: { title: 'Add issue comment', ...WRITE },
   authorize: (args, { section, options }) =>
-    decide(section, args, lengthCheck('add_issue_comment', 'body', args.body, options.maxBodyLength)),
+    decide(
+      'add_issue_comment',
+      section,
+      args,
+      lengthCheck('add_issue_comment', 'body', args.body, options.maxBodyLength),
+    ),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'add_issue_comment', args);
     const where = { owner: args.owner, repo: args.repo, issue_number: args.number };
@@ -771,7 +791,7 @@ export const listPullRequests = defineTool({
   output: z.object({ pullRequests: z.array(pullSummary), ...listMeta }),
   options: noOptions,
   annotations: { title: 'List pull requests', ...READ },
-  authorize: (args, { section }) => decide(section, args, authorizePage(section, args)),
+  authorize: (args, { section }) => decide('list_pull_requests', section, args, authorizePage(section, args)),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'list_pull_requests', args);
     const page = pageParams(ctx.section, args);
@@ -820,7 +840,7 @@ export const getPullRequest = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'Get pull request', ...READ },
-  authorize: (args, { section }) => decide(section, args),
+  authorize: (args, { section }) => decide('get_pull_request', section, args),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'get_pull_request', args);
     const { data } = await github(`reading pull request #${args.number} of ${args.owner}/${args.repo}`, () =>
@@ -868,7 +888,7 @@ export const getPullRequestDiff = defineTool({
   }),
   options: noOptions,
   annotations: { title: 'Get pull request diff', ...READ },
-  authorize: (args, { section }) => decide(section, args),
+  authorize: (args, { section }) => decide('get_pull_request_diff', section, args),
   async run(args, ctx) {
     const { octokit, opts } = await connect(ctx, 'get_pull_request_diff', args);
     const { data } = await github(
@@ -944,6 +964,7 @@ export const createPullRequest = defineTool({
       );
     };
     return decide(
+      'create_pull_request',
       section,
       args,
       branchRule('base', args.base),

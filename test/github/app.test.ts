@@ -89,6 +89,12 @@ describe('GitHub App installation tokens', () => {
     expect(apiCalls.filter((c) => c.url.includes('/ledger/')).map((c) => c.credential)).toEqual([
       gh.api.mints[1]!.token,
     ]);
+    // The request records say which repository and permissions each call's credential was scoped to.
+    const requests = (await gh.audit()).filter((x) => x.phase === 'request');
+    expect(requests.map((x) => [x.tool, x.repository, x.githubPermissions])).toEqual([
+      ['get_issue', 'acme/payments-api', { issues: 'read' }],
+      ['get_file_contents', 'acme/ledger', { contents: 'read' }],
+    ]);
     // The scoping is real on the GitHub side: the first token reaches neither the other repository nor writes.
     expect(gh.api.tokenAllows(gh.api.mints[0]!.token, 'acme/payments-api', 'issues', 'read')).toBe(true);
     expect(gh.api.tokenAllows(gh.api.mints[0]!.token, 'acme/ledger', 'issues', 'read')).toBe(false);
