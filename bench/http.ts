@@ -4,14 +4,13 @@
 //
 //   npm run build && node dist/bench/http.js [--calls 3000] [--sessions 64]
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { brokerMemory, load, RawMcpSession, startServe, stats, stopServe, type Stats } from './harness.js';
 
 const { values } = parseArgs({
   options: {
@@ -26,47 +25,6 @@ const { values } = parseArgs({
 const CALLS = Number(values.calls);
 const SESSIONS = Number(values.sessions);
 const SEQUENTIAL = Number(values.sequential);
-const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
-}
-
-interface Stats {
-  p50: number;
-  p99: number;
-  perSecond: number;
-}
-
-function stats(latencies: number[], wallMs: number): Stats {
-  const sorted = [...latencies].sort((a, b) => a - b);
-  return {
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
-    perSecond: (latencies.length / wallMs) * 1000,
-  };
-}
-
-/** Runs `total` calls spread over `workers` concurrent loops; returns per-call latencies. */
-async function load(
-  workers: Array<() => Promise<void>>,
-  total: number,
-): Promise<{ latencies: number[]; wallMs: number }> {
-  const latencies: number[] = [];
-  let issued = 0;
-  const start = performance.now();
-  await Promise.all(
-    workers.map(async (call) => {
-      while (issued < total) {
-        issued++;
-        const t = performance.now();
-        await call();
-        latencies.push(performance.now() - t);
-      }
-    }),
-  );
-  return { latencies, wallMs: performance.now() - start };
-}
 
 const UPSTREAM_SOURCE = `
 const http = require('node:http');
@@ -76,65 +34,6 @@ const server = http.createServer((req, res) => {
 });
 server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
 `;
-
-/** Resident and peak memory of a process, in MiB (Linux /proc). */
-function brokerMemory(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: Math.round(kib('VmRSS') / 1024), peak: Math.round(kib('VmHWM') / 1024) };
-}
-
-class RawMcpSession {
-  private buffer = '';
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      this.buffer += chunk;
-      let nl;
-      while ((nl = this.buffer.indexOf('\n')) >= 0) {
-        const msg = JSON.parse(this.buffer.slice(0, nl)) as {
-          id?: number;
-          result?: unknown;
-          error?: { message: string };
-        };
-        this.buffer = this.buffer.slice(nl + 1);
-        const waiter = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
-        if (!waiter) continue;
-        this.pending.delete(msg.id!);
-        if (msg.error) waiter.reject(new Error(msg.error.message));
-        else waiter.resolve(msg.result);
-      }
-    });
-  }
-
-  static async open(socketPath: string): Promise<RawMcpSession> {
-    const socket = net.connect(socketPath);
-    await new Promise((r) => socket.once('connect', r));
-    const session = new RawMcpSession(socket);
-    await session.request('initialize', {
-      protocolVersion: '2025-06-18',
-      capabilities: {},
-      clientInfo: { name: 'bench', version: '0' },
-    });
-    socket.write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) + '\n');
-    return session;
-  }
-
-  request(method: string, params: unknown): Promise<unknown> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.socket.write(JSON.stringify({ jsonrpc: '2.0', id, method, params }) + '\n');
-    });
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
 
 async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-'));
@@ -159,22 +58,8 @@ async function main(): Promise<void> {
     path.join(root, 'policies/bench.yaml'),
     `team: bench\nservers:\n  http:\n    hosts:\n      - origin: ${origin}\n        methods: [GET]\n        paths: ["/v1/**"]\n        inject: { header: Authorization, value: "Bearer \${secret:token}" }\n        allowPrivateAddress: true\n    tools:\n      http_request: {}\n`,
   );
-  const broker = spawn(
-    process.execPath,
-    [
-      ...(process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
-      CLI,
-      'serve',
-      '--config',
-      path.join(root, 'airlock.yaml'),
-    ],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-      env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
-    },
-  );
   const socketPath = path.join(root, 'run/bench/http.sock');
-  for (let i = 0; i < 200 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
+  const broker = await startServe(path.join(root, 'airlock.yaml'), socketPath);
 
   // A minimal JSON-RPC client (handshake, then tools/call by id): the bench measures the broker,
   // not the CPU an MCP SDK client spends validating responses in the same 2-core machine.
@@ -251,8 +136,7 @@ async function main(): Promise<void> {
       `${rssEnd.rss} MiB after the runs, peak ${rssEnd.peak} MiB`,
   );
   for (const c of clients) c.close();
-  broker.kill('SIGTERM');
-  await new Promise((r) => broker.once('exit', r));
+  await stopServe(broker);
   upstream.kill();
   await rm(root, { recursive: true, force: true });
   await rm(auditDir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { MIN_REDACTABLE_LENGTH } from './redact.js';
 import type { SecretConfig, ValueSource } from './secret-config.js';
 import { ToolError, type SecretAccess } from './tool.js';
 import { KEYCHAIN_SERVICE, KeychainUnavailableError, osKeychain, type Keychain } from './keychain.js';
+import { GithubAppTokens, type GithubTokenScope } from './github-app.js';
 
 export class SecretError extends Error {
   constructor(
@@ -49,6 +50,8 @@ export interface SecretStoreOptions {
   cacheTtlMs?: number;
   /** Called once per distinct warning met by resolve() (loose file mode, value too short to redact). */
   onWarning?: (warning: string) => void;
+  /** The clock of the GitHub App token cache (tests move it past a token's expiry). */
+  now?: () => number;
 }
 
 export interface SecretCheck {
@@ -87,6 +90,8 @@ export class SecretStore {
   private readonly onWarning: ((warning: string) => void) | undefined;
   private readonly cache = new Map<string, CacheEntry>();
   private readonly warned = new Set<string>();
+  /** Installation tokens minted for githubApp secrets; every one is registered for redaction first. */
+  private readonly appTokens: GithubAppTokens;
 
   constructor(
     private readonly secrets: Record<string, SecretConfig>,
@@ -97,6 +102,10 @@ export class SecretStore {
     this.env = opts.env ?? process.env;
     this.ttlMs = opts.cacheTtlMs ?? DEFAULT_CACHE_TTL_MS;
     this.onWarning = opts.onWarning;
+    this.appTokens = new GithubAppTokens({
+      onToken: (token) => this.redactor.add(token),
+      now: opts.now,
+    });
   }
 
   has(name: string): boolean {
@@ -118,8 +127,8 @@ export class SecretStore {
     if ('githubApp' in config) {
       throw new SecretError(
         name,
-        `secret "${name}" is a GitHub App: installation tokens are minted by the github server, ` +
-          `which is not available in this version; use a token secret ({ env }, { file } or { keychain }) instead`,
+        `secret "${name}" is a GitHub App: it yields installation tokens for the github server ` +
+          `and for git workspaces, not a value for other uses`,
       );
     }
     const { value, warnings } = await this.cached(name, config);
@@ -127,15 +136,49 @@ export class SecretStore {
     return value;
   }
 
+  /**
+   * A GitHub credential for `team`: a token secret's value as is, or for a githubApp secret an
+   * installation token minted for exactly `scope()` (asked for only then) and cached until
+   * shortly before it expires.
+   */
+  async githubToken(
+    name: string,
+    team: string,
+    scope: () => GithubTokenScope,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const config = this.config(name);
+    if (!config || !('githubApp' in config) || !this.mayUse(name, team)) return this.resolve(name, team);
+    const { value: privateKey, warnings } = await this.cached(name, config);
+    for (const w of warnings) this.warnOnce(w);
+    const app = config.githubApp;
+    return this.appTokens.token(
+      { secret: name, appId: String(app.appId), installationId: String(app.installationId), privateKey },
+      scope(),
+      signal,
+    );
+  }
+
   /** A team's view for tools: a secret that does not resolve throws CredentialUnavailableError. */
   forTeam(team: string): SecretAccess {
+    const unavailable = (name: string, err: unknown) =>
+      new CredentialUnavailableError(name, err instanceof Error ? err.message : String(err));
     return {
       get: async (name: string) => {
         try {
           return await this.resolve(name, team);
         } catch (err) {
-          const detail = err instanceof Error ? err.message : String(err);
-          throw new CredentialUnavailableError(name, detail);
+          throw unavailable(name, err);
+        }
+      },
+      githubToken: async (name, scope, signal) => {
+        try {
+          return await this.githubToken(name, team, scope, signal);
+        } catch (err) {
+          // A refusal from GitHub's token endpoint is the upstream's answer, not a missing secret.
+          if (err instanceof SecretError || err instanceof KeychainUnavailableError)
+            throw unavailable(name, err);
+          throw err;
         }
       },
     };
@@ -161,9 +204,6 @@ export class SecretStore {
                 error: `secret "${name}": the GitHub App private key is not a valid PEM private key`,
               };
             }
-            warnings.push(
-              `secret "${name}": GitHub App installation tokens are minted by the github server, which is not available in this version`,
-            );
           }
           return warnings.length > 0 ? { name, ok: true, warning: warnings.join('; ') } : { name, ok: true };
         } catch (err) {

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { globSchema, matchAny } from './glob.js';
 import type { Logger } from './log.js';
+import type { GithubTokenScope } from './github-app.js';
 
 export type ServerName = 'git' | 'github' | 'postgres' | 'http';
 
@@ -35,6 +36,12 @@ export const deny = (rule: string, reason: string): Decision => ({ allow: false,
 export interface SecretAccess {
   /** Resolves a named secret for the calling team. Throws SecretError (naming the secret, never its value). */
   get(name: string): Promise<string>;
+  /**
+   * A GitHub credential: a token secret's value, or for a githubApp secret an installation token
+   * minted for `scope()` alone (one repository, the given permissions) and registered for
+   * redaction. Absent where no GitHub App support is wired (then use `get`).
+   */
+  githubToken?(name: string, scope: () => GithubTokenScope, signal?: AbortSignal): Promise<string>;
 }
 
 /** What a policy check may look at: the team's policy for this server and this tool, nothing live. */

@@ -3,6 +3,7 @@ import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { globSchema } from '../../src/glob.js';
 import { secretNameSchema } from '../../src/secret-config.js';
+import { githubApiUrlSchema } from '../../src/github-app.js';
 
 export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', '[::1]', 'localhost']);
 
@@ -81,6 +82,11 @@ export const workspaceSchema = z
     credential: secretNameSchema
       .optional()
       .describe('Secret used for HTTPS auth (Basic, user credentialUser)'),
+    githubApiUrl: githubApiUrlSchema
+      .optional()
+      .describe(
+        'With a githubApp credential: the GitHub API that mints its tokens (default api.github.com for github.com remotes, https://HOST/api/v3 otherwise)',
+      ),
     credentialUser: z
       .string()
       .min(1)

@@ -778,7 +778,7 @@ export const gitPush = defineGitTool({
       }
       // Our own refspec from validated names: the local commit id onto the remote ref.
       argv.push('--end-of-options', remote, args.delete ? `:${ref}` : `${local}:${ref}`);
-      const r = await git.run(argv, { network: true, allowFailure: true });
+      const r = await git.run(argv, { network: 'write', allowFailure: true });
       const out = git.scrub(r.stdout.toString('utf8'));
       const line = out.split('\n').find((l) => /^[ +\-*=!]\t/.test(l) && l.includes(`\t`));
       const flag = line?.[0];

@@ -9,6 +9,7 @@ import { Redactor } from '../../src/redact.js';
 import { ToolError, type ToolContext } from '../../src/tool.js';
 import type { GitSection, WorkspacePolicy } from './policy.js';
 import { GitAbortError, gitEnv, runGit, type GitRunResult } from './runner.js';
+import { githubRepoOfRemote } from '../../src/github-app.js';
 
 export const LOCAL_TIMEOUT_MS = 60_000;
 export const NETWORK_TIMEOUT_MS = 10 * 60_000;
@@ -32,8 +33,11 @@ export interface Workspace {
 export interface RunOpts {
   input?: string;
   maxOutputBytes?: number;
-  /** Network command: gets the credential header and the network timeout. */
-  network?: boolean;
+  /**
+   * Network command: gets the credential header and the network timeout. `'write'` for a push
+   * (a GitHub App credential is then minted with contents: write, else contents: read).
+   */
+  network?: true | 'write';
   readOnly?: boolean;
   /** Resolve instead of throwing on a non-zero exit. */
   allowFailure?: boolean;
@@ -86,12 +90,23 @@ export class WorkspaceGit {
   constructor(readonly ws: Workspace) {}
 
   /** Fetches the credential (network commands only) and registers it for scrubbing. */
-  private async networkConfig(): Promise<{ envConfig: Record<string, string>; redactor: Redactor }> {
+  private async networkConfig(
+    access: true | 'write',
+  ): Promise<{ envConfig: Record<string, string>; redactor: Redactor }> {
     const redactor = this.credentialRedactor ?? new Redactor();
     this.credentialRedactor = redactor;
-    const { credential, credentialUser } = this.ws.policy;
+    const { credential, credentialUser, remote, githubApiUrl } = this.ws.policy;
     if (!credential) return { envConfig: {}, redactor };
-    const token = await this.ws.ctx.secrets.get(credential);
+    const secrets = this.ws.ctx.secrets;
+    // A githubApp secret yields a token for this remote's repository alone (asked for only then).
+    const appScope = () => {
+      const repo = githubRepoOfRemote(remote, githubApiUrl);
+      if ('problem' in repo) throw new ToolError(repo.problem);
+      return { ...repo, permissions: { contents: access === 'write' ? 'write' : 'read' } as const };
+    };
+    const token = secrets.githubToken
+      ? await secrets.githubToken(credential, appScope, this.ws.ctx.signal)
+      : await secrets.get(credential);
     redactor.add(token);
     const basic = Buffer.from(`${credentialUser}:${token}`, 'utf8').toString('base64');
     redactor.add(basic);
@@ -107,7 +122,7 @@ export class WorkspaceGit {
 
   async run(args: readonly string[], opts: RunOpts = {}): Promise<GitRunResult> {
     const ws = this.ws;
-    const net = opts.network ? await this.networkConfig() : undefined;
+    const net = opts.network ? await this.networkConfig(opts.network) : undefined;
     const env = gitEnv({
       home: ws.home,
       protocol: ws.protocol,

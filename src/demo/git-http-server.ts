@@ -34,6 +34,11 @@ export interface SmartHttpServerOptions {
   root: string;
   username: string;
   password: string;
+  /**
+   * Also accepts other Basic credentials (e.g. GitHub App installation tokens checked against the
+   * GitHub API stand-in): `push` is true for receive-pack requests, `repoPath` the repository path.
+   */
+  alsoAccept?: (user: string, password: string, request: { repoPath: string; push: boolean }) => boolean;
 }
 
 const GIT_EXEC_PATH = execFileSync('git', ['--exec-path'], { encoding: 'utf8' }).trim();
@@ -55,10 +60,16 @@ export function fixtureGitEnv(extra: Record<string, string> = {}): Record<string
   };
 }
 
-function checkAuth(header: string | undefined, username: string, password: string): boolean {
+function checkAuth(header: string | undefined, opts: SmartHttpServerOptions, url: URL): boolean {
   if (!header?.startsWith('Basic ')) return false;
   const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
-  return decoded === `${username}:${password}`;
+  if (decoded === `${opts.username}:${opts.password}`) return true;
+  const colon = decoded.indexOf(':');
+  if (!opts.alsoAccept || colon < 0) return false;
+  const push =
+    url.pathname.endsWith('/git-receive-pack') || url.searchParams.get('service') === 'git-receive-pack';
+  const repoPath = url.pathname.replace(/\/(info\/refs|git-upload-pack|git-receive-pack)$/, '');
+  return opts.alsoAccept(decoded.slice(0, colon), decoded.slice(colon + 1), { repoPath, push });
 }
 
 export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promise<SmartHttpServer> {
@@ -66,7 +77,7 @@ export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promis
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const hadAuthorization = req.headers.authorization !== undefined;
-    const authorized = checkAuth(req.headers.authorization, opts.username, opts.password);
+    const authorized = checkAuth(req.headers.authorization, opts, url);
     const record: RecordedRequest = {
       method: req.method ?? '',
       url: req.url ?? '',

@@ -25,6 +25,7 @@ import {
 } from './sandbox.js';
 import { startModelApi, startOrdersApi, type LocalApi } from './upstreams.js';
 import type { SmartHttpServer } from './git-http-server.js';
+import { githubPart, startGithubDemo } from './github-part.js';
 
 const HERE = import.meta.dirname; // dist/src/demo
 const CLI = path.resolve(HERE, '../cli.js');
@@ -523,13 +524,15 @@ async function demo(run: DemoRun): Promise<number> {
   const apiKey = process.env.AIRLOCK_DEMO_API_KEY || `sk_demo_${randomBytes(16).toString('hex')}`;
   const gitToken = process.env.AIRLOCK_DEMO_GIT_TOKEN || `ghp_demo${randomBytes(16).toString('hex')}`;
   const modelKey = process.env.AIRLOCK_DEMO_MODEL_KEY || `sk-ant-demo-${randomBytes(16).toString('hex')}`;
+  const githubToken = process.env.AIRLOCK_DEMO_GITHUB_TOKEN || `ghp_demo${randomBytes(16).toString('hex')}`;
   const redactor = new Redactor();
-  for (const secret of [apiKey, gitToken, modelKey]) redactor.add(secret);
+  for (const secret of [apiKey, gitToken, modelKey, githubToken]) redactor.add(secret);
   const secretsDir = path.join(run.root, 'secrets');
   await fs.mkdir(secretsDir, { mode: 0o700 });
   await fs.writeFile(path.join(secretsDir, 'orders-api-key'), apiKey + '\n', { mode: 0o600 });
   await fs.writeFile(path.join(secretsDir, 'git-token'), gitToken + '\n', { mode: 0o600 });
   await fs.writeFile(path.join(secretsDir, 'model-key'), modelKey + '\n', { mode: 0o600 });
+  await fs.writeFile(path.join(secretsDir, 'github-token'), githubToken + '\n', { mode: 0o600 });
 
   const api = await startOrdersApi(apiKey);
   run.onCleanup(() => api.close());
@@ -537,12 +540,17 @@ async function demo(run: DemoRun): Promise<number> {
   run.onCleanup(() => model.close());
   run.checkpoint();
   const git = gitEnabled ? await startGit(run, gitToken, sandbox) : undefined;
+  const github = await startGithubDemo(githubToken);
+  run.onCleanup(() => github.close());
   run.checkpoint();
   out(`Upstreams model API    ${model.origin}   (a fake Messages API; 401 without "x-api-key: <key>")`);
   out(`          orders API   ${api.origin}   (answers 401 without "Authorization: Bearer <key>")`);
   if (git) out(`          git server   ${git.remote}   (answers 401 without the token)`);
   else out(`          git          not in this build yet (servers/git is not registered) — skipped`);
-  out(`Secrets   model-key, orders-api-key${git ? ', git-token' : ''}: random values in 0600 files`);
+  out(`          GitHub API   ${github.api.apiUrl}   (a local stand-in; 401 without the token)`);
+  out(
+    `Secrets   model-key, orders-api-key${git ? ', git-token' : ''}, github-token: random values in 0600 files`,
+  );
   out(`          of a 0700 folder the agent cannot open`);
 
   // 3. airlock.yaml and the team policy.
@@ -564,6 +572,7 @@ async function demo(run: DemoRun): Promise<number> {
       `  orders-api-key: { file: ./secrets/orders-api-key, teams: [${TEAM}] }`,
       `  git-token: { file: ./secrets/git-token, teams: [${TEAM}] }`,
       `  model-key: { file: ./secrets/model-key, teams: [${TEAM}] }`,
+      `  github-token: { file: ./secrets/github-token, teams: [${TEAM}] }`,
       '',
     ].join('\n'),
     { mode: 0o600 },
@@ -606,14 +615,15 @@ servers:
     paths: ["/v1/messages", "/v1/messages/count_tokens"]
     dailyTokenBudget: 100000
     allowPrivateAddress: true   # the demo model API is on loopback
-${gitPolicy}`,
+${gitPolicy}${github.policy}`,
   );
   out(`Policy    team "${TEAM}": model /v1/messages* with the team key, 100k tokens/day;`);
   out(`          http GET ${api.origin}/v1/orders*, key injected as a header${git ? ';' : ''}`);
   if (git) out(`          git workspace "app" (push only to agent/*; no pull)`);
+  out(`          github acme/payments-api: read issues, pull requests from agent/* into develop only`);
 
   // 4. The broker.
-  const servers = ['model', 'http', ...(git ? ['git'] : [])];
+  const servers = ['model', 'http', ...(git ? ['git'] : []), 'github'];
   const sockets = Object.fromEntries(
     servers.map((s) => [s, path.join(socketDir, TEAM, `${s}.sock`)]),
   ) as Record<string, string>;
@@ -634,6 +644,7 @@ ${gitPolicy}`,
     httpPart(run, api, sockets.http!, gitEnabled),
   ];
   if (git) parts.push(gitPart(run, git, sockets.git!));
+  parts.push(githubPart(github, sockets.github!, (problem) => run.fail(problem)));
   const plan: AgentPlan = {
     tcpProbes: [{ host: '127.0.0.1', port: Number(new URL(api.origin).port) }],
     dnsProbes: ['example.com'],

@@ -12,6 +12,7 @@ const DEMO = path.join(REPO_ROOT, 'dist/src/demo/index.js');
 const API_KEY = 'sk_demo_testKey_5b1f0e9d8c7a6b5c4d3e';
 const GIT_TOKEN = 'ghp_demo_testToken_0a1b2c3d4e5f6a7b8c';
 const MODEL_KEY = 'sk-ant-demo-testKey-9f8e7d6c5b4a3f2e1d';
+const GITHUB_TOKEN = 'ghp_demo_githubToken_5e6f7a8b9c0d1e2f3a';
 
 interface DemoRun {
   code: number | null;
@@ -29,6 +30,7 @@ function runDemo(
         AIRLOCK_DEMO_API_KEY: API_KEY,
         AIRLOCK_DEMO_GIT_TOKEN: GIT_TOKEN,
         AIRLOCK_DEMO_MODEL_KEY: MODEL_KEY,
+        AIRLOCK_DEMO_GITHUB_TOKEN: GITHUB_TOKEN,
         ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -73,6 +75,7 @@ const secrets = new Redactor();
 secrets.add(API_KEY);
 secrets.add(GIT_TOKEN);
 secrets.add(MODEL_KEY);
+secrets.add(GITHUB_TOKEN);
 
 describe('npm run demo', () => {
   it('runs the sandboxed session: allowed and denied calls, a verified audit chain, no secret in sight', async () => {
@@ -93,6 +96,13 @@ describe('npm run demo', () => {
     expect(output).toMatch(/✓ allowed\s+git_push agent\/demo → pushed/);
     expect(output).toMatch(/✓ denied\s+git_push main .*\n\s+→ denied: git\.tools\.git_push\.branches/);
     expect(output).toMatch(/✓ denied\s+git_pull .*\n\s+→ denied: git\.tools: tool "git_pull" is not enabled/);
+    expect(output).toMatch(
+      /✓ allowed\s+get_issue #1 \(hidden Unicode in its body\)\n\s+→ body by @drive-by-user \(NONE, no write access\), \d+ hidden characters removed/,
+    );
+    expect(output).toMatch(/✓ allowed\s+create_pull_request agent\/fix-export → develop → opened #\d+/);
+    expect(output).toMatch(
+      /✓ denied\s+create_pull_request agent\/fix-export → main .*\n\s+→ denied: github\.tools\.create_pull_request\.base/,
+    );
     expect(output).not.toContain('✗');
     expect(output).toMatch(/SEQ\s+TIME\s+TEAM\s+SERVER\s+TOOL/);
     expect(output).toMatch(/ok: \d+ records, chain intact/);

@@ -225,7 +225,7 @@ describe('githubApp and resolveAll', () => {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const pem = privateKey.export({ type: 'pkcs1', format: 'pem' }).toString();
 
-  it('resolve refuses a GitHub App secret with a clear message, without reading the key', async () => {
+  it('resolve refuses a GitHub App secret with a clear message, without reading the key (tokens come from githubToken)', async () => {
     const { s, redactor } = store(
       {
         'gh-app': { githubApp: { appId: 1, installationId: 2, privateKey: { env: 'APP_KEY' } } },
@@ -234,7 +234,7 @@ describe('githubApp and resolveAll', () => {
     );
     const err = await failure(s.resolve('gh-app', 'payments'));
     expect(err.message).toMatch(
-      /^secret "gh-app" is a GitHub App: installation tokens are minted by the github server, which is not available in this version/,
+      /^secret "gh-app" is a GitHub App: it yields installation tokens for the github server and for git workspaces/,
     );
     expect(redactor.size).toBe(0);
   });
@@ -262,12 +262,7 @@ describe('githubApp and resolveAll', () => {
         ok: true,
         warning: `secret "loose": file ${loose} is accessible to group or others (mode 0640); chmod 600 it`,
       },
-      {
-        name: 'gh-app',
-        ok: true,
-        warning:
-          'secret "gh-app": GitHub App installation tokens are minted by the github server, which is not available in this version',
-      },
+      { name: 'gh-app', ok: true },
       {
         name: 'bad-app',
         ok: false,

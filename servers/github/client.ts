@@ -1,0 +1,184 @@
+// The one way the github tools reach GitHub: an Octokit per team (retry and throttling plugins,
+// the policy's API URL, no redirects), a credential per call (a token secret, or an App
+// installation token minted for this repository and this tool's permissions), and GitHub's
+// errors turned into messages an agent can act on. Octokit builds every URL from parameters;
+// no request carries a header the agent chose.
+import { Octokit } from '@octokit/rest';
+import { retry } from '@octokit/plugin-retry';
+import { throttling } from '@octokit/plugin-throttling';
+import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/github-app.js';
+import { ToolError, type ServerRuntime, type ToolContext } from '../../src/tool.js';
+import type { GithubSection } from './section.js';
+import { cleanLine } from './text.js';
+
+const AirlockOctokit = Octokit.plugin(retry, throttling);
+type Client = InstanceType<typeof AirlockOctokit>;
+
+/** A rate-limit wait longer than this is not waited for: the agent gets an error saying when to retry. */
+export const MAX_RATE_LIMIT_WAIT_S = 20;
+/** Rate-limit retries per request, so the total wait is bounded by MAX_RATE_LIMIT_WAIT_S × this. */
+export const MAX_RATE_LIMIT_RETRIES = 2;
+const SERVER_ERROR_RETRIES = 2;
+
+/** Marks the stand-in answer for a redirect that was not followed (see noRedirectFetch). */
+const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
+
+/**
+ * fetch that never follows a redirect (the token would go along to wherever it points). A 3xx
+ * becomes a 400 carrying the target in a marker header: not retried, and reported as a redirect.
+ */
+async function noRedirectFetch(url: string | URL | Request, init?: RequestInit): Promise<Response> {
+  const res = await fetch(url, { ...init, redirect: 'manual' });
+  if (res.status < 300 || res.status >= 400 || res.status === 304) return res;
+  await res.body?.cancel();
+  const location = cleanLine(res.headers.get('location'), 300).text;
+  return new Response(JSON.stringify({ message: `redirect (${res.status}) refused` }), {
+    status: 400,
+    headers: { 'content-type': 'application/json', [REDIRECT_REFUSED]: location || '(no location)' },
+  });
+}
+
+export interface GithubRuntime extends ServerRuntime {
+  octokit: Client;
+}
+
+export function createGithubRuntime(team: string, section: GithubSection): GithubRuntime {
+  const wantRetry = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number) =>
+    retryCount < MAX_RATE_LIMIT_RETRIES && retryAfter <= MAX_RATE_LIMIT_WAIT_S;
+  const octokit = new AirlockOctokit({
+    baseUrl: section.apiUrl.replace(/\/+$/, ''),
+    userAgent: 'airlock-github',
+    // Octokit's logger would print request details to the console; the pipeline logs instead.
+    log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
+    request: { fetch: noRedirectFetch },
+    retry: { retries: SERVER_ERROR_RETRIES },
+    throttle: {
+      // Each team has its own limiter (concurrency, one write per second, as GitHub advises).
+      id: `airlock-${team}`,
+      onRateLimit: wantRetry,
+      onSecondaryRateLimit: wantRetry,
+    },
+  });
+  return { octokit, close: async () => undefined };
+}
+
+export type GithubToolContext = ToolContext<GithubSection, unknown, GithubRuntime>;
+
+/** Request options every call carries: the credential for this call, the deadline, the session's signal. */
+export async function callOptions(
+  ctx: GithubToolContext,
+  owner: string,
+  repo: string,
+  permissions: GithubPermissions,
+): Promise<{ headers: { authorization: string }; request: { signal: AbortSignal } }> {
+  const { credential, apiUrl } = ctx.section;
+  const scope = () => ({ apiUrl, owner, repo, permissions });
+  let token: string;
+  try {
+    token = ctx.secrets.githubToken
+      ? await ctx.secrets.githubToken(credential, scope, ctx.signal)
+      : await ctx.secrets.get(credential);
+  } catch (err) {
+    throw new ToolError(`no GitHub credential for this call: ${(err as Error).message}`);
+  }
+  const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.section.timeoutMs)]);
+  return { headers: { authorization: `token ${token}` }, request: { signal } };
+}
+
+/** Runs one Octokit call; any failure becomes a ToolError that says what GitHub said and what to do. */
+export async function github<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ToolError) throw err;
+    throw new ToolError(describeGithubError(what, err));
+  }
+}
+
+export function describeGithubError(what: string, err: unknown): string {
+  const http = httpErrorOf(err);
+  if (!http || !http.answered) {
+    const e = err as Error & { cause?: { message?: string } };
+    if (e?.name === 'TimeoutError' || e?.name === 'AbortError')
+      return `${what}: GitHub did not answer in time`;
+    const cause = e?.cause?.message ? ` (${e.cause.message})` : '';
+    return `${what}: GitHub could not be reached: ${e?.message ?? String(err)}${cause}`;
+  }
+  const said = cleanLine(upstreamMessage(http.data), 300).text;
+  const header = (name: string) => {
+    const v = http.headers[name];
+    return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
+  };
+  const redirect = header(REDIRECT_REFUSED);
+  if (redirect)
+    return `${what}: GitHub answered with a redirect to ${redirect} (a renamed or moved repository?), which Airlock does not follow`;
+  switch (http.status) {
+    case 401:
+      return `${what}: GitHub rejected the credential (401${said}); the policy's credential is invalid, expired or revoked — an operator must fix it`;
+    case 403:
+    case 429: {
+      if (header('x-ratelimit-remaining') === '0') {
+        const reset = Number(header('x-ratelimit-reset'));
+        const when = Number.isFinite(reset) && reset > 0 ? new Date(reset * 1000).toISOString() : 'later';
+        const inS = Number.isFinite(reset) ? Math.max(0, Math.ceil(reset - Date.now() / 1000)) : undefined;
+        return `${what}: GitHub's rate limit for this credential is used up (limit ${header('x-ratelimit-limit') ?? '?'}); it resets at ${when}${inS === undefined ? '' : ` (in ${inS} s)`}; try again after that`;
+      }
+      if (/secondary rate/i.test(said) || header('retry-after')) {
+        return `${what}: GitHub's secondary rate limit was hit and Airlock's bounded retries are spent; wait ${header('retry-after') ?? 'a minute'} s before retrying`;
+      }
+      return `${what}: GitHub refused (${http.status}${said}); the credential lacks permission for this`;
+    }
+    case 404:
+      return `${what}: not found (404) — it does not exist, or the credential cannot see it`;
+    case 409:
+      return `${what}: conflict (409${said})`;
+    case 422:
+      return `${what}: GitHub rejected the request as invalid (422${said})${validationErrors(http.data)}`;
+    default:
+      if (http.status >= 500)
+        return `${what}: GitHub failed (HTTP ${http.status}${said}) after ${SERVER_ERROR_RETRIES} retries`;
+      return `${what}: GitHub answered HTTP ${http.status}${said}`;
+  }
+}
+
+/** GitHub's 422 `errors` list, e.g. "; pull_request.base invalid" or a custom message. */
+function validationErrors(data: unknown): string {
+  const errors = (data as { errors?: unknown } | undefined)?.errors;
+  if (!Array.isArray(errors) || errors.length === 0) return '';
+  const parts = errors.slice(0, 5).map((e: unknown) => {
+    if (typeof e === 'string') return cleanLine(e, 200).text;
+    const item = e as { resource?: unknown; field?: unknown; code?: unknown; message?: unknown };
+    if (typeof item.message === 'string') return cleanLine(item.message, 200).text;
+    return cleanLine(
+      [item.resource, item.field, item.code].filter((x) => typeof x === 'string').join(' '),
+      200,
+    ).text;
+  });
+  return `: ${parts.join('; ')}`;
+}
+
+/** Whether GitHub's Link header names a next page. */
+export function hasNextPage(headers: Record<string, unknown>): boolean {
+  const link = headers.link;
+  return typeof link === 'string' && /rel="next"/.test(link);
+}
+
+/** The page the agent asked for, clamped to the policy's caps (authorize has refused anything beyond). */
+export function pageParams(
+  section: GithubSection,
+  args: { page?: number; perPage?: number },
+): { page: number; per_page: number } {
+  return { page: args.page ?? 1, per_page: Math.min(args.perPage ?? section.perPage, section.perPage) };
+}
+
+/** `nextPage` for a list result and whether the list goes on past what the policy lets the agent see. */
+export function paging(
+  section: GithubSection,
+  page: number,
+  headers: Record<string, unknown>,
+): { nextPage: number | null; pastCap: boolean } {
+  const more = hasNextPage(headers);
+  if (!more) return { nextPage: null, pastCap: false };
+  if (page >= section.maxPages) return { nextPage: null, pastCap: true };
+  return { nextPage: page + 1, pastCap: false };
+}
