@@ -309,7 +309,7 @@ function cleanMessage(message: string): string {
  * schema the issues came from (validating the data at `base`); it names the allowed keys.
  */
 /** Servers the SPEC defines whose implementation is still to come. */
-const PLANNED_SERVERS = new Set(['github', 'postgres']);
+const PLANNED_SERVERS = new Set(['github']);
 
 export function zodIssuesToPolicyIssues(
   src: YamlSource,
