@@ -9,8 +9,6 @@ import { ToolError, type SecretAccess } from '../../src/tool.js';
 import type { Logger } from '../../src/log.js';
 import type { DatabasePolicy, PostgresSection } from './section.js';
 
-/** How long a call waits for a free connection before "busy, retry". */
-const ACQUIRE_TIMEOUT_MS = 5000;
 /** Extra time past statementTimeoutMs before the broker cancels from its side. */
 const CANCEL_GRACE_MS = 1000;
 /** After a cancel, how long to wait for the server to answer before dropping the connection. */
@@ -60,7 +58,7 @@ export class PostgresRuntime {
       ...config,
       max: db.poolSize,
       idleTimeoutMillis: 30_000,
-      connectionTimeoutMillis: ACQUIRE_TIMEOUT_MS,
+      connectionTimeoutMillis: db.acquireTimeoutMs,
       application_name: 'airlock',
       // Session defaults (RESET ALL returns to them): unambiguous text for dates, intervals and bytea.
       options: '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1',

@@ -14,6 +14,7 @@
 //       allowUnfilteredWrites: false      # read-write: UPDATE/DELETE without WHERE refused unless true
 //       ddl: false                        # read-write: DDL refused unless true
 //       poolSize: 4                       # connections per team × database (extension)
+//       acquireTimeoutMs: 5000            # wait for a free connection, then "busy, retry" (extension)
 import { z } from 'zod';
 import { globProblem } from '../../src/glob.js';
 import { secretNameSchema } from '../../src/secret-config.js';
@@ -25,6 +26,7 @@ export const DEFAULTS = {
   statementTimeoutMs: 5000,
   maxAffectedRows: 1000,
   poolSize: 4,
+  acquireTimeoutMs: 5000,
 } as const;
 
 /** `schema.name` with a glob on each side (exactly one unquoted dot), e.g. `public.*`, `sales.order_*`. */
@@ -110,6 +112,13 @@ export const databaseSchema = z
       .max(64)
       .default(DEFAULTS.poolSize)
       .describe('Connections per team and database; a call waits a bounded time for one'),
+    acquireTimeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .max(60_000)
+      .default(DEFAULTS.acquireTimeoutMs)
+      .describe('How long a call waits for a free connection before "busy, retry" (default 5000)'),
   })
   .strict()
   .superRefine((db, ctx) => {
