@@ -12,6 +12,9 @@ import { SecretStore } from '../secrets.js';
 import { SERVERS } from '../servers.js';
 import { verifyAuditFile } from '../audit.js';
 import { workTreeConfinement } from '../../servers/git/runner.js';
+import { checkReadOnlyRole } from '../../servers/postgres/doctor.js';
+import type { PostgresSection } from '../../servers/postgres/section.js';
+import type { TeamPolicy } from '../policy.js';
 
 const run = promisify(execFile);
 /** Oldest git with the hardening options the git server relies on. */
@@ -54,7 +57,8 @@ export async function doctorCommand(opts: {
     });
   }
 
-  const store = new SecretStore(config.secrets, new Redactor());
+  const redactor = new Redactor();
+  const store = new SecretStore(config.secrets, redactor);
   for (const r of await store.resolveAll()) {
     report({
       ok: r.ok,
@@ -92,6 +96,8 @@ export async function doctorCommand(opts: {
       report({ ok: false, label: 'git work-tree confinement', detail: (err as Error).message });
     }
   }
+
+  await checkPostgresRoles(policies, store, redactor, report);
 
   try {
     const st = await stat(config.socketDir);
@@ -193,4 +199,42 @@ export async function doctorCommand(opts: {
   const failed = checks.filter((c) => !c.ok).length;
   out.write(failed ? `${failed} problem${failed === 1 ? '' : 's'} found\n` : 'all checks passed\n');
   return failed ? 1 : 0;
+}
+
+/**
+ * Connects as each postgres database's role: a read-only database whose role could write, create
+ * objects or holds a dangerous role fails, naming what to revoke (the role is the last line of
+ * defence behind Airlock's own rules). Never prints the connection URL.
+ */
+async function checkPostgresRoles(
+  policies: TeamPolicy[],
+  store: SecretStore,
+  redactor: Redactor,
+  report: (c: Check) => void,
+): Promise<void> {
+  for (const policy of policies) {
+    const section = policy.servers.postgres as unknown as PostgresSection | undefined;
+    if (!section) continue;
+    for (const [name, db] of Object.entries(section.databases)) {
+      const label = `postgres ${policy.team}/${name} (${db.access})`;
+      try {
+        const url = await store.resolve(db.connection, policy.team);
+        const finding = await checkReadOnlyRole(url, db);
+        report({
+          ok: finding.ok,
+          label,
+          detail: finding.ok
+            ? `role ${finding.role} ${db.access === 'read-only' ? 'cannot write, create or reach server files' : 'is not a superuser'}`
+            : `role ${finding.role}: ${finding.problems.join('; ')}`,
+        });
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        report({
+          ok: false,
+          label,
+          detail: `cannot check the role: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`,
+        });
+      }
+    }
+  }
 }
