@@ -231,6 +231,7 @@ export class SecretStore {
       const source: ValueSource = 'githubApp' in config ? config.githubApp.privateKey : config;
       const read = this.read(name, source).then((r) => {
         if ('githubApp' in config) this.registerPemBody(r.value);
+        this.registerUrlPassword(r.value);
         if (!this.redactor.add(r.value)) {
           r.warnings.push(
             `secret "${name}": the value is shorter than ${MIN_REDACTABLE_LENGTH} characters, so it cannot be redacted from output`,
@@ -247,6 +248,21 @@ export class SecretStore {
     }
     // Each caller gets its own warnings list (resolveAll adds to it).
     return entry.read.then((r) => ({ value: r.value, warnings: [...r.warnings] }));
+  }
+
+  /**
+   * A connection URL (postgres://user:password@host/db) leaks its password on its own as often
+   * as whole (a driver error, a log line): the password, raw and decoded, is registered too.
+   */
+  private registerUrlPassword(value: string): void {
+    const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*?:([^@/?#]*)@/i.exec(value.trim());
+    if (!m?.[1]) return;
+    this.redactor.add(m[1]);
+    try {
+      this.redactor.add(decodeURIComponent(m[1]));
+    } catch {
+      // Not valid percent-encoding: the raw form is registered.
+    }
   }
 
   /**

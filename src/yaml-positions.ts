@@ -402,7 +402,7 @@ function sizeMessage(issue: ZodIssue): string {
  * schema the issues came from (validating the data at `base`); it names the allowed keys.
  */
 /** Servers the SPEC defines whose implementation is still to come. */
-const PLANNED_SERVERS = new Set(['github', 'postgres']);
+const PLANNED_SERVERS = new Set(['github']);
 
 export function zodIssuesToPolicyIssues(
   src: YamlSource,

@@ -15,6 +15,8 @@ import { SecretStore, withoutSecretName } from '../secrets.js';
 import { SERVERS } from '../servers.js';
 import { verifyAuditFile } from '../audit.js';
 import { workTreeConfinement } from '../../servers/git/runner.js';
+import { checkReadOnlyRole } from '../../servers/postgres/doctor.js';
+import type { PostgresSection } from '../../servers/postgres/section.js';
 
 const run = promisify(execFile);
 /** Oldest git with the hardening options the git server relies on. */
@@ -96,6 +98,7 @@ export async function doctorCommand(opts: {
     checkStateFolder,
     checkWorkTrees,
     checkAudit,
+    checkPostgres,
   ]) {
     await group(ctx);
   }
@@ -405,4 +408,47 @@ async function checkAudit({ config, report }: DoctorContext): Promise<void> {
 
 export async function doctorMain(ctx: CommandContext): Promise<number> {
   return doctorCommand({ configFile: ctx.configFile, json: Boolean(ctx.values.json) });
+}
+
+async function checkPostgres({ config, policies, report }: DoctorContext): Promise<void> {
+  const redactor = new Redactor();
+  await checkPostgresRoles(policies, new SecretStore(config.secrets, redactor), redactor, report);
+}
+
+/**
+ * Connects as each postgres database's role: a read-only database whose role could write, create
+ * objects or holds a dangerous role fails, naming what to revoke (the role is the last line of
+ * defence behind Airlock's own rules). Never prints the connection URL.
+ */
+async function checkPostgresRoles(
+  policies: TeamPolicy[],
+  store: SecretStore,
+  redactor: Redactor,
+  report: (c: Check) => void,
+): Promise<void> {
+  for (const policy of policies) {
+    const section = policy.servers.postgres as unknown as PostgresSection | undefined;
+    if (!section) continue;
+    for (const [name, db] of Object.entries(section.databases)) {
+      const label = `postgres ${policy.team}/${name} (${db.access})`;
+      try {
+        const url = await store.resolve(db.connection, policy.team);
+        const finding = await checkReadOnlyRole(url, db);
+        report({
+          ok: finding.ok,
+          label,
+          detail: finding.ok
+            ? `role ${finding.role} ${db.access === 'read-only' ? 'cannot write, create or reach server files' : 'is not a superuser'}`
+            : `role ${finding.role}: ${finding.problems.join('; ')}`,
+        });
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        report({
+          ok: false,
+          label,
+          detail: `cannot check the role: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`,
+        });
+      }
+    }
+  }
 }

@@ -1,0 +1,22 @@
+// The postgres server: SQL on a team's databases through a broker that holds the connection
+// URL, under rules read from the real Postgres parse tree (one statement, statement classes,
+// table globs on every relation, an allowlist of functions, bounded writes and fetches).
+import { defineServer } from '../../src/tool.js';
+import { PostgresRuntime } from './runtime.js';
+import { postgresSecretRefs, postgresSectionSchema, type PostgresSection } from './section.js';
+import { postgresTools } from './tools.js';
+
+export type { PostgresSection, DatabasePolicy } from './section.js';
+export { postgresSectionSchema } from './section.js';
+
+export const postgresServer = defineServer<PostgresSection, PostgresRuntime>({
+  name: 'postgres',
+  description:
+    'SQL on policy-listed Postgres databases: read-only transactions, table and function allowlists, bounded writes',
+  section: postgresSectionSchema,
+  tools: postgresTools,
+  secretRefs: postgresSecretRefs,
+  async createRuntime({ section, secrets, log }) {
+    return new PostgresRuntime(section, secrets, log);
+  },
+});

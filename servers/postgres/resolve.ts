@@ -1,0 +1,206 @@
+// Resolves what a statement's names mean on this connection, inside the call's own transaction:
+// unqualified relations, functions and types as the connection's search_path resolves them
+// (the search_path is read once per connection, not guessed by the parser), the relations and
+// functions every user view reads (transitively), user-defined operators, and functions that
+// attribute notation (`t.f` = `f(t)`) could call. One query, sent with the BEGIN that opens the
+// transaction, so it costs no extra round trip.
+import pg from 'pg';
+import { CATALOG_SCHEMAS } from './functions.js';
+import { displayName, type SqlFacts } from './sql.js';
+
+export interface ResolvedRelation {
+  schema: string;
+  name: string;
+  kind: string;
+  /** The statement's INSERT/UPDATE/DELETE target. */
+  written?: boolean;
+}
+
+export interface Resolution {
+  relations: ResolvedRelation[];
+  /** Relations read by the views above (and by views they read), with the view that reads them. */
+  viewRelations: Array<ResolvedRelation & { view: string }>;
+  viewFunctions: Array<{ schema: string; name: string; view: string }>;
+  /** Per function as written (`name` or `schema.name`): the schemas that have a function of that name. */
+  functionCandidates: Map<string, string[]>;
+  userOperators: Array<{ name: string; operatorSchema: string; schema: string; functionName: string }>;
+  /** Casts to types outside pg_catalog whose I/O is user code (base, range, multirange types). */
+  userTypes: Array<{ schema: string; name: string }>;
+  attributeFunctions: Array<{ schema: string; name: string }>;
+}
+
+const lit = (value: string) => pg.escapeLiteral(value);
+const textArray = (values: readonly string[]) =>
+  values.length ? `ARRAY[${values.map(lit).join(', ')}]::text[]` : `ARRAY[]::text[]`;
+
+const SYSTEM = `('pg_catalog', 'information_schema')`;
+
+/** True when the statement names anything the catalog must resolve. */
+export function needsResolution(facts: SqlFacts): boolean {
+  return (
+    facts.relations.length > 0 ||
+    facts.functions.length > 0 ||
+    facts.operators.length > 0 ||
+    facts.attributeCalls.length > 0 ||
+    facts.types.some((t) => t.schema !== 'pg_catalog')
+  );
+}
+
+/** The lookup query (literals escaped with pg's escapeLiteral; nothing of the agent's is spliced raw). */
+export function resolutionQuery(facts: SqlFacts, searchPath: readonly string[]): string {
+  const parts: string[] = [];
+  const ctes = [
+    `path AS (SELECT nsp, ord FROM unnest(${textArray(searchPath)}) WITH ORDINALITY AS p(nsp, ord))`,
+  ];
+  const pick = (catalog: string, alias: string, nameCol: string, nsCol: string, extra: string) => `
+    SELECT ${extra} FROM ${catalog} ${alias} JOIN pg_namespace n ON n.oid = ${alias}.${nsCol}
+      LEFT JOIN path pa ON pa.nsp = n.nspname
+     WHERE ${alias}.${nameCol} = w.r AND CASE WHEN w.s = '' THEN pa.ord IS NOT NULL ELSE n.nspname = w.s END`;
+
+  if (facts.relations.length) {
+    ctes.push(
+      `wanted AS (SELECT s, r, i FROM unnest(${textArray(facts.relations.map((r) => r.schema ?? ''))}, ${textArray(
+        facts.relations.map((r) => r.name),
+      )}) WITH ORDINALITY AS w(s, r, i))`,
+      `rel AS (SELECT w.i, x.* FROM wanted w CROSS JOIN LATERAL (${pick(
+        'pg_class',
+        'c',
+        'relname',
+        'relnamespace',
+        `c.oid, n.nspname::text AS nsp, c.relname::text AS relname, c.relkind::text AS relkind`,
+      )} ORDER BY pa.ord NULLS LAST LIMIT 1) x)`,
+      `views(root, oid) AS (
+         SELECT oid, oid FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}
+         UNION
+         SELECT v.root, c.oid FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+            AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+           JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ${SYSTEM})`,
+      `deps AS (SELECT DISTINCT v.root::regclass::text AS view, d.refclassid, d.refobjid, r.ev_class
+         FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
+         JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid)`,
+    );
+    parts.push(
+      `SELECT 'rel', i::text, nsp, relname, relkind FROM rel`,
+      `SELECT 'vrel', d.view, n.nspname::text, c.relname::text, c.relkind::text FROM deps d
+         JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid AND c.oid <> d.ev_class
+         JOIN pg_namespace n ON n.oid = c.relnamespace`,
+      `SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
+         JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
+         JOIN pg_namespace n ON n.oid = p.pronamespace`,
+      `SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
+         JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+         JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace`,
+    );
+  }
+  if (facts.functions.length) {
+    ctes.push(
+      `wantedf AS (SELECT s, r, i FROM unnest(${textArray(facts.functions.map((f) => f.schema ?? ''))}, ${textArray(
+        facts.functions.map((f) => f.name),
+      )}) WITH ORDINALITY AS w(s, r, i))`,
+    );
+    parts.push(
+      `SELECT DISTINCT 'func', w.i::text, x.nsp, '', '' FROM wantedf w CROSS JOIN LATERAL (${pick(
+        'pg_proc',
+        'p',
+        'proname',
+        'pronamespace',
+        'n.nspname::text AS nsp',
+      )}) x`,
+    );
+  }
+  const ops = facts.operators.filter((o) => !o.schema).map((o) => o.name);
+  if (ops.length) {
+    parts.push(
+      `SELECT DISTINCT 'op', o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
+         FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
+         JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
+        WHERE o.oprname = ANY(${textArray(ops)}) AND n.nspname <> 'pg_catalog'`,
+    );
+  }
+  const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
+  if (types.length) {
+    ctes.push(
+      `wantedt AS (SELECT s, r, i FROM unnest(${textArray(types.map((t) => t.schema ?? ''))}, ${textArray(
+        types.map((t) => t.name),
+      )}) WITH ORDINALITY AS w(s, r, i))`,
+    );
+    parts.push(
+      `SELECT 'type', w.i::text, x.nsp, x.typname, x.typtype FROM wantedt w CROSS JOIN LATERAL (${pick(
+        'pg_type',
+        't',
+        'typname',
+        'typnamespace',
+        `n.nspname::text AS nsp, t.typname::text AS typname, t.typtype::text AS typtype`,
+      )} ORDER BY pa.ord NULLS LAST LIMIT 1) x`,
+    );
+  }
+  if (facts.attributeCalls.length) {
+    parts.push(
+      `SELECT DISTINCT 'attr', p.proname::text, n.nspname::text, '', '' FROM pg_proc p
+         JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
+        WHERE p.proname = ANY(${textArray(facts.attributeCalls)}) AND p.pronargs = 1`,
+    );
+  }
+  if (parts.length === 0) parts.push(`SELECT 'none', '', '', '', '' WHERE false`);
+  return `WITH RECURSIVE ${ctes.join(',\n')}\n${parts.join('\nUNION ALL\n')}`;
+}
+
+type Row = [string, string, string, string, string];
+
+export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
+  const res: Resolution = {
+    relations: [],
+    viewRelations: [],
+    viewFunctions: [],
+    functionCandidates: new Map(),
+    userOperators: [],
+    userTypes: [],
+    attributeFunctions: [],
+  };
+  const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
+  for (const raw of rows) {
+    const [k, a, b, c, d] = raw.map((v) => (v === null ? '' : String(v))) as Row;
+    switch (k) {
+      case 'rel': {
+        const asked = facts.relations[Number(a) - 1];
+        const written =
+          facts.writeTarget !== undefined &&
+          asked !== undefined &&
+          asked.name === facts.writeTarget.name &&
+          asked.schema === facts.writeTarget.schema;
+        res.relations.push({ schema: b, name: c, kind: d, ...(written ? { written } : {}) });
+        break;
+      }
+      case 'vrel':
+        res.viewRelations.push({ schema: b, name: c, kind: d, view: a });
+        break;
+      case 'vfunc':
+        res.viewFunctions.push({ schema: b, name: c, view: a });
+        break;
+      case 'func': {
+        const fn = facts.functions[Number(a) - 1];
+        if (!fn) break;
+        const key = displayName(fn);
+        const list = res.functionCandidates.get(key) ?? [];
+        list.push(b);
+        res.functionCandidates.set(key, list);
+        break;
+      }
+      case 'op':
+        res.userOperators.push({ name: a, operatorSchema: b, schema: c, functionName: d });
+        break;
+      case 'type': {
+        const asked = types[Number(a) - 1];
+        if (asked && !CATALOG_SCHEMAS.has(b) && ['b', 'r', 'm'].includes(d))
+          res.userTypes.push({ schema: b, name: c });
+        break;
+      }
+      case 'attr':
+        res.attributeFunctions.push({ schema: b, name: a });
+        break;
+    }
+  }
+  return res;
+}

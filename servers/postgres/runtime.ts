@@ -1,0 +1,287 @@
+// Per-team connections: one bounded pg pool per database, created on first use from the
+// database's connection secret. Every call borrows a connection, runs inside its own transaction
+// (BEGIN READ ONLY unless the database is read-write) with local timeouts, and gives the
+// connection back only after ROLLBACK/COMMIT and a reset of everything a session can carry
+// (the pieces of DISCARD ALL, which cannot run in the same round trip). A connection whose
+// state is in doubt (an error in our own control statements, a cancel, a timeout) is destroyed.
+import net from 'node:net';
+import pg from 'pg';
+import { ToolError, type SecretAccess } from '../../src/tool.js';
+import type { Logger } from '../../src/log.js';
+import type { DatabasePolicy, PostgresSection } from './section.js';
+
+/** Extra time past statementTimeoutMs before the broker cancels from its side. */
+const CANCEL_GRACE_MS = 1000;
+/** After a cancel, how long to wait for the server to answer before dropping the connection. */
+const CANCEL_WAIT_MS = 2000;
+
+/** Session state reset after every call: DISCARD ALL's parts that may run in one multi-statement query. */
+const RESET_SESSION =
+  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; ' +
+  'SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP';
+
+// Values come back exactly as Postgres wrote them; render.ts decides what becomes a JSON number.
+const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };
+
+interface ConnectionState {
+  searchPath: string[];
+}
+
+export class DatabaseConnectionError extends Error {}
+
+export class PostgresRuntime {
+  private readonly pools = new Map<string, Promise<pg.Pool>>();
+  private readonly states = new WeakMap<pg.PoolClient, ConnectionState>();
+  /** Type OID → name (format_type), shared by a team's databases' calls (OIDs of built-ins are fixed). */
+  readonly typeNames = new Map<number, string>();
+  private closed = false;
+
+  constructor(
+    private readonly section: PostgresSection,
+    private readonly secrets: SecretAccess,
+    private readonly log: Logger,
+  ) {}
+
+  private async pool(dbName: string, db: DatabasePolicy): Promise<pg.Pool> {
+    let pool = this.pools.get(dbName);
+    if (!pool) {
+      pool = this.createPool(dbName, db);
+      this.pools.set(dbName, pool);
+      pool.catch(() => this.pools.delete(dbName));
+    }
+    return pool;
+  }
+
+  private async createPool(dbName: string, db: DatabasePolicy): Promise<pg.Pool> {
+    const url = await this.secrets.get(db.connection);
+    const config = connectionConfig(url, db.connection, dbName);
+    const pool = new pg.Pool({
+      ...config,
+      max: db.poolSize,
+      idleTimeoutMillis: 30_000,
+      connectionTimeoutMillis: db.acquireTimeoutMs,
+      application_name: 'airlock',
+      // Session defaults (RESET ALL returns to them): unambiguous text for dates, intervals and bytea.
+      options: '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1',
+      types: RAW_TEXT,
+    });
+    // An idle connection that dies (server restart) must not crash the broker.
+    pool.on('error', (err) =>
+      this.log.warn(
+        { database: dbName, code: (err as { code?: string }).code },
+        'idle postgres connection failed',
+      ),
+    );
+    return pool;
+  }
+
+  /** Borrows a connection; the caller must call `release` exactly once. */
+  async acquire(dbName: string, db: DatabasePolicy): Promise<Lease> {
+    if (this.closed) throw new ToolError('the postgres server is shutting down; retry', 'upstream');
+    const pool = await this.pool(dbName, db);
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw connectError(err, dbName, db, pool);
+    }
+    let state = this.states.get(client);
+    if (!state) {
+      // A connection dropped while leased (server restart, our own destroy after a failed
+      // cancel) rejects the pending query; without a listener it would also crash the process.
+      client.on('error', () => undefined);
+      // Asked once per connection: how this connection resolves unqualified names.
+      try {
+        const r = await client.query<{ s: string }>('SELECT unnest(current_schemas(true)) AS s');
+        state = { searchPath: r.rows.map((row) => row.s) };
+        this.states.set(client, state);
+      } catch (err) {
+        client.release(true);
+        throw err;
+      }
+    }
+    return new Lease(client, state, pool);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.then((pool) => pool.end()).catch(() => undefined)));
+  }
+}
+
+export class Lease {
+  private released = false;
+  constructor(
+    readonly client: pg.PoolClient,
+    readonly state: ConnectionState,
+    private readonly pool: pg.Pool,
+  ) {}
+
+  /** Ends the transaction and resets the session; destroys the connection if that fails or `broken`. */
+  async release(broken: boolean): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (!broken) {
+      try {
+        // ROLLBACK after a COMMIT only warns; the reset runs either way.
+        await this.client.query(`ROLLBACK; ${RESET_SESSION}`);
+      } catch {
+        broken = true;
+      }
+    }
+    this.client.release(broken ? true : undefined);
+  }
+
+  /**
+   * Cancels the running statement: first with the protocol's CancelRequest (a fresh socket with
+   * the backend's cancel key, no authentication round trip), and if that cannot be sent, with
+   * pg_cancel_backend from a separate connection as the same role (one's own backend needs no
+   * extra privilege). The pool's own connections may all be busy, so neither uses the pool.
+   */
+  async cancel(): Promise<void> {
+    const c = this.client as unknown as {
+      processID?: number;
+      secretKey?: number;
+      connectionParameters?: { host?: string; port?: number };
+    };
+    if (!c.processID) return;
+    try {
+      await sendCancelRequest(
+        c.connectionParameters?.host,
+        c.connectionParameters?.port,
+        c.processID,
+        c.secretKey ?? 0,
+      );
+      return;
+    } catch {
+      // Fall through to the SQL-level cancel.
+    }
+    await this.signalBackend('pg_cancel_backend');
+  }
+
+  /** Ends the backend (the statement ignored its cancel), from a separate connection as the same role. */
+  terminate(): Promise<void> {
+    return this.signalBackend('pg_terminate_backend');
+  }
+
+  private async signalBackend(fn: 'pg_cancel_backend' | 'pg_terminate_backend'): Promise<void> {
+    const pid = (this.client as unknown as { processID?: number }).processID;
+    if (!pid) return;
+    const opts = this.pool.options as pg.ClientConfig;
+    const other = new pg.Client({ ...opts, connectionTimeoutMillis: CANCEL_WAIT_MS, types: RAW_TEXT });
+    try {
+      await other.connect();
+      await other.query({ text: `SELECT ${fn}($1)`, values: [pid] });
+    } catch {
+      // The caller drops the connection either way.
+    } finally {
+      await other.end().catch(() => undefined);
+    }
+  }
+}
+
+/** The wire protocol's CancelRequest: length 16, code 80877102, backend pid, cancel key. */
+function sendCancelRequest(
+  host: string | undefined,
+  port: number | undefined,
+  pid: number,
+  key: number,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const h = host ?? 'localhost';
+    const p = port ?? 5432;
+    const socket = h.startsWith('/') ? net.connect(`${h}/.s.PGSQL.${p}`) : net.connect(p, h);
+    const timer = setTimeout(() => socket.destroy(new Error('cancel request timed out')), CANCEL_WAIT_MS);
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.once('connect', () => {
+      const packet = Buffer.alloc(16);
+      packet.writeInt32BE(16, 0);
+      packet.writeInt32BE(80877102, 4);
+      packet.writeInt32BE(pid, 8);
+      packet.writeInt32BE(key, 12);
+      // The server reads the packet and closes the socket without an answer.
+      socket.end(packet, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  });
+}
+
+/**
+ * Runs `work` and, if it does not settle by `deadlineMs` or `signal` aborts, cancels it on the
+ * server; if the server still does not answer, the connection is dropped so the call can end.
+ */
+export async function withCancel<T>(
+  lease: Lease,
+  deadlineMs: number,
+  signal: AbortSignal,
+  work: Promise<T>,
+): Promise<{ value: T; cancelled: boolean }> {
+  let cancelled = false;
+  let destroyTimer: NodeJS.Timeout | undefined;
+  const cancel = () => {
+    if (cancelled) return;
+    cancelled = true;
+    void lease.cancel();
+    destroyTimer = setTimeout(() => {
+      // The statement did not stop: end its backend and our socket; the pending query rejects.
+      void lease.terminate();
+      (
+        lease.client as unknown as { connection?: { stream?: { destroy(): void } } }
+      ).connection?.stream?.destroy();
+    }, CANCEL_WAIT_MS);
+  };
+  const timer = setTimeout(cancel, deadlineMs + CANCEL_GRACE_MS);
+  const onAbort = () => cancel();
+  if (signal.aborted) cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const value = await work;
+    return { value, cancelled };
+  } catch (err) {
+    if (cancelled) (err as { airlockCancelled?: boolean }).airlockCancelled = true;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    clearTimeout(destroyTimer);
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** pg settings from the secret's URL; never echoes the URL (it holds the password). */
+function connectionConfig(url: string, secretName: string, dbName: string): pg.ClientConfig {
+  const bad = new ToolError(
+    `database "${dbName}": the value of secret "${secretName}" is not a valid postgres:// URL`,
+    'upstream',
+  );
+  const trimmed = url.trim();
+  if (!/^postgres(ql)?:\/\//i.test(trimmed)) throw bad;
+  try {
+    // WHATWG parsing of the non-special postgres: scheme (host may be empty for ?host=/socket/dir).
+    new URL(trimmed);
+  } catch {
+    throw bad;
+  }
+  return { connectionString: trimmed };
+}
+
+function connectError(err: unknown, dbName: string, db: DatabasePolicy, pool: pg.Pool): ToolError {
+  const message = (err as Error)?.message ?? String(err);
+  if (/timeout exceeded when trying to connect/i.test(message) && pool.totalCount >= db.poolSize)
+    return new ToolError(
+      `busy: all ${db.poolSize} connections to database "${dbName}" are in use; retry shortly`,
+      'upstream',
+    );
+  const code = (err as { code?: string }).code;
+  // Postgres's own message (e.g. password authentication failed for user "x") names no secret value.
+  return new ToolError(
+    `cannot connect to database "${dbName}"${code ? ` (${code})` : ''}: ${message}`,
+    'upstream',
+  );
+}

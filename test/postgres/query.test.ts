@@ -1,0 +1,245 @@
+// The postgres tools against a real cluster through a real broker socket: exact rendering,
+// caps enforced while fetching, timeouts cancelled on the server with the pool still healthy,
+// bounded writes, explain, list_tables and describe_table, and the audit detail.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectSocketClient } from '../helpers/fixture.js';
+import { auditRecords, startPgBroker, type PgBroker } from './context.js';
+
+let env: PgBroker;
+beforeAll(async () => {
+  env = await startPgBroker();
+});
+afterAll(async () => {
+  await env?.close();
+});
+
+/** Polls `check` until it holds (bounded: the test fails with the last state after 15 s). */
+async function waitFor(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+const rowsOf = (r: { structured?: Record<string, unknown> }) => r.structured?.rows as unknown[][];
+
+describe('query', () => {
+  it('renders values JSON cannot hold exactly as exact strings, and names column types', async () => {
+    const r = await env.call('query', {
+      database: 'shop',
+      sql: 'SELECT id, total, placed_at, blob, big, span, note IS NULL AS no_note, 1.5::float8 AS f FROM orders WHERE id = $1',
+      params: [1],
+    });
+    expect(r.isError).toBe(false);
+    expect(r.structured?.columns).toEqual([
+      { name: 'id', type: 'bigint' },
+      { name: 'total', type: 'numeric' },
+      { name: 'placed_at', type: 'timestamp with time zone' },
+      { name: 'blob', type: 'bytea' },
+      { name: 'big', type: 'bigint' },
+      { name: 'span', type: 'interval' },
+      { name: 'no_note', type: 'boolean' },
+      { name: 'f', type: 'double precision' },
+    ]);
+    // 9007199254740994 is past 2^53: as a JSON number it would silently become ...992.
+    expect(rowsOf(r)).toEqual([
+      [
+        '1',
+        '10.25',
+        '2026-01-01 01:00:00+00',
+        '\\xdeadbeef',
+        '9007199254740994',
+        '1 day 02:03:04.5',
+        false,
+        1.5,
+      ],
+    ]);
+    expect(r.structured?.rowCount).toBe(1);
+    expect(r.structured?.truncated).toBe(false);
+  });
+
+  it('a result of millions of rows stops at maxRows while fetching (truncated), and the pool stays usable', async () => {
+    const r = await env.call('query', {
+      database: 'shop',
+      sql: 'SELECT generate_series(1, 50000000) AS g',
+    });
+    expect(r.isError).toBe(false);
+    expect(rowsOf(r)).toHaveLength(100);
+    expect(r.structured?.truncated).toBe(true);
+    expect(r.text).toContain('truncated');
+    // Had the portal been drained, 50 million rows at maxRows would have hit the 2 s statement timeout.
+    const next = await env.call('query', { database: 'shop', sql: 'SELECT count(*) FROM orders' });
+    expect(rowsOf(next)).toEqual([['50']]);
+  });
+
+  it('a 10 MB single value is cut by maxResultBytes, not shipped', async () => {
+    const r = await env.call('query', {
+      database: 'wide',
+      sql: "SELECT 'small' AS v UNION ALL SELECT repeat('x', 10 * 1024 * 1024)",
+    });
+    expect(r.isError).toBe(false);
+    expect(rowsOf(r)).toEqual([['small']]);
+    expect(r.structured?.truncated).toBe(true);
+    expect(JSON.stringify(r.structured).length).toBeLessThan(65536);
+  });
+
+  it('a query past statementTimeoutMs is cancelled on the server and the next call works', async () => {
+    const r = await env.call('query', {
+      database: 'wide',
+      sql: 'SELECT count(*) FROM generate_series(1, 1000000000)',
+    });
+    expect(r.isError).toBe(true);
+    expect(r.text).toMatch(/^error: 57014: the statement ran past statementTimeoutMs \(500 ms\)/);
+    const active = await env.admin.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%generate_series(1, 1000000000)%' AND state = 'active' AND pid <> pg_backend_pid()",
+    );
+    expect(active.rows[0].n).toBe(0);
+    const next = await env.call('query', { database: 'wide', sql: 'SELECT 42 AS answer' });
+    expect(rowsOf(next)).toEqual([[42]]);
+  });
+
+  it('a session that closes mid-query has its statement stopped on the server (cancel, then terminate)', async () => {
+    const { client } = await connectSocketClient(env.inst.socket('acme', 'postgres'));
+    const marker = 'SELECT count(*) FROM generate_series(1, 4000000000) AS closing_session';
+    const pending = client
+      .callTool({ name: 'query', arguments: { database: 'slow', sql: marker } })
+      .catch(() => undefined);
+    const running = () =>
+      env.admin
+        .query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%closing_session%' AND pid <> pg_backend_pid()",
+        )
+        .then((r) => r.rows[0].n as number);
+    await waitFor(async () => (await running()) > 0);
+    await client.close();
+    await pending;
+    // statementTimeoutMs is 60 s: only the broker's cancel can have stopped it this soon.
+    await waitFor(async () => (await running()) === 0);
+    expect(await running()).toBe(0);
+  });
+
+  it('errors carry the SQLSTATE and Postgres message so the agent can fix its SQL', async () => {
+    const r = await env.call('query', { database: 'shop', sql: 'SELECT nope FROM orders' });
+    expect(r.isError).toBe(true);
+    expect(r.text).toMatch(/^error: 42703: column "nope" does not exist \(at character 8\)/);
+    const syntax = await env.call('query', { database: 'shop', sql: 'SELEC 1' });
+    expect(syntax.text).toMatch(/^invalid argument: sql: syntax error at or near "SELEC"/);
+  });
+
+  it('params are bound, never spliced', async () => {
+    const r = await env.call('query', {
+      database: 'shop',
+      sql: 'SELECT name FROM customers WHERE name = $1',
+      params: ["x' OR '1'='1"],
+    });
+    expect(r.isError).toBe(false);
+    expect(rowsOf(r)).toEqual([]);
+  });
+
+  it('audits statement class, tables and functions in the request, rowCount and truncated in the result', async () => {
+    await env.call('query', {
+      database: 'shop',
+      sql: 'SELECT count(*), max(total) FROM orders o JOIN customers c ON c.id = o.customer_id',
+    });
+    const records = await auditRecords(env.inst.auditFile);
+    const request = records.filter((r) => r.phase === 'request' && r.tool === 'query').at(-1)!;
+    expect(request).toMatchObject({
+      statementClass: 'select',
+      statement: 'SELECT',
+      tables: ['orders', 'customers'],
+      functions: ['count', 'max'],
+    });
+    const result = records.find((r) => r.phase === 'result' && r.call === request.call)!;
+    expect(result).toMatchObject({ outcome: 'ok', rowCount: 1, truncated: false });
+  });
+});
+
+describe('read-write', () => {
+  it('a write within maxAffectedRows commits', async () => {
+    const r = await env.call('query', {
+      database: 'shopw',
+      sql: 'UPDATE customers SET email = $1 WHERE id = 1 RETURNING id, email',
+      params: ['new@example.com'],
+    });
+    expect(r.isError).toBe(false);
+    expect(r.structured).toMatchObject({ command: 'UPDATE', rowCount: 1, rows: [[1, 'new@example.com']] });
+    const check = await env.admin.query('SELECT email FROM customers WHERE id = 1');
+    expect(check.rows[0].email).toBe('new@example.com');
+    await env.admin.query("UPDATE customers SET email = 'c1@example.com' WHERE id = 1");
+  });
+
+  it('a write past maxAffectedRows is rolled back with a denial and changes nothing', async () => {
+    const before = await env.snapshot();
+    const r = await env.call('query', {
+      database: 'shopw',
+      sql: "UPDATE orders SET note = 'x' WHERE id <= 6",
+    });
+    expect(r.isError).toBe(true);
+    expect(r.text).toMatch(
+      /^denied: postgres\.databases\.shopw\.maxAffectedRows: the statement would change 6 rows/,
+    );
+    expect(await env.snapshot()).toBe(before);
+    const records = await auditRecords(env.inst.auditFile);
+    expect(records.at(-1)).toMatchObject({
+      decision: 'deny',
+      outcome: 'denied',
+      rule: 'postgres.databases.shopw.maxAffectedRows',
+    });
+  });
+
+  it('UPDATE and DELETE without WHERE are refused before they run', async () => {
+    const before = await env.snapshot();
+    for (const sql of ['DELETE FROM customers', "UPDATE orders SET note = 'x'"]) {
+      const r = await env.call('query', { database: 'shopw', sql });
+      expect(r.text).toMatch(/^denied: postgres\.databases\.shopw\.allowUnfilteredWrites: /);
+    }
+    expect(await env.snapshot()).toBe(before);
+  });
+
+  it('DDL is refused on a read-write database without ddl: true', async () => {
+    const before = await env.snapshot();
+    const r = await env.call('query', {
+      database: 'shopw',
+      sql: 'CREATE TABLE public.made_by_agent (x int)',
+    });
+    expect(r.text).toMatch(/^denied: postgres\.databases\.shopw\.ddl: CREATE TABLE is DDL/);
+    expect(await env.snapshot()).toBe(before);
+  });
+});
+
+describe('explain, list_tables, describe_table', () => {
+  it('explain returns the plan as text and JSON without running the statement', async () => {
+    const before = await env.snapshot();
+    const r = await env.call('explain', {
+      database: 'shopw',
+      sql: 'DELETE FROM orders WHERE id = $1',
+      params: [3],
+    });
+    expect(r.isError).toBe(false);
+    expect(r.structured?.planText).toMatch(/Delete on orders/);
+    expect(JSON.stringify(r.structured?.plan)).toContain('"Node Type":"ModifyTable"');
+    expect(await env.snapshot()).toBe(before);
+  });
+
+  it('explain analyze measures a plain read', async () => {
+    const r = await env.call('explain', { database: 'shop', sql: 'SELECT * FROM orders', analyze: true });
+    expect(r.isError).toBe(false);
+    expect(r.structured?.planText).toMatch(/actual time=/);
+  });
+
+  it('list_tables shows only what the table rules allow', async () => {
+    const r = await env.call('list_tables', { database: 'shop' });
+    const names = rowsOf(r).map((row) => `${row[0]}.${row[1]}`);
+    expect(names).toContain('public.orders');
+    expect(names).toContain('public.MixedCase');
+    expect(names.some((n) => n.startsWith('secret.') || n.startsWith('sales.'))).toBe(false);
+  });
+
+  it('describe_table resolves the name as the search_path does and lists columns', async () => {
+    const r = await env.call('describe_table', { database: 'shop', table: 'orders' });
+    expect(r.structured?.table).toBe('public.orders');
+    expect(rowsOf(r)[0]).toEqual(['id', 'bigint', false, null, true]);
+    const mixed = await env.call('describe_table', { database: 'shop', table: '"MixedCase"' });
+    expect(mixed.structured?.table).toBe('public.MixedCase');
+    const denied = await env.call('describe_table', { database: 'shop', table: 'secret.payroll' });
+    expect(denied.text).toMatch(/^denied: postgres\.databases\.shop\.tables: secret\.payroll/);
+  });
+});
