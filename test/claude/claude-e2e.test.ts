@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fs, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -19,6 +20,7 @@ import {
   makeAgentHome,
   makeTraversable,
   runAsAgent,
+  stageForAgent,
   type AgentRunResult,
 } from '../../src/demo/sandbox.js';
 import { readAuditRecords, type AuditRecord } from '../../src/audit.js';
@@ -34,8 +36,13 @@ import {
 } from '../helpers/fixture.js';
 import { startRoutedApi, type RoutedApi } from './routed-api.js';
 
-// Resolved: /proc/<pid>/exe names the real file.
-const CLAUDE = realpathSync(path.join(REPO_ROOT, 'node_modules/@anthropic-ai/claude-code-linux-x64/claude'));
+// Resolved: /proc/<pid>/exe names the real file. The agent runs a staged copy (see beforeAll).
+const CLAUDE_IN_REPO = realpathSync(
+  path.join(REPO_ROOT, 'node_modules/@anthropic-ai/claude-code-linux-x64/claude'),
+);
+let CLAUDE: string;
+let STAGED_BRIDGE: string;
+let stagedRoot: string | undefined;
 const TEAM = 'e2e';
 const GIT_USER = 'e2e-bot';
 // What Claude Code is given as its API key: only so it starts; the proxy drops it.
@@ -210,10 +217,18 @@ describe('Claude Code in the sandbox, through Airlock', () => {
   const duringRun = deferred<ReturnType<typeof namespaceProcesses>>();
 
   beforeAll(async () => {
+    // What uid 1000 runs, staged where it can read it (the repository may sit in a 0700 folder).
+    const staged = await stageForAgent({
+      sourceRoot: REPO_ROOT,
+      dest: (stagedRoot = await fs.mkdtemp(path.join(tmpdir(), 'airlock-claude-code-'))),
+      files: [path.relative(REPO_ROOT, CLAUDE_IN_REPO), path.relative(REPO_ROOT, BRIDGE)],
+    });
+    CLAUDE = staged.path(path.relative(REPO_ROOT, CLAUDE_IN_REPO));
+    STAGED_BRIDGE = staged.path(path.relative(REPO_ROOT, BRIDGE));
     // This test is about the real boundary (root, unshare, setpriv; uid 1000 can run the
     // binaries); without it there is nothing to show, so it fails and says why.
     const boundary = await canCreateSandbox({
-      readable: [CLAUDE, BRIDGE],
+      readable: [CLAUDE, STAGED_BRIDGE],
       identity: { groups: [AGENT_GID] },
     });
     expect(boundary, boundary.reason).toEqual({ ok: true });
@@ -367,6 +382,7 @@ servers:
     await orders?.close();
     await git?.close();
     await inst?.cleanup();
+    if (stagedRoot) await fs.rm(stagedRoot, { recursive: true, force: true });
   });
 
   /** Runs `claude ARGS` as the agent, in the namespace, from the project folder. */
