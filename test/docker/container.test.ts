@@ -5,16 +5,18 @@
 // model API is Airlock's model socket in front of a scripted Messages API on the host, calling
 // tools that reach real upstreams with credentials the container never holds.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { promises as fs, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAuditRecords, type AuditRecord } from '../../src/audit.js';
-import { AGENT_GID, AGENT_UID } from '../../src/demo/sandbox.js';
-import { Redactor } from '../../src/redact.js';
-import { startRoutedApi, type RoutedApi } from '../claude/routed-api.js';
-import { createBareRepo, startSmartHttpServer, type SmartHttpServer } from '../git/smart-http-server.js';
-import { CLI, makeInstallation, startEchoUpstream, type Installation } from '../helpers/fixture.js';
+import { AGENT_UID } from '../../src/demo/sandbox.js';
+import {
+  deferred,
+  expectSessionReachedUpstreams,
+  filesUnder,
+  PROMPT,
+  startSessionScenario,
+  type SessionScenario,
+} from '../claude/session-scenario.js';
 import {
   buildCaBundle,
   docker,
@@ -28,27 +30,8 @@ import {
 import { dockerDir, repoRoot, runAgentScript } from './helpers.js';
 
 const TEAM = 'e2e';
-const GIT_USER = 'e2e-bot';
-const MODEL_KEY = `sk-ant-api03-ctr${randomBytes(20).toString('hex')}`;
-const HTTP_TOKEN = `tok_ctr_${randomBytes(20).toString('hex')}`;
-const GIT_TOKEN = `ghp_ctr${randomBytes(20).toString('hex')}`;
-const ORDERS_MARKER = `orders-${randomBytes(6).toString('hex')}`;
-const FINAL_TEXT = `CTR-DONE-${randomBytes(6).toString('hex')}`;
 // What managed-settings.json's apiKeyHelper prints: the only "key" the container has.
 const PLACEHOLDER_KEY = 'airlock-placeholder-the-broker-adds-the-key';
-
-const secrets = new Redactor();
-for (const s of [MODEL_KEY, HTTP_TOKEN, GIT_TOKEN]) secrets.add(s);
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-}
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
 
 interface ContainerProcess {
   cmdline: string;
@@ -82,31 +65,6 @@ async function containerProcesses(): Promise<{ netns: string; processes: Contain
   return { netns, processes };
 }
 
-/** Text of the tool_result blocks in a Messages API request body. */
-function toolResults(body: unknown): { text: string; isError: boolean }[] {
-  const messages = (body as { messages?: { content?: unknown }[] }).messages ?? [];
-  const results: { text: string; isError: boolean }[] = [];
-  for (const m of messages) {
-    if (!Array.isArray(m.content)) continue;
-    for (const block of m.content as Record<string, unknown>[]) {
-      if (block.type === 'tool_result')
-        results.push({ text: JSON.stringify(block.content), isError: block.is_error === true });
-    }
-  }
-  return results;
-}
-
-/** Every regular file under `dir`, with its contents. */
-async function filesUnder(dir: string): Promise<Map<string, string>> {
-  const found = new Map<string, string>();
-  for (const entry of await fs.readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    found.set(file, await fs.readFile(file, 'latin1'));
-  }
-  return found;
-}
-
 /** Streams `docker save IMAGE` and reports which of `needles` occur anywhere in it (every layer's files and the config). */
 function savedImageContains(image: string, needles: string[]): Promise<Record<string, boolean>> {
   return new Promise((resolve, reject) => {
@@ -133,13 +91,7 @@ function savedImageContains(image: string, needles: string[]): Promise<Record<st
 
 let engine: Engine | undefined;
 let marker = '';
-let inst: Installation;
-let serve: ReturnType<typeof spawn> | undefined;
-let serveLog = '';
-let orders: Awaited<ReturnType<typeof startEchoUpstream>>;
-let git: SmartHttpServer;
-let api: RoutedApi;
-let workDir: string;
+let s: SessionScenario;
 let socketRoot: string;
 const duringRun = deferred<Awaited<ReturnType<typeof containerProcesses>>>();
 
@@ -160,7 +112,7 @@ function runAgent(
       '--team',
       opts.team ?? TEAM,
       '--workspace',
-      workDir,
+      s.workDir,
       '--socket-dir',
       socketRoot,
       '--image',
@@ -178,98 +130,15 @@ beforeAll(async () => {
   marker = ca.marker;
   await ensureImages(ca.bundle);
 
-  inst = await makeInstallation({
-    secrets: { 'model-key': MODEL_KEY, 'orders-token': HTTP_TOKEN, 'git-token': GIT_TOKEN },
+  s = await startSessionScenario({
+    team: TEAM,
+    onFinalRequest: () =>
+      void containerProcesses().then(duringRun.resolve, () => duringRun.resolve(undefined)),
+    finalHeldUntil: duringRun.promise,
   });
-  await fs.appendFile(inst.configFile, `socketGroup: ${AGENT_GID}\n`);
-  socketRoot = inst.socketDir;
-
-  orders = await startEchoUpstream((req, res) => {
-    const ok = req.headers['x-orders-token'] === HTTP_TOKEN;
-    res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(ok ? { orders: [{ id: ORDERS_MARKER, total: 42 }] } : { error: 'unauthorized' }));
-    return true;
-  });
-  const reposRoot = path.join(inst.root, 'remote');
-  await fs.mkdir(reposRoot, { mode: 0o700 });
-  await createBareRepo(reposRoot, 'app.git', { files: { 'README.md': '# app\n' } });
-  git = await startSmartHttpServer({ root: reposRoot, username: GIT_USER, password: GIT_TOKEN });
-
-  // The host work tree mounted at /workspace, owned by the agent as docker/README.md sets it up.
-  workDir = path.join(inst.root, 'work');
-  const workTree = path.join(workDir, 'app');
-  await fs.mkdir(workTree, { recursive: true, mode: 0o755 });
-  await fs.chown(workDir, AGENT_UID, AGENT_GID);
-  await fs.chown(workTree, AGENT_UID, AGENT_GID);
+  socketRoot = s.inst.socketDir;
   // An empty socket folder for a team that has no servers (the control case).
   await fs.mkdir(path.join(socketRoot, 'nobody'), { recursive: true });
-
-  api = await startRoutedApi({
-    apiKey: MODEL_KEY,
-    replies: [
-      {
-        toolUse: {
-          name: 'mcp__http__http_request',
-          input: { method: 'GET', url: `${orders.origin}/v1/orders` },
-        },
-      },
-      { toolUse: { name: 'mcp__git__git_status', input: { workspace: 'app' } } },
-      // Held open until the container's processes have been looked at (they are all alive now).
-      { text: FINAL_TEXT, beforeLastEvent: duringRun.promise },
-    ],
-    onMainRequest: (_request, count) => {
-      if (count === 3) void containerProcesses().then(duringRun.resolve, () => duringRun.resolve(undefined));
-    },
-  });
-
-  await inst.writePolicy(
-    `${TEAM}.yaml`,
-    `team: ${TEAM}
-servers:
-  http:
-    hosts:
-      - origin: ${orders.origin}
-        methods: [GET]
-        paths: ["/v1/orders"]
-        inject: { header: X-Orders-Token, value: "\${secret:orders-token}" }
-        allowPrivateAddress: true
-    tools:
-      http_request: {}
-  git:
-    workspaces:
-      app:
-        path: ${workTree}
-        remote: ${git.repoUrl('app.git')}
-        credential: git-token
-        credentialUser: ${GIT_USER}
-    tools:
-      git_status: {}
-  model:
-    upstream: ${api.url}
-    credential: model-key
-    allowPrivateAddress: true
-`,
-  );
-  serve = spawn(process.execPath, [CLI, 'serve', '--config', inst.configFile], {
-    env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  serve.stderr!.setEncoding('utf8').on('data', (d: string) => (serveLog += d));
-  const sockets = ['http', 'git', 'model'].map((s) => inst.socket(TEAM, s));
-  for (let i = 0; ; i++) {
-    const present = await Promise.all(
-      sockets.map((s) =>
-        fs.stat(s).then(
-          () => true,
-          () => false,
-        ),
-      ),
-    );
-    if (present.every(Boolean)) break;
-    if (serve.exitCode !== null || i > 400)
-      throw new Error(`airlock serve did not open its sockets:\n${serveLog}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }, 45 * 60_000);
 
 afterAll(async () => {
@@ -278,17 +147,7 @@ afterAll(async () => {
     await docker(['ps', '-q', '--filter', `label=airlock.team=${TEAM}`]).catch(() => undefined)
   )?.stdout.trim();
   if (leftover) await docker(['rm', '-f', ...leftover.split('\n')]);
-  if (serve && serve.exitCode === null) {
-    const exited = new Promise((r) => serve!.once('exit', r));
-    serve.kill('SIGTERM');
-    const timer = setTimeout(() => serve!.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  }
-  await api?.close();
-  await orders?.close();
-  await git?.close();
-  await inst?.cleanup();
+  await s?.close();
   await engine?.stop();
 }, 120_000);
 
@@ -384,12 +243,12 @@ describe('inside the container started by run-agent.sh', () => {
     // model.sock is the model API, not an MCP server.
     expect(output).not.toMatch(/^model:/m);
     expect(output).not.toMatch(/Failed|Pending/);
-    expect(secrets.contains(output)).toBe(false);
+    expect(s.secrets.contains(output)).toBe(false);
   }, 180_000);
 
   it('`claude -p` reaches the upstreams through Airlock; the container never holds a credential', async () => {
-    const gitBefore = git.requests.length;
-    const ordersBefore = orders.requests.length;
+    const gitBefore = s.git.requests.length;
+    const ordersBefore = s.orders.requests.length;
     // Claude Code's transcript to stdout; afterwards, the state it left in the tmpfs folders goes
     // to the work tree (the only place that outlives the container) for the host to read.
     const script = String.raw`
@@ -400,50 +259,14 @@ describe('inside the container started by run-agent.sh', () => {
       cat /proc/[0-9]*/environ > /workspace/.state/environ 2>/dev/null
       exit "$code"
     `;
-    const result = await runAgent(
-      [
-        'bash',
-        '-c',
-        script,
-        'claude-run',
-        'List the orders, then check the git status of the app workspace.',
-      ],
-      { timeoutMs: 240_000 },
-    );
+    const result = await runAgent(['bash', '-c', script, 'claude-run', PROMPT], { timeoutMs: 240_000 });
     const transcript = result.stdout + result.stderr;
-    expect(result.status, `${transcript}\n--- airlock serve:\n${serveLog}`).toBe(0);
-
-    expect(api.main.pending()).toBe(0);
-    const final = transcript
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { type: string; subtype?: string; result?: string })
-      .find((e) => e.type === 'result');
-    expect(final, transcript).toMatchObject({ subtype: 'success', result: FINAL_TEXT });
-
-    // The upstreams saw the injected credentials.
-    const ordersSeen = orders.requests.slice(ordersBefore);
-    expect(ordersSeen.map((r) => `${r.method} ${r.url}`)).toEqual(['GET /v1/orders']);
-    expect(ordersSeen[0]!.headers['x-orders-token']).toBe(HTTP_TOKEN);
-    const gitSeen = git.requests.slice(gitBefore);
-    expect(gitSeen.length).toBeGreaterThan(0);
-    expect(
-      gitSeen.every((r) => r.authorized && r.status === 200),
-      JSON.stringify(gitSeen),
-    ).toBe(true);
-    // The scripted API saw the real key on every request, never the image's placeholder.
-    const mainLoop = api.requests.filter((r) => r.route === 'main');
-    expect(mainLoop).toHaveLength(3);
-    for (const r of api.requests) {
-      expect(r.headers['x-api-key']).toBe(MODEL_KEY);
-      expect(JSON.stringify(r.headers)).not.toContain(PLACEHOLDER_KEY);
-    }
-    const afterHttp = toolResults(mainLoop[1]!.body);
-    expect(afterHttp[0]?.isError, afterHttp[0]?.text).toBe(false);
-    expect(afterHttp[0]!.text).toContain(ORDERS_MARKER);
-    const afterGit = toolResults(mainLoop[2]!.body);
-    expect(afterGit[1]?.isError, afterGit[1]?.text).toBe(false);
-    expect(afterGit[1]!.text).toContain('main');
+    expect(result.status, `${transcript}\n--- airlock serve:\n${s.serveLog()}`).toBe(0);
+    await expectSessionReachedUpstreams(s, transcript, {
+      ordersBefore,
+      gitBefore,
+      placeholderKey: PLACEHOLDER_KEY,
+    });
 
     // Mid-session, seen from the host: the container's processes (Claude Code, the MCP bridges,
     // the model bridge) are uid 1000 in a network namespace of their own, with no credential in
@@ -459,43 +282,26 @@ describe('inside the container started by run-agent.sh', () => {
     for (const p of seen!.processes) {
       // docker's --init (tini) runs as the container user too.
       expect(p.uid, p.cmdline).toBe(AGENT_UID);
-      expect(secrets.contains(p.environ), `environment of ${p.cmdline}`).toBe(false);
+      expect(s.secrets.contains(p.environ), `environment of ${p.cmdline}`).toBe(false);
     }
 
     // What the container could write and read afterwards: its tmpfs HOME (Claude Code's session
     // files) and /tmp, its environment, the work tree and the transcript. (The read-only image was
     // built before these per-run secrets existed.)
-    const state = path.join(workDir, '.state');
-    const unpacked = path.join(inst.root, 'container-state');
+    const state = path.join(s.workDir, '.state');
+    const unpacked = path.join(s.inst.root, 'container-state');
     await fs.mkdir(unpacked);
     const untar = await run('tar', ['-xf', path.join(state, 'tmpfs.tar'), '-C', unpacked]);
     expect(untar.status, untar.stderr).toBe(0);
-    const files = new Map([...(await filesUnder(unpacked)), ...(await filesUnder(workDir))]);
+    const files = new Map([...(await filesUnder(unpacked)), ...(await filesUnder(s.workDir))]);
     expect(
       [...files.keys()].some((f) => f.endsWith('.jsonl')),
       [...files.keys()].join('\n'),
     ).toBe(true);
-    expect([...files.values()].some((c) => c.includes(ORDERS_MARKER))).toBe(true);
-    for (const [file, content] of files) expect(secrets.contains(content), file).toBe(false);
+    expect([...files.values()].some((c) => c.includes(s.ordersMarker))).toBe(true);
+    for (const [file, content] of files) expect(s.secrets.contains(content), file).toBe(false);
     expect(await fs.readFile(path.join(state, 'environ'), 'latin1')).toContain('HOME=/home/agent');
-    expect(transcript).toContain(ORDERS_MARKER);
-    expect(secrets.contains(transcript)).toBe(false);
     await fs.rm(state, { recursive: true });
-
-    const records: AuditRecord[] = [];
-    for await (const r of readAuditRecords(inst.auditFile)) records.push(r);
-    const allowed = (server: string, tool: string) =>
-      records.filter(
-        (r) =>
-          r.team === TEAM &&
-          r.server === server &&
-          r.tool === tool &&
-          r.phase === 'result' &&
-          r.decision === 'allow',
-      );
-    expect(allowed('http', 'http_request').map((r) => r.outcome)).toEqual(['ok']);
-    expect(allowed('git', 'git_status').map((r) => r.outcome)).toEqual(['ok']);
-    expect(secrets.contains(serveLog)).toBe(false);
   }, 300_000);
 });
 
@@ -517,27 +323,28 @@ const net = require('node:net');
 `;
 
 describe('control cases: without the sockets there is no way out', () => {
-  const upstreams = () => [orders.origin, git.repoUrl('app.git'), api.url];
+  const upstreams = () => [s.orders.origin, s.git.repoUrl('app.git'), s.api.url];
+  const requestCounts = () => [s.orders.requests.length, s.git.requests.length, s.api.requests.length];
 
   it('run-agent.sh for a team with no sockets: no MCP server, no upstream reachable', async () => {
-    const before = [orders.requests.length, git.requests.length, api.requests.length];
+    const before = requestCounts();
     const list = await runAgent(['claude', 'mcp', 'list'], { team: 'nobody' });
     expect(list.stdout + list.stderr).not.toMatch(/Connected/);
     expect(list.stderr).toContain('no MCP server sockets');
     const reach = await runAgent(['node', '-e', REACH, ...upstreams()], { team: 'nobody' });
     expect(reach.status, reach.stderr).toBe(0);
     for (const url of upstreams()) expect(reach.stdout).toContain(`${url} ECONNREFUSED`);
-    expect([orders.requests.length, git.requests.length, api.requests.length]).toEqual(before);
+    expect(requestCounts()).toEqual(before);
   }, 180_000);
 
   it('a plain `docker run --network none` of the image reaches no loopback upstream', async () => {
-    const before = [orders.requests.length, git.requests.length, api.requests.length];
+    const before = requestCounts();
     const reach = await plainDockerRun([], ['node', '-e', REACH, ...upstreams()]);
     expect(reach.status, reach.stderr).toBe(0);
     for (const url of upstreams()) expect(reach.stdout).toContain(`${url} ECONNREFUSED`);
     // The same probe on the host does connect, so a refusal above means something.
     const host = await run(process.execPath, ['-e', REACH, ...upstreams()]);
     for (const url of upstreams()) expect(host.stdout).toContain(`${url} connected`);
-    expect([orders.requests.length, git.requests.length, api.requests.length]).toEqual(before);
+    expect(requestCounts()).toEqual(before);
   }, 180_000);
 });
