@@ -18,7 +18,8 @@ usage: run-agent.sh --team TEAM --workspace DIR [options] [-- COMMAND [ARG...]]
   --team TEAM          team name ([a-z0-9][a-z0-9-]*); mounts <socket-dir>/TEAM at /run/airlock
   --workspace DIR      host work tree, mounted read-write at /workspace
   --socket-dir DIR     Airlock's socketDir (default /run/airlock)
-  --image NAME         agent image (default airlock-agent:latest)
+  --image NAME         agent image (default airlock-agent:latest); never pulled: build it first
+                       with docker/build-image.sh (or load it yourself)
   --memory SIZE        memory limit, swap included (default 4g)
   --cpus N             CPU limit (default 2)
   --pids N             process limit (default 512)
@@ -219,6 +220,9 @@ fi
 # --- the command ------------------------------------------------------------------------------------------
 docker_args=(
   run --rm --interactive
+  # Never from a registry: whoever publishes an image under this name would get the work tree and
+  # the sockets. The image must be built (or loaded) on this machine.
+  --pull never
   --label "airlock.team=$team"
   --network none
   --cap-drop ALL
@@ -258,4 +262,10 @@ if ((print_only)); then
 fi
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
+if ! inspect_error=$(docker image inspect --format '{{.Id}}' "$image" 2>&1 >/dev/null); then
+  if [[ $inspect_error == *"No such image"* ]]; then
+    die "no image $(quote_path "$image") on this machine (run-agent.sh never pulls one); build it with docker/build-image.sh --tag $(quote_path "$image")"
+  fi
+  die "docker cannot inspect $(quote_path "$image"): $inspect_error"
+fi
 exec docker "${docker_args[@]}"

@@ -22,6 +22,7 @@ import {
   makeAgentHome,
   makeTraversable,
   runAsAgent,
+  stageDemoAgent,
 } from './sandbox.js';
 import { startModelApi, startOrdersApi, type LocalApi } from './upstreams.js';
 import type { SmartHttpServer } from './git-http-server.js';
@@ -29,8 +30,8 @@ import { githubPart, startGithubDemo } from './github-part.js';
 
 const HERE = import.meta.dirname; // dist/src/demo
 const CLI = path.resolve(HERE, '../cli.js');
-const AGENT_SCRIPT = path.join(HERE, 'agent.js');
-const SDK_PACKAGE = path.resolve(HERE, '../../../node_modules/@modelcontextprotocol/sdk/package.json');
+const REPO_ROOT = path.resolve(HERE, '../../..');
+
 const TEAM = 'demo';
 const GIT_USER = 'demo-bot';
 
@@ -498,10 +499,18 @@ async function main(): Promise<number> {
 async function demo(run: DemoRun): Promise<number> {
   out('Airlock demo — an agent in a sandbox, a broker that holds the keys, an audit trail.\n');
 
-  // 1. The boundary.
+  // 1. The boundary, and the agent's code where its uid can read it.
+  run.root = await fs.mkdtemp(path.join(os.tmpdir(), 'airlock-demo-'));
+  // Staged where uid 1000 can read it: the repository may live where it cannot (a 0700 folder).
+  const agent = await stageDemoAgent(REPO_ROOT, path.join(run.root, 'agent-code'));
+  // As root, uid 1000 may pass through the temp folder (to its code, sockets and HOME; not list it).
+  if (!NO_SANDBOX_REQUESTED && process.getuid?.() === 0) await makeTraversable(run.root);
   const check = NO_SANDBOX_REQUESTED
     ? { ok: false, reason: 'AIRLOCK_DEMO_NO_SANDBOX=1 was set' }
-    : await canCreateSandbox({ readable: [AGENT_SCRIPT, SDK_PACKAGE], identity: { groups: [AGENT_GID] } });
+    : await canCreateSandbox({
+        readable: [agent.script, agent.sdkPackage],
+        identity: { groups: [AGENT_GID] },
+      });
   const sandbox = check.ok;
   run.checkpoint();
   if (sandbox) {
@@ -518,7 +527,6 @@ async function demo(run: DemoRun): Promise<number> {
   }
 
   // 2. Upstreams and secrets.
-  run.root = await fs.mkdtemp(path.join(os.tmpdir(), 'airlock-demo-'));
   const gitEnabled = SERVER_MAP.has('git');
   // Random unless given (the demo's test passes its own, to look for them in the output).
   const apiKey = process.env.AIRLOCK_DEMO_API_KEY || `sk_demo_${randomBytes(16).toString('hex')}`;
@@ -653,7 +661,7 @@ ${gitPolicy}${github.policy}`,
   };
   const result = await runAsAgent({
     command: process.execPath,
-    args: [AGENT_SCRIPT],
+    args: [agent.script],
     home,
     sandbox,
     identity: { groups: [AGENT_GID] },

@@ -184,6 +184,149 @@ export async function makeTraversable(dir: string): Promise<void> {
   }
 }
 
+export interface StagedTree {
+  /** The staging folder (every user can read it). */
+  root: string;
+  /** Where `relative` (a path relative to the source root) is in the staging folder. */
+  path(relative: string): string;
+}
+
+/**
+ * Copies what the agent's uid runs into `dest`, a folder every user can read, so the boundary
+ * works wherever the repository lives: a clone in a 0700 folder (root's home, `mktemp -d`) cannot
+ * be read by uid 1000, however its own files are set. `files` are files or folders relative to
+ * `sourceRoot`; `packages` are installed packages (`node_modules/<name>`), each with everything
+ * it depends on, found as Node would find them. Relative paths are kept, so relative imports,
+ * `package.json`'s "type" and node_modules lookups resolve in the copy as in the tree. A file
+ * every user may already read is hard-linked when it can be (no copy of a large binary); any
+ * other is copied and made readable (the original keeps its mode).
+ */
+export async function stageForAgent(opts: {
+  sourceRoot: string;
+  dest: string;
+  files: string[];
+  packages?: string[];
+}): Promise<StagedTree> {
+  const sourceRoot = path.resolve(opts.sourceRoot);
+  const wanted = new Set(opts.files.map((f) => path.resolve(sourceRoot, f)));
+  for (const name of opts.packages ?? []) {
+    for (const dir of await packageClosure(sourceRoot, name)) wanted.add(dir);
+  }
+  // A folder inside another wanted one comes along with it.
+  const tops = [...wanted].filter(
+    (p) => ![...wanted].some((other) => other !== p && p.startsWith(other + path.sep)),
+  );
+  await fs.mkdir(opts.dest, { recursive: true, mode: 0o755 });
+  await fs.chmod(opts.dest, 0o755);
+  for (const source of tops) {
+    const relative = path.relative(sourceRoot, source);
+    if (relative.startsWith('..') || path.isAbsolute(relative))
+      throw new Error(`cannot stage ${source}: not inside ${sourceRoot}`);
+    const target = path.join(opts.dest, relative);
+    await mkdirReadable(opts.dest, path.dirname(target));
+    await copyReadable(source, target);
+  }
+  return { root: opts.dest, path: (relative) => path.join(opts.dest, relative) };
+}
+
+/**
+ * The demo agent (dist/src/demo/agent.js, the bridge it starts, the MCP SDK it imports) staged
+ * under `dest` for uid 1000. `repoRoot` is the built repository (dist/ and node_modules/).
+ */
+export async function stageDemoAgent(
+  repoRoot: string,
+  dest: string,
+): Promise<{ root: string; script: string; sdkPackage: string }> {
+  const staged = await stageForAgent({
+    sourceRoot: repoRoot,
+    dest,
+    // package.json for its "type": "module" (agent.js is ESM); the bridge is ../bridge.cjs to it.
+    files: ['package.json', 'dist/src/demo/agent.js', 'dist/src/bridge.cjs'],
+    packages: ['@modelcontextprotocol/sdk'],
+  });
+  return {
+    root: staged.root,
+    script: staged.path('dist/src/demo/agent.js'),
+    sdkPackage: staged.path('node_modules/@modelcontextprotocol/sdk/package.json'),
+  };
+}
+
+/** The folders of `name` and of every package it needs, resolved from `sourceRoot` as Node would. */
+async function packageClosure(sourceRoot: string, name: string): Promise<string[]> {
+  const found = new Set<string>();
+  const visit = async (from: string, dep: string, required: boolean): Promise<void> => {
+    // Node's lookup: <folder>/node_modules/<dep>, walking up, but never above the source root.
+    let dir: string | undefined;
+    for (let at = from; ; at = path.dirname(at)) {
+      const candidate = path.join(at, 'node_modules', dep);
+      if (await exists(path.join(candidate, 'package.json'))) {
+        dir = candidate;
+        break;
+      }
+      if (at === sourceRoot || path.dirname(at) === at) break;
+    }
+    if (!dir) {
+      if (required) throw new Error(`cannot stage package ${dep}: not installed under ${from}`);
+      return; // an optional or peer dependency that is not installed
+    }
+    if (found.has(dir)) return;
+    found.add(dir);
+    const manifest = JSON.parse(await fs.readFile(path.join(dir, 'package.json'), 'utf8')) as {
+      dependencies?: Record<string, string>;
+      optionalDependencies?: Record<string, string>;
+      peerDependencies?: Record<string, string>;
+    };
+    for (const d of Object.keys(manifest.dependencies ?? {})) await visit(dir, d, true);
+    for (const d of Object.keys({ ...manifest.optionalDependencies, ...manifest.peerDependencies }))
+      await visit(dir, d, false);
+  };
+  await visit(sourceRoot, name, true);
+  return [...found];
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Creates `dir` and its missing parents below `root`, each 0755. */
+async function mkdirReadable(root: string, dir: string): Promise<void> {
+  if (dir === root || !dir.startsWith(root + path.sep)) return;
+  await mkdirReadable(root, path.dirname(dir));
+  await fs.mkdir(dir, { mode: 0o755 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  await fs.chmod(dir, 0o755);
+}
+
+async function copyReadable(source: string, target: string): Promise<void> {
+  const st = await fs.lstat(source);
+  if (st.isSymbolicLink()) {
+    await fs.symlink(await fs.readlink(source), target);
+  } else if (st.isDirectory()) {
+    await fs.mkdir(target, { mode: 0o755 });
+    await fs.chmod(target, 0o755);
+    for (const entry of await fs.readdir(source))
+      await copyReadable(path.join(source, entry), path.join(target, entry));
+  } else if (st.isFile()) {
+    // Executable for all if executable for anyone; readable for all.
+    const mode = (st.mode & 0o111 ? 0o755 : 0o644) as number;
+    if ((st.mode & 0o777) === mode) {
+      try {
+        await fs.link(source, target);
+        return;
+      } catch {
+        // another file system, or links not allowed: copy instead
+      }
+    }
+    await fs.copyFile(source, target);
+    await fs.chmod(target, mode);
+  }
+  // Sockets, FIFOs and devices are not code; they are left out.
+}
+
 /**
  * Whether this machine can run the agent boundary: we are root (setpriv needs it to switch
  * uid), unshare/ip/setpriv exist and work, and the agent's uid can run node and read `readable`

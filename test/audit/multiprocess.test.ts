@@ -314,9 +314,8 @@ describe('the lock', () => {
     const log = await openLog({ lockTimeoutMs: 2000 });
     await log.append(entry());
     symlinkSync(lockTarget(await deadPid()), lockPath());
-    const started = performance.now();
+    // Broken, not waited out: waiting would end in AuditUnavailableError after lockTimeoutMs.
     const rec = await log.append(entry());
-    expect(performance.now() - started).toBeLessThan(500);
     expect(rec.seq).toBe(2);
     expect(existsSync(lockPath())).toBe(false);
     expect(await verifyAuditFile(file)).toEqual({ ok: true, count: 2 });
@@ -342,17 +341,13 @@ describe('the lock', () => {
     const planted = lockTarget(owner.pid!);
     symlinkSync(planted, lockPath());
     const size = statSync(file).size;
-    const started = performance.now();
     const err = await log.append(entry({ call: 'blocked' })).catch((e: unknown) => e);
-    const waited = performance.now() - started;
     expect(err).toBeInstanceOf(AuditUnavailableError);
     expect((err as Error).message).toMatch(
       new RegExp(
         `^audit log unavailable: ${file} is locked by another Airlock process \\(${lockPath()}: pid ${owner.pid}, held for \\d+ ms\\); gave up after 300 ms`,
       ),
     );
-    expect(waited).toBeGreaterThanOrEqual(290);
-    expect(waited).toBeLessThan(1500);
     expect(statSync(file).size).toBe(size);
     expect(readlinkSync(lockPath())).toBe(planted); // a live owner's lock is left alone
     // The owner releases it (here: dies): the next append goes through.
@@ -365,41 +360,45 @@ describe('the lock', () => {
 
   it('a busy writer does not starve another (the waiter reserves the next turn)', async () => {
     const busy = await openLog();
-    const other = await openLog({ lockTimeoutMs: 2000 });
+    // A timeout far beyond any wait here: starving shows as a count of records, not as a clock.
+    const other = await openLog({ lockTimeoutMs: 60_000 });
+    const WRITERS = 32;
     let stop = false;
+    let lastBusySeq = 0;
     const hammering = Promise.all(
-      Array.from({ length: 32 }, async () => {
-        while (!stop) await busy.append(entry({ call: 'busy' }));
+      Array.from({ length: WRITERS }, async () => {
+        while (!stop) lastBusySeq = Math.max(lastBusySeq, (await busy.append(entry({ call: 'busy' }))).seq);
       }),
     );
     await busy.append(entry({ call: 'busy' }));
-    const waits: number[] = [];
+    // How many busy records went in while each of the other's appends waited.
+    const overtaken: number[] = [];
     try {
       for (let i = 0; i < 10; i++) {
-        const started = performance.now();
-        await other.append(entry({ call: `other${i}` }));
-        waits.push(performance.now() - started);
+        const before = lastBusySeq;
+        const rec = await other.append(entry({ call: `other${i}` }));
+        overtaken.push(rec.seq - before - 1);
       }
     } finally {
       stop = true;
       await hammering;
     }
-    // Each waits for at most the batch in progress and the hand-over, not for the busy writer to go idle.
-    expect(Math.max(...waits)).toBeLessThan(500);
+    // Each waits for at most the appends already in flight and the batch in progress, not for the
+    // busy writer to go idle (it never does while hammering).
+    expect(Math.max(...overtaken), JSON.stringify(overtaken)).toBeLessThanOrEqual(4 * WRITERS);
     expect(await verifyAuditFile(file)).toMatchObject({ ok: true });
     expect(existsSync(lockPath() + '.next')).toBe(false);
   });
 
-  it('a waiting append proceeds as soon as the lock is released', async () => {
+  it('a waiting append proceeds once the lock is released, before its own timeout', async () => {
     const owner = liveProcess();
-    const log = await openLog({ lockTimeoutMs: 3000 });
+    // Generous, so a busy machine does not fail it; the lock's owner stays alive all along, so
+    // only the release lets the append through.
+    const log = await openLog({ lockTimeoutMs: 30_000 });
     symlinkSync(lockTarget(owner.pid!), lockPath());
-    const started = performance.now();
     setTimeout(() => unlinkSync(lockPath()), 100);
     expect((await log.append(entry())).seq).toBe(1);
-    const waited = performance.now() - started;
-    expect(waited).toBeGreaterThanOrEqual(95);
-    expect(waited).toBeLessThan(200); // backoff is capped at a few ms
+    expect(owner.exitCode).toBeNull();
   });
 
   it('something that is not an Airlock lock at the lock path is never removed', async () => {

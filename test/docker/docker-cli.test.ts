@@ -25,17 +25,33 @@ interface CreateRequest {
 let sandbox: Sandbox;
 let server: http.Server;
 let created: CreateRequest[];
+let requested: string[];
 
 beforeEach(async () => {
   sandbox = new Sandbox();
   created = [];
+  requested = [];
   server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
     req.on('end', () => {
+      requested.push(`${req.method} ${req.url}`);
       if (req.url?.endsWith('/_ping')) {
         res.writeHead(200, { 'API-Version': '1.47', OSType: 'linux', 'Content-Type': 'text/plain' });
         res.end(req.method === 'HEAD' ? undefined : 'OK');
+        return;
+      }
+      // run-agent.sh first checks that the image is on this machine.
+      if (req.method === 'GET' && /\/images\/airlock-agent:latest\/json$/.test(req.url ?? '')) {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ Id: 'sha256:' + '0'.repeat(64), RepoTags: ['airlock-agent:latest'] }));
+        return;
+      }
+      const image = /\/images\/(.+)\/json$/.exec(req.url ?? '');
+      if (req.method === 'GET' && image) {
+        // What the engine answers for an image it does not have.
+        res.writeHead(404, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ message: `No such image: ${decodeURIComponent(image[1]!)}` }));
         return;
       }
       if (req.method === 'POST' && /\/containers\/create/.test(req.url ?? '')) created.push(JSON.parse(body));
@@ -72,11 +88,21 @@ function runAgainstStandIn(args: string[]): Promise<{ status: number | null; std
 }
 
 describe('the docker client accepts the run-agent.sh command', () => {
+  it('and refuses, naming the build script, when the image is not on this machine', async () => {
+    const result = await runAgainstStandIn([...sandbox.baseArgs(), '--image', 'airlock-agent:absent']);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('never pulls');
+    expect(result.stderr).toContain('docker/build-image.sh --tag airlock-agent:absent');
+    expect(created).toEqual([]);
+  });
+
   it('and asks the engine for the sandboxed container', async () => {
     const result = await runAgainstStandIn([...sandbox.baseArgs(), '--', 'claude', '-p', 'hello']);
     expect(result.stderr).toContain('airlock test: request recorded');
     expect(result.status).not.toBe(0);
     expect(created).toHaveLength(1);
+    // --pull never: the client never asks the engine to pull the image.
+    expect(requested.filter((r) => r.includes('/images/create'))).toEqual([]);
     const request = created[0]!;
     const host = request.HostConfig;
 

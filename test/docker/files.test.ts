@@ -142,11 +142,23 @@ describe('Dockerfile', () => {
     .filter((line) => line && !line.startsWith('#'));
   const of = (keyword: string) => instructions.filter((line) => line.toUpperCase().startsWith(`${keyword} `));
 
-  it('builds on the pinned slim Node 20 image with a pinned Claude Code', () => {
-    expect(of('FROM')).toEqual(['FROM node:20-bookworm-slim']);
+  it('builds on the pinned slim Node 20 image (or --base) with a pinned Claude Code', () => {
+    expect(dockerfile).toMatch(/^ARG BASE_IMAGE=node:20-bookworm-slim$/m);
+    expect(of('FROM')).toEqual(['FROM ${BASE_IMAGE} AS agent-root', 'FROM scratch']);
     expect(dockerfile).toMatch(/ARG CLAUDE_CODE_VERSION=\d+\.\d+\.\d+\n/);
-    expect(dockerfile).toContain('npm install -g "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}"');
-    expect(dockerfile).toMatch(/apt-get install -y --no-install-recommends git ca-certificates/);
+    expect(dockerfile).toContain('"@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}"');
+    expect(dockerfile).toMatch(/apt-get \$apt_ca install -y --no-install-recommends git ca-certificates/);
+    // No `# syntax=` line: it would make BuildKit pull a frontend image from a registry.
+    expect(dockerfile).not.toMatch(/^# *syntax/m);
+  });
+
+  it('makes the image from one copy of the build stage, so no layer of it held the build CA', () => {
+    const copies = of('COPY');
+    expect(copies.filter((c) => c.includes('--from'))).toEqual(['COPY --from=agent-root / /']);
+    // The final stage (after FROM scratch) copies nothing else.
+    const finalStage = instructions.slice(instructions.indexOf('FROM scratch'));
+    expect(finalStage.filter((line) => line.startsWith('COPY '))).toEqual(['COPY --from=agent-root / /']);
+    expect(dockerfile).toContain('rm -rf /tmp/airlock-build');
   });
 
   it('runs as the unprivileged agent user in /workspace', () => {
@@ -164,23 +176,32 @@ describe('Dockerfile', () => {
     expect(declared).toContain('ANTHROPIC_BASE_URL');
     for (const name of declared) expect(name, name).not.toMatch(/KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL/i);
     expect(dockerfile).not.toMatch(/ANTHROPIC_API_KEY|ANTHROPIC_AUTH_TOKEN/);
-    expect(dockerfile).toContain('ENV ANTHROPIC_BASE_URL=http://127.0.0.1:8080');
+    expect(of('ENV').join(' ')).toContain('ANTHROPIC_BASE_URL=http://127.0.0.1:8080');
   });
 
   it('installs the bridge as an executable airlock-bridge and uses the entrypoint', () => {
-    expect(dockerfile).toContain('COPY --chmod=0755 dist/src/bridge.cjs /usr/local/bin/airlock-bridge');
-    expect(dockerfile).toContain("head -n 1 /usr/local/bin/airlock-bridge | grep -qx '#!/usr/bin/env node'");
-    expect(dockerfile).toContain(
-      'COPY --chmod=0755 docker/agent-entrypoint.sh /usr/local/bin/agent-entrypoint',
-    );
+    expect(dockerfile).toContain('install -m 0755 bridge.cjs /usr/local/bin/airlock-bridge');
+    expect(dockerfile).toContain("head -n 1 bridge.cjs | grep -qx '#!/usr/bin/env node'");
+    expect(dockerfile).toContain('install -m 0755 agent-entrypoint.sh /usr/local/bin/agent-entrypoint');
     expect(of('ENTRYPOINT')).toEqual(['ENTRYPOINT ["/usr/local/bin/agent-entrypoint"]']);
     expect(of('CMD')).toEqual(['CMD ["claude"]']);
   });
 
-  it('copies only files the build context lets in', () => {
-    const sources = of('COPY').map((line) => line.split(/\s+/).filter((w) => !w.startsWith('--'))[1]!);
-    expect(sources.length).toBeGreaterThan(0);
-    for (const source of sources) expect(dockerIgnored(source), source).toBe(false);
+  it('copies only files the build context lets in; the optional CA never comes from the work tree', () => {
+    const sources = of('COPY')
+      .filter((line) => !line.includes('--from'))
+      .flatMap((line) =>
+        line
+          .split(/\s+/)
+          .filter((w) => !w.startsWith('--'))
+          .slice(1, -1),
+      );
+    expect(sources).toContain('dist/src/bridge.cjs');
+    for (const source of sources.filter((s) => s !== 'docker/build-ca.pe[m]'))
+      expect(dockerIgnored(source), source).toBe(false);
+    // Only build-image.sh's staged context holds it; a .pem in the repository is never sent.
+    expect(sources).toContain('docker/build-ca.pe[m]');
+    expect(dockerIgnored('docker/build-ca.pem')).toBe(true);
   });
 });
 
@@ -199,6 +220,7 @@ describe('compose.example.yaml', () => {
 
   it('has the sandbox settings of run-agent.sh', () => {
     expect(Object.keys(compose.services)).toEqual(['agent']); // the broker runs on the host
+    expect(agent.pull_policy).toBe('never');
     expect(agent.network_mode).toBe('none');
     expect(agent.read_only).toBe(true);
     expect(agent.cap_drop).toEqual(['ALL']);

@@ -2,10 +2,12 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { stageForAgent } from '../../src/demo/sandbox.js';
 import {
   dockerDir,
   optionValues,
   parseShellLine,
+  repoRoot,
   runAgent,
   runAgentScript,
   Sandbox,
@@ -278,14 +280,20 @@ describe('run-agent.sh refuses a workspace holding credential files', () => {
     expect(result.stderr).toContain('not inside the workspace');
   });
 
-  it('refuses when part of the tree cannot be read', () => {
+  it('refuses when part of the tree cannot be read', async () => {
     sandbox.file('locked/inner/.env');
     const locked = path.join(sandbox.workspace, 'locked');
     chmodSync(locked, 0o000);
     chmodSync(sandbox.root, 0o755); // mkdtemp makes it 0700; the unprivileged user must reach the rest
     try {
-      // root reads everything, so run as an unprivileged user when we are root.
+      // root reads everything, so run as an unprivileged user when we are root, from a copy of
+      // the script it can read (the repository may sit in a 0700 folder).
       const asRoot = process.getuid?.() === 0;
+      const staged = await stageForAgent({
+        sourceRoot: repoRoot,
+        dest: path.join(sandbox.root, 'scripts'),
+        files: ['docker/run-agent.sh', 'docker/seccomp.json'],
+      });
       const result = asRoot
         ? spawnSync(
             'setpriv',
@@ -294,7 +302,7 @@ describe('run-agent.sh refuses a workspace holding credential files', () => {
               '--regid=65534',
               '--clear-groups',
               'bash',
-              runAgentScript,
+              staged.path('docker/run-agent.sh'),
               ...sandbox.baseArgs(),
               '--print',
             ],

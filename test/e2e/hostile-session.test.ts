@@ -44,7 +44,7 @@ describe('hostile MCP sessions', () => {
     });
     const list = line({ jsonrpc: '2.0', id: 8, method: 'tools/list' });
     const ping = line({ jsonrpc: '2.0', id: 9, method: 'ping' });
-    const { lines } = await rawExchange(socketPath, call + list + ping, { expectLines: 3, waitMs: 2000 });
+    const { lines } = await rawExchange(socketPath, call + list + ping, { expectLines: 3, waitMs: 15_000 });
     const byId = new Map(lines.map((l) => [(l as { id: number }).id, l as Record<string, unknown>]));
     expect(byId.get(7)).toMatchObject({
       error: { code: -32600, message: expect.stringMatching(/initialize/) },
@@ -59,7 +59,7 @@ describe('hostile MCP sessions', () => {
     const frame =
       `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"http_request","arguments":` +
       `{"method":"GET","url":"${upstream.origin}/v1/proto","headers":{"__proto__":{"X-Smuggled":"hidden-from-audit"}}}}}\n`;
-    await rawExchange(socketPath, INIT_LINE + INITIALIZED + frame, { expectLines: 2, waitMs: 3000 });
+    await rawExchange(socketPath, INIT_LINE + INITIALIZED + frame, { expectLines: 2, waitMs: 15_000 });
     const mine = (await records()).filter((r) => JSON.stringify(r.args).includes('/v1/proto'));
     expect(mine.length).toBeGreaterThan(0);
     for (const r of mine) expect(JSON.stringify(r.args)).toContain('hidden-from-audit');
@@ -76,13 +76,14 @@ describe('hostile MCP sessions', () => {
     flooder.write(INIT_LINE + INITIALIZED);
     let written = 0;
     const chunk = list.repeat(1000);
-    const deadline = Date.now() + 8000;
-    // Keep writing while the broker keeps reading; once it stops, our writes back up.
-    while (Date.now() < deadline && written < 64 * 1024 * 1024) {
+    // Keep writing while the broker keeps reading; once it stops, our writes back up. Sized by
+    // bytes, not by a clock: a broker that never stops reading takes all 64 MB, however slow the
+    // machine. A write that does not drain within 5 s means the broker stopped reading.
+    while (written < 64 * 1024 * 1024) {
       if (!flooder.write(chunk)) {
         const drained = await Promise.race([
           new Promise<boolean>((r) => flooder.once('drain', () => r(true))),
-          new Promise<boolean>((r) => setTimeout(() => r(false), 1500)),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 5000)),
         ]);
         if (!drained) break;
       }
@@ -94,7 +95,7 @@ describe('hostile MCP sessions', () => {
     const other = await rawExchange(
       socketPath,
       INIT_LINE + INITIALIZED + line({ jsonrpc: '2.0', id: 5, method: 'ping' }),
-      { expectLines: 2, waitMs: 3000 },
+      { expectLines: 2, waitMs: 15_000 },
     );
     expect(other.lines.find((l) => (l as { id?: number }).id === 5)).toMatchObject({ result: {} });
     flooder.destroy();

@@ -170,7 +170,7 @@ describe('http server end to end over a Unix socket', () => {
       '\n' +
       JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }) +
       '\n';
-    const { lines } = await rawExchange(socketPath, payload, { expectLines: 4, waitMs: 3000 });
+    const { lines } = await rawExchange(socketPath, payload, { expectLines: 4, waitMs: 15_000 });
     const errors = lines.filter((l) => (l as { error?: unknown }).error) as Array<{
       error: { code: number };
     }>;
@@ -186,7 +186,7 @@ describe('http server end to end over a Unix socket', () => {
       `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"http_request","arguments":{"x":${deep}}}}\n` +
       JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'ping' }) +
       '\n';
-    const { lines } = await rawExchange(socketPath, payload, { expectLines: 3, waitMs: 3000 });
+    const { lines } = await rawExchange(socketPath, payload, { expectLines: 3, waitMs: 15_000 });
     const error = lines.find((l) => (l as { error?: { message: string } }).error) as {
       error: { message: string };
     };

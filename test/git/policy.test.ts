@@ -251,12 +251,11 @@ describe('the credential never comes back', () => {
       remote: `http://127.0.0.1:${port}/app.git`,
       signal: abort.signal,
     });
-    const started = Date.now();
     setTimeout(() => abort.abort(), 300);
+    // The remote never answers, so only the abort can end the call: its error says so.
     const outcome = await callTool(tool.git_status!, ctx, { workspace: 'api' });
     expect(outcome.ok).toBe(false);
     if (!outcome.ok) expect(outcome.text).toMatch(/cancelled/);
-    expect(Date.now() - started).toBeLessThan(5000);
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => hanging.close(() => r()));
   });

@@ -16,6 +16,8 @@ const SECRET = 'ghs_RacesSecret_3c4d5e6f';
 const HOST_SECRET = 'HOST-ONLY-CONTENT-8e1f';
 const FILES = 1000;
 const ATTEMPTS = 4;
+// The loops are sized by ATTEMPTS; this only bounds the wait, generously, for a busy 2-core machine.
+const bound = { timeout: 240_000 };
 const tool = Object.fromEntries(gitTools.map((t) => [t.name, t]));
 
 const fx = useGitRemote(SECRET);
@@ -66,7 +68,7 @@ function stop(child: ChildProcess): void {
 }
 
 describe('a folder swapped for a symlink while git runs', () => {
-  it('git_checkout never writes the branch files through it', async () => {
+  it('git_checkout never writes the branch files through it', bound, async () => {
     const { bare, workTree, outside, ctx } = await workspace({ 'README.md': 'hi\n' });
     // A branch with many files under dir/ (the agent pushed it earlier).
     const seed = path.join(fx.root, `seed-${counter}`);
@@ -92,7 +94,7 @@ describe('a folder swapped for a symlink while git runs', () => {
     }
   });
 
-  it('git_add never stages host files through it', async () => {
+  it('git_add never stages host files through it', bound, async () => {
     const { workTree, outside, ctx } = await workspace({ 'README.md': 'hi\n' });
     for (let i = 0; i < FILES; i++) await fs.writeFile(path.join(outside, `f${i}`), `${HOST_SECRET} ${i}\n`);
     const refill = async () => {

@@ -322,13 +322,12 @@ describe('response', () => {
       };
       pump();
     });
-    const start = performance.now();
+    // Ended by the size cap (a result), not by the 5 s deadline (which would be an error).
     const result = await callTool(
       { method: 'GET', url: `${up.origin}/` },
       parseSection({ hosts: [entry(up.origin)], maxResponseBytes: 64 * 1024, timeoutMs: 5000 }),
     );
     expect(result.structured).toMatchObject({ truncated: true, body: '' });
-    expect(performance.now() - start).toBeLessThan(2000);
   });
 
   it('does not hand back the start of an echoed credential that the size cap cut through', async () => {
@@ -556,42 +555,33 @@ describe('redirects', () => {
   });
 });
 
+// Which limit ended a call is read from its error, never from a clock: a busy machine is slow.
 describe('deadline', () => {
-  const elapsed = async (work: Promise<unknown>) => {
-    const start = performance.now();
-    const err = await toolError(work);
-    return { err, ms: performance.now() - start };
-  };
-
   it('stops an upstream that trickles one byte every 100 ms', async () => {
     const up = await upstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       const timer = setInterval(() => res.write('x'), 100);
       res.on('close', () => clearInterval(timer));
     });
-    const { err, ms } = await elapsed(
+    const err = await toolError(
       callTool(
         { method: 'GET', url: `${up.origin}/` },
         parseSection({ hosts: [entry(up.origin)], timeoutMs: 600 }),
       ),
     );
     expect(err.message).toMatch(/did not complete within 600 ms/);
-    expect(ms).toBeGreaterThanOrEqual(550);
-    expect(ms).toBeLessThan(1500);
   });
 
   it('stops an upstream that accepts and never answers', async () => {
     const silent = await startSilentServer();
     cleanups.push(silent.close);
-    const { err, ms } = await elapsed(
+    const err = await toolError(
       callTool(
         { method: 'GET', url: `${silent.origin}/` },
         parseSection({ hosts: [entry(silent.origin)], timeoutMs: 500 }),
       ),
     );
     expect(err.message).toMatch(/did not complete within 500 ms/);
-    expect(ms).toBeGreaterThanOrEqual(450);
-    expect(ms).toBeLessThan(1500);
   });
 
   it('ends a call whose upstream answers 101 Switching Protocols, which was never asked for', async () => {
@@ -615,14 +605,14 @@ describe('deadline', () => {
         }),
     );
     const origin = `http://127.0.0.1:${(switcher.address() as net.AddressInfo).port}`;
-    const { err, ms } = await elapsed(
+    const err = await toolError(
       callTool(
         { method: 'GET', url: `${origin}/` },
         parseSection({ hosts: [entry(origin)], timeoutMs: 5000 }),
       ),
     );
     expect(err.message).toMatch(/101/);
-    expect(ms).toBeLessThan(1000); // refused at once, not left to the deadline
+    expect(err.message).not.toMatch(/did not complete/); // refused at once, not left to the deadline
   }, 10_000);
 
   it('is one deadline over all redirect hops', async () => {
@@ -633,14 +623,14 @@ describe('deadline', () => {
         res.end('done');
       }, 300);
     });
-    const { err, ms } = await elapsed(
+    const err = await toolError(
       callTool(
         { method: 'GET', url: `${up.origin}/0` },
         parseSection({ hosts: [entry(up.origin)], timeoutMs: 800 }),
       ),
     );
+    // Every hop answers within 800 ms; only one deadline over all four runs out.
     expect(err.message).toMatch(/within 800 ms/);
-    expect(ms).toBeLessThan(1100);
   });
 
   it("honours the caller's abort signal", async () => {
@@ -648,13 +638,12 @@ describe('deadline', () => {
     cleanups.push(silent.close);
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 200);
-    const { err, ms } = await elapsed(
+    const err = await toolError(
       callTool({ method: 'GET', url: `${silent.origin}/` }, parseSection({ hosts: [entry(silent.origin)] }), {
         signal: controller.signal,
       }),
     );
     expect(err.message).toBe('request cancelled');
-    expect(ms).toBeLessThan(1000);
   });
 });
 

@@ -68,7 +68,8 @@ function parseSse(text: string): { event: string; data: any }[] {
     });
 }
 
-async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+// A bound on the wait, generous so a busy machine does not fail it.
+async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
   const until = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > until) throw new Error('condition not met in time');
@@ -457,7 +458,8 @@ describe('policy', () => {
 
 describe('request targets (path differentials)', () => {
   /** Writes one raw request on a fresh connection and returns what came back until it closed. */
-  function rawExchange(socketPath: string, request: string, waitMs = 2000): Promise<string> {
+  // waitMs bounds the wait; a complete response or a close ends it sooner.
+  function rawExchange(socketPath: string, request: string, waitMs = 15_000): Promise<string> {
     return new Promise((resolve) => {
       const socket = net.connect(socketPath);
       let out = '';
@@ -708,9 +710,7 @@ describe('upstream failures', () => {
   it('bounds an upstream that never answers (idle timeout)', async () => {
     const { api, h } = await setup({ limits: { idleTimeoutMs: 300 } });
     api.enqueue({ hang: true });
-    const started = Date.now();
     const res = await send(h.socketPath, { body: messagesBody() });
-    expect(Date.now() - started).toBeLessThan(5000);
     expect(res.status).toBe(502);
     expect(res.json().error.message).toContain('sent nothing for 300 ms');
     const [, result] = await h.records();
@@ -740,10 +740,10 @@ describe('upstream failures', () => {
       apiOptions: { eventDelayMs: 100 },
     });
     api.enqueue({ text: Array(40).fill('word').join(' ') });
-    const started = Date.now();
     const res = await send(h.socketPath, { body: messagesBody({ stream: true }) });
-    expect(Date.now() - started).toBeLessThan(3000);
     const events = parseSse(res.text);
+    // Cut short by the total timeout: the upstream's own end of the stream never arrived.
+    expect(events.map((e) => e.event)).not.toContain('message_stop');
     expect(events.at(-1)).toMatchObject({
       event: 'error',
       data: { error: { message: expect.stringContaining('did not finish within 600 ms') } },
@@ -773,11 +773,11 @@ describe('upstream failures', () => {
       credential: 'anthropic-key',
       paths: ['/v1/messages'],
     });
-    const started = Date.now();
     const res = await send(h.socketPath, { body: messagesBody() });
-    expect(Date.now() - started).toBeLessThan(2000);
     expect(res.status).toBe(502);
     expect(res.json().error.message).toContain('101');
+    // Answered on the 101 itself, not when the 4 s total timeout ran out.
+    expect(res.json().error.message).not.toContain('did not finish');
     const [, result] = await h.records();
     expect(result).toMatchObject({ outcome: 'error', status: 502 });
   }, 15_000);
@@ -806,10 +806,9 @@ describe('upstream failures', () => {
       credential: 'anthropic-key',
       paths: ['/v1/messages'],
     });
-    const started = Date.now();
     const res = await send(h.socketPath, { body: messagesBody() });
     expect(res.status).toBe(502);
+    // Refused by address before any connection (a connect attempt would end in a timeout error).
     expect(res.json().error.message).toContain('cloud metadata endpoint');
-    expect(Date.now() - started).toBeLessThan(1000);
   });
 });

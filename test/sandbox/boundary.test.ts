@@ -3,7 +3,8 @@
 // control run that shows the probe can succeed when the guard is absent.
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { appendFile, readFile, stat } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +16,7 @@ import {
   makeAgentHome,
   makeTraversable,
   runAsAgent,
+  stageDemoAgent,
   type AgentIdentity,
 } from '../../src/demo/sandbox.js';
 import { Redactor } from '../../src/redact.js';
@@ -26,8 +28,8 @@ import {
   type Installation,
 } from '../helpers/fixture.js';
 
-const AGENT = path.join(REPO_ROOT, 'dist/src/demo/agent.js');
-const SDK_PACKAGE = path.join(REPO_ROOT, 'node_modules/@modelcontextprotocol/sdk/package.json');
+// The agent's code, staged where uid 1000 can read it (the repository may sit in a 0700 folder).
+let agentCode: Awaited<ReturnType<typeof stageDemoAgent>>;
 const SECRET = 'sk_live_boundarySecret_7f3a9c0e1d2b4a6f';
 /** Set in this (host) process's environment: the agent must not inherit it. */
 const HOST_ENV_VAR = 'AIRLOCK_TEST_UPSTREAM_TOKEN';
@@ -96,7 +98,7 @@ describe('the agent boundary (network namespace, uid 1000, socket only)', () => 
   ): Promise<{ report: AgentReport; raw: string }> {
     const r = await runAsAgent({
       command: process.execPath,
-      args: [AGENT],
+      args: [agentCode.script],
       home,
       sandbox: opts.sandbox ?? true,
       identity: opts.identity ?? { groups: [AGENT_GID] },
@@ -109,8 +111,9 @@ describe('the agent boundary (network namespace, uid 1000, socket only)', () => 
 
   beforeAll(async () => {
     // Never skipped: on a machine without the boundary this fails, with the reason.
+    agentCode = await stageDemoAgent(REPO_ROOT, await mkdtemp(path.join(tmpdir(), 'airlock-agent-code-')));
     const check = await canCreateSandbox({
-      readable: [AGENT, SDK_PACKAGE],
+      readable: [agentCode.script, agentCode.sdkPackage],
       identity: { groups: [AGENT_GID] },
     });
     if (!check.ok) throw new Error(`cannot create the agent sandbox here: ${check.reason}`);
@@ -141,6 +144,7 @@ describe('the agent boundary (network namespace, uid 1000, socket only)', () => 
     }
     await upstream?.close();
     await inst?.cleanup();
+    if (agentCode) await rm(agentCode.root, { recursive: true, force: true });
   });
 
   it('runs as uid 1000 with only the socket group, no capabilities, no_new_privs, in another network namespace', async () => {
