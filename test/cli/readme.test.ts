@@ -35,7 +35,8 @@ describe('README', () => {
     const first = readme.slice(0, readme.indexOf('## The threat it answers'));
     expect(first).toContain('npm pack');
     expect(first).toContain('npm install -g ./airlock-');
-    expect(first).toMatch(/github\*\* and\s+\*\*postgres\*\* servers are not in this version/);
+    expect(first).toMatch(/\*\*git\*\*, \*\*github\*\*, \*\*postgres\*\* and \*\*http\*\* MCP servers/);
+    expect(first).toContain('Fleet mode');
     expect(readme).toContain('airlock bridge /run/airlock/payments/git.sock');
   });
 });
