@@ -4,9 +4,7 @@
 // server (every API call) and the git server (HTTPS auth for fetch/pull/push). A minted token is
 // handed to `onToken` (the broker registers it with the redactor) before anyone else sees it.
 import { createPrivateKey } from 'node:crypto';
-import { createAppAuth } from '@octokit/auth-app';
 import { z } from 'zod';
-import { Octokit } from '@octokit/rest';
 import { classifyHostname } from './addresses.js';
 
 export const DEFAULT_GITHUB_API_URL = 'https://api.github.com';
@@ -185,6 +183,11 @@ export class GithubAppTokens {
       // Never the key or the parser's message about it: only that it is not a key.
       throw new GithubAppError(`${where}: the private key is not a valid PEM private key`);
     }
+    // Loaded on the first mint: commands that never mint (policy check, doctor) never load them.
+    const [{ createAppAuth }, { Octokit }] = await Promise.all([
+      import('@octokit/auth-app'),
+      import('@octokit/rest'),
+    ]);
     const auth = createAppAuth({
       appId: app.appId,
       privateKey: app.privateKey,

@@ -3,16 +3,28 @@
 // installation token minted for this repository and this tool's permissions), and GitHub's
 // errors turned into messages an agent can act on. Octokit builds every URL from parameters;
 // no request carries a header the agent chose.
-import { Octokit } from '@octokit/rest';
-import { retry } from '@octokit/plugin-retry';
-import { throttling } from '@octokit/plugin-throttling';
+import type { Octokit } from '@octokit/rest';
 import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/github-app.js';
 import { ToolError, type ServerRuntime, type ToolContext } from '../../src/tool.js';
 import type { GithubSection } from './section.js';
 import { cleanLine } from './text.js';
 
-const AirlockOctokit = Octokit.plugin(retry, throttling);
-type Client = InstanceType<typeof AirlockOctokit>;
+// Octokit and its plugins load with the first team's runtime, not with the module: `policy check`
+// and the other commands that only read tool definitions never pay for them.
+type Client = Octokit;
+let airlockOctokit: Promise<new (options: Record<string, unknown>) => Client> | undefined;
+function loadOctokit(): Promise<new (options: Record<string, unknown>) => Client> {
+  return (airlockOctokit ??= Promise.all([
+    import('@octokit/rest'),
+    import('@octokit/plugin-retry'),
+    import('@octokit/plugin-throttling'),
+  ]).then(
+    ([rest, r, t]) =>
+      rest.Octokit.plugin(r.retry, t.throttling) as unknown as new (
+        options: Record<string, unknown>,
+      ) => Client,
+  ));
+}
 
 /** A rate-limit wait longer than this is not waited for: the agent gets an error saying when to retry. */
 export const MAX_RATE_LIMIT_WAIT_S = 20;
@@ -42,7 +54,8 @@ export interface GithubRuntime extends ServerRuntime {
   octokit: Client;
 }
 
-export function createGithubRuntime(team: string, section: GithubSection): GithubRuntime {
+export async function createGithubRuntime(team: string, section: GithubSection): Promise<GithubRuntime> {
+  const AirlockOctokit = await loadOctokit();
   const wantRetry = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number) =>
     retryCount < MAX_RATE_LIMIT_RETRIES && retryAfter <= MAX_RATE_LIMIT_WAIT_S;
   const octokit = new AirlockOctokit({

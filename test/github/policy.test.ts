@@ -64,9 +64,9 @@ describe('servers.github policy', () => {
       '5:13: servers.github.apiUrl: apiUrl may use http:// only for a loopback address (127.0.0.1, [::1], localhost); use https://',
       '6:13: servers.github.repos[0]: repos globs are OWNER/NAME (e.g. "acme/*"), not "acme"',
       '6:21: servers.github.repos[1]: repos globs are OWNER/NAME (e.g. "acme/*"), not "acme/**"',
-      '7:23: servers.github.untrustedAuthors: Invalid option: expected one of "label"|"omit"',
-      '8:14: servers.github.perPage: Too big: expected number to be <=100',
-      '10:53: servers.github.tools.create_pull_request.draft: Invalid option: expected one of "required"|"allowed"',
+      '7:23: servers.github.untrustedAuthors: must be one of: label, omit',
+      '8:14: servers.github.perPage: must be 100 or less',
+      '10:53: servers.github.tools.create_pull_request.draft: must be one of: required, allowed',
       expect.stringMatching(
         /^11:7: servers\.github\.tools: unknown key "delete_repository" \(allowed: get_repository, /,
       ),
