@@ -17,6 +17,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { AuditLog } from './audit.js';
+import { loadOrCreateAuditSigner } from './audit-key.js';
 import type { AirlockConfig } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { CallPipeline } from './pipeline.js';
@@ -62,7 +63,18 @@ export async function createCore(
       log.warn({ secret: r.name, error: r.error }, 'secret does not resolve; calls that need it will fail');
     else if (r.warning) log.warn({ secret: r.name, warning: r.warning }, 'secret warning');
   }
-  const audit = await AuditLog.open(config.audit.file, { scrub: (entry) => redactor.scrubDeep(entry) });
+  // The host key signs checkpoint records; without it the chain is still written, unanchored.
+  const signer = await loadOrCreateAuditSigner(config.stateDir).catch((err: Error) => {
+    log.error(
+      { err: err.message, stateDir: config.stateDir },
+      'no audit signing key; checkpoints are not written',
+    );
+    return undefined;
+  });
+  const audit = await AuditLog.open(config.audit.file, {
+    scrub: (entry) => redactor.scrubDeep(entry),
+    ...(signer ? { checkpoints: { signer } } : {}),
+  });
   let policies: PolicyStore;
   try {
     policies = await PolicyStore.load(config, SERVERS, log);

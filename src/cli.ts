@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Broker, serveStdio, UserError } from './broker.js';
 import { ConfigError, loadConfig, type AirlockConfig } from './config.js';
-import { auditTailCommand, auditVerifyCommand } from './commands/audit.js';
+import { auditChainCommand, auditTailCommand } from './commands/audit.js';
 import { policyCheckCommand, policySchemaCommand } from './commands/policy.js';
 import { secretsCommand } from './commands/secrets.js';
 import { doctorCommand } from './commands/doctor.js';
@@ -26,7 +26,9 @@ usage:
   airlock policy check [--config FILE] [PATH...]
   airlock policy schema
   airlock secrets set NAME | list | delete NAME      (set reads the value from stdin)
-  airlock audit verify [--file FILE] [--config FILE]
+  airlock audit verify [--file FILE]... [--from SEQ:HASH] [--expect-head SEQ:HASH|HEADFILE] [--key PEM]
+  airlock audit head [--json] [--file FILE]          (signed with the host key in stateDir)
+  airlock audit rotate [--file FILE]
   airlock audit tail [-f] [--team T] [--decision allow|deny] [--json] [-n N] [--file FILE]
   airlock claude-config --team TEAM [--sandbox [--socket-dir DIR]] [--config FILE]
   airlock doctor [--config FILE]
@@ -150,6 +152,7 @@ export async function main(rawArgv: string[]): Promise<number> {
 
     case 'audit': {
       const [sub, ...more] = rest;
+      if (sub === 'verify' || sub === 'head' || sub === 'rotate') return auditChainCommand(sub, more, config);
       const { values, positionals } = parse(more, {
         file: { type: 'string' },
         follow: { type: 'boolean', short: 'f' },
@@ -160,7 +163,6 @@ export async function main(rawArgv: string[]): Promise<number> {
       });
       if (positionals.length) throw new UserError(`unexpected argument "${positionals[0]}"`);
       const file = values.file ? path.resolve(values.file as string) : (await config()).audit.file;
-      if (sub === 'verify') return auditVerifyCommand({ file });
       if (sub === 'tail') {
         const decision = values.decision as string | undefined;
         if (decision !== undefined && decision !== 'allow' && decision !== 'deny') {
@@ -179,7 +181,7 @@ export async function main(rawArgv: string[]): Promise<number> {
           signal: controller.signal,
         });
       }
-      throw new UserError('usage: airlock audit verify | airlock audit tail');
+      throw new UserError('usage: airlock audit verify | head | rotate | tail');
     }
 
     case 'claude-config': {
