@@ -106,6 +106,8 @@ export async function doctorCommand(opts: {
     });
     for (const p of policies) {
       const dir = path.join(config.socketDir, p.team);
+      // The team's own group (its policy, then airlock.yaml's socketGroups), else socketGroup.
+      const group = p.socketGroup ?? config.socketGroups[p.team] ?? config.socketGroup;
       try {
         const t = await lstat(dir);
         if (t.isSymbolicLink() || !t.isDirectory()) {
@@ -127,11 +129,11 @@ export async function doctorCommand(opts: {
         }
         const mode = t.mode & 0o777;
         const okMode = (mode & 0o007) === 0;
-        const okGroup = config.socketGroup === undefined || t.gid === config.socketGroup;
+        const okGroup = group === undefined || t.gid === group;
         report({
           ok: okMode && okGroup,
           label: `team socket folder ${dir}`,
-          detail: `mode ${mode.toString(8)}, gid ${t.gid}${okMode ? '' : ' (others must have no access)'}${okGroup ? '' : ` (expected gid ${config.socketGroup})`}`,
+          detail: `mode ${mode.toString(8)}, gid ${t.gid}${okMode ? '' : ' (others must have no access)'}${okGroup ? '' : ` (expected gid ${group})`}`,
         });
         // The sockets themselves (present while airlock serve runs): 0660, the socket group.
         const names = [...Object.keys(p.servers), ...(p.model ? ['model'] : [])];
@@ -140,15 +142,12 @@ export async function doctorCommand(opts: {
           const s = await lstat(sock).catch(() => undefined);
           if (!s) continue;
           const sockMode = s.mode & 0o777;
-          const good =
-            s.isSocket() &&
-            sockMode === 0o660 &&
-            (config.socketGroup === undefined || s.gid === config.socketGroup);
+          const good = s.isSocket() && sockMode === 0o660 && (group === undefined || s.gid === group);
           report({
             ok: good,
             label: `socket ${sock}`,
             detail: s.isSocket()
-              ? `mode ${sockMode.toString(8)}, gid ${s.gid}${good ? '' : ` (expected 660${config.socketGroup === undefined ? '' : `, gid ${config.socketGroup}`})`}`
+              ? `mode ${sockMode.toString(8)}, gid ${s.gid}${good ? '' : ` (expected 660${group === undefined ? '' : `, gid ${group}`})`}`
               : 'is not a socket; airlock serve refuses to replace it',
           });
         }
