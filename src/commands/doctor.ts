@@ -11,6 +11,7 @@ import { Redactor } from '../redact.js';
 import { SecretStore } from '../secrets.js';
 import { SERVERS } from '../servers.js';
 import { verifyAuditFile } from '../audit.js';
+import { socketDirProblem } from '../socket-dir.js';
 import { workTreeConfinement } from '../../servers/git/runner.js';
 
 const run = promisify(execFile);
@@ -95,14 +96,12 @@ export async function doctorCommand(opts: {
 
   try {
     const st = await stat(config.socketDir);
-    // The same rule as serve: world-writable only with the sticky bit.
-    const worldWritable = (st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0;
+    // The same rules as serve: owners and write bits of every folder on the way.
+    const problem = await socketDirProblem(config.socketDir);
     report({
-      ok: !worldWritable,
+      ok: problem === undefined,
       label: `socket folder ${config.socketDir}`,
-      detail: worldWritable
-        ? 'is world-writable without the sticky bit'
-        : `mode ${(st.mode & 0o7777).toString(8)}`,
+      detail: problem ?? `mode ${(st.mode & 0o7777).toString(8)}`,
     });
     for (const p of policies) {
       const dir = path.join(config.socketDir, p.team);
