@@ -138,6 +138,28 @@ describe('anchored audit heads', () => {
   });
 });
 
+describe('the host key', () => {
+  it('airlock serve creates it in stateDir (0600, public half 0644) and signs checkpoints with it', async () => {
+    const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
+      import('../../src/broker.js'),
+      import('../../src/config.js'),
+      import('../../src/log.js'),
+    ]);
+    const broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
+    await broker.stop(1000);
+    const { stat } = await import('node:fs/promises');
+    const keyFile = path.join(inst.stateDir, 'audit', 'signing-key.pem');
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    expect((await stat(path.join(inst.stateDir, 'audit', 'signing-key.pub.pem'))).mode & 0o777).toBe(0o644);
+    // A key made before is kept: the checkpoints of earlier runs still verify.
+    const signer = await loadOrCreateAuditSigner(inst.stateDir);
+    await writeLog(6);
+    const head = JSON.parse(airlock('audit', 'head', '--json').stdout) as { keyId: string };
+    expect(head.keyId).toBe(signer.keyId);
+    expect(airlock('audit', 'verify').stdout).toMatch(/1 signed checkpoint\(s\) verified with the host key/);
+  });
+});
+
 describe('airlock audit rotate', () => {
   it('starts a new file that continues the chain; a live writer moves on to it', async () => {
     const signer = await loadOrCreateAuditSigner(inst.stateDir);
