@@ -29,6 +29,7 @@ import {
 } from 'node:fs';
 import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import type { AuditSigner, AuditVerifier } from './audit-key.js';
 
 export type AuditPhase = 'request' | 'result' | 'approval';
 
@@ -491,6 +492,234 @@ export async function verifyAuditFrom(
   return { ok: true, cursor };
 }
 
+/** Where a chain is expected to stand: a record's seq and hash. */
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+export interface ChainReport {
+  ok: true;
+  count: number;
+  /** The head the first file continues (seq 0 and 64 zeros for a log from its start). */
+  from: ChainHead & { by: 'genesis' | 'given' | 'signed rotation record' };
+  last: ChainHead;
+  /** Checkpoint and rotation signatures checked against the host key, or not (no key given). */
+  signatures: { verified: number; unchecked: number };
+  /** Request records without a result: calls interrupted (a crash, a kill) before their result. */
+  interrupted: Array<{ seq: number; call: unknown; team: unknown; server: unknown; tool: unknown }>;
+}
+
+export interface ChainFailure {
+  ok: false;
+  count: number;
+  file: string;
+  line: number;
+  reason: string;
+  text?: string;
+}
+
+/**
+ * Checks `files` as one chain, in order (a rotated log's files, oldest first). The first file
+ * starts at seq 1, or continues `from`, or starts with a rotation record whose signature by the
+ * host key (`verifier`) anchors the head before it. Checkpoint and rotation signatures are
+ * checked when `verifier` is given. `expectHead` must be a record of the chain: a log cut off
+ * before it fails, which a chain alone cannot show.
+ */
+export async function verifyAuditChain(
+  files: string[],
+  opts: { from?: ChainHead; expectHead?: ChainHead; verifier?: AuditVerifier } = {},
+): Promise<ChainReport | ChainFailure> {
+  let count = 0;
+  let seq = opts.from?.seq ?? 0;
+  let prev = opts.from?.hash ?? GENESIS_PREV;
+  let from: ChainReport['from'] | undefined = opts.from ? { ...opts.from, by: 'given' } : undefined;
+  const signatures = { verified: 0, unchecked: 0 };
+  const open = new Map<unknown, ChainReport['interrupted'][number]>();
+  let headSeen = false;
+  let lastFile = files[files.length - 1] ?? '';
+  let lastLine = 0;
+  for (const file of files) {
+    lastFile = file;
+    lastLine = 0;
+    for await (const { line, text, terminated } of readLines(file)) {
+      lastLine = line;
+      const fail = (reason: string): ChainFailure => ({
+        ok: false,
+        count,
+        file,
+        line,
+        reason,
+        text: text.length > MAX_REPORTED_TEXT ? text.slice(0, MAX_REPORTED_TEXT) + '…' : text,
+      });
+      if (!terminated) return fail('torn final line (no trailing newline)');
+      if (from === undefined) {
+        const start = chainStart(text, opts.verifier);
+        if (typeof start === 'string') return fail(start);
+        ({ seq, hash: prev } = start);
+        from = start;
+      }
+      const check = checkRecordLine(text, seq + 1, prev);
+      if (!check.ok) return fail(check.reason);
+      const rec = check.record as AuditRecord & { checkpoint?: SignedHead };
+      if (rec.checkpoint !== undefined) {
+        const problem = signatureProblem(rec.checkpoint, seq, prev, opts.verifier);
+        if (problem) return fail(problem);
+        if (opts.verifier) signatures.verified++;
+        else signatures.unchecked++;
+      }
+      if (rec.phase === 'request')
+        open.set(rec.call, {
+          seq: rec.seq,
+          call: rec.call,
+          team: rec.team,
+          server: rec.server,
+          tool: rec.tool,
+        });
+      else if (rec.phase === 'result') open.delete(rec.call);
+      if (opts.expectHead && rec.seq === opts.expectHead.seq) {
+        if (rec.hash !== opts.expectHead.hash)
+          return fail(
+            `record seq ${rec.seq} has hash ${rec.hash}, not the expected head's ${opts.expectHead.hash}`,
+          );
+        headSeen = true;
+      }
+      count++;
+      seq = rec.seq;
+      prev = rec.hash;
+    }
+  }
+  if (opts.expectHead && !headSeen) {
+    const where = opts.expectHead.seq <= (from?.seq ?? 0) ? 'starts after' : 'ends before';
+    return {
+      ok: false,
+      count,
+      file: lastFile,
+      line: lastLine + 1,
+      reason:
+        `the chain ${where} the expected head (seq ${opts.expectHead.seq}, hash ${opts.expectHead.hash}); it ends at seq ${seq}` +
+        (where === 'ends before' ? ': records were removed from the end' : ''),
+    };
+  }
+  return {
+    ok: true,
+    count,
+    from: from ?? { seq: 0, hash: GENESIS_PREV, by: 'genesis' },
+    last: { seq, hash: prev },
+    signatures,
+    interrupted: [...open.values()],
+  };
+}
+
+/** The head a chain's first line continues, or why it cannot be known. */
+function chainStart(text: string, verifier: AuditVerifier | undefined): ChainReport['from'] | string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return 'not valid JSON';
+  }
+  if (rec?.seq === 1) return { seq: 0, hash: GENESIS_PREV, by: 'genesis' };
+  const seq = typeof rec?.seq === 'number' ? rec.seq : NaN;
+  const cp = rec?.checkpoint as SignedHead | undefined;
+  if (rec?.phase === 'rotate' && verifier && cp && typeof rec.prev === 'string') {
+    const problem = signatureProblem(cp, seq - 1, rec.prev, verifier);
+    if (problem) return problem;
+    return { seq: seq - 1, hash: rec.prev, by: 'signed rotation record' };
+  }
+  return (
+    `the file starts mid-chain (seq ${Number.isFinite(seq) ? seq : '?'}): verify it after the file before it ` +
+    `(several --file, oldest first), or give the head it continues with --from SEQ:HASH`
+  );
+}
+
+/** Why a checkpoint's signed head is wrong for the record after (`seq`, `prev`), or undefined. */
+function signatureProblem(
+  cp: SignedHead,
+  seq: number,
+  prev: string,
+  verifier: AuditVerifier | undefined,
+): string | undefined {
+  if (cp === null || typeof cp !== 'object' || cp.seq !== seq || cp.hash !== prev)
+    return 'checkpoint does not name the record before it';
+  if (!verifier) return undefined;
+  if (cp.keyId !== verifier.keyId)
+    return `checkpoint is signed by key ${String(cp.keyId)}, not by this host's key ${verifier.keyId}`;
+  if (typeof cp.signature !== 'string' || !verifier.verify(cp.seq, cp.hash, cp.signature))
+    return 'checkpoint signature does not verify (records before it were rewritten)';
+  return undefined;
+}
+
+/** The last record's seq and hash of `file` (its last line checked on its own). */
+export async function auditFileHead(file: string): Promise<ChainHead> {
+  const fh = await open(file, 'r');
+  try {
+    return await readChainTail(fh, file, (await fh.stat()).size);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * `airlock audit rotate`: under the log's inter-process lock, moves `file` to
+ * `<file>.<UTC time>` and starts a new `file` whose first record (`phase: "rotate"`) continues
+ * the chain and carries the host key's signature over the last head. Running brokers adopt the
+ * new file at their next write.
+ */
+export async function rotateAuditFile(
+  file: string,
+  signer: AuditSigner,
+  opts: { lockTimeoutMs?: number } = {},
+): Promise<{ rotated: string; head: ChainHead; first: number }> {
+  const abs = path.resolve(file);
+  const lock = new InterProcessLock(
+    (await realpath(abs)) + '.lock',
+    abs,
+    opts.lockTimeoutMs ?? DEFAULT_AUDIT_LOCK_TIMEOUT_MS,
+    DEFAULT_AUDIT_STALE_LOCK_MS,
+  );
+  await lock.acquire();
+  try {
+    const head = await auditFileHead(abs);
+    const stamp = new Date()
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
+    let rotated = `${abs}.${stamp}`;
+    for (
+      let n = 1;
+      await stat(rotated).then(
+        () => true,
+        () => false,
+      );
+      n++
+    )
+      rotated = `${abs}.${stamp}-${n}`;
+    const unhashed = {
+      v: 1,
+      seq: head.seq + 1,
+      ts: new Date().toISOString(),
+      phase: 'rotate',
+      rotate: { previousFile: path.basename(rotated) },
+      checkpoint: signedHead(signer, head.seq, head.hash),
+      prev: head.hash,
+    };
+    const line = JSON.stringify({ ...unhashed, hash: recordHash(head.hash, unhashed) }) + '\n';
+    renameSync(abs, rotated);
+    const fh = await open(abs, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    try {
+      await fh.writeFile(line);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await syncDir(path.dirname(abs));
+    return { rotated, head, first: head.seq + 1 };
+  } finally {
+    lock.release();
+  }
+}
+
 /**
  * Yields the records of `file` in order. Does not check the chain (use verifyAuditFile); throws
  * on a complete line that is not a JSON object. An unterminated final line is skipped: it may
@@ -795,6 +1024,27 @@ export interface AuditLogOptions {
   lockTimeoutMs?: number;
   /** Age after which a lock is broken even if its owner seems alive; default 30 000 ms. */
   staleLockMs?: number;
+  /**
+   * Signed checkpoint records: after `everyRecords` records or `everyMs` since the last one
+   * (whichever comes first, checked as batches are written), a `phase: "checkpoint"` record
+   * carries the host key's signature over the head before it.
+   */
+  checkpoints?: { signer: AuditSigner; everyRecords?: number; everyMs?: number };
+}
+
+export const DEFAULT_CHECKPOINT_RECORDS = 1000;
+export const DEFAULT_CHECKPOINT_MS = 60 * 60_000;
+
+/** The signed head a checkpoint or rotation record carries: the record before it. */
+export interface SignedHead {
+  seq: number;
+  hash: string;
+  keyId: string;
+  signature: string;
+}
+
+function signedHead(signer: AuditSigner, seq: number, hash: string): SignedHead {
+  return { seq, hash, keyId: signer.keyId, signature: signer.sign(seq, hash) };
 }
 
 interface Pending {
@@ -833,6 +1083,9 @@ export class AuditLog {
   private tornEnd: number | null = null;
   /** Set when the file was deleted or replaced; the next batch looks for a file that continues the chain. */
   private lostFile: string | null = null;
+  /** Where the last checkpoint (written by this process) stands. */
+  private checkpointSeq = 0;
+  private checkpointAt = Date.now();
 
   private constructor(
     readonly file: string,
@@ -842,7 +1095,9 @@ export class AuditLog {
     private tail: ChainTail,
     private readonly lock: InterProcessLock,
     private readonly opts: AuditLogOptions,
-  ) {}
+  ) {
+    this.checkpointSeq = tail.seq;
+  }
 
   /**
    * Opens (creating, mode 0600, folder 0700) the log at `file` and continues its chain from the
@@ -1030,8 +1285,31 @@ export class AuditLog {
         seq += 1;
         prev = hash;
       }
+      const cp = this.opts.checkpoints;
+      const due =
+        cp &&
+        (seq - this.checkpointSeq >= (cp.everyRecords ?? DEFAULT_CHECKPOINT_RECORDS) ||
+          Date.now() - this.checkpointAt >= (cp.everyMs ?? DEFAULT_CHECKPOINT_MS));
+      if (due) {
+        const unhashed = {
+          v: 1,
+          seq: seq + 1,
+          ts: new Date().toISOString(),
+          phase: 'checkpoint',
+          checkpoint: signedHead(cp.signer, seq, prev),
+          prev,
+        };
+        const hash = recordHash(prev, unhashed);
+        lines.push(JSON.stringify({ ...unhashed, hash }) + '\n');
+        seq += 1;
+        prev = hash;
+      }
       await this.writeDurably(Buffer.from(lines.join(''), 'utf8'));
       this.tail = { seq, hash: prev };
+      if (due) {
+        this.checkpointSeq = seq;
+        this.checkpointAt = Date.now();
+      }
       return records;
     } finally {
       // Bytes that could not be cut would be taken for records by the next process: keep them out.
@@ -1156,9 +1434,20 @@ export class AuditLog {
       const st = await fh.stat();
       if (!st.isFile()) throw new Error('not a regular file');
       let size: number;
+      // Records other processes appended to the old file before it went (e.g. rotated) count too.
+      const oldSize = fstatSync(this.fh.fd).size;
+      if (oldSize > this.size) {
+        const more = await readContinuation(this.fh, this.size, oldSize, this.tail);
+        if (more.ok) {
+          this.tail = more.tail;
+          this.size = oldSize;
+        }
+      }
       const tail = await readChainTail(fh, this.file, st.size);
       if (tail.seq === this.tail.seq && tail.hash === this.tail.hash) size = st.size;
       else if (st.size > this.size && (await recordEndsAt(fh, this.size, this.tail))) size = this.size;
+      else if (await firstRecordContinues(fh, st.size, this.tail))
+        size = 0; // a rotated log's new file
       else throw new Error(`its last record is seq ${tail.seq}, this log's is seq ${this.tail.seq}`);
       const old = this.fh;
       this.fh = fh;
@@ -1178,6 +1467,14 @@ export class AuditLog {
       await fh?.close().catch(() => {});
     }
   }
+}
+
+/** Whether the first line of the open file is the record after `tail` (how `audit rotate` starts a file). */
+async function firstRecordContinues(fh: FileHandle, size: number, tail: ChainTail): Promise<boolean> {
+  for await (const line of splitLines(readChunks(fh, 0, Math.min(size, 1 << 20)), 0, 1)) {
+    return line.terminated && checkRecordLine(line.text, tail.seq + 1, tail.hash).ok;
+  }
+  return false;
 }
 
 /** Whether the line that ends just before byte `end` is the record `tail` (seq and hash). */

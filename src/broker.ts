@@ -1,17 +1,6 @@
 // The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
 // sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
-import {
-  mkdir,
-  readFile,
-  realpath,
-  writeFile,
-  rename,
-  lstat,
-  stat,
-  unlink,
-  chmod,
-  lchown,
-} from 'node:fs/promises';
+import { mkdir, readFile, writeFile, rename, lstat, unlink, chmod, lchown } from 'node:fs/promises';
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -19,9 +8,11 @@ import type { Readable, Writable } from 'node:stream';
 import { startControlServer, type ControlServer } from './approvals/control.js';
 import { ApprovalService } from './approvals/service.js';
 import { AuditLog } from './audit.js';
+import { loadOrCreateAuditSigner } from './audit-key.js';
 import type { AirlockConfig } from './config.js';
 import { createLogger, type Logger, type LogFormat } from './log.js';
 import { CallPipeline } from './pipeline.js';
+import { socketDirProblem } from './socket-dir.js';
 import { PolicyStore } from './policy.js';
 import { RateLimiter } from './ratelimit.js';
 import { Redactor } from './redact.js';
@@ -86,7 +77,18 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   }
   // A folder that cannot be made (permission, a file in the path, /proc) is the operator's to fix.
   await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700);
-  const audit = await AuditLog.open(config.audit.file, { scrub: (entry) => redactor.scrubDeep(entry) });
+  // The host key signs checkpoint records; without it the chain is still written, unanchored.
+  const signer = await loadOrCreateAuditSigner(config.stateDir).catch((err: Error) => {
+    log.error(
+      { err: err.message, stateDir: config.stateDir },
+      'no audit signing key; checkpoints are not written',
+    );
+    return undefined;
+  });
+  const audit = await AuditLog.open(config.audit.file, {
+    scrub: (entry) => redactor.scrubDeep(entry),
+    ...(signer ? { checkpoints: { signer } } : {}),
+  });
   let policies: PolicyStore;
   try {
     policies = await PolicyStore.load(config, SERVERS, log);
@@ -488,39 +490,10 @@ export class Broker {
   }
 }
 
-/**
- * The folder that holds the team folders, and every folder on the way to it (after symlinks):
- * anyone able to write to one of them, or owning one, could swap a team folder for their own.
- */
-export async function checkSocketDir(dir: string): Promise<void> {
-  const st = await stat(dir);
-  if (!st.isDirectory()) throw new UserError(`socketDir ${dir} is not a directory`);
-  const real = await realpath(dir);
-  const uid = process.getuid?.();
-  const chain: string[] = [];
-  for (let p = real; ; p = path.dirname(p)) {
-    chain.unshift(p);
-    if (path.dirname(p) === p) break;
-  }
-  for (const folder of chain) {
-    const at = await lstat(folder);
-    const where =
-      folder === real
-        ? `socketDir ${dir}${real !== dir ? ` (${real})` : ''}`
-        : `${folder} (on the way to socketDir ${dir})`;
-    if (uid !== undefined && at.uid !== 0 && at.uid !== uid) {
-      throw new UserError(
-        `${where} is owned by uid ${at.uid}, not by root or this broker (uid ${uid}); its owner could replace the team folders`,
-      );
-    }
-    const sticky = (at.mode & 0o1000) !== 0;
-    if ((at.mode & 0o002) !== 0 && !sticky) {
-      throw new UserError(`${where} is writable by every user; chmod o-w it (or set the sticky bit)`);
-    }
-    if ((at.mode & 0o020) !== 0 && !sticky && at.gid !== 0) {
-      throw new UserError(`${where} is writable by group ${at.gid}; chmod g-w it (or set the sticky bit)`);
-    }
-  }
+/** The folder that holds the team folders (see socketDirProblem): an operator's problem to fix. */
+async function checkSocketDir(dir: string): Promise<void> {
+  const problem = await socketDirProblem(dir);
+  if (problem) throw new UserError(problem);
 }
 
 /** A team socket folder must be a real directory (not a symlink) owned by this broker's user. */

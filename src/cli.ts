@@ -163,9 +163,37 @@ export const COMMANDS: CommandSpec[] = [
   },
   {
     name: 'audit verify',
-    summary: 'checks the hash chain; prints the record count, or the first bad line and exits 1',
+    summary:
+      'checks the hash chain (several files: a rotated log, oldest first); prints the record count and interrupted calls, or the first bad line and exits 1',
+    options: {
+      file: {
+        type: 'string',
+        value: 'FILE',
+        multiple: true,
+        help: 'audit log to read, repeatable for rotated files in order (default: audit.file of the config)',
+      },
+      from: { type: 'string', value: 'SEQ:HASH', help: 'the head a file starting mid-chain continues' },
+      'expect-head': {
+        type: 'string',
+        value: 'SEQ:HASH|HEADFILE',
+        help: 'a head taken earlier (or a signed head file from audit head --json) that must be in the chain',
+      },
+      key: { type: 'string', value: 'PEM', help: "the host's public key (default: the one in stateDir)" },
+      json: JSON_OUT,
+    },
+    run: async (ctx) => (await import('./commands/audit.js')).auditChainMain('verify', ctx),
+  },
+  {
+    name: 'audit head',
+    summary: "prints the last record's SEQ:HASH, signed with the host key in stateDir",
     options: { file: AUDIT_FILE, json: JSON_OUT },
-    run: async (ctx) => (await import('./commands/audit.js')).auditVerifyMain(ctx),
+    run: async (ctx) => (await import('./commands/audit.js')).auditChainMain('head', ctx),
+  },
+  {
+    name: 'audit rotate',
+    summary: 'starts a new audit file whose first record continues the chain of the last',
+    options: { file: AUDIT_FILE },
+    run: async (ctx) => (await import('./commands/audit.js')).auditChainMain('rotate', ctx),
   },
   {
     name: 'audit tail',

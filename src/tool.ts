@@ -34,7 +34,7 @@ export const deny = (rule: string, reason: string): Decision => ({ allow: false,
 
 /** Secrets as a tool sees them: by name, for its own team only. Values are registered for redaction. */
 export interface SecretAccess {
-  /** Resolves a named secret for the calling team. Throws SecretError (naming the secret, never its value). */
+  /** Resolves a named secret for the calling team. Throws CredentialUnavailableError (a ToolError naming the secret only; the cause is kept for the operator). */
   get(name: string): Promise<string>;
   /**
    * A GitHub credential: a token secret's value, or for a githubApp secret an installation token

@@ -1,11 +1,27 @@
 // `airlock audit verify` and `airlock audit tail`. Records hold text chosen by a possibly hostile
 // agent (arguments, denial reasons), so everything printed as a table has control characters
 // escaped: a record cannot move the cursor or recolour an operator's terminal.
-import { open, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readAuditLines, readAuditLinesBackward, verifyAuditFile, type AuditRecord } from '../audit.js';
+import {
+  auditFileHead,
+  readAuditLines,
+  readAuditLinesBackward,
+  rotateAuditFile,
+  verifyAuditChain,
+  verifyAuditFile,
+  type AuditRecord,
+  type ChainHead,
+} from '../audit.js';
+import {
+  loadAuditVerifier,
+  loadOrCreateAuditSigner,
+  verifierFromPem,
+  type AuditVerifier,
+} from '../audit-key.js';
 import type { CommandContext } from '../cli.js';
+import type { AirlockConfig } from '../config.js';
 
 type Out = NodeJS.WritableStream;
 
@@ -60,6 +76,211 @@ export async function auditVerifyCommand(opts: {
   if (result.text !== undefined) write(out, `  ${printable(result.text)}`);
   write(out, `(${result.count} records before it verify)`);
   return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify (several files, anchored heads), head, rotate
+
+const HEAD_TEXT = /^(\d+):([0-9a-f]{64})$/;
+
+function parseHead(text: string, what: string): ChainHead {
+  const m = HEAD_TEXT.exec(text);
+  if (!m) throw new AuditUsageError(`${what} must be SEQ:HASH (the seq and 64-hex hash of a record)`);
+  return { seq: Number(m[1]), hash: m[2]! };
+}
+
+class AuditUsageError extends Error {}
+
+/** A head file written by `airlock audit head --json`, checked against the host key. */
+async function signedHeadFile(file: string, verifier: AuditVerifier | undefined): Promise<ChainHead> {
+  let head: { seq?: unknown; hash?: unknown; keyId?: unknown; signature?: unknown };
+  try {
+    head = JSON.parse(await readFile(file, 'utf8')) as typeof head;
+  } catch (err) {
+    throw new AuditUsageError(`--expect-head ${file}: not a head file (${errorCode(err)})`);
+  }
+  if (typeof head.seq !== 'number' || typeof head.hash !== 'string' || typeof head.signature !== 'string')
+    throw new AuditUsageError(`--expect-head ${file}: not a head file written by airlock audit head --json`);
+  if (!verifier)
+    throw new AuditUsageError(
+      `--expect-head ${file}: no host key to check its signature (give --key PUBLIC.pem)`,
+    );
+  if (head.keyId !== verifier.keyId || !verifier.verify(head.seq, head.hash, head.signature))
+    throw new AuditUsageError(`--expect-head ${file}: the signature does not verify with this host's key`);
+  return { seq: head.seq, hash: head.hash };
+}
+
+/**
+ * `airlock audit verify|head|rotate [--file FILE]…`: the chain commands. `verify` takes several
+ * `--file` (oldest first), `--from SEQ:HASH`, `--expect-head SEQ:HASH|HEADFILE` and `--key
+ * PUBLIC.pem` (default: the host key in stateDir).
+ */
+/** The values `audit verify|head|rotate` take (parsed by the command table). */
+export interface AuditChainOptions {
+  file?: string[];
+  from?: string;
+  'expect-head'?: string;
+  key?: string;
+  json?: boolean;
+}
+
+export async function auditChainCommand(
+  sub: 'verify' | 'head' | 'rotate',
+  values: AuditChainOptions,
+  config: () => Promise<AirlockConfig>,
+  io: { out?: Out; err?: Out } = {},
+): Promise<number> {
+  const out = io.out ?? process.stdout;
+  const errOut = io.err ?? io.out ?? process.stderr;
+  const files = values.file?.length ? values.file.map((f) => path.resolve(f)) : [(await config()).audit.file];
+  try {
+    if (sub === 'verify') {
+      let verifier: AuditVerifier | undefined;
+      if (values.key) verifier = verifierFromPem(await readFile(values.key, 'utf8'));
+      else {
+        const stateDir = await config().then(
+          (c) => c.stateDir,
+          () => undefined,
+        );
+        if (stateDir) verifier = await loadAuditVerifier(stateDir);
+      }
+      const expect = values['expect-head'];
+      const expectHead =
+        expect === undefined
+          ? undefined
+          : HEAD_TEXT.test(expect)
+            ? parseHead(expect, '--expect-head')
+            : await signedHeadFile(expect, verifier);
+      return await verifyFiles(files, {
+        ...(values.from ? { from: parseHead(values.from, '--from') } : {}),
+        ...(expectHead ? { expectHead } : {}),
+        ...(verifier ? { verifier } : {}),
+        json: values.json === true,
+        out,
+        errOut,
+      });
+    }
+    const { stateDir } = await config();
+    const signer = await loadOrCreateAuditSigner(stateDir);
+    if (files.length > 1) throw new AuditUsageError(`audit ${sub} takes one --file`);
+    const file = files[0]!;
+    if (sub === 'head') {
+      const head = await auditFileHead(file);
+      const signed = {
+        file,
+        seq: head.seq,
+        hash: head.hash,
+        keyId: signer.keyId,
+        signature: signer.sign(head.seq, head.hash),
+        signedAt: new Date().toISOString(),
+        publicKey: signer.publicKeyPem,
+      };
+      if (values.json) write(out, JSON.stringify(signed));
+      else {
+        write(out, `${head.seq}:${head.hash}`);
+        write(out, `signed by ${signer.keyId}: ${signed.signature}`);
+      }
+      return 0;
+    }
+    const r = await rotateAuditFile(file, signer);
+    write(
+      out,
+      `rotated: ${file} → ${r.rotated} (last record seq ${r.head.seq}, ${r.head.seq}:${r.head.hash})`,
+    );
+    write(out, `${file} continues the chain at seq ${r.first}`);
+    return 0;
+  } catch (err) {
+    if (err instanceof AuditUsageError) {
+      write(errOut, err.message);
+      return 1;
+    }
+    const e = err as NodeJS.ErrnoException;
+    if (e?.code || e?.name === 'AuditUnavailableError') {
+      write(errOut, `cannot ${sub} ${files.join(', ')}: ${e.code ?? e.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+async function verifyFiles(
+  files: string[],
+  opts: {
+    from?: ChainHead;
+    expectHead?: ChainHead;
+    verifier?: AuditVerifier;
+    json: boolean;
+    out: Out;
+    errOut: Out;
+  },
+): Promise<number> {
+  const { out } = opts;
+  // `--json`: one object, `{ok, file, count}` (files: every file when several), plus what applies.
+  const where = files.length === 1 ? { file: files[0] } : { files };
+  let result;
+  try {
+    result = await verifyAuditChain(files, opts);
+  } catch (err) {
+    if (opts.json) write(out, JSON.stringify({ ok: false, ...where, count: 0, error: errorCode(err) }));
+    else write(opts.errOut, `cannot read ${files.join(', ')}: ${errorCode(err)}`);
+    return 1;
+  }
+  if (opts.json) {
+    if (!result.ok) {
+      const { count, line, reason } = result;
+      write(
+        out,
+        JSON.stringify({
+          ok: false,
+          ...where,
+          ...(files.length > 1 ? { brokenFile: result.file } : {}),
+          count,
+          line,
+          reason,
+        }),
+      );
+      return 1;
+    }
+    const { verified, unchecked } = result.signatures;
+    write(
+      out,
+      JSON.stringify({
+        ok: true,
+        ...where,
+        count: result.count,
+        ...(result.count ? { last: result.last } : {}),
+        ...(result.from.by !== 'genesis' ? { from: result.from } : {}),
+        ...(verified || unchecked ? { checkpoints: { verified, unchecked } } : {}),
+        ...(opts.expectHead ? { expectHead: opts.expectHead } : {}),
+        ...(result.interrupted.length ? { interrupted: result.interrupted } : {}),
+      }),
+    );
+    return 0;
+  }
+  if (!result.ok) {
+    write(out, `broken at ${files.length > 1 ? `${result.file} ` : ''}line ${result.line}: ${result.reason}`);
+    if (result.text !== undefined) write(out, `  ${printable(result.text)}`);
+    write(out, `(${result.count} records before it verify)`);
+    return 1;
+  }
+  write(out, `ok: ${result.count} records, chain intact`);
+  if (result.from.by !== 'genesis')
+    write(out, `from seq ${result.from.seq} (${result.from.by}) to ${result.last.seq}:${result.last.hash}`);
+  const { verified, unchecked } = result.signatures;
+  if (verified) write(out, `${verified} signed checkpoint(s) verified with the host key`);
+  if (unchecked)
+    write(out, `${unchecked} signed checkpoint(s) not checked (no host key; give --key PUBLIC.pem)`);
+  if (opts.expectHead)
+    write(out, `expected head ${opts.expectHead.seq}:${opts.expectHead.hash} is in the chain`);
+  if (result.interrupted.length) {
+    write(
+      out,
+      `${result.interrupted.length} interrupted call(s) (request record without a result; not an error):`,
+    );
+    for (const i of result.interrupted)
+      write(out, `  seq ${i.seq}: ${text(i.team)} ${text(i.server)} ${text(i.tool)} call ${text(i.call)}`);
+  }
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,8 +590,20 @@ async function auditFile(ctx: CommandContext): Promise<string> {
   return typeof file === 'string' ? path.resolve(file) : (await ctx.config()).audit.file;
 }
 
-export async function auditVerifyMain(ctx: CommandContext): Promise<number> {
-  return auditVerifyCommand({ file: await auditFile(ctx), json: Boolean(ctx.values.json) });
+export async function auditChainMain(
+  sub: 'verify' | 'head' | 'rotate',
+  ctx: CommandContext,
+): Promise<number> {
+  const v = ctx.values;
+  const str = (name: string) => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
+  const file = v.file === undefined ? undefined : Array.isArray(v.file) ? v.file : [String(v.file)];
+  const options: AuditChainOptions = { json: v.json === true };
+  if (file) options.file = file;
+  for (const name of ['from', 'expect-head', 'key'] as const) {
+    const value = str(name);
+    if (value !== undefined) options[name] = value;
+  }
+  return auditChainCommand(sub, options, () => ctx.config());
 }
 
 const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

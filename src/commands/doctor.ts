@@ -14,6 +14,7 @@ import { Redactor } from '../redact.js';
 import { SecretStore, withoutSecretName } from '../secrets.js';
 import { SERVERS } from '../servers.js';
 import { verifyAuditFile } from '../audit.js';
+import { socketDirProblem } from '../socket-dir.js';
 import { workTreeConfinement } from '../../servers/git/runner.js';
 import { checkReadOnlyRole } from '../../servers/postgres/doctor.js';
 import type { PostgresSection } from '../../servers/postgres/section.js';
@@ -172,17 +173,17 @@ async function checkSocketFolders({ config, policies, report }: DoctorContext): 
   }
   try {
     const st = await stat(config.socketDir);
-    // The same rule as serve: world-writable only with the sticky bit.
-    const worldWritable = (st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0;
+    // The same rules as serve: owners and write bits of every folder on the way.
+    const problem = await socketDirProblem(config.socketDir);
     report({
-      ok: !worldWritable,
+      ok: problem === undefined,
       label: `socket folder ${config.socketDir}`,
-      detail: worldWritable
-        ? 'is world-writable without the sticky bit'
-        : `mode ${(st.mode & 0o7777).toString(8)}`,
+      detail: problem ?? `mode ${(st.mode & 0o7777).toString(8)}`,
     });
     for (const p of policies) {
       const dir = path.join(config.socketDir, p.team);
+      // The team's own group (its policy, then airlock.yaml's socketGroups), else socketGroup.
+      const group = p.socketGroup ?? config.socketGroups[p.team] ?? config.socketGroup;
       try {
         const t = await lstat(dir);
         if (t.isSymbolicLink() || !t.isDirectory()) {
@@ -204,11 +205,11 @@ async function checkSocketFolders({ config, policies, report }: DoctorContext): 
         }
         const mode = t.mode & 0o777;
         const okMode = (mode & 0o007) === 0;
-        const okGroup = config.socketGroup === undefined || t.gid === config.socketGroup;
+        const okGroup = group === undefined || t.gid === group;
         report({
           ok: okMode && okGroup,
           label: `team socket folder ${dir}`,
-          detail: `mode ${mode.toString(8)}, gid ${t.gid}${okMode ? '' : ' (others must have no access)'}${okGroup ? '' : ` (expected gid ${config.socketGroup})`}`,
+          detail: `mode ${mode.toString(8)}, gid ${t.gid}${okMode ? '' : ' (others must have no access)'}${okGroup ? '' : ` (expected gid ${group})`}`,
         });
         // The sockets themselves (present while airlock serve runs): 0660, the socket group.
         const names = [...Object.keys(p.servers), ...(p.model ? ['model'] : [])];
@@ -217,15 +218,12 @@ async function checkSocketFolders({ config, policies, report }: DoctorContext): 
           const s = await lstat(sock).catch(() => undefined);
           if (!s) continue;
           const sockMode = s.mode & 0o777;
-          const good =
-            s.isSocket() &&
-            sockMode === 0o660 &&
-            (config.socketGroup === undefined || s.gid === config.socketGroup);
+          const good = s.isSocket() && sockMode === 0o660 && (group === undefined || s.gid === group);
           report({
             ok: good,
             label: `socket ${sock}`,
             detail: s.isSocket()
-              ? `mode ${sockMode.toString(8)}, gid ${s.gid}${good ? '' : ` (expected 660${config.socketGroup === undefined ? '' : `, gid ${config.socketGroup}`})`}`
+              ? `mode ${sockMode.toString(8)}, gid ${s.gid}${good ? '' : ` (expected 660${group === undefined ? '' : `, gid ${group}`})`}`
               : 'is not a socket; airlock serve refuses to replace it',
           });
         }

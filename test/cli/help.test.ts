@@ -123,7 +123,7 @@ describe('bad arguments', () => {
     );
     const sub = airlock(['audit', 'nope']);
     expect(sub.status).toBe(1);
-    expect(sub.stderr).toMatch(/unknown command "airlock audit nope"; audit commands: verify, tail/);
+    expect(sub.stderr).toMatch(/unknown command "airlock audit nope"; audit commands: verify, head, rotate, tail/);
   });
 
   it('a value passed to secrets set as an argument is refused without being echoed', () => {

@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { checkPolicyFiles } from '../../src/policy.js';
 import { SERVERS } from '../../src/servers.js';
-import { makeInstallation, type Installation } from '../helpers/fixture.js';
+import { CLI, makeInstallation, type Installation } from '../helpers/fixture.js';
 import { socketOnlyPolicy } from './policies.js';
 
 let inst: Installation;
@@ -59,6 +59,10 @@ describe('socketDir ownership', () => {
       new RegExp(`socketDir ${inst.socketDir} is owned by uid 1000, not by root or this broker`),
     );
     expect((await stat(inst.socketDir)).uid).toBe(1000);
+    // airlock doctor applies the same rule, so it does not pass what serve refuses.
+    const doctor = spawnSync('node', [CLI, 'doctor', '--config', inst.configFile], { encoding: 'utf8' });
+    expect(doctor.status).toBe(1);
+    expect(doctor.stdout).toMatch(/FAIL\] socket folder .* is owned by uid 1000, not by root or this broker/);
   });
 
   it('refuses a socketDir that links to a folder the agent owns', async () => {

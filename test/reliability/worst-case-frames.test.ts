@@ -32,6 +32,12 @@ function worstCaseFrame(id: number): string {
   return `${head}${parts.join(',')}}}}\n`;
 }
 
+/** A tools/call frame just under the frame cap that is one long string: the most bytes to scrub. */
+function longStringFrame(id: number): string {
+  const head = `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":{"name":"http_request","arguments":{"method":"POST","url":"http://127.0.0.1:9/v1/x","body":"`;
+  return `${head}${'x'.repeat(MAX_FRAME_BYTES - head.length - 16)}"}}}\n`;
+}
+
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
@@ -66,10 +72,12 @@ describe('worst-case frames', () => {
     return performance.now() - t;
   };
 
-  it("keeps another team's latency flat while one session sends 4 MiB frames of ~300,000 keys", async () => {
-    const frames = Array.from({ length: 6 }, (_, i) => worstCaseFrame(100 + i));
+  it("keeps another team's latency flat while one session sends 4 MiB frames (~300,000 keys, or one string)", async () => {
+    // Two kinds of worst case: the most values, and the most bytes to scrub and digest.
+    const frames = Array.from({ length: 6 }, (_, i) => (i % 2 ? longStringFrame : worstCaseFrame)(100 + i));
     expect(Buffer.byteLength(frames[0]!)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
     expect(frames[0]!.split(',').length).toBeGreaterThan(250_000);
+    expect(Buffer.byteLength(frames[1]!)).toBeLessThanOrEqual(MAX_FRAME_BYTES);
 
     const baseline: number[] = [];
     for (let i = 0; i < 30; i++) baseline.push(await victimCall());
@@ -106,10 +114,14 @@ describe('worst-case frames', () => {
     attacker.destroy();
     during.sort((a, b) => a - b);
 
-    // Every worst-case frame was answered, with its own id, as a refusal.
+    // Every worst-case frame was answered, with its own id, as a refusal (a protocol error for
+    // too many values, a denied call for a body over the http server's 1 MiB).
     const refused = answers.filter((a) => typeof a.id === 'number' && a.id >= 100);
     expect(refused.map((a) => a.id).sort()).toEqual(frames.map((_, i) => 100 + i));
-    for (const a of refused) expect(a.error?.message).toMatch(/more than \d+ JSON values/);
+    for (const a of refused) {
+      if ((a.id as number) % 2) expect(a).toMatchObject({ result: { isError: true } });
+      else expect(a.error?.message).toMatch(/more than \d+ JSON values/);
+    }
     // Generous and relative to this machine: before the bounds, one such frame held the event
     // loop for 15–20 s; a slow machine scales the baseline as much as the attack.
     const bound = quantile(baseline, 0.99) * 10 + 500;
