@@ -169,11 +169,21 @@ credential_tests=(
   -o -name '*.p12' -o -name '*.pfx'
 )
 offending=()
+# find's exit status comes last, as its own record: `wait $!` on the process substitution is not
+# reliable (it failed now and then on a busy machine, with find having succeeded).
+scan_status=""
 while IFS= read -r -d '' found; do
+  if [[ $found == find-status:* ]]; then
+    scan_status=${found#find-status:}
+    continue
+  fi
   [[ -n ${allowed_paths["$found"]+set} ]] || offending+=("$found")
-done < <(find "$workspace" -maxdepth "$max_scan_depth" \
-  \( \( -name node_modules -o -name .git \) -prune \) -o \( "${credential_tests[@]}" \) -print0)
-wait "$!" || die "could not scan the whole workspace (see the find errors above); refusing to mount what was not checked"
+done < <(
+  find "$workspace" -maxdepth "$max_scan_depth" \
+    \( \( -name node_modules -o -name .git \) -prune \) -o \( "${credential_tests[@]}" \) -print0
+  printf 'find-status:%d\0' "$?"
+)
+[[ $scan_status == 0 ]] || die "could not scan the whole workspace (see the find errors above); refusing to mount what was not checked"
 
 # A .git folder inside the work tree may carry a token in a remote URL.
 git_config="$workspace/.git/config"

@@ -337,6 +337,24 @@ describe('control cases: without the sockets there is no way out', () => {
     expect(requestCounts()).toEqual(before);
   }, 180_000);
 
+  it('run-agent.sh never pulls: an image missing here stops it, naming the build script', async () => {
+    const result = await run('bash', [
+      runAgentScript,
+      '--team',
+      TEAM,
+      '--workspace',
+      s.workDir,
+      '--socket-dir',
+      socketRoot,
+      '--image',
+      'airlock-agent:not-built-here',
+    ]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('never pulls');
+    expect(result.stderr).toContain('docker/build-image.sh --tag airlock-agent:not-built-here');
+    expect((await docker(['image', 'inspect', 'airlock-agent:not-built-here'])).status).not.toBe(0);
+  }, 60_000);
+
   it('a plain `docker run --network none` of the image reaches no loopback upstream', async () => {
     const before = requestCounts();
     const reach = await plainDockerRun([], ['node', '-e', REACH, ...upstreams()]);

@@ -59,12 +59,16 @@ function startSwapper(workTree: string, target: string): ChildProcess {
   );
 }
 
-function stop(child: ChildProcess): void {
+/** Kills the swapper and waits until it is gone: a dying one could still swap the next attempt's folder. */
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
   try {
     process.kill(-child.pid!, 'SIGKILL');
   } catch {
     // gone
   }
+  await exited;
 }
 
 describe('a folder swapped for a symlink while git runs', () => {
@@ -90,7 +94,7 @@ describe('a folder swapped for a symlink while git runs', () => {
         expect(await fs.readdir(outside), `attempt ${attempt}`).toEqual([]);
       }
     } finally {
-      stop(swapper);
+      await stop(swapper);
     }
   });
 
@@ -113,7 +117,7 @@ describe('a folder swapped for a symlink while git runs', () => {
       try {
         await callTool(tool.git_add!, ctx, { workspace: 'api', paths: ['dir'] });
       } finally {
-        stop(swapper);
+        await stop(swapper);
       }
       const staged = await mustCall(tool.git_diff!, ctx, { workspace: 'api', staged: true });
       expect(staged.structured.diff as string, `attempt ${attempt}`).not.toContain(HOST_SECRET);
