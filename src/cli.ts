@@ -309,11 +309,16 @@ class UsageError extends Error {
   override name = 'UserError';
 }
 
+/** `--team TEAM`, `-n|--lines N` (with `short` as the separator), `--json`. */
+function flagText(name: string, o: OptionDef, short?: string): string {
+  const flag = o.short && short !== undefined ? `-${o.short}${short}--${name}` : `--${name}`;
+  return `${flag}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`;
+}
+
 /** The usage line of a command, options included. */
 export function usageLine(spec: CommandSpec): string {
   const opts = Object.entries(spec.options ?? {}).map(([name, o]) => {
-    const flag = o.short ? `-${o.short}|--${name}` : `--${name}`;
-    const text = `${flag}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`;
+    const text = flagText(name, o, '|');
     return o.required ? text : `[${text}]`;
   });
   return ['airlock', spec.name, ...(spec.args ? [spec.args] : []), ...opts].join(' ');
@@ -322,7 +327,7 @@ export function usageLine(spec: CommandSpec): string {
 function commandHelp(spec: CommandSpec): string {
   const lines = [`usage: ${usageLine(spec)}`, '', spec.summary, '', 'options:'];
   const rows: [string, string][] = Object.entries(spec.options ?? {}).map(([name, o]) => [
-    `${o.short ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`,
+    flagText(name, o, ', '),
     o.help,
   ]);
   rows.push(['-h, --help', 'show this help (and run nothing)']);
@@ -345,7 +350,7 @@ function groupHelp(group: string, specs: CommandSpec[]): string {
 function synopsis(spec: CommandSpec): string {
   const required = Object.entries(spec.options ?? {})
     .filter(([, o]) => o.required)
-    .map(([name, o]) => `--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''}`);
+    .map(([name, o]) => flagText(name, o));
   return [spec.name, ...(spec.args ? [spec.args] : []), ...required].join(' ');
 }
 
@@ -467,10 +472,7 @@ function parseCommandArgs(
   }
   for (const [name, o] of Object.entries(spec.options ?? {})) {
     if (o.required && parsed.values[name] === undefined) {
-      throw usageErrorFor(
-        spec,
-        `--${name}${o.type === 'string' ? ` ${o.value ?? 'VALUE'}` : ''} is required`,
-      );
+      throw usageErrorFor(spec, `${flagText(name, o)} is required`);
     }
   }
   return { values: parsed.values as OptionValues, positionals: parsed.positionals };
