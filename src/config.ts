@@ -26,6 +26,8 @@ export interface AirlockConfig {
   /** gid given to the sockets (a group name in the file is resolved through /etc/group). */
   socketGroup?: number;
   stateDir: string;
+  /** gid whose members may decide approvals (control socket 0660 to that group). */
+  approvers?: number;
   /** Absolute path of the policy folder. */
   policies: string;
   audit: { file: string };
@@ -52,6 +54,10 @@ export const configSchema = z
       .optional()
       .describe('Group (name or gid) given to the sockets so the agent uid can connect'),
     stateDir: pathSchema('stateDir').describe('Host-owned state (git dirs, rate-limit counters)'),
+    approvers: z
+      .union([z.number().int().nonnegative(), z.string().min(1)])
+      .optional()
+      .describe('Group (name or gid) whose members may decide approvals besides the broker user'),
     policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
     audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
@@ -167,16 +173,16 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
   if (!result.success) throw new ConfigError([...issues, ...result.issues]);
   const raw = result.data;
 
-  let socketGroup: number | undefined;
-  if (typeof raw.socketGroup === 'number') socketGroup = raw.socketGroup;
-  else if (typeof raw.socketGroup === 'string') {
-    socketGroup = /^\d+$/.test(raw.socketGroup)
-      ? Number(raw.socketGroup)
-      : await resolveGroup(raw.socketGroup);
-    if (socketGroup === undefined) {
-      issues.push(issueAt(src, ['socketGroup'], `unknown group "${raw.socketGroup}" (not in /etc/group)`));
-    }
-  }
+  /** A group given by name or gid; a name is resolved through /etc/group. */
+  const groupField = async (key: 'socketGroup' | 'approvers'): Promise<number | undefined> => {
+    const value = raw[key];
+    if (value === undefined || typeof value === 'number') return value;
+    const gid = /^\d+$/.test(value) ? Number(value) : await resolveGroup(value);
+    if (gid === undefined) issues.push(issueAt(src, [key], `unknown group "${value}" (not in /etc/group)`));
+    return gid;
+  };
+  const socketGroup = await groupField('socketGroup');
+  const approvers = await groupField('approvers');
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -187,6 +193,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     dir,
     socketDir: path.resolve(dir, raw.socketDir),
     ...(socketGroup !== undefined ? { socketGroup } : {}),
+    ...(approvers !== undefined ? { approvers } : {}),
     stateDir: path.resolve(dir, raw.stateDir),
     policies: path.resolve(dir, raw.policies),
     audit: { file: path.resolve(dir, raw.audit.file) },
