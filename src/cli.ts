@@ -32,7 +32,7 @@ usage:
   airlock approvals list [--team T] [--json]
   airlock approve ID [--for DURATION]
   airlock deny ID [--reason TEXT]
-  airlock ui [--listen 127.0.0.1:PORT]                (token from AIRLOCK_UI_TOKEN, or a random one)
+  airlock ui [--listen 127.0.0.1:PORT | unix:PATH]    (token from AIRLOCK_UI_TOKEN, or a random one)
   airlock doctor [--config FILE]
 
 Every command accepts --config FILE (default ./airlock.yaml).`;

@@ -37,14 +37,14 @@ function time(ts: string): string {
   return ts.replace('T', ' ').replace('Z', '');
 }
 
-export function layout(opts: { title: string; body: string; notice?: string }): string {
+export function layout(opts: { title: string; body: string; notice?: string; csrf?: string }): string {
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="same-origin">
-<title>${esc(opts.title)} · Airlock audit</title>
+${opts.csrf ? `<meta name="airlock-csrf" content="${esc(opts.csrf)}">\n` : ''}<title>${esc(opts.title)} · Airlock audit</title>
 <link rel="stylesheet" href="/assets/app.css">
 <script src="/assets/app.js" defer></script>
 </head>
