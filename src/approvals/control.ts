@@ -62,7 +62,7 @@ export async function startControlServer(
       [dir, 0o750],
       [proofs, 0o1730],
     ] as const) {
-      await chown(d, uid, approvers);
+      await giveToApprovers(d, uid, approvers);
       await chmod(d, mode);
     }
   }
@@ -84,7 +84,7 @@ export async function startControlServer(
   });
   if (approvers === undefined) await chmod(socketPath, 0o600);
   else {
-    await chown(socketPath, process.getuid?.() ?? 0, approvers);
+    await giveToApprovers(socketPath, process.getuid?.() ?? 0, approvers);
     await chmod(socketPath, 0o660);
   }
   server.on('error', (err) => log.error({ err: err.message }, 'approval control socket error'));
@@ -96,6 +96,17 @@ export async function startControlServer(
       await unlink(socketPath).catch(() => undefined);
     },
   };
+}
+
+async function giveToApprovers(file: string, uid: number, gid: number): Promise<void> {
+  try {
+    await chown(file, uid, gid);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    throw new UserError(
+      `cannot give ${file} to group ${gid} (approvers): the broker's user must be root or a member of that group`,
+    );
+  }
 }
 
 /** With an approvers group, stateDir must let that group pass (the broker never loosens it itself). */
