@@ -31,6 +31,7 @@ import {
   startServe,
   textOf,
   waitFor,
+  waitForApprovalRecord,
   waitForPending,
   type ServeProcess,
 } from './helpers.js';
@@ -238,14 +239,7 @@ describe('a caller that goes away while its call waits', () => {
     result.catch(() => undefined); // the connection closes under it
     const pending = await waitForPending(inst, 'http_request');
     await leaving.close();
-    const expired = await waitFor('the expired record', async () =>
-      (await auditRecords(inst)).find(
-        (x) =>
-          x.phase === 'approval' &&
-          (x.approval as { id: string; state: string }).id === pending.id &&
-          (x.approval as { state: string }).state === 'expired',
-      ),
-    );
+    const expired = await waitForApprovalRecord(inst, pending.id, 'expired');
     expect(expired).toMatchObject({ decision: 'deny', reason: 'the caller went away before a decision' });
     expect(await listPending(inst)).toEqual([]);
     expect(postedUpstream()).toBe(0);
@@ -299,14 +293,7 @@ describe('a broker restart while a call waits', () => {
     await client.close().catch(() => undefined);
 
     serve = await startServe(inst, [socket()]);
-    const expired = await waitFor('the expired record', async () =>
-      (await auditRecords(inst)).find(
-        (x) =>
-          x.phase === 'approval' &&
-          (x.approval as { id: string; state: string }).id === pending.id &&
-          (x.approval as { state: string }).state === 'expired',
-      ),
-    );
+    const expired = await waitForApprovalRecord(inst, pending.id, 'expired');
     expect(expired).toMatchObject({
       decision: 'deny',
       reason: 'the broker restarted while the call waited; it was not run',
