@@ -201,7 +201,7 @@ export function callsTable(page: Page, q: FilterQuery): string {
 <h2>Calls <span class="muted small">newest first · log ${(page.size / 1048576).toFixed(1)} MiB</span></h2>
 <table class="calls-table">
 <thead><tr><th>time (UTC)</th><th>team</th><th>server</th><th>tool</th><th>arguments</th><th>decision</th><th>outcome</th><th>approval</th><th>duration</th><th>session</th></tr></thead>
-<tbody id="calls">
+<tbody id="calls" data-offset="${page.size}">
 ${rows || '<tr class="empty"><td colspan="10" class="muted">no calls match</td></tr>'}
 </tbody>
 </table>

@@ -48,6 +48,8 @@ const MAX_FORM_BYTES = 16 * 1024;
 /** Calls whose records the live table keeps, to render a row when its next record arrives. */
 const RECENT_CALLS = 2000;
 const MAX_SSE_CLIENTS = 32;
+/** How far back a new event stream catches up (past that, the page is stale: reload). */
+const MAX_REPLAY_BYTES = 4 * 1024 * 1024;
 
 const CSP = [
   "default-src 'none'",
@@ -278,6 +280,17 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
       const client = { res, filter };
       clients.add(client);
       send(res, 'chain', { html: chainPanel(chain.status) });
+      // Calls that changed after the page was rendered and before this stream opened.
+      const since = Number(url.searchParams.get('since'));
+      const upTo = follower.position;
+      if (Number.isSafeInteger(since) && since >= 0 && upTo - since <= MAX_REPLAY_BYTES) {
+        for (const call of await follower.callsBetween(since, upTo)) {
+          const records = recent.get(call);
+          if (!records) continue;
+          const summary = summarize({ call, records });
+          send(res, 'call', { call, html: matches(summary, filter) ? callRow(summary) : '' });
+        }
+      }
       // The next poll sends the pending list to everyone, this viewer included (it may have
       // changed since the page was rendered).
       lastPendingKey = '';
