@@ -211,7 +211,7 @@ export class Broker {
     const core = await createCore(config, opts);
     const broker = new Broker(core);
     try {
-      broker.control = await startControlServer(core.approvals, core.log);
+      broker.control = await startControlServer(core.approvals, core.log, core.config.approvers);
     } catch (err) {
       await core.close();
       throw err;
@@ -573,7 +573,7 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
   }
   let control: ControlServer;
   try {
-    control = await startControlServer(core.approvals, core.log);
+    control = await startControlServer(core.approvals, core.log, core.config.approvers);
   } catch (err) {
     await core.close();
     throw err;

@@ -283,8 +283,8 @@ export const COMMANDS: CommandSpec[] = [
     options: {
       listen: {
         type: 'string',
-        value: '127.0.0.1:PORT',
-        help: 'loopback address to listen on (default 127.0.0.1:8787)',
+        value: '127.0.0.1:PORT|unix:PATH',
+        help: 'loopback address to listen on (default 127.0.0.1:8787), or unix:PATH for a 0600 socket (an ssh forward)',
       },
     },
     run: async (ctx) =>

@@ -28,6 +28,8 @@ export interface AirlockConfig {
   /** Per-team gids (`socketGroups: { team: group }`); a team policy's own `socketGroup` wins. */
   socketGroups: Record<string, number>;
   stateDir: string;
+  /** gid whose members may decide approvals (control socket 0660 to that group). */
+  approvers?: number;
   /** Absolute path of the policy folder. */
   policies: string;
   audit: { file: string };
@@ -68,6 +70,9 @@ export const configSchema = z
         "Per-team socket groups (team → group name or gid), overriding socketGroup for that team's sockets",
       ),
     stateDir: pathSchema('stateDir').describe('Host-owned state (git dirs, rate-limit counters)'),
+    approvers: groupSchema
+      .optional()
+      .describe('Group (name or gid) whose members may decide approvals besides the broker user'),
     policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
     audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
@@ -220,6 +225,12 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
       issues.push(issueAt(src, ['socketGroups', team], `unknown group "${group}" (not in /etc/group)`));
     else socketGroups[team] = gid;
   }
+  let approvers: number | undefined;
+  if (raw.approvers !== undefined) {
+    approvers = await groupId(raw.approvers);
+    if (approvers === undefined)
+      issues.push(issueAt(src, ['approvers'], `unknown group "${raw.approvers}" (not in /etc/group)`));
+  }
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -231,6 +242,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     socketDir: path.resolve(dir, raw.socketDir),
     ...(socketGroup !== undefined ? { socketGroup } : {}),
     socketGroups,
+    ...(approvers !== undefined ? { approvers } : {}),
     stateDir: path.resolve(dir, raw.stateDir),
     policies: path.resolve(dir, raw.policies),
     audit: { file: path.resolve(dir, raw.audit.file) },

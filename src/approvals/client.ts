@@ -68,7 +68,10 @@ class ControlConnection {
     // Our proof of identity: a file we create is owned by our uid, which the broker reads.
     const proof = path.join(proofsDir(approvalsDir), challenge);
     try {
-      const fh = await open(proof, 'wx', 0o600);
+      // Readable by the broker (another user when we are in the approvers group): it holds only
+      // the challenge, in a folder nobody else can list.
+      const fh = await open(proof, 'wx', 0o644);
+      await fh.chmod(0o644); // whatever our umask
       await fh.writeFile(challenge);
       await fh.close();
     } catch (err) {

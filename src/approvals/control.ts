@@ -16,9 +16,10 @@
 // {"op":"list","team"?} | {"op":"approve","id","forMs"?} | {"op":"deny","id","reason"?}; each
 // answered {"ok":true,...} or {"ok":false,"error"}.
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { UserError } from '../broker.js';
 import type { Logger } from '../log.js';
 import { processAlive } from './process.js';
 import { ApprovalError, type ApprovalService, type Approver } from './service.js';
@@ -40,13 +41,31 @@ export function proofsDir(approvalsDir: string): string {
   return path.join(approvalsDir, 'proofs');
 }
 
-export async function startControlServer(service: ApprovalService, log: Logger): Promise<ControlServer> {
+export async function startControlServer(
+  service: ApprovalService,
+  log: Logger,
+  approvers?: number,
+): Promise<ControlServer> {
   const dir = controlDir(service.dir);
+  const proofs = proofsDir(service.dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await mkdir(proofsDir(service.dir), { recursive: true, mode: 0o700 });
-  await chmod(service.dir, 0o700);
-  await chmod(dir, 0o700);
-  await chmod(proofsDir(service.dir), 0o700);
+  await mkdir(proofs, { recursive: true, mode: 0o700 });
+  if (approvers === undefined) {
+    for (const d of [service.dir, dir, proofs]) await chmod(d, 0o700);
+  } else {
+    await checkGroupCanReach(path.dirname(service.dir), approvers);
+    const uid = process.getuid?.() ?? 0;
+    // The group may pass through the approvals folder, list the control sockets (their names
+    // are pids), and create files in proofs without listing it (sticky: delete only its own).
+    for (const [d, mode] of [
+      [service.dir, 0o710],
+      [dir, 0o750],
+      [proofs, 0o1730],
+    ] as const) {
+      await giveToApprovers(d, uid, approvers);
+      await chmod(d, mode);
+    }
+  }
   await removeStaleSockets(dir);
   const socketPath = path.join(dir, `${process.pid}.sock`);
   await unlink(socketPath).catch(() => undefined);
@@ -54,7 +73,7 @@ export async function startControlServer(service: ApprovalService, log: Logger):
   const server = net.createServer((conn) => {
     connections.add(conn);
     conn.once('close', () => connections.delete(conn));
-    serveConnection(conn, service, log);
+    serveConnection(conn, service, log, approvers !== undefined);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -63,7 +82,11 @@ export async function startControlServer(service: ApprovalService, log: Logger):
       resolve();
     });
   });
-  await chmod(socketPath, 0o600);
+  if (approvers === undefined) await chmod(socketPath, 0o600);
+  else {
+    await giveToApprovers(socketPath, process.getuid?.() ?? 0, approvers);
+    await chmod(socketPath, 0o660);
+  }
   server.on('error', (err) => log.error({ err: err.message }, 'approval control socket error'));
   return {
     socketPath,
@@ -75,6 +98,29 @@ export async function startControlServer(service: ApprovalService, log: Logger):
   };
 }
 
+async function giveToApprovers(file: string, uid: number, gid: number): Promise<void> {
+  try {
+    await chown(file, uid, gid);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    throw new UserError(
+      `cannot give ${file} to group ${gid} (approvers): the broker's user must be root or a member of that group`,
+    );
+  }
+}
+
+/** With an approvers group, stateDir must let that group pass (the broker never loosens it itself). */
+async function checkGroupCanReach(stateDir: string, gid: number): Promise<void> {
+  const st = await stat(stateDir);
+  const passes = (st.mode & 0o001) !== 0 || (st.gid === gid && (st.mode & 0o010) !== 0);
+  if (!passes) {
+    throw new UserError(
+      `approvers is set, but group ${gid} cannot pass through stateDir ${stateDir}; ` +
+        `run: chgrp ${gid} ${stateDir} && chmod g+x,g-rw ${stateDir}`,
+    );
+  }
+}
+
 /** Sockets of broker processes that are gone (a crash leaves its socket file behind). */
 async function removeStaleSockets(dir: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
@@ -84,7 +130,7 @@ async function removeStaleSockets(dir: string): Promise<void> {
   }
 }
 
-function serveConnection(conn: net.Socket, service: ApprovalService, log: Logger): void {
+function serveConnection(conn: net.Socket, service: ApprovalService, log: Logger, groupMode: boolean): void {
   const challenge = randomBytes(16).toString('hex');
   let approver: Approver | undefined;
   let buffered = '';
@@ -124,7 +170,7 @@ function serveConnection(conn: net.Socket, service: ApprovalService, log: Logger
       if (!approver) {
         if (msg.op !== 'hello') return send({ ok: false, error: 'say hello (with the proof file) first' });
         const via = typeof msg.via === 'string' && /^[a-z]{1,16}$/.test(msg.via) ? msg.via : 'cli';
-        const proven = await checkProof(service.dir, challenge);
+        const proven = await checkProof(service.dir, challenge, groupMode);
         if (typeof proven === 'string') {
           send({ ok: false, error: proven });
           conn.end();
@@ -171,6 +217,7 @@ function serveConnection(conn: net.Socket, service: ApprovalService, log: Logger
 async function checkProof(
   approvalsDir: string,
   challenge: string,
+  groupMode: boolean,
 ): Promise<{ uid: number; user: string } | string> {
   const file = path.join(proofsDir(approvalsDir), challenge);
   let st;
@@ -186,8 +233,10 @@ async function checkProof(
   } finally {
     await unlink(file).catch(() => undefined);
   }
+  // With an approvers group the kernel let in only its members (the socket is 0660 to it);
+  // without one, only the broker's user and root.
   const self = process.geteuid?.() ?? st.uid;
-  if (st.uid !== self && st.uid !== 0) return `uid ${st.uid} may not decide approvals`;
+  if (!groupMode && st.uid !== self && st.uid !== 0) return `uid ${st.uid} may not decide approvals`;
   return { uid: st.uid, user: await userName(st.uid) };
 }
 

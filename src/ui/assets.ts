@@ -94,6 +94,8 @@ export const APP_JS = `'use strict';
   var params = new URLSearchParams(location.search);
   if (params.has('before')) { setLive('paused', 'older page'); return; }
   params.delete('notice');
+  // Records written between rendering this page and connecting are replayed from here.
+  if (tbody.dataset.offset) params.set('since', tbody.dataset.offset);
   var source = new EventSource('/events?' + params.toString());
   source.addEventListener('open', function () { setLive('on', 'live'); });
   source.addEventListener('error', function () { setLive('off', 'reconnecting'); });

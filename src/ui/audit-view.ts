@@ -263,6 +263,23 @@ export class AuditFollower {
 
   constructor(private readonly file: string) {}
 
+  /** The byte offset up to which records have been reported. */
+  get position(): number {
+    return this.offset;
+  }
+
+  /** Call ids of the records in [from, to) (what a viewer rendered before `from` has not seen). */
+  async callsBetween(from: number, to: number): Promise<Set<string>> {
+    const calls = new Set<string>();
+    if (from >= to) return calls;
+    for await (const { text, terminated, end } of readAuditLines(this.file, from)) {
+      if (!terminated || end > to) break;
+      const record = parse(text);
+      if (record) calls.add(record.call);
+    }
+    return calls;
+  }
+
   /** Starts at the current end: only records written from now on are reported. */
   async init(): Promise<void> {
     try {

@@ -37,14 +37,14 @@ function time(ts: string): string {
   return ts.replace('T', ' ').replace('Z', '');
 }
 
-export function layout(opts: { title: string; body: string; notice?: string }): string {
+export function layout(opts: { title: string; body: string; notice?: string; csrf?: string }): string {
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="same-origin">
-<title>${esc(opts.title)} · Airlock audit</title>
+${opts.csrf ? `<meta name="airlock-csrf" content="${esc(opts.csrf)}">\n` : ''}<title>${esc(opts.title)} · Airlock audit</title>
 <link rel="stylesheet" href="/assets/app.css">
 <script src="/assets/app.js" defer></script>
 </head>
@@ -201,7 +201,7 @@ export function callsTable(page: Page, q: FilterQuery): string {
 <h2>Calls <span class="muted small">newest first · log ${(page.size / 1048576).toFixed(1)} MiB</span></h2>
 <table class="calls-table">
 <thead><tr><th>time (UTC)</th><th>team</th><th>server</th><th>tool</th><th>arguments</th><th>decision</th><th>outcome</th><th>approval</th><th>duration</th><th>session</th></tr></thead>
-<tbody id="calls">
+<tbody id="calls" data-offset="${page.size}">
 ${rows || '<tr class="empty"><td colspan="10" class="muted">no calls match</td></tr>'}
 </tbody>
 </table>

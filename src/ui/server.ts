@@ -9,6 +9,7 @@
 //   ourselves. All record content is escaped by render.ts.
 // - Decisions go through the same control sockets as `airlock approve|deny` (via "ui").
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmod, unlink } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decideApproval, listApprovals } from '../approvals/client.js';
@@ -47,6 +48,8 @@ const MAX_FORM_BYTES = 16 * 1024;
 /** Calls whose records the live table keeps, to render a row when its next record arrives. */
 const RECENT_CALLS = 2000;
 const MAX_SSE_CLIENTS = 32;
+/** How far back a new event stream catches up (past that, the page is stale: reload). */
+const MAX_REPLAY_BYTES = 4 * 1024 * 1024;
 
 const CSP = [
   "default-src 'none'",
@@ -60,8 +63,10 @@ const CSP = [
 ].join('; ');
 
 export interface UiOptions {
-  host: string;
-  port: number;
+  /** A loopback address and port, or `socketPath` instead (a 0600 Unix socket, e.g. for `ssh -L`). */
+  host?: string;
+  port?: number;
+  socketPath?: string;
   token?: string;
   auditFile: string;
   stateDir: string;
@@ -81,7 +86,8 @@ export function isLoopback(host: string): boolean {
 }
 
 export async function startUi(opts: UiOptions): Promise<UiServer> {
-  if (!isLoopback(opts.host)) throw new Error(`airlock ui listens on loopback only, not ${opts.host}`);
+  if (opts.socketPath === undefined && !isLoopback(opts.host ?? ''))
+    throw new Error(`airlock ui listens on loopback only, not ${opts.host}`);
   const token = opts.token ?? randomBytes(24).toString('base64url');
   const csrf = createHmac('sha256', token).update('airlock-ui csrf').digest('base64url');
   const chain = new ChainWatch(opts.auditFile);
@@ -93,7 +99,8 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
   let lastPendingKey = '';
   let lastPendingPoll = 0;
   let lastChainKey = '';
-  let allowedHosts: Set<string> = new Set();
+  /** Host headers accepted on TCP (DNS rebinding); undefined on a Unix socket, which no page can reach. */
+  let allowedHosts: Set<string> | undefined = new Set();
 
   const pendingNow = async (): Promise<PendingApproval[] | { error: string }> => {
     try {
@@ -175,7 +182,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     setSecurityHeaders(res);
-    if (!allowedHosts.has(req.headers.host ?? '')) {
+    if (allowedHosts && !allowedHosts.has(req.headers.host ?? '')) {
       return respond(
         res,
         421,
@@ -244,7 +251,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
         res,
         200,
         'text/html; charset=utf-8',
-        layout({ title: 'Calls', body, ...(notice ? { notice } : {}) }),
+        layout({ title: 'Calls', body, csrf, ...(notice ? { notice } : {}) }),
       );
     }
 
@@ -273,6 +280,17 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
       const client = { res, filter };
       clients.add(client);
       send(res, 'chain', { html: chainPanel(chain.status) });
+      // Calls that changed after the page was rendered and before this stream opened.
+      const since = Number(url.searchParams.get('since'));
+      const upTo = follower.position;
+      if (Number.isSafeInteger(since) && since >= 0 && upTo - since <= MAX_REPLAY_BYTES) {
+        for (const call of await follower.callsBetween(since, upTo)) {
+          const records = recent.get(call);
+          if (!records) continue;
+          const summary = summarize({ call, records });
+          send(res, 'call', { call, html: matches(summary, filter) ? callRow(summary) : '' });
+        }
+      }
       // The next poll sends the pending list to everyone, this viewer included (it may have
       // changed since the page was rendered).
       lastPendingKey = '';
@@ -283,7 +301,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
 
     const decision = /^\/approvals\/([0-9a-f]{1,64})\/(approve|deny)$/.exec(url.pathname);
     if (req.method === 'POST' && decision) {
-      if (!sameOrigin(req, allowedHosts))
+      if (!sameOrigin(req))
         return respond(res, 403, 'text/plain; charset=utf-8', 'cross-site request refused');
       const form = await readForm(req);
       if (!form) return respond(res, 413, 'text/plain; charset=utf-8', 'form too large');
@@ -315,19 +333,23 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
     return respond(res, 404, 'text/plain; charset=utf-8', 'not found');
   };
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-  const hostPart = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
-  allowedHosts = new Set([`${hostPart}:${port}`]);
-  if (opts.host === '127.0.0.1' || opts.host === 'localhost')
-    for (const name of ['127.0.0.1', 'localhost']) allowedHosts.add(`${name}:${port}`);
-  const base = `http://${hostPart}:${port}`;
+  let base: string;
+  if (opts.socketPath !== undefined) {
+    await listen(server, (done) => server.listen(opts.socketPath, done));
+    await chmod(opts.socketPath, 0o600);
+    allowedHosts = undefined;
+    // What the operator's browser reaches through a forward (`ssh -L 8787:<socket>`).
+    base = 'http://localhost:8787';
+  } else {
+    await listen(server, (done) => server.listen(opts.port ?? 0, opts.host, done));
+    const port = (server.address() as AddressInfo).port;
+    const host = opts.host!;
+    const hostPart = host.includes(':') ? `[${host}]` : host;
+    allowedHosts = new Set([`${hostPart}:${port}`]);
+    if (host === '127.0.0.1' || host === 'localhost')
+      for (const name of ['127.0.0.1', 'localhost']) allowedHosts.add(`${name}:${port}`);
+    base = `http://${hostPart}:${port}`;
+  }
   return {
     url: base,
     loginUrl: `${base}/?token=${encodeURIComponent(token)}`,
@@ -337,6 +359,7 @@ export async function startUi(opts: UiOptions): Promise<UiServer> {
       for (const c of clients) c.res.end();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (opts.socketPath !== undefined) await unlink(opts.socketPath).catch(() => undefined);
     },
   };
 }
@@ -390,13 +413,26 @@ function safeEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** A POST from our own page: Origin (or, failing that, Sec-Fetch-Site) says so. */
-function sameOrigin(req: http.IncomingMessage, hosts: Set<string>): boolean {
+function listen(server: http.Server, start: (done: () => void) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    start(() => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * A POST from our own page: its Origin names the host the request was sent to (the Host header,
+ * itself checked on TCP), or, without a usable Origin, Sec-Fetch-Site says same-origin.
+ */
+function sameOrigin(req: http.IncomingMessage): boolean {
   const origin = req.headers.origin;
   if (origin !== undefined && origin !== 'null') {
     try {
       const u = new URL(origin);
-      return u.protocol === 'http:' && hosts.has(u.host);
+      return u.protocol === 'http:' && u.host === req.headers.host;
     } catch {
       return false;
     }

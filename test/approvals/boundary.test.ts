@@ -31,6 +31,7 @@ import {
   startServe,
   textOf,
   waitFor,
+  waitForApprovalRecord,
   waitForPending,
   type ServeProcess,
 } from './helpers.js';
@@ -227,6 +228,24 @@ describe('approvals that are never given', () => {
   });
 });
 
+describe('a caller that goes away while its call waits', () => {
+  it('ends the wait as expired and nothing runs', async () => {
+    const { client: leaving } = await connectSocketClient(socket());
+    const { result } = callWithProgress(leaving, 'http_request', {
+      method: 'POST',
+      url: `${upstream.origin}/v1/refunds`,
+      body: '{"amount":150}',
+    });
+    result.catch(() => undefined); // the connection closes under it
+    const pending = await waitForPending(inst, 'http_request');
+    await leaving.close();
+    const expired = await waitForApprovalRecord(inst, pending.id, 'expired');
+    expect(expired).toMatchObject({ decision: 'deny', reason: 'the caller went away before a decision' });
+    expect(await listPending(inst)).toEqual([]);
+    expect(postedUpstream()).toBe(0);
+  });
+});
+
 describe('a policy change while a call waits', () => {
   it('the approved call does not run under a policy other than the one it was held under', async () => {
     const { result } = callWithProgress(client, 'http_request', {
@@ -274,14 +293,7 @@ describe('a broker restart while a call waits', () => {
     await client.close().catch(() => undefined);
 
     serve = await startServe(inst, [socket()]);
-    const expired = await waitFor('the expired record', async () =>
-      (await auditRecords(inst)).find(
-        (x) =>
-          x.phase === 'approval' &&
-          (x.approval as { id: string; state: string }).id === pending.id &&
-          (x.approval as { state: string }).state === 'expired',
-      ),
-    );
+    const expired = await waitForApprovalRecord(inst, pending.id, 'expired');
     expect(expired).toMatchObject({
       decision: 'deny',
       reason: 'the broker restarted while the call waited; it was not run',

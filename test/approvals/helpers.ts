@@ -153,3 +153,13 @@ export function callWithProgress(
 }
 
 export const textOf = (r: CallToolResult) => (r.content[0] as { text: string }).text;
+
+/** Waits for the `approval` record of approval `id` in `state`. */
+export function waitForApprovalRecord(inst: Installation, id: string, state: string): Promise<AuditRecord> {
+  return waitFor(`the ${state} record of approval ${id}`, async () =>
+    (await auditRecords(inst)).find((x) => {
+      const a = x.approval as { id?: string; state?: string } | undefined;
+      return x.phase === 'approval' && a?.id === id && a.state === state;
+    }),
+  );
+}

@@ -14,12 +14,9 @@ export interface UiProcess {
   stop(): Promise<void>;
 }
 
-export async function startUiProcess(
-  inst: Installation,
-  env: Record<string, string> = {},
-): Promise<UiProcess> {
-  const child = spawn(process.execPath, [CLI, 'ui', '--listen', '127.0.0.1:0', '--config', inst.configFile], {
-    env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn', ...env },
+export async function startUiProcess(inst: Installation, listen = '127.0.0.1:0'): Promise<UiProcess> {
+  const child = spawn(process.execPath, [CLI, 'ui', '--listen', listen, '--config', inst.configFile], {
+    env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

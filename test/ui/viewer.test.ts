@@ -197,6 +197,48 @@ describe('airlock ui in Chromium', () => {
   );
 });
 
+describe('the live table has no gap', () => {
+  it('a call recorded after the page was rendered but before its event stream opened still shows up', async () => {
+    // Hold the page's event stream until the viewer has certainly read the new records: a
+    // second stream (ours) sees the call first, so only the catch-up can bring it to the page.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    await page.route('**/events?**', async (route) => {
+      await held;
+      await route.continue();
+    });
+    try {
+      await page.goto(`${ui.origin}/`);
+      const token = new URL(ui.loginUrl).searchParams.get('token')!;
+      const controller = new AbortController();
+      const stream = await fetch(`${ui.origin}/events`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: controller.signal,
+      });
+      const reader = stream.body!.getReader();
+      const r = await client.callTool({
+        name: 'http_request',
+        arguments: { method: 'GET', url: `${upstream.origin}/v1/late` },
+      });
+      expect(r.isError).toBeFalsy();
+      const call = (await auditRecords(inst)).at(-1)!.call;
+      let seen = '';
+      while (!seen.includes(`"call":"${call}"`) || !seen.includes('outcome-ok')) {
+        const chunk = await reader.read();
+        if (chunk.done) throw new Error('our event stream ended');
+        seen += new TextDecoder().decode(chunk.value);
+      }
+      controller.abort();
+      expect(await page.locator(`#calls tr[data-call="${call}"]`).count()).toBe(0);
+      release();
+      await page.locator(`#calls tr[data-call="${call}"] .outcome-ok`).waitFor();
+    } finally {
+      release();
+      await page.unroute('**/events?**');
+    }
+  });
+});
+
 describe('the viewer refuses what a page of another site could send', () => {
   it(
     'no cookie, a foreign Host, a missing CSRF token or a foreign Origin get nothing done',
