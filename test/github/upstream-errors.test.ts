@@ -2,7 +2,8 @@
 // secondary rate limit retried by the throttling plugin within a bounded wait, a long
 // Retry-After answered with an error instead of a wait.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, startGithubBroker, textOf, type GithubBroker } from './harness.js';
+import { readFile } from 'node:fs/promises';
+import { call, PAT, startGithubBroker, textOf, type GithubBroker } from './harness.js';
 
 const POLICY = `    credential: gh-token
     repos: ["acme/*"]
@@ -21,9 +22,13 @@ beforeAll(async () => {
 });
 afterAll(() => gh?.close());
 
+/** Every result, to look for the token in afterwards. */
+const results: unknown[] = [];
+
 async function issueCall() {
   const before = gh.api.calls.length;
   const r = await call(await gh.client(), 'get_issue', { ...repo, number: 2 });
+  results.push(r);
   return { r, requests: gh.api.calls.slice(before).filter((c) => ISSUE.test(c.url)).length };
 }
 
@@ -144,6 +149,16 @@ describe('upstream errors', () => {
     });
     const { r } = await issueCall();
     expect(textOf(r)).toContain('(403: nope really)');
+  });
+});
+
+describe('after all those errors', () => {
+  it('the token is in no result, audit record or log line', async () => {
+    const text =
+      JSON.stringify(results) + (await readFile(gh.inst.auditFile, 'utf8')) + gh.logLines.join('\n');
+    expect(results.length).toBeGreaterThan(5);
+    expect(text).not.toContain(PAT);
+    expect(text).not.toContain(Buffer.from(PAT).toString('base64'));
   });
 });
 
