@@ -35,6 +35,8 @@ export interface GithubAppCredential {
 export const REFRESH_MARGIN_MS = 5 * 60_000;
 
 const USER_AGENT = 'airlock-github-app';
+/** Upper bound for one mint (JWT, POST access_tokens). */
+export const MINT_TIMEOUT_MS = 30_000;
 
 export class GithubAppError extends Error {
   constructor(message: string) {
@@ -146,8 +148,12 @@ export class GithubAppTokens {
     this.marginMs = opts.refreshMarginMs ?? REFRESH_MARGIN_MS;
   }
 
-  /** A token for exactly `scope`: from the cache while it has more than the margin left, else freshly minted. */
-  async token(app: GithubAppCredential, scope: GithubTokenScope, signal?: AbortSignal): Promise<string> {
+  /**
+   * A token for exactly `scope`: from the cache while it has more than the margin left, else
+   * freshly minted. Concurrent callers share one mint, so it is bounded by its own deadline
+   * (MINT_TIMEOUT_MS), never by one caller's session: a caller that goes away just stops waiting.
+   */
+  async token(app: GithubAppCredential, scope: GithubTokenScope): Promise<string> {
     const key = cacheKey(app, scope);
     const cached = this.cache.get(key);
     if (cached) {
@@ -156,9 +162,9 @@ export class GithubAppTokens {
       if (this.cache.get(key) === cached) this.cache.delete(key);
       // A concurrent caller may already be re-minting.
       const again = this.cache.get(key);
-      if (again) return this.token(app, scope, signal);
+      if (again) return this.token(app, scope);
     }
-    const minting: CachedToken = { token: this.mint(app, scope, signal) };
+    const minting: CachedToken = { token: this.mint(app, scope) };
     this.cache.set(key, minting);
     try {
       return (await minting.token).token;
@@ -176,7 +182,6 @@ export class GithubAppTokens {
   private async mint(
     app: GithubAppCredential,
     scope: GithubTokenScope,
-    signal?: AbortSignal,
   ): Promise<{ token: string; expiresAt: number }> {
     const where = `GitHub App secret "${app.secret}"`;
     try {
@@ -193,7 +198,7 @@ export class GithubAppTokens {
       request: new Octokit({
         baseUrl: scope.apiUrl.replace(/\/+$/, ''),
         userAgent: USER_AGENT,
-        request: { signal, redirect: 'error' },
+        request: { signal: AbortSignal.timeout(MINT_TIMEOUT_MS), redirect: 'error' },
       }).request,
     });
     let minted;

@@ -126,12 +126,7 @@ export class SecretStore {
    * installation token minted for exactly `scope()` (asked for only then) and cached until
    * shortly before it expires.
    */
-  async githubToken(
-    name: string,
-    team: string,
-    scope: () => GithubTokenScope,
-    signal?: AbortSignal,
-  ): Promise<string> {
+  async githubToken(name: string, team: string, scope: () => GithubTokenScope): Promise<string> {
     const config = this.config(name);
     if (!config || !('githubApp' in config) || !this.mayUse(name, team)) return this.resolve(name, team);
     const { value: privateKey, warnings } = await this.cached(name, config);
@@ -140,14 +135,13 @@ export class SecretStore {
     return this.appTokens.token(
       { secret: name, appId: String(app.appId), installationId: String(app.installationId), privateKey },
       scope(),
-      signal,
     );
   }
 
   forTeam(team: string): SecretAccess {
     return {
       get: (name: string) => this.resolve(name, team),
-      githubToken: (name, scope, signal) => this.githubToken(name, team, scope, signal),
+      githubToken: (name, scope) => this.githubToken(name, team, scope),
     };
   }
 

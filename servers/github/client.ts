@@ -76,7 +76,7 @@ export async function callOptions(
   let token: string;
   try {
     token = ctx.secrets.githubToken
-      ? await ctx.secrets.githubToken(credential, scope, ctx.signal)
+      ? await ctx.secrets.githubToken(credential, scope)
       : await ctx.secrets.get(credential);
   } catch (err) {
     throw new ToolError(`no GitHub credential for this call: ${(err as Error).message}`);
