@@ -71,10 +71,13 @@ function isLoopbackHost(hostname: string): boolean {
 /** Status and body of an Octokit RequestError (duck-typed: the class lives in a transitive package). */
 export function httpErrorOf(
   err: unknown,
-): { status: number; data: unknown; headers: Record<string, unknown>; answered: boolean } | undefined {
+):
+  | { status: number; data: unknown; headers: Record<string, unknown>; answered: boolean; method: string }
+  | undefined {
   if (!(err instanceof Error) || err.name !== 'HttpError') return undefined;
   const e = err as Error & {
     status?: unknown;
+    request?: { method?: string };
     response?: { data?: unknown; headers?: Record<string, unknown> };
   };
   if (typeof e.status !== 'number') return undefined;
@@ -84,6 +87,7 @@ export function httpErrorOf(
     data: e.response?.data,
     headers: e.response?.headers ?? {},
     answered: e.response !== undefined,
+    method: e.request?.method ?? 'GET',
   };
 }
 

@@ -17,8 +17,15 @@ let gh: GithubBroker;
 const repo = { owner: 'acme', repo: 'payments-api' };
 const ISSUE = /^\/repos\/acme\/payments-api\/issues\/2$/;
 
+const SLOW_POLICY = `    credential: gh-token
+    repos: ["acme/*"]
+    timeoutMs: 500
+    tools:
+      get_issue: {}
+`;
+
 beforeAll(async () => {
-  gh = await startGithubBroker({ policies: { acme: POLICY } });
+  gh = await startGithubBroker({ policies: { acme: POLICY, slow: SLOW_POLICY } });
 });
 afterAll(() => gh?.close());
 
@@ -127,6 +134,32 @@ describe('upstream errors', () => {
     const { r, requests } = await issueCall();
     expect(r.isError, textOf(r)).toBeFalsy();
     expect(requests).toBe(2);
+  });
+
+  it('a write that fails with a 5xx is not retried (it may have happened) and says so', async () => {
+    const before = gh.api.calls.length;
+    gh.api.fault({
+      method: 'POST',
+      path: /^\/repos\/acme\/payments-api\/issues$/,
+      status: 502,
+      body: { message: 'Server Error' },
+    });
+    const r = await call(await gh.client(), 'create_issue', { ...repo, title: 'x', body: 'y' });
+    results.push(r);
+    expect(textOf(r)).toBe(
+      'error: creating an issue in acme/payments-api: GitHub failed (HTTP 502: Server Error); not retried, since it may have been done anyway — check before trying again',
+    );
+    expect(gh.api.calls.slice(before).filter((c) => c.method === 'POST')).toHaveLength(1);
+  });
+
+  it('a GitHub that does not answer within timeoutMs: an error saying so, within the deadline', async () => {
+    gh.api.fault({ path: ISSUE, status: 200, body: {}, delayMs: 60_000, times: 3 });
+    const r = await call(await gh.client('slow'), 'get_issue', { ...repo, number: 2 });
+    results.push(r);
+    expect(textOf(r)).toBe(
+      "error: reading issue #2 of acme/payments-api: GitHub did not answer in time (the policy's github timeoutMs)",
+    );
+    gh.api.clearFaults();
   });
 
   it('a redirect is not followed (the token would go along): an error, and the target gets nothing', async () => {
