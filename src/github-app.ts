@@ -33,6 +33,8 @@ export interface GithubAppCredential {
 export const REFRESH_MARGIN_MS = 5 * 60_000;
 
 const USER_AGENT = 'airlock-github-app';
+/** Upper bound for one mint (JWT, POST access_tokens). */
+export const MINT_TIMEOUT_MS = 30_000;
 
 export class GithubAppError extends Error {
   constructor(message: string) {
@@ -67,10 +69,13 @@ function isLoopbackHost(hostname: string): boolean {
 /** Status and body of an Octokit RequestError (duck-typed: the class lives in a transitive package). */
 export function httpErrorOf(
   err: unknown,
-): { status: number; data: unknown; headers: Record<string, unknown>; answered: boolean } | undefined {
+):
+  | { status: number; data: unknown; headers: Record<string, unknown>; answered: boolean; method: string }
+  | undefined {
   if (!(err instanceof Error) || err.name !== 'HttpError') return undefined;
   const e = err as Error & {
     status?: unknown;
+    request?: { method?: string };
     response?: { data?: unknown; headers?: Record<string, unknown> };
   };
   if (typeof e.status !== 'number') return undefined;
@@ -80,6 +85,7 @@ export function httpErrorOf(
     data: e.response?.data,
     headers: e.response?.headers ?? {},
     answered: e.response !== undefined,
+    method: e.request?.method ?? 'GET',
   };
 }
 
@@ -144,8 +150,12 @@ export class GithubAppTokens {
     this.marginMs = opts.refreshMarginMs ?? REFRESH_MARGIN_MS;
   }
 
-  /** A token for exactly `scope`: from the cache while it has more than the margin left, else freshly minted. */
-  async token(app: GithubAppCredential, scope: GithubTokenScope, signal?: AbortSignal): Promise<string> {
+  /**
+   * A token for exactly `scope`: from the cache while it has more than the margin left, else
+   * freshly minted. Concurrent callers share one mint, so it is bounded by its own deadline
+   * (MINT_TIMEOUT_MS), never by one caller's session: a caller that goes away just stops waiting.
+   */
+  async token(app: GithubAppCredential, scope: GithubTokenScope): Promise<string> {
     const key = cacheKey(app, scope);
     const cached = this.cache.get(key);
     if (cached) {
@@ -154,9 +164,9 @@ export class GithubAppTokens {
       if (this.cache.get(key) === cached) this.cache.delete(key);
       // A concurrent caller may already be re-minting.
       const again = this.cache.get(key);
-      if (again) return this.token(app, scope, signal);
+      if (again) return this.token(app, scope);
     }
-    const minting: CachedToken = { token: this.mint(app, scope, signal) };
+    const minting: CachedToken = { token: this.mint(app, scope) };
     this.cache.set(key, minting);
     try {
       return (await minting.token).token;
@@ -174,7 +184,6 @@ export class GithubAppTokens {
   private async mint(
     app: GithubAppCredential,
     scope: GithubTokenScope,
-    signal?: AbortSignal,
   ): Promise<{ token: string; expiresAt: number }> {
     const where = `GitHub App secret "${app.secret}"`;
     try {
@@ -196,7 +205,7 @@ export class GithubAppTokens {
       request: new Octokit({
         baseUrl: scope.apiUrl.replace(/\/+$/, ''),
         userAgent: USER_AGENT,
-        request: { signal, redirect: 'error' },
+        request: { signal: AbortSignal.timeout(MINT_TIMEOUT_MS), redirect: 'error' },
       }).request,
     });
     let minted;

@@ -141,12 +141,7 @@ export class SecretStore {
    * installation token minted for exactly `scope()` (asked for only then) and cached until
    * shortly before it expires.
    */
-  async githubToken(
-    name: string,
-    team: string,
-    scope: () => GithubTokenScope,
-    signal?: AbortSignal,
-  ): Promise<string> {
+  async githubToken(name: string, team: string, scope: () => GithubTokenScope): Promise<string> {
     const config = this.config(name);
     if (!config || !('githubApp' in config) || !this.mayUse(name, team)) return this.resolve(name, team);
     const { value: privateKey, warnings } = await this.cached(name, config);
@@ -155,7 +150,6 @@ export class SecretStore {
     return this.appTokens.token(
       { secret: name, appId: String(app.appId), installationId: String(app.installationId), privateKey },
       scope(),
-      signal,
     );
   }
 
@@ -171,9 +165,9 @@ export class SecretStore {
           throw unavailable(name, err);
         }
       },
-      githubToken: async (name, scope, signal) => {
+      githubToken: async (name, scope) => {
         try {
-          return await this.githubToken(name, team, scope, signal);
+          return await this.githubToken(name, team, scope);
         } catch (err) {
           // A refusal from GitHub's token endpoint is the upstream's answer, not a missing secret.
           if (err instanceof SecretError || err instanceof KeychainUnavailableError)

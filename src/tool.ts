@@ -41,7 +41,7 @@ export interface SecretAccess {
    * minted for `scope()` alone (one repository, the given permissions) and registered for
    * redaction. Absent where no GitHub App support is wired (then use `get`).
    */
-  githubToken?(name: string, scope: () => GithubTokenScope, signal?: AbortSignal): Promise<string>;
+  githubToken?(name: string, scope: () => GithubTokenScope): Promise<string>;
 }
 
 /** What a policy check may look at: the team's policy for this server and this tool, nothing live. */

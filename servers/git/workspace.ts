@@ -105,7 +105,7 @@ export class WorkspaceGit {
       return { ...repo, permissions: { contents: access === 'write' ? 'write' : 'read' } as const };
     };
     const token = secrets.githubToken
-      ? await secrets.githubToken(credential, appScope, this.ws.ctx.signal)
+      ? await secrets.githubToken(credential, appScope)
       : await secrets.get(credential);
     redactor.add(token);
     const basic = Buffer.from(`${credentialUser}:${token}`, 'utf8').toString('base64');

@@ -83,19 +83,24 @@ export async function callOptions(
   owner: string,
   repo: string,
   permissions: GithubPermissions,
-): Promise<{ headers: { authorization: string }; request: { signal: AbortSignal } }> {
+): Promise<{ headers: { authorization: string }; request: { signal: AbortSignal; retries?: number } }> {
   const { credential, apiUrl } = ctx.section;
   const scope = () => ({ apiUrl, owner, repo, permissions });
   let token: string;
   try {
     token = ctx.secrets.githubToken
-      ? await ctx.secrets.githubToken(credential, scope, ctx.signal)
+      ? await ctx.secrets.githubToken(credential, scope)
       : await ctx.secrets.get(credential);
   } catch (err) {
     throw new ToolError(`no GitHub credential for this call: ${(err as Error).message}`);
   }
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.section.timeoutMs)]);
-  return { headers: { authorization: `token ${token}` }, request: { signal } };
+  // A write that failed with a 5xx may still have happened: never sent twice.
+  const writes = Object.values(permissions).includes('write');
+  return {
+    headers: { authorization: `token ${token}` },
+    request: { signal, ...(writes ? { retries: 0 } : {}) },
+  };
 }
 
 /** Runs one Octokit call; any failure becomes a ToolError that says what GitHub said and what to do. */
@@ -111,9 +116,9 @@ export async function github<T>(what: string, fn: () => Promise<T>): Promise<T> 
 export function describeGithubError(what: string, err: unknown): string {
   const http = httpErrorOf(err);
   if (!http || !http.answered) {
-    const e = err as Error & { cause?: { message?: string } };
-    if (e?.name === 'TimeoutError' || e?.name === 'AbortError')
-      return `${what}: GitHub did not answer in time`;
+    const e = err as Error & { cause?: { message?: string; name?: string } };
+    if ([e?.name, e?.cause?.name].some((n) => n === 'TimeoutError' || n === 'AbortError'))
+      return `${what}: GitHub did not answer in time (the policy's github timeoutMs)`;
     const cause = e?.cause?.message ? ` (${e.cause.message})` : '';
     return `${what}: GitHub could not be reached: ${e?.message ?? String(err)}${cause}`;
   }
@@ -148,8 +153,12 @@ export function describeGithubError(what: string, err: unknown): string {
     case 422:
       return `${what}: GitHub rejected the request as invalid (422${said})${validationErrors(http.data)}`;
     default:
-      if (http.status >= 500)
-        return `${what}: GitHub failed (HTTP ${http.status}${said}) after ${SERVER_ERROR_RETRIES} retries`;
+      if (http.status >= 500) {
+        const write = http.method !== 'GET' && http.method !== 'HEAD';
+        return write
+          ? `${what}: GitHub failed (HTTP ${http.status}${said}); not retried, since it may have been done anyway — check before trying again`
+          : `${what}: GitHub failed (HTTP ${http.status}${said}) after ${SERVER_ERROR_RETRIES} retries`;
+      }
       return `${what}: GitHub answered HTTP ${http.status}${said}`;
   }
 }

@@ -9,7 +9,7 @@
 //   maxPages: 10                      # the last page a list tool may ask for
 //   maxTextChars: 20000               # cap per body, comment, commit message
 //   maxBytes: 1048576                 # cap for a file's contents or a diff
-//   timeoutMs: 30000                  # per GitHub request (retries included in the call's deadline)
+//   timeoutMs: 30000                  # deadline for the GitHub requests of one call, retries included
 import { z } from 'zod';
 import { globSchema, globProblem } from '../../src/glob.js';
 import { secretNameSchema } from '../../src/secret-config.js';
@@ -80,7 +80,7 @@ export const githubSectionSchema = z
       .min(100)
       .max(300_000)
       .default(30_000)
-      .describe('Deadline for one GitHub request'),
+      .describe('Deadline for the GitHub requests of one call, retries included'),
   })
   .strict();
 

@@ -1,9 +1,10 @@
 // `npm run demo`: Airlock end to end on a fresh machine, no accounts, no Docker.
 // Local upstreams (a fake model API and an orders API that check their keys; a git server that
-// wants a token, when the git server is part of this build) → an example airlock.yaml and team
-// policy in a temp folder → `airlock serve` → an agent session inside its own network namespace
-// as uid 1000 that can reach only the socket folder → allowed and denied calls → what the
-// upstreams saw, a check that no secret reached the agent → the audit trail and its verification.
+// wants a token, when the git server is part of this build; a GitHub API stand-in) → an example
+// airlock.yaml and team policy in a temp folder → `airlock serve` → an agent session inside its
+// own network namespace as uid 1000 that can reach only the socket folder → allowed and denied
+// calls → what the upstreams saw, a check that no secret reached the agent → the audit trail and
+// its verification.
 // Exits non-zero if anything that should have worked did not. Cleans up, also on Ctrl-C.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -123,7 +123,9 @@ describe('bad arguments', () => {
     );
     const sub = airlock(['audit', 'nope']);
     expect(sub.status).toBe(1);
-    expect(sub.stderr).toMatch(/unknown command "airlock audit nope"; audit commands: verify, head, rotate, tail/);
+    expect(sub.stderr).toMatch(
+      /unknown command "airlock audit nope"; audit commands: verify, head, rotate, tail/,
+    );
   });
 
   it('a value passed to secrets set as an argument is refused without being echoed', () => {

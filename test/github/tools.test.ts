@@ -108,6 +108,38 @@ describe('github tools with a token secret', () => {
     expect((records.at(-1) as Json).invisibleRemoved).toBe(s.invisibleRemoved);
   });
 
+  it('requests to GitHub carry only the client’s own headers, whatever the arguments hold', async () => {
+    const client = await gh.client();
+    await call(client, 'get_file_contents', { ...repo, path: 'README.md', ref: 'main' });
+    await call(client, 'create_issue', {
+      ...repo,
+      title: 'X-Forwarded-For: 1.2.3.4\r\nAuthorization: token evil',
+      body: 'b',
+    });
+    for (const c of gh.api.calls.slice(-2)) {
+      const names = Object.keys(c.headers).sort();
+      const expected = [
+        'accept',
+        'accept-encoding',
+        'accept-language',
+        'authorization',
+        'connection',
+        'host',
+        'sec-fetch-mode',
+        'user-agent',
+      ];
+      expect(names).toEqual(
+        c.method === 'POST' ? [...expected, 'content-length', 'content-type'].sort() : expected,
+      );
+      expect(c.headers.authorization).toBe(`token ${PAT}`);
+      expect(c.userAgent).toMatch(/^airlock-github /);
+    }
+    // The header-looking title went as the JSON body's title, nowhere else.
+    expect(gh.api.calls.at(-1)!.body).toMatchObject({
+      title: 'X-Forwarded-For: 1.2.3.4\r\nAuthorization: token evil',
+    });
+  });
+
   it('untrustedAuthors: omit drops bodies by authors without write access, keeps the maintainer', async () => {
     const client = await gh.client('strict');
     const r = await call(client, 'get_issue', { ...repo, number: 1 });

@@ -2,7 +2,8 @@
 // secondary rate limit retried by the throttling plugin within a bounded wait, a long
 // Retry-After answered with an error instead of a wait.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, startGithubBroker, textOf, type GithubBroker } from './harness.js';
+import { readFile } from 'node:fs/promises';
+import { call, PAT, startGithubBroker, textOf, type GithubBroker } from './harness.js';
 
 const POLICY = `    credential: gh-token
     repos: ["acme/*"]
@@ -16,14 +17,25 @@ let gh: GithubBroker;
 const repo = { owner: 'acme', repo: 'payments-api' };
 const ISSUE = /^\/repos\/acme\/payments-api\/issues\/2$/;
 
+const SLOW_POLICY = `    credential: gh-token
+    repos: ["acme/*"]
+    timeoutMs: 500
+    tools:
+      get_issue: {}
+`;
+
 beforeAll(async () => {
-  gh = await startGithubBroker({ policies: { acme: POLICY } });
+  gh = await startGithubBroker({ policies: { acme: POLICY, slow: SLOW_POLICY } });
 });
 afterAll(() => gh?.close());
+
+/** Every result, to look for the token in afterwards. */
+const results: unknown[] = [];
 
 async function issueCall() {
   const before = gh.api.calls.length;
   const r = await call(await gh.client(), 'get_issue', { ...repo, number: 2 });
+  results.push(r);
   return { r, requests: gh.api.calls.slice(before).filter((c) => ISSUE.test(c.url)).length };
 }
 
@@ -124,6 +136,32 @@ describe('upstream errors', () => {
     expect(requests).toBe(2);
   });
 
+  it('a write that fails with a 5xx is not retried (it may have happened) and says so', async () => {
+    const before = gh.api.calls.length;
+    gh.api.fault({
+      method: 'POST',
+      path: /^\/repos\/acme\/payments-api\/issues$/,
+      status: 502,
+      body: { message: 'Server Error' },
+    });
+    const r = await call(await gh.client(), 'create_issue', { ...repo, title: 'x', body: 'y' });
+    results.push(r);
+    expect(textOf(r)).toBe(
+      'error: creating an issue in acme/payments-api: GitHub failed (HTTP 502: Server Error); not retried, since it may have been done anyway — check before trying again',
+    );
+    expect(gh.api.calls.slice(before).filter((c) => c.method === 'POST')).toHaveLength(1);
+  });
+
+  it('a GitHub that does not answer within timeoutMs: an error saying so, within the deadline', async () => {
+    gh.api.fault({ path: ISSUE, status: 200, body: {}, delayMs: 60_000, times: 3 });
+    const r = await call(await gh.client('slow'), 'get_issue', { ...repo, number: 2 });
+    results.push(r);
+    expect(textOf(r)).toBe(
+      "error: reading issue #2 of acme/payments-api: GitHub did not answer in time (the policy's github timeoutMs)",
+    );
+    gh.api.clearFaults();
+  });
+
   it('a redirect is not followed (the token would go along): an error, and the target gets nothing', async () => {
     const before = gh.api.calls.length;
     gh.api.fault({
@@ -144,6 +182,16 @@ describe('upstream errors', () => {
     });
     const { r } = await issueCall();
     expect(textOf(r)).toContain('(403: nope really)');
+  });
+});
+
+describe('after all those errors', () => {
+  it('the token is in no result, audit record or log line', async () => {
+    const text =
+      JSON.stringify(results) + (await readFile(gh.inst.auditFile, 'utf8')) + gh.logLines.join('\n');
+    expect(results.length).toBeGreaterThan(5);
+    expect(text).not.toContain(PAT);
+    expect(text).not.toContain(Buffer.from(PAT).toString('base64'));
   });
 });
 

@@ -83,6 +83,8 @@ export interface Fault {
   body?: unknown;
   /** How many matching requests get this answer (default 1). */
   times?: number;
+  /** Answer only after this long (a slow or hung GitHub). */
+  delayMs?: number;
 }
 
 export interface GithubApiStandIn {
@@ -601,12 +603,17 @@ export async function startGithubApiStandIn(opts: GithubApiStandInOptions = {}):
         if (fault.times <= 0) faults.splice(faults.indexOf(fault), 1);
         const b = fault.body ?? errorObject(fault.status, 'Fault', DOC.auth);
         call.status = fault.status;
-        res.writeHead(fault.status, {
-          'content-type': 'application/json; charset=utf-8',
-          ...rateHeaders(),
-          ...fault.headers,
-        });
-        res.end(JSON.stringify(b));
+        const answer = () => {
+          if (res.destroyed) return;
+          res.writeHead(fault.status, {
+            'content-type': 'application/json; charset=utf-8',
+            ...rateHeaders(),
+            ...fault.headers,
+          });
+          res.end(JSON.stringify(b));
+        };
+        if (fault.delayMs) setTimeout(answer, fault.delayMs).unref();
+        else answer();
         return;
       }
 
