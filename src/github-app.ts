@@ -271,7 +271,7 @@ export function upstreamMessage(data: unknown): string {
   return clean ? `: ${clean}` : '';
 }
 
-export function describePermissions(permissions: GithubPermissions): string {
+function describePermissions(permissions: GithubPermissions): string {
   return (
     Object.entries(permissions)
       .map(([name, level]) => `${name}: ${level}`)

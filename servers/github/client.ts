@@ -180,7 +180,7 @@ function validationErrors(data: unknown): string {
 }
 
 /** Whether GitHub's Link header names a next page. */
-export function hasNextPage(headers: Record<string, unknown>): boolean {
+function hasNextPage(headers: Record<string, unknown>): boolean {
   const link = headers.link;
   return typeof link === 'string' && /rel="next"/.test(link);
 }

@@ -1021,5 +1021,3 @@ export const githubTools = [
   getPullRequestDiff,
   createPullRequest,
 ];
-
-export type { GithubRuntime };

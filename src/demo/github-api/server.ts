@@ -24,7 +24,6 @@ import {
   type FixtureIssue,
   type FixturePull,
   type FixtureRepo,
-  type FixtureUser,
 } from './fixtures.js';
 
 export interface RepoState {
@@ -704,6 +703,3 @@ function fakeSha(seed: string): string {
   }
   return out.slice(0, 40);
 }
-
-/** A user with an id (fixture helper). */
-export const user = (login: string, id: number): FixtureUser => ({ login, id });
