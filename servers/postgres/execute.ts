@@ -5,7 +5,13 @@
 import pg from 'pg';
 import { ToolError } from '../../src/tool.js';
 import { checkResolved } from './rules.js';
-import { needsResolution, readResolution, resolutionQuery, type Resolution } from './resolve.js';
+import {
+  needsResolution,
+  readResolution,
+  resolutionQuery,
+  viewDependencyQuery,
+  type Resolution,
+} from './resolve.js';
 import { withCancel, type Lease, type PostgresRuntime } from './runtime.js';
 import type { DatabasePolicy } from './section.js';
 import type { SqlFacts } from './sql.js';
@@ -229,6 +235,15 @@ export async function inTransaction<T>(
     if (resolve) {
       const results = value as unknown as pg.QueryResult[];
       resolution = readResolution(facts, results[results.length - 1]!.rows as unknown[][]);
+      if (resolution.viewOids.length) {
+        const deps = await withCancel(
+          lease,
+          t,
+          signal,
+          lease.client.query({ text: viewDependencyQuery(resolution.viewOids), rowMode: 'array' }),
+        );
+        readResolution(facts, deps.value.rows as unknown[][], resolution);
+      }
       const refusal = checkResolved(dbName, db, facts, resolution);
       if (refusal) {
         broken = false;

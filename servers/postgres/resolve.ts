@@ -27,6 +27,8 @@ export interface Resolution {
   /** Casts to types outside pg_catalog whose I/O is user code (base, range, multirange types). */
   userTypes: Array<{ schema: string; name: string }>;
   attributeFunctions: Array<{ schema: string; name: string }>;
+  /** OIDs of the user views named (their dependencies come from viewDependencyQuery). */
+  viewOids: number[];
 }
 
 const lit = (value: string) => pg.escapeLiteral(value);
@@ -69,29 +71,10 @@ export function resolutionQuery(facts: SqlFacts, searchPath: readonly string[]):
         'relnamespace',
         `c.oid, n.nspname::text AS nsp, c.relname::text AS relname, c.relkind::text AS relkind`,
       )} ORDER BY pa.ord NULLS LAST LIMIT 1) x)`,
-      `views(root, oid) AS (
-         SELECT oid, oid FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}
-         UNION
-         SELECT v.root, c.oid FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
-           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-            AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
-           JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ${SYSTEM})`,
-      `deps AS (SELECT DISTINCT v.root::regclass::text AS view, d.refclassid, d.refobjid, r.ev_class
-         FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
-         JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid)`,
     );
     parts.push(
       `SELECT 'rel', i::text, nsp, relname, relkind FROM rel`,
-      `SELECT 'vrel', d.view, n.nspname::text, c.relname::text, c.relkind::text FROM deps d
-         JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid AND c.oid <> d.ev_class
-         JOIN pg_namespace n ON n.oid = c.relnamespace`,
-      `SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
-         JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
-         JOIN pg_namespace n ON n.oid = p.pronamespace`,
-      `SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
-         JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
-         JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace`,
+      `SELECT 'view', oid::text, nsp, relname, relkind FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}`,
     );
   }
   if (facts.functions.length) {
@@ -144,13 +127,44 @@ export function resolutionQuery(facts: SqlFacts, searchPath: readonly string[]):
     );
   }
   if (parts.length === 0) parts.push(`SELECT 'none', '', '', '', '' WHERE false`);
-  return `WITH RECURSIVE ${ctes.join(',\n')}\n${parts.join('\nUNION ALL\n')}`;
+  return `WITH ${ctes.join(',\n')}\n${parts.join('\nUNION ALL\n')}`;
+}
+
+/**
+ * What the user views found by resolutionQuery read, transitively (views of views): relations,
+ * functions and the functions behind operators, from the views' rewrite rules' dependencies.
+ * A second query, run only when a statement names a view, so plain table reads stay cheap.
+ */
+export function viewDependencyQuery(viewOids: readonly number[]): string {
+  const oids = `ARRAY[${viewOids.map((o) => String(Math.trunc(o))).join(', ')}]::oid[]`;
+  return `WITH RECURSIVE views(root, oid) AS (
+      SELECT o, o FROM unnest(${oids}) AS o
+      UNION
+      SELECT v.root, c.oid FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
+        JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+         AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+        JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ${SYSTEM}),
+    deps AS (SELECT DISTINCT v.root::regclass::text AS view, d.refclassid, d.refobjid, r.ev_class
+      FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid)
+    SELECT 'vrel', d.view, n.nspname::text, c.relname::text, c.relkind::text FROM deps d
+      JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid AND c.oid <> d.ev_class
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+    UNION ALL
+    SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
+      JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
+      JOIN pg_namespace n ON n.oid = p.pronamespace
+    UNION ALL
+    SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
+      JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+      JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace`;
 }
 
 type Row = [string, string, string, string, string];
 
-export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
-  const res: Resolution = {
+export function readResolution(facts: SqlFacts, rows: unknown[][], into?: Resolution): Resolution {
+  const res: Resolution = into ?? {
     relations: [],
     viewRelations: [],
     viewFunctions: [],
@@ -158,6 +172,7 @@ export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
     userOperators: [],
     userTypes: [],
     attributeFunctions: [],
+    viewOids: [],
   };
   const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
   for (const raw of rows) {
@@ -173,6 +188,9 @@ export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
         res.relations.push({ schema: b, name: c, kind: d, ...(written ? { written } : {}) });
         break;
       }
+      case 'view':
+        res.viewOids.push(Number(a));
+        break;
       case 'vrel':
         res.viewRelations.push({ schema: b, name: c, kind: d, view: a });
         break;
