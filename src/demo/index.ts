@@ -25,6 +25,7 @@ import {
 } from './sandbox.js';
 import { startModelApi, startOrdersApi, type LocalApi } from './upstreams.js';
 import type { SmartHttpServer } from './git-http-server.js';
+import { startDemoPostgres } from './postgres-demo.js';
 
 const HERE = import.meta.dirname; // dist/src/demo
 const CLI = path.resolve(HERE, '../cli.js');
@@ -538,11 +539,23 @@ async function demo(run: DemoRun): Promise<number> {
   run.checkpoint();
   const git = gitEnabled ? await startGit(run, gitToken, sandbox) : undefined;
   run.checkpoint();
+  const pgDemo = SERVER_MAP.has('postgres') ? await startDemoPostgres(secretsDir, TEAM) : undefined;
+  if (pgDemo) {
+    run.onCleanup(() => pgDemo.close());
+    redactor.add(pgDemo.password);
+  }
+  run.checkpoint();
   out(`Upstreams model API    ${model.origin}   (a fake Messages API; 401 without "x-api-key: <key>")`);
   out(`          orders API   ${api.origin}   (answers 401 without "Authorization: Bearer <key>")`);
   if (git) out(`          git server   ${git.remote}   (answers 401 without the token)`);
   else out(`          git          not in this build yet (servers/git is not registered) — skipped`);
-  out(`Secrets   model-key, orders-api-key${git ? ', git-token' : ''}: random values in 0600 files`);
+  if (pgDemo)
+    out(
+      `          postgres     127.0.0.1:${pgDemo.cluster.port}   (a throwaway cluster, ${pgDemo.cluster.binaries.source} binaries, scram-sha-256)`,
+    );
+  out(
+    `Secrets   model-key, orders-api-key${git ? ', git-token' : ''}${pgDemo ? ', pg-shop' : ''}: random values in 0600 files`,
+  );
   out(`          of a 0700 folder the agent cannot open`);
 
   // 3. airlock.yaml and the team policy.
@@ -564,6 +577,7 @@ async function demo(run: DemoRun): Promise<number> {
       `  orders-api-key: { file: ./secrets/orders-api-key, teams: [${TEAM}] }`,
       `  git-token: { file: ./secrets/git-token, teams: [${TEAM}] }`,
       `  model-key: { file: ./secrets/model-key, teams: [${TEAM}] }`,
+      ...(pgDemo ? [pgDemo.secretLine] : []),
       '',
     ].join('\n'),
     { mode: 0o600 },
@@ -606,14 +620,15 @@ servers:
     paths: ["/v1/messages", "/v1/messages/count_tokens"]
     dailyTokenBudget: 100000
     allowPrivateAddress: true   # the demo model API is on loopback
-${gitPolicy}`,
+${gitPolicy}${pgDemo?.policy ?? ''}`,
   );
   out(`Policy    team "${TEAM}": model /v1/messages* with the team key, 100k tokens/day;`);
   out(`          http GET ${api.origin}/v1/orders*, key injected as a header${git ? ';' : ''}`);
   if (git) out(`          git workspace "app" (push only to agent/*; no pull)`);
+  if (pgDemo) out(`          postgres database "shop": read-only, tables public.* (not hr.*)`);
 
   // 4. The broker.
-  const servers = ['model', 'http', ...(git ? ['git'] : [])];
+  const servers = ['model', 'http', ...(git ? ['git'] : []), ...(pgDemo ? ['postgres'] : [])];
   const sockets = Object.fromEntries(
     servers.map((s) => [s, path.join(socketDir, TEAM, `${s}.sock`)]),
   ) as Record<string, string>;
@@ -634,6 +649,7 @@ ${gitPolicy}`,
     httpPart(run, api, sockets.http!, gitEnabled),
   ];
   if (git) parts.push(gitPart(run, git, sockets.git!));
+  if (pgDemo) parts.push(pgDemo.part(sockets.postgres!, (problem) => run.fail(problem)));
   const plan: AgentPlan = {
     tcpProbes: [{ host: '127.0.0.1', port: Number(new URL(api.origin).port) }],
     dnsProbes: ['example.com'],
