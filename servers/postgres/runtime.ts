@@ -15,10 +15,15 @@ const CANCEL_GRACE_MS = 1000;
 /** After a cancel, how long to wait for the server to answer before dropping the connection. */
 const CANCEL_WAIT_MS = 2000;
 
-/** Session state reset after every call: DISCARD ALL's parts that may run in one multi-statement query. */
+/**
+ * Session state reset after every call: DISCARD ALL's parts that may run in one multi-statement
+ * query — except DEALLOCATE ALL and DISCARD PLANS, which would drop (or re-plan) the broker's own
+ * prepared lookup: the agent cannot prepare statements (PREPARE is refused and its SQL goes
+ * through unnamed statements), and a cached plan holds no session state.
+ */
 const RESET_SESSION =
-  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; ' +
-  'SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP';
+  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ' +
+  'SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; DISCARD TEMP';
 
 // Values come back exactly as Postgres wrote them; render.ts decides what becomes a JSON number.
 const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };

@@ -123,7 +123,14 @@ function callSetup(
   const db = dbOf(ctx.section, args.database);
   return {
     facts,
-    opts: { dbName: args.database, db, facts, signal: ctx.signal, runtime: ctx.runtime },
+    opts: {
+      dbName: args.database,
+      db,
+      facts,
+      signal: ctx.signal,
+      runtime: ctx.runtime,
+      hasParams: (args.params?.length ?? 0) > 0,
+    },
     params: args.params ?? [],
   };
 }
