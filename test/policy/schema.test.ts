@@ -81,7 +81,7 @@ describe('policy JSON schema', () => {
     expect(issues).toEqual([]);
     expect(policies.map((p) => p.team)).toEqual(['payments', 'demo']);
     const payments = policies[0]!;
-    expect(Object.keys(payments.servers)).toEqual(['git', 'http']);
+    expect(Object.keys(payments.servers)).toEqual(['git', 'http', 'postgres']);
     expect(payments.model?.dailyTokenBudget).toBe(5_000_000);
     expect(policies[1]!.servers.http!.tools.http_request!.rateLimit).toEqual({
       count: 60,
