@@ -296,7 +296,7 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'doctor',
     summary:
-      'checks what serve needs: config, policies, every secret (never printed), git, socket, state, work-tree and audit folders',
+      'checks what serve needs: config, policies, every secret (never printed), git, socket, state, work-tree and audit folders, and that each read-only Postgres role really is read-only',
     options: { json: JSON_OUT },
     run: async (ctx) => (await import('./commands/doctor.js')).doctorMain(ctx),
   },

@@ -5,7 +5,13 @@
 import pg from 'pg';
 import { ToolError } from '../../src/tool.js';
 import { checkResolved } from './rules.js';
-import { needsResolution, readResolution, resolutionQuery, type Resolution } from './resolve.js';
+import {
+  needsResolution,
+  readResolution,
+  resolutionQuery,
+  viewDependencyQuery,
+  type Resolution,
+} from './resolve.js';
 import { withCancel, type Lease, type PostgresRuntime } from './runtime.js';
 import type { DatabasePolicy } from './section.js';
 import type { SqlFacts } from './sql.js';
@@ -175,6 +181,8 @@ export interface ExecuteOptions {
   facts: SqlFacts;
   signal: AbortSignal;
   runtime: PostgresRuntime;
+  /** The agent's statement has $n parameters (so its planning mode is restored after the lookup). */
+  hasParams?: boolean;
 }
 
 /** Postgres errors as the agent sees them: SQLSTATE and message (redacted by the pipeline). */
@@ -214,22 +222,32 @@ export async function inTransaction<T>(
     const begin =
       `BEGIN ${WRITE_CLASSES.has(facts.statementClass) ? 'READ WRITE' : 'READ ONLY'}; ` +
       `SET LOCAL statement_timeout = ${t}; SET LOCAL lock_timeout = ${t}; ` +
-      `SET LOCAL idle_in_transaction_session_timeout = ${t + 10_000}`;
-    const resolve = needsResolution(facts);
-    const { value } = await withCancel(
-      lease,
-      t,
-      signal,
-      lease.client.query({
-        text: resolve ? `${begin}; ${resolutionQuery(facts, lease.state.searchPath)}` : begin,
-        rowMode: 'array',
-      }),
-    );
+      `SET LOCAL idle_in_transaction_session_timeout = ${t + 10_000}; ` +
+      // The broker's prepared lookup keeps one generic plan instead of being planned per call.
+      `SET LOCAL plan_cache_mode = force_generic_plan`;
+    await withCancel(lease, t, signal, lease.client.query(begin));
     let resolution: Resolution | undefined;
-    if (resolve) {
-      const results = value as unknown as pg.QueryResult[];
-      resolution = readResolution(facts, results[results.length - 1]!.rows as unknown[][]);
+    if (needsResolution(facts)) {
+      const { value } = await withCancel(
+        lease,
+        t,
+        signal,
+        lease.client.query({ ...resolutionQuery(facts, lease.state.searchPath), rowMode: 'array' }),
+      );
+      resolution = readResolution(facts, value.rows as unknown[][]);
+      if (resolution.viewOids.length) {
+        const deps = await withCancel(
+          lease,
+          t,
+          signal,
+          lease.client.query({ text: viewDependencyQuery(resolution.viewOids), rowMode: 'array' }),
+        );
+        readResolution(facts, deps.value.rows as unknown[][], resolution);
+      }
       const refusal = checkResolved(dbName, db, facts, resolution);
+      // The agent's own parameterised statement is planned as Postgres normally would.
+      if (opts.hasParams)
+        await withCancel(lease, t, signal, lease.client.query('SET LOCAL plan_cache_mode = auto'));
       if (refusal) {
         broken = false;
         throw new ToolError(refusal.reason, 'denied', refusal.rule);

@@ -16,7 +16,8 @@ export const postgresServer = defineServer<PostgresSection, PostgresRuntime>({
   section: postgresSectionSchema,
   tools: postgresTools,
   secretRefs: postgresSecretRefs,
-  async createRuntime({ section, secrets, log }) {
-    return new PostgresRuntime(section, secrets, log);
+  // The runtime reads each database's policy per call, so a reload (which rebuilds it) is enough.
+  async createRuntime({ secrets, log }) {
+    return new PostgresRuntime(secrets, log);
   },
 });

@@ -2,9 +2,8 @@
 // unqualified relations, functions and types as the connection's search_path resolves them
 // (the search_path is read once per connection, not guessed by the parser), the relations and
 // functions every user view reads (transitively), user-defined operators, and functions that
-// attribute notation (`t.f` = `f(t)`) could call. One query, sent with the BEGIN that opens the
-// transaction, so it costs no extra round trip.
-import pg from 'pg';
+// attribute notation (`t.f` = `f(t)`) could call. One prepared statement per connection, run
+// right after the BEGIN that opens the call's transaction.
 import { CATALOG_SCHEMAS } from './functions.js';
 import { displayName, type SqlFacts } from './sql.js';
 
@@ -27,11 +26,9 @@ export interface Resolution {
   /** Casts to types outside pg_catalog whose I/O is user code (base, range, multirange types). */
   userTypes: Array<{ schema: string; name: string }>;
   attributeFunctions: Array<{ schema: string; name: string }>;
+  /** OIDs of the user views named (their dependencies come from viewDependencyQuery). */
+  viewOids: number[];
 }
-
-const lit = (value: string) => pg.escapeLiteral(value);
-const textArray = (values: readonly string[]) =>
-  values.length ? `ARRAY[${values.map(lit).join(', ')}]::text[]` : `ARRAY[]::text[]`;
 
 const SYSTEM = `('pg_catalog', 'information_schema')`;
 
@@ -46,111 +43,115 @@ export function needsResolution(facts: SqlFacts): boolean {
   );
 }
 
-/** The lookup query (literals escaped with pg's escapeLiteral; nothing of the agent's is spliced raw). */
-export function resolutionQuery(facts: SqlFacts, searchPath: readonly string[]): string {
-  const parts: string[] = [];
-  const ctes = [
-    `path AS (SELECT nsp, ord FROM unnest(${textArray(searchPath)}) WITH ORDINALITY AS p(nsp, ord))`,
-  ];
-  const pick = (catalog: string, alias: string, nameCol: string, nsCol: string, extra: string) => `
+const pick = (catalog: string, alias: string, nameCol: string, nsCol: string, extra: string) => `
     SELECT ${extra} FROM ${catalog} ${alias} JOIN pg_namespace n ON n.oid = ${alias}.${nsCol}
       LEFT JOIN path pa ON pa.nsp = n.nspname
      WHERE ${alias}.${nameCol} = w.r AND CASE WHEN w.s = '' THEN pa.ord IS NOT NULL ELSE n.nspname = w.s END`;
 
-  if (facts.relations.length) {
-    ctes.push(
-      `wanted AS (SELECT s, r, i FROM unnest(${textArray(facts.relations.map((r) => r.schema ?? ''))}, ${textArray(
-        facts.relations.map((r) => r.name),
-      )}) WITH ORDINALITY AS w(s, r, i))`,
-      `rel AS (SELECT w.i, x.* FROM wanted w CROSS JOIN LATERAL (${pick(
-        'pg_class',
-        'c',
-        'relname',
-        'relnamespace',
-        `c.oid, n.nspname::text AS nsp, c.relname::text AS relname, c.relkind::text AS relkind`,
-      )} ORDER BY pa.ord NULLS LAST LIMIT 1) x)`,
-      `views(root, oid) AS (
-         SELECT oid, oid FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}
-         UNION
-         SELECT v.root, c.oid FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
-           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-            AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
-           JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ${SYSTEM})`,
-      `deps AS (SELECT DISTINCT v.root::regclass::text AS view, d.refclassid, d.refobjid, r.ev_class
-         FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
-         JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid)`,
-    );
-    parts.push(
-      `SELECT 'rel', i::text, nsp, relname, relkind FROM rel`,
-      `SELECT 'vrel', d.view, n.nspname::text, c.relname::text, c.relkind::text FROM deps d
-         JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid AND c.oid <> d.ev_class
-         JOIN pg_namespace n ON n.oid = c.relnamespace`,
-      `SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
-         JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
-         JOIN pg_namespace n ON n.oid = p.pronamespace`,
-      `SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
-         JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
-         JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace`,
-    );
-  }
-  if (facts.functions.length) {
-    ctes.push(
-      `wantedf AS (SELECT s, r, i FROM unnest(${textArray(facts.functions.map((f) => f.schema ?? ''))}, ${textArray(
-        facts.functions.map((f) => f.name),
-      )}) WITH ORDINALITY AS w(s, r, i))`,
-    );
-    parts.push(
-      `SELECT DISTINCT 'func', w.i::text, x.nsp, '', '' FROM wantedf w CROSS JOIN LATERAL (${pick(
-        'pg_proc',
-        'p',
-        'proname',
-        'pronamespace',
-        'n.nspname::text AS nsp',
-      )}) x`,
-    );
-  }
-  const ops = facts.operators.filter((o) => !o.schema).map((o) => o.name);
-  if (ops.length) {
-    parts.push(
-      `SELECT DISTINCT 'op', o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
-         FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
-         JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
-        WHERE o.oprname = ANY(${textArray(ops)}) AND n.nspname <> 'pg_catalog'`,
-    );
-  }
+/**
+ * One static statement, prepared once per connection (planning it was most of its cost), with
+ * the names as array parameters: $1 search_path, $2/$3 relation schemas/names, $4/$5 function
+ * schemas/names, $6 unqualified operator names, $7/$8 type schemas/names, $9 attribute names.
+ * An empty array makes its part a no-op (the cardinality tests are one-time filters in the plan).
+ */
+const RESOLUTION_SQL = `WITH path AS (SELECT nsp, ord FROM unnest($1::text[]) WITH ORDINALITY AS p(nsp, ord)),
+  wanted AS (SELECT s, r, i FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w(s, r, i)),
+  rel AS (SELECT w.i, x.* FROM wanted w CROSS JOIN LATERAL (${pick(
+    'pg_class',
+    'c',
+    'relname',
+    'relnamespace',
+    `c.oid, n.nspname::text AS nsp, c.relname::text AS relname, c.relkind::text AS relkind`,
+  )} ORDER BY pa.ord NULLS LAST LIMIT 1) x),
+  wantedf AS (SELECT s, r, i FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS w(s, r, i)),
+  wantedt AS (SELECT s, r, i FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS w(s, r, i))
+SELECT 'rel', i::text, nsp, relname, relkind FROM rel
+UNION ALL
+SELECT 'view', oid::text, nsp, relname, relkind FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}
+UNION ALL
+SELECT DISTINCT 'func', w.i::text, x.nsp, '', '' FROM wantedf w CROSS JOIN LATERAL (${pick(
+  'pg_proc',
+  'p',
+  'proname',
+  'pronamespace',
+  'n.nspname::text AS nsp',
+)}) x
+UNION ALL
+SELECT DISTINCT 'op', o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
+  FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
+  JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
+ WHERE cardinality($6::text[]) > 0 AND o.oprname = ANY($6::text[]) AND n.nspname <> 'pg_catalog'
+UNION ALL
+SELECT 'type', w.i::text, x.nsp, x.typname, x.typtype FROM wantedt w CROSS JOIN LATERAL (${pick(
+  'pg_type',
+  't',
+  'typname',
+  'typnamespace',
+  `n.nspname::text AS nsp, t.typname::text AS typname, t.typtype::text AS typtype`,
+)} ORDER BY pa.ord NULLS LAST LIMIT 1) x
+UNION ALL
+SELECT DISTINCT 'attr', p.proname::text, n.nspname::text, '', '' FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
+ WHERE cardinality($9::text[]) > 0 AND p.proname = ANY($9::text[]) AND p.pronargs = 1`;
+
+/** The lookup as a named (per-connection prepared) statement; values are bound, never spliced. */
+export function resolutionQuery(
+  facts: SqlFacts,
+  searchPath: readonly string[],
+): { name: string; text: string; values: string[][] } {
   const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
-  if (types.length) {
-    ctes.push(
-      `wantedt AS (SELECT s, r, i FROM unnest(${textArray(types.map((t) => t.schema ?? ''))}, ${textArray(
-        types.map((t) => t.name),
-      )}) WITH ORDINALITY AS w(s, r, i))`,
-    );
-    parts.push(
-      `SELECT 'type', w.i::text, x.nsp, x.typname, x.typtype FROM wantedt w CROSS JOIN LATERAL (${pick(
-        'pg_type',
-        't',
-        'typname',
-        'typnamespace',
-        `n.nspname::text AS nsp, t.typname::text AS typname, t.typtype::text AS typtype`,
-      )} ORDER BY pa.ord NULLS LAST LIMIT 1) x`,
-    );
-  }
-  if (facts.attributeCalls.length) {
-    parts.push(
-      `SELECT DISTINCT 'attr', p.proname::text, n.nspname::text, '', '' FROM pg_proc p
-         JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
-        WHERE p.proname = ANY(${textArray(facts.attributeCalls)}) AND p.pronargs = 1`,
-    );
-  }
-  if (parts.length === 0) parts.push(`SELECT 'none', '', '', '', '' WHERE false`);
-  return `WITH RECURSIVE ${ctes.join(',\n')}\n${parts.join('\nUNION ALL\n')}`;
+  return {
+    name: 'airlock_resolve_v1',
+    text: RESOLUTION_SQL,
+    values: [
+      [...searchPath],
+      facts.relations.map((r) => r.schema ?? ''),
+      facts.relations.map((r) => r.name),
+      facts.functions.map((f) => f.schema ?? ''),
+      facts.functions.map((f) => f.name),
+      facts.operators.filter((o) => !o.schema).map((o) => o.name),
+      types.map((t) => t.schema ?? ''),
+      types.map((t) => t.name),
+      facts.attributeCalls,
+    ],
+  };
+}
+
+/**
+ * What the user views found by resolutionQuery read, transitively (views of views): relations,
+ * functions and the functions behind operators, from the views' rewrite rules' dependencies.
+ * A second query, run only when a statement names a view, so plain table reads stay cheap.
+ */
+export function viewDependencyQuery(viewOids: readonly number[]): string {
+  const oids = `ARRAY[${viewOids.map((o) => String(Math.trunc(o))).join(', ')}]::oid[]`;
+  return `WITH RECURSIVE views(root, oid) AS (
+      SELECT o, o FROM unnest(${oids}) AS o
+      UNION
+      SELECT v.root, c.oid FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
+        JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+         AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+        JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ${SYSTEM}),
+    deps AS (SELECT DISTINCT v.root::regclass::text AS view, d.refclassid, d.refobjid, r.ev_class
+      FROM views v JOIN pg_rewrite r ON r.ev_class = v.oid
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid)
+    SELECT 'vrel', d.view, n.nspname::text, c.relname::text, c.relkind::text FROM deps d
+      JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid AND c.oid <> d.ev_class
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+    UNION ALL
+    SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
+      JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
+      JOIN pg_namespace n ON n.oid = p.pronamespace
+    UNION ALL
+    SELECT 'vfunc', d.view, n.nspname::text, p.proname::text, '' FROM deps d
+      JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
+      JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace`;
 }
 
 type Row = [string, string, string, string, string];
 
-export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
-  const res: Resolution = {
+export function readResolution(facts: SqlFacts, rows: unknown[][], into?: Resolution): Resolution {
+  const res: Resolution = into ?? {
     relations: [],
     viewRelations: [],
     viewFunctions: [],
@@ -158,6 +159,7 @@ export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
     userOperators: [],
     userTypes: [],
     attributeFunctions: [],
+    viewOids: [],
   };
   const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
   for (const raw of rows) {
@@ -173,6 +175,9 @@ export function readResolution(facts: SqlFacts, rows: unknown[][]): Resolution {
         res.relations.push({ schema: b, name: c, kind: d, ...(written ? { written } : {}) });
         break;
       }
+      case 'view':
+        res.viewOids.push(Number(a));
+        break;
       case 'vrel':
         res.viewRelations.push({ schema: b, name: c, kind: d, view: a });
         break;

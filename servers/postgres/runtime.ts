@@ -1,6 +1,6 @@
 // Per-team connections: one bounded pg pool per database, created on first use from the
 // database's connection secret. Every call borrows a connection, runs inside its own transaction
-// (BEGIN READ ONLY unless the database is read-write) with local timeouts, and gives the
+// (BEGIN READ ONLY unless it is a write on a read-write database) with local timeouts, and gives the
 // connection back only after ROLLBACK/COMMIT and a reset of everything a session can carry
 // (the pieces of DISCARD ALL, which cannot run in the same round trip). A connection whose
 // state is in doubt (an error in our own control statements, a cancel, a timeout) is destroyed.
@@ -8,26 +8,29 @@ import net from 'node:net';
 import pg from 'pg';
 import { ToolError, type SecretAccess } from '../../src/tool.js';
 import type { Logger } from '../../src/log.js';
-import type { DatabasePolicy, PostgresSection } from './section.js';
+import type { DatabasePolicy } from './section.js';
 
 /** Extra time past statementTimeoutMs before the broker cancels from its side. */
 const CANCEL_GRACE_MS = 1000;
 /** After a cancel, how long to wait for the server to answer before dropping the connection. */
 const CANCEL_WAIT_MS = 2000;
 
-/** Session state reset after every call: DISCARD ALL's parts that may run in one multi-statement query. */
+/**
+ * Session state reset after every call: DISCARD ALL's parts that may run in one multi-statement
+ * query — except DEALLOCATE ALL and DISCARD PLANS, which would drop (or re-plan) the broker's own
+ * prepared lookup: the agent cannot prepare statements (PREPARE is refused and its SQL goes
+ * through unnamed statements), and a cached plan holds no session state.
+ */
 const RESET_SESSION =
-  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; ' +
-  'SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP';
+  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ' +
+  'SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; DISCARD TEMP';
 
-// Values come back exactly as Postgres wrote them; render.ts decides what becomes a JSON number.
+// Values come back exactly as Postgres wrote them; execute.ts decides what becomes a JSON number.
 const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };
 
 interface ConnectionState {
   searchPath: string[];
 }
-
-export class DatabaseConnectionError extends Error {}
 
 export class PostgresRuntime {
   private readonly pools = new Map<string, Promise<pg.Pool>>();
@@ -37,7 +40,6 @@ export class PostgresRuntime {
   private closed = false;
 
   constructor(
-    private readonly section: PostgresSection,
     private readonly secrets: SecretAccess,
     private readonly log: Logger,
   ) {}

@@ -63,9 +63,21 @@ function database(section: Section, name: string): { db: DatabasePolicy } | { re
 /** Facts per call, computed in authorize and reused by run (the same validated args object). */
 const factsByArgs = new WeakMap<object, SqlFacts>();
 
+/**
+ * Parsing is pure, so facts are cached by exact SQL text (agents repeat statements; a WASM
+ * parse costs more than the rest of a small read). Bounded; the oldest entry goes first.
+ */
+const FACTS_CACHE_SIZE = 512;
+const factsCache = new Map<string, SqlFacts>();
+
 function analyze(sql: string): SqlFacts {
+  const cached = factsCache.get(sql);
+  if (cached) return cached;
   try {
-    return analyzeSql(sql);
+    const facts = analyzeSql(sql);
+    if (factsCache.size >= FACTS_CACHE_SIZE) factsCache.delete(factsCache.keys().next().value!);
+    factsCache.set(sql, facts);
+    return facts;
   } catch (err) {
     if (err instanceof SqlRefusal)
       throw new ToolError(err.message, err.kind === 'invalid' ? 'invalid' : 'denied', 'postgres.sql');
@@ -111,7 +123,14 @@ function callSetup(
   const db = dbOf(ctx.section, args.database);
   return {
     facts,
-    opts: { dbName: args.database, db, facts, signal: ctx.signal, runtime: ctx.runtime },
+    opts: {
+      dbName: args.database,
+      db,
+      facts,
+      signal: ctx.signal,
+      runtime: ctx.runtime,
+      hasParams: (args.params?.length ?? 0) > 0,
+    },
     params: args.params ?? [],
   };
 }

@@ -28,6 +28,7 @@ import {
 import { startModelApi, startOrdersApi, type LocalApi } from './upstreams.js';
 import type { SmartHttpServer } from './git-http-server.js';
 import { githubPart, startGithubDemo } from './github-part.js';
+import { startDemoPostgres } from './postgres-demo.js';
 
 const HERE = import.meta.dirname; // dist/src/demo
 const CLI = path.resolve(HERE, '../cli.js');
@@ -552,13 +553,23 @@ async function demo(run: DemoRun): Promise<number> {
   const github = await startGithubDemo(githubToken);
   run.onCleanup(() => github.close());
   run.checkpoint();
+  const pgDemo = SERVER_MAP.has('postgres') ? await startDemoPostgres(secretsDir, TEAM) : undefined;
+  if (pgDemo) {
+    run.onCleanup(() => pgDemo.close());
+    redactor.add(pgDemo.password);
+  }
+  run.checkpoint();
   out(`Upstreams model API    ${model.origin}   (a fake Messages API; 401 without "x-api-key: <key>")`);
   out(`          orders API   ${api.origin}   (answers 401 without "Authorization: Bearer <key>")`);
   if (git) out(`          git server   ${git.remote}   (answers 401 without the token)`);
   else out(`          git          not in this build yet (servers/git is not registered) — skipped`);
   out(`          GitHub API   ${github.api.apiUrl}   (a local stand-in; 401 without the token)`);
+  if (pgDemo)
+    out(
+      `          postgres     127.0.0.1:${pgDemo.cluster.port}   (a throwaway cluster, ${pgDemo.cluster.binaries.source} binaries, scram-sha-256)`,
+    );
   out(
-    `Secrets   model-key, orders-api-key${git ? ', git-token' : ''}, github-token: random values in 0600 files`,
+    `Secrets   model-key, orders-api-key${git ? ', git-token' : ''}, github-token${pgDemo ? ', pg-shop' : ''}: random values in 0600 files`,
   );
   out(`          of a 0700 folder the agent cannot open`);
 
@@ -582,6 +593,7 @@ async function demo(run: DemoRun): Promise<number> {
       `  git-token: { file: ./secrets/git-token, teams: [${TEAM}] }`,
       `  model-key: { file: ./secrets/model-key, teams: [${TEAM}] }`,
       `  github-token: { file: ./secrets/github-token, teams: [${TEAM}] }`,
+      ...(pgDemo ? [pgDemo.secretLine] : []),
       '',
     ].join('\n'),
     { mode: 0o600 },
@@ -624,15 +636,16 @@ servers:
     paths: ["/v1/messages", "/v1/messages/count_tokens"]
     dailyTokenBudget: 100000
     allowPrivateAddress: true   # the demo model API is on loopback
-${gitPolicy}${github.policy}`,
+${gitPolicy}${github.policy}${pgDemo?.policy ?? ''}`,
   );
   out(`Policy    team "${TEAM}": model /v1/messages* with the team key, 100k tokens/day;`);
   out(`          http GET ${api.origin}/v1/orders*, key injected as a header${git ? ';' : ''}`);
   if (git) out(`          git workspace "app" (push only to agent/*; no pull)`);
   out(`          github acme/payments-api: read issues, pull requests from agent/* into develop only`);
+  if (pgDemo) out(`          postgres database "shop": read-only, tables public.* (not hr.*)`);
 
   // 4. The broker.
-  const servers = ['model', 'http', ...(git ? ['git'] : []), 'github'];
+  const servers = ['model', 'http', ...(git ? ['git'] : []), 'github', ...(pgDemo ? ['postgres'] : [])];
   const sockets = Object.fromEntries(
     servers.map((s) => [s, path.join(socketDir, TEAM, `${s}.sock`)]),
   ) as Record<string, string>;
@@ -654,6 +667,7 @@ ${gitPolicy}${github.policy}`,
   ];
   if (git) parts.push(gitPart(run, git, sockets.git!));
   parts.push(githubPart(github, sockets.github!, (problem) => run.fail(problem)));
+  if (pgDemo) parts.push(pgDemo.part(sockets.postgres!, (problem) => run.fail(problem)));
   const plan: AgentPlan = {
     tcpProbes: [{ host: '127.0.0.1', port: Number(new URL(api.origin).port) }],
     dnsProbes: ['example.com'],

@@ -154,7 +154,7 @@ export const fakePostgres = defineServer<z.output<typeof postgresSection>>({
   name: 'postgres',
   description: 'fake postgres',
   section: postgresSection,
-  tools: [fakeTool('query'), fakeTool('list_tables'), fakeTool('describe_table')],
+  tools: [fakeTool('query'), fakeTool('list_tables'), fakeTool('describe_table'), fakeTool('explain')],
   secretRefs: (section) =>
     Object.entries(section.databases).map(([name, db]) => ({
       name: db.connection,

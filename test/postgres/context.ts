@@ -110,6 +110,10 @@ servers:
       slow:
         connection: pg-shop
         statementTimeoutMs: 60000
+      capped:
+        connection: pg-shop
+        maxResultBytes: 65536
+        statementTimeoutMs: 20000
 ${extra}    tools:
       query: {}
       explain: {}

@@ -72,7 +72,7 @@ describe('query', () => {
 
   it('a 10 MB single value is cut by maxResultBytes, not shipped', async () => {
     const r = await env.call('query', {
-      database: 'wide',
+      database: 'capped',
       sql: "SELECT 'small' AS v UNION ALL SELECT repeat('x', 10 * 1024 * 1024)",
     });
     expect(r.isError).toBe(false);

@@ -1,0 +1,198 @@
+// Postgres `query` through Airlock (socket → broker process → parse, READ ONLY transaction, two
+// durable audit records) against the reference @modelcontextprotocol/server-postgres (over
+// stdio, one process per session as a client starts it) and against pg directly, on the same
+// throwaway database in one run: SELECT of 1 row and of 1,000 rows, 1 session and 16 sessions.
+// The fsync latency of the audit disk is measured in the same run, since two of them are the
+// floor of Airlock's per-call overhead.
+//
+//   npm run bench:postgres [-- --calls 2000 --sequential 500 --sessions 16 --audit-dir /dev/shm]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { startPostgresCluster } from '../src/demo/postgres-cluster.js';
+import { load, percentile, RawMcpSession, stats, type Stats } from './common.js';
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '2000' },
+    sequential: { type: 'string', default: '500' },
+    sessions: { type: 'string', default: '16' },
+    'audit-dir': { type: 'string' },
+  },
+});
+const CALLS = Number(values.calls);
+const SEQUENTIAL = Number(values.sequential);
+const SESSIONS = Number(values.sessions);
+const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
+const REFERENCE = createRequire(import.meta.url).resolve(
+  '@modelcontextprotocol/server-postgres/dist/index.js',
+);
+
+const READER = 'bench_reader';
+const READER_PASSWORD = 'bench-reader-Pw-9dK2mQ';
+const QUERIES = {
+  '1 row': 'SELECT id, name, price, created FROM items WHERE id = 42',
+  '1000 rows': 'SELECT id, name, price, created FROM items',
+} as const;
+
+/** p50 of write + fdatasync of one small record, in the audit folder: the disk's durability cost. */
+async function fsyncLatency(dir: string, samples = 300): Promise<number> {
+  const file = path.join(dir, 'fsync-probe');
+  const fh = await open(file, 'a');
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < samples; i++) {
+      const t = performance.now();
+      await fh.write(`{"probe":${i},"pad":"${'x'.repeat(200)}"}\n`);
+      await fh.datasync();
+      times.push(performance.now() - t);
+    }
+  } finally {
+    await fh.close();
+    await rm(file, { force: true });
+  }
+  return percentile(
+    times.sort((a, b) => a - b),
+    0.5,
+  );
+}
+
+async function main(): Promise<void> {
+  const cluster = await startPostgresCluster();
+  const root = await mkdtemp(path.join(os.tmpdir(), 'al-pgbench-'));
+  const auditDir = values['audit-dir']
+    ? await mkdtemp(path.join(values['audit-dir'], 'al-pgbench-audit-'))
+    : `${root}/audit`;
+  await mkdir(auditDir, { recursive: true });
+  const children: ChildProcess[] = [];
+  const sessions: RawMcpSession[] = [];
+  let direct: pg.Pool | undefined;
+  try {
+    await cluster.admin('CREATE DATABASE bench');
+    await cluster.admin(
+      `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), created timestamptz);
+       INSERT INTO items SELECT g, 'item ' || g, g * 1.25, timestamptz '2026-01-01' + g * interval '1 minute'
+         FROM generate_series(1, 1000) g;
+       CREATE ROLE ${READER} LOGIN PASSWORD '${READER_PASSWORD}';
+       GRANT SELECT ON items TO ${READER};`,
+      'bench',
+    );
+    const url = cluster.url({ user: READER, password: READER_PASSWORD, database: 'bench' });
+
+    await mkdir(path.join(root, 'policies'), { recursive: true });
+    await writeFile(path.join(root, 'pg-url'), url + '\n', { mode: 0o600 });
+    await writeFile(
+      path.join(root, 'airlock.yaml'),
+      `socketDir: ${root}/run\nstateDir: ${root}/state\npolicies: ./policies\naudit:\n  file: ${auditDir}/audit.jsonl\nsecrets:\n  pg-bench: { file: ./pg-url }\n`,
+    );
+    await writeFile(
+      path.join(root, 'policies/bench.yaml'),
+      `team: bench\nservers:\n  postgres:\n    databases:\n      bench:\n        connection: pg-bench\n        tables: ["public.*"]\n        maxRows: 1000\n        poolSize: ${SESSIONS}\n    tools:\n      query: {}\n`,
+    );
+    const broker = spawn(process.execPath, [CLI, 'serve', '--config', path.join(root, 'airlock.yaml')], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
+    });
+    children.push(broker);
+    const socketPath = path.join(root, 'run/bench/postgres.sock');
+    for (let i = 0; i < 400 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
+
+    const airlock: RawMcpSession[] = [];
+    const reference: RawMcpSession[] = [];
+    for (let i = 0; i < SESSIONS; i++) {
+      airlock.push(await RawMcpSession.open(socketPath));
+      const child = spawn(process.execPath, [REFERENCE, url], { stdio: ['pipe', 'pipe', 'ignore'] });
+      children.push(child);
+      reference.push(await RawMcpSession.over(child.stdout!, child.stdin!, () => child.kill()));
+    }
+    sessions.push(...airlock, ...reference);
+    direct = new pg.Pool({ connectionString: url, max: SESSIONS });
+    const pool = direct;
+
+    const call = (session: RawMcpSession, args: Record<string, unknown>, rows: number) => async () => {
+      const r = (await session.request('tools/call', {
+        name: 'query',
+        arguments: args,
+      })) as CallToolResult & {
+        structuredContent?: { rowCount?: number };
+      };
+      if (r.isError) throw new Error(JSON.stringify(r.content).slice(0, 300));
+      const got = r.structuredContent?.rowCount ?? JSON.parse((r.content[0] as { text: string }).text).length;
+      if (got !== rows) throw new Error(`expected ${rows} rows, got ${got}`);
+    };
+    const paths = {
+      direct: (sql: string, rows: number) => () => async () => {
+        const r = await pool.query(sql);
+        if (r.rowCount !== rows) throw new Error(`expected ${rows} rows`);
+      },
+      reference: (sql: string, rows: number) => (i: number) => call(reference[i]!, { sql }, rows),
+      airlock: (sql: string, rows: number) => (i: number) =>
+        call(airlock[i]!, { database: 'bench', sql }, rows),
+    };
+
+    const fsyncMs = await fsyncLatency(auditDir);
+    const results: Array<{ name: string; s: Stats }> = [];
+    for (const [label, sql] of Object.entries(QUERIES)) {
+      const rows = label === '1 row' ? 1 : 1000;
+      const scale = rows === 1 ? 1 : 0.25;
+      for (const [pathName, make] of Object.entries(paths)) {
+        const worker = make(sql, rows);
+        await load([worker(0)], 50); // warm-up: JIT, connections
+        const one = await load([worker(0)], Math.round(SEQUENTIAL * scale));
+        results.push({ name: `${pathName}, ${label}, 1 session`, s: stats(one.latencies, one.wallMs) });
+        const many = await load(
+          Array.from({ length: SESSIONS }, (_, i) => worker(i)),
+          Math.round(CALLS * scale),
+        );
+        results.push({
+          name: `${pathName}, ${label}, ${SESSIONS} sessions`,
+          s: stats(many.latencies, many.wallMs),
+        });
+      }
+    }
+
+    console.log(
+      `postgres query — ${os.cpus().length} cores, node ${process.version}, PostgreSQL ${cluster.binaries.source} binaries, audit log in ${auditDir}`,
+    );
+    console.log(`audit disk fdatasync p50: ${fsyncMs.toFixed(3)} ms (measured in this run)`);
+    console.log('case'.padEnd(40), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
+    for (const { name, s } of results)
+      console.log(
+        name.padEnd(40),
+        s.p50.toFixed(3).padStart(9),
+        s.p99.toFixed(3).padStart(9),
+        s.perSecond.toFixed(0).padStart(10),
+      );
+    const get = (name: string) => results.find((r) => r.name === name)!.s;
+    for (const label of Object.keys(QUERIES)) {
+      const a1 = get(`airlock, ${label}, 1 session`);
+      const d1 = get(`direct, ${label}, 1 session`);
+      const aN = get(`airlock, ${label}, ${SESSIONS} sessions`);
+      const rN = get(`reference, ${label}, ${SESSIONS} sessions`);
+      const budget = 2 * fsyncMs + 0.5;
+      console.log(
+        `${label}: ${SESSIONS} sessions airlock/reference = ${(aN.perSecond / rN.perSecond).toFixed(2)}× calls/s (target ≥ 1.5); ` +
+          `1 session overhead over direct p50 +${(a1.p50 - d1.p50).toFixed(3)} ms vs budget 2×fsync + 0.5 = ${budget.toFixed(3)} ms ` +
+          `(${a1.p50 - d1.p50 <= budget ? 'met' : 'not met'})`,
+      );
+    }
+  } finally {
+    for (const s of sessions) s.close();
+    await direct?.end().catch(() => undefined);
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(
+      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)),
+    );
+    await rm(root, { recursive: true, force: true });
+    await rm(auditDir, { recursive: true, force: true });
+    await cluster.close();
+  }
+}
+
+await main();
