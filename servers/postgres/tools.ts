@@ -13,7 +13,17 @@ import {
   type ToolContext,
 } from '../../src/tool.js';
 import { CATALOG_SCHEMAS, CREDENTIAL_RELATION_NAMES } from './functions.js';
-import { inTransaction, runRead, runWrite, type ExecuteOptions, type Rows } from './execute.js';
+import type { ExecuteOptions, Rows } from './execute.js';
+
+// The execution half (and with it `pg`) loads with the first call, not with the tool
+// definitions: `policy check` and the other commands that only read those never load it.
+type Execute = typeof import('./execute.js');
+let executeModule: Promise<Execute> | undefined;
+const loadExecute = () => (executeModule ??= import('./execute.js'));
+const inTransaction: Execute['inTransaction'] = async (...args) =>
+  (await loadExecute()).inTransaction(...args);
+const runRead: Execute['runRead'] = async (...args) => (await loadExecute()).runRead(...args);
+const runWrite: Execute['runWrite'] = async (...args) => (await loadExecute()).runWrite(...args);
 import { checkStatic } from './rules.js';
 import type { PostgresRuntime } from './runtime.js';
 import type { DatabasePolicy, PostgresSection } from './section.js';

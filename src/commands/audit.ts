@@ -603,7 +603,12 @@ export async function auditChainMain(
     const value = str(name);
     if (value !== undefined) options[name] = value;
   }
-  return auditChainCommand(sub, options, () => ctx.config());
+  // `verify --file F` alone reads no config (and loads no package): the host key then comes
+  // only from --key or an explicit --config.
+  const configFree = sub === 'verify' && file !== undefined && !ctx.configGiven;
+  return auditChainCommand(sub, options, () =>
+    configFree ? Promise.reject(new Error('no config given')) : ctx.config(),
+  );
 }
 
 const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
