@@ -9,6 +9,7 @@ import type { GithubPermissions } from '../../src/github-app.js';
 import {
   allow,
   deny,
+  globCondition,
   ToolError,
   type AuditDetail,
   type Decision,
@@ -62,6 +63,12 @@ export const PERMISSIONS = {
 } as const satisfies Record<string, GithubPermissions>;
 
 type ToolName = keyof typeof PERMISSIONS;
+
+/** `approve.when.repos`: OWNER/NAME globs of the repositories whose calls wait for a human. */
+const REPOS_CONDITION = globCondition(
+  'OWNER/NAME globs of the repositories whose calls wait for approval',
+  (a: { owner: string; repo: string }) => `${a.owner}/${a.repo}`,
+);
 
 /** defineTool with the github section and runtime fixed, so every handler is type-checked against them. */
 function defineTool<In extends z.ZodObject, Out extends z.ZodObject, Options extends z.ZodObject>(
@@ -633,6 +640,7 @@ export const createIssue = defineTool({
   }),
   options: createIssueOptions,
   annotations: { title: 'Create issue', ...WRITE },
+  approvalConditions: { repos: REPOS_CONDITION },
   authorize: (args, { section, options }) => {
     const allowed = options.labels;
     const badLabel = (args.labels ?? []).find((l) => !allowed?.includes(l));
@@ -694,6 +702,7 @@ export const addIssueComment = defineTool({
   output: z.object({ id: z.number().int(), htmlUrl: z.string(), number: z.number().int() }),
   options: addIssueCommentOptions,
   annotations: { title: 'Add issue comment', ...WRITE },
+  approvalConditions: { repos: REPOS_CONDITION },
   authorize: (args, { section, options }) =>
     decide(
       'add_issue_comment',
@@ -949,6 +958,17 @@ export const createPullRequest = defineTool({
   }),
   options: createPullRequestOptions,
   annotations: { title: 'Create pull request', ...WRITE },
+  approvalConditions: {
+    repos: REPOS_CONDITION,
+    base: globCondition(
+      'Base branches whose pull requests wait for approval',
+      (a: { base: string }) => a.base,
+    ),
+    head: globCondition(
+      'Head branches whose pull requests wait for approval',
+      (a: { head: string }) => a.head,
+    ),
+  },
   authorize: (args, { section, options }) => {
     const rule = 'github.tools.create_pull_request';
     const branchRule = (field: 'base' | 'head', value: string): Decision | undefined => {

@@ -7,6 +7,8 @@ import {
   allow,
   defineTool,
   deny,
+  globCondition,
+  oneOfCondition,
   ToolError,
   type AuditDetail,
   type Decision,
@@ -79,6 +81,17 @@ const factsByArgs = new WeakMap<object, SqlFacts>();
  */
 const FACTS_CACHE_SIZE = 512;
 const factsCache = new Map<string, SqlFacts>();
+
+const STATEMENT_CLASSES = ['select', 'explain', 'insert', 'update', 'delete', 'ddl', 'truncate'] as const;
+
+/** The statement class of `sql` (approval conditions run after authorize, so it parses). */
+function statementClassOf(sql: string): string | undefined {
+  try {
+    return analyze(sql).statementClass;
+  } catch {
+    return undefined;
+  }
+}
 
 function analyze(sql: string): SqlFacts {
   const cached = factsCache.get(sql);
@@ -174,6 +187,18 @@ export const queryTool = defineTool<
   output: rowsOutput,
   options: noOptions,
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+  // `approve: { when: { statements: [insert, update, delete] } }` holds every write for a human.
+  approvalConditions: {
+    databases: globCondition(
+      'Databases whose queries wait for approval',
+      (a: { database: string }) => a.database,
+    ),
+    statements: oneOfCondition(
+      STATEMENT_CLASSES,
+      'Statement classes whose queries wait for approval, e.g. [insert, update, delete]',
+      (a: { sql: string }) => statementClassOf(a.sql),
+    ),
+  },
   authorize(args, { section }) {
     const facts = analyze(args.sql);
     factsByArgs.set(args, facts);

@@ -7,7 +7,7 @@ import { approveSchema, needsApproval, parseDuration } from '../../src/approvals
 import { canonicalJson } from '../../src/audit.js';
 import { SERVER_MAP } from '../../src/servers.js';
 
-const tool = (server: 'git' | 'http', name: string) =>
+const tool = (server: 'git' | 'http' | 'github' | 'postgres', name: string) =>
   SERVER_MAP.get(server)!.tools.find((t) => t.name === name)!;
 
 describe('approval digest', () => {
@@ -68,5 +68,30 @@ describe('when, over the tools’ own arguments', () => {
     const status = tool('git', 'git_status');
     expect(approveSchema(status).safeParse({ when: { branches: ['x'] } }).success).toBe(false);
     expect(approveSchema(status).parse({ timeout: '1m' })).toEqual({ timeoutMs: 60_000, grantMaxMs: 0 });
+  });
+
+  it('create_pull_request: base, head and repos', () => {
+    const pr = tool('github', 'create_pull_request');
+    const policy = approveSchema(pr).parse({ when: { base: ['main'], repos: ['acme/*'] } });
+    const call = (repo: string, base: string) =>
+      needsApproval(pr, policy, { owner: 'acme', repo, title: 't', head: 'agent/x', base });
+    expect(call('api', 'main')).toBe(true);
+    expect(call('api', 'develop')).toBe(false);
+    expect(() => approveSchema(pr).parse({ when: { branch: ['main'] } })).toThrow();
+  });
+
+  it('postgres query: statement classes from the real parse, and databases', () => {
+    const query = tool('postgres', 'query');
+    const policy = approveSchema(query).parse({
+      when: { statements: ['insert', 'update', 'delete'], databases: ['prod-*'] },
+    });
+    const call = (database: string, sql: string) => needsApproval(query, policy, { database, sql });
+    expect(call('prod-orders', "UPDATE orders SET state = 'x' WHERE id = 1")).toBe(true);
+    expect(call('prod-orders', 'WITH x AS (SELECT 1) DELETE FROM orders WHERE id IN (SELECT * FROM x)')).toBe(
+      true,
+    );
+    expect(call('prod-orders', 'SELECT * FROM orders')).toBe(false);
+    expect(call('staging', 'DELETE FROM orders WHERE id = 1')).toBe(false);
+    expect(() => approveSchema(query).parse({ when: { statements: ['drop'] } })).toThrow();
   });
 });
