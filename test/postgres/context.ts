@@ -110,6 +110,11 @@ servers:
       slow:
         connection: pg-shop
         statementTimeoutMs: 60000
+      schema:
+        connection: pg-shop
+        access: read-write
+        ddl: true
+        tables: ["public.agent_*"]
       capped:
         connection: pg-shop
         maxResultBytes: 65536
