@@ -29,6 +29,8 @@ export interface PostgresCluster {
   superuser: string;
   superPassword: string;
   binaries: PostgresBinaries;
+  /** With `tls`: the server certificate (self-signed, so also its CA) for sslrootcert. */
+  caFile?: string;
   /** postgres:// URL for a role and database (user and password URL-encoded). */
   url(opts: { user: string; password: string; database: string }): string;
   /** Runs SQL as the superuser (simple protocol; several statements allowed). */
@@ -97,6 +99,11 @@ export interface StartClusterOptions {
   embeddedDir?: string;
   /** Extra postgresql.conf lines. */
   config?: string[];
+  /**
+   * Serve TLS with a throwaway self-signed certificate (CN localhost, SAN 127.0.0.1) and refuse
+   * TCP connections without it; the certificate's path is the cluster's `caFile`.
+   */
+  tls?: boolean;
 }
 
 export async function startPostgresCluster(opts: StartClusterOptions = {}): Promise<PostgresCluster> {
@@ -171,6 +178,37 @@ export async function startPostgresCluster(opts: StartClusterOptions = {}): Prom
       'shared_buffers = 32MB',
       ...(opts.config ?? []),
     ];
+    let caFile: string | undefined;
+    if (opts.tls) {
+      caFile = path.join(root, 'server.crt');
+      const keyFile = path.join(dataDir, 'server.key');
+      await run('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        '-keyout',
+        keyFile,
+        '-out',
+        caFile,
+      ]);
+      await chmod(keyFile, 0o600);
+      await owned(keyFile);
+      await chmod(caFile, 0o644);
+      conf.push('ssl = on', `ssl_cert_file = '${caFile}'`, `ssl_key_file = '${keyFile}'`);
+      // TCP only with TLS; the socket folder stays for the admin connection.
+      await writeFile(
+        path.join(dataDir, 'pg_hba.conf'),
+        'local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n',
+      );
+    }
     const confFile = path.join(dataDir, 'postgresql.conf');
     await writeFile(confFile, (await readFile(confFile, 'utf8')) + '\n' + conf.join('\n') + '\n');
     await exec(pgCtl, ['-D', dataDir, '-l', path.join(root, 'server.log'), '-w', '-t', '60', 'start']);
@@ -184,9 +222,14 @@ export async function startPostgresCluster(opts: StartClusterOptions = {}): Prom
       superuser,
       superPassword,
       binaries,
+      ...(caFile ? { caFile } : {}),
       url,
+      // Over the socket folder: works with or without TLS on TCP.
       admin: (sql, database = 'postgres') =>
-        adminQuery(url({ user: superuser, password: superPassword, database }), sql),
+        adminQuery(
+          `postgres://${encodeURIComponent(superuser)}:${encodeURIComponent(superPassword)}@/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}&port=${port}`,
+          sql,
+        ),
       close,
     };
   } catch (err) {

@@ -110,6 +110,11 @@ servers:
       slow:
         connection: pg-shop
         statementTimeoutMs: 60000
+      schema:
+        connection: pg-shop
+        access: read-write
+        ddl: true
+        tables: ["public.agent_*"]
       capped:
         connection: pg-shop
         maxResultBytes: 65536
@@ -154,12 +159,13 @@ export async function startPgBroker(
       policies: { 'acme.yaml': opts.policy ?? shopPolicy() },
     });
     broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
+    // Over the socket folder, so it works whether or not TCP demands TLS.
     admin = new pg.Client({
-      connectionString: cluster.url({
-        user: cluster.superuser,
-        password: cluster.superPassword,
-        database: 'shop',
-      }),
+      host: cluster.socketDir,
+      port: cluster.port,
+      user: cluster.superuser,
+      password: cluster.superPassword,
+      database: 'shop',
     });
     await admin.connect();
     ({ client } = await connectSocketClient(inst.socket('acme', 'postgres')));

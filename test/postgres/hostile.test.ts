@@ -1,4 +1,4 @@
-// The hostile-statement corpus: every entry is sent by an agent through the broker socket to a
+// The hostile-statement corpus (129 statements): every entry is sent by an agent through the broker socket to a
 // real cluster, as a role that owns the tables and may write, create, read server files and run
 // programs. Each must be refused (or fail harmlessly) and leave the database exactly as it was:
 // the assertion is on a fingerprint of the data, schema objects, roles and settings, not only on
@@ -180,6 +180,10 @@ const CORPUS: Entry[] = [
   { sql: 'SELECT o.lower FROM orders o', expect: 'functions' },
   { sql: 'SELECT (o).lower FROM orders o', expect: 'functions' },
   { sql: 'SELECT 1 OPERATOR(public.+) 1', expect: 'functions' },
+  // Attribute notation calls a one-argument function: x.f is f(x).
+  { sql: "SELECT ('/etc/passwd'::text).pg_read_file", expect: 'functions' },
+  { sql: "SELECT s.x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) s", expect: 'functions' },
+  { sql: "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) s", expect: 'functions' },
   { sql: 'SELECT * FROM orders TABLESAMPLE system_rows(1)', expect: 'functions' },
   // Table-rule escapes.
   { sql: 'SELECT * FROM secret.payroll', expect: 'tables' },

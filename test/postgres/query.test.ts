@@ -194,6 +194,33 @@ describe('read-write', () => {
     expect(await env.snapshot()).toBe(before);
   });
 
+  it('with ddl: true, DDL runs under the table globs (and TRUNCATE still needs allowUnfilteredWrites)', async () => {
+    const made = await env.call('query', {
+      database: 'schema',
+      sql: 'CREATE TABLE public.agent_notes (id int, body text)',
+    });
+    expect(made.isError).toBe(false);
+    const exists = await env.admin.query("SELECT to_regclass('public.agent_notes') IS NOT NULL AS ok");
+    expect(exists.rows[0].ok).toBe(true);
+    const before = await env.snapshot();
+    for (const [sql, rule] of [
+      ['CREATE TABLE secret.agent_notes (id int)', 'tables'],
+      ['DROP TABLE secret.payroll', 'tables'],
+      ['DROP TABLE orders', 'tables'],
+      ['ALTER TABLE public.orders ADD COLUMN x int', 'tables'],
+      ['TRUNCATE public.agent_notes', 'allowUnfilteredWrites'],
+      ['DROP SCHEMA secret CASCADE', 'sql'],
+    ] as const) {
+      const r = await env.call('query', { database: 'schema', sql });
+      expect(r.text, sql).toMatch(new RegExp(`^denied: postgres\\.(databases\\.schema\\.)?${rule}: `));
+    }
+    expect(await env.snapshot()).toBe(before);
+    const dropped = await env.call('query', { database: 'schema', sql: 'DROP TABLE agent_notes' });
+    expect(dropped.isError).toBe(false);
+    const gone = await env.admin.query("SELECT to_regclass('public.agent_notes') IS NULL AS ok");
+    expect(gone.rows[0].ok).toBe(true);
+  });
+
   it('DDL is refused on a read-write database without ddl: true', async () => {
     const before = await env.snapshot();
     const r = await env.call('query', {
