@@ -164,8 +164,8 @@ describe('kill -9 of airlock serve under load', () => {
     const missing = acknowledged.filter((m) => !resulted.has(callOfMarker.get(m)));
     expect(missing).toEqual([]);
     expect(acknowledged.length).toBeGreaterThan(ROUNDS);
-    // Interrupted calls are counted, never an error; no secret in the file.
-    expect(interruptedSeen).toBeGreaterThanOrEqual(0);
+    // Kills landed between request and result records (reported, with verify still passing).
+    expect(interruptedSeen).toBeGreaterThan(0);
     expect(await fs.readFile(inst.auditFile, 'utf8')).not.toContain('crash-test-token-9f3b');
   }, 180_000);
 });
