@@ -192,6 +192,8 @@ interface Listener {
   socketPath: string;
   net: net.Server;
   sessions: Set<McpSession>;
+  /** Every open connection, sessions or not yet (handshake, refusal): ended when the socket goes. */
+  connections: Set<net.Socket>;
 }
 
 export class Broker {
@@ -341,7 +343,12 @@ export class Broker {
       socketPath,
       net: this.createListener(team, server),
       sessions: new Set(),
+      connections: new Set(),
     };
+    listener.net.on('connection', (conn: net.Socket) => {
+      listener.connections.add(conn);
+      conn.once('close', () => listener.connections.delete(conn));
+    });
     if (server === 'model') listener.net.maxConnections = MAX_MODEL_CONNECTIONS;
     if (server !== 'model')
       listener.net.on('connection', (conn) => {
@@ -449,8 +456,12 @@ export class Broker {
 
   private async closeListener(key: string, l: Listener): Promise<void> {
     this.listeners.delete(key);
-    await new Promise<void>((resolve) => l.net.close(() => resolve()));
+    // close() only calls back once every connection has ended, so the sessions are ended first:
+    // waiting on it with sessions open hung this sync, and with it every later reload.
+    const closed = new Promise<void>((resolve) => l.net.close(() => resolve()));
     for (const s of l.sessions) await s.close().catch(() => undefined);
+    for (const conn of l.connections) conn.destroy();
+    await closed;
     await unlink(l.socketPath).catch(() => undefined);
     this.core.log.info({ team: l.team, server: l.server }, 'socket closed (no longer in policy)');
   }

@@ -298,6 +298,34 @@ export async function resolveWorkTreePath(workTree: string, p: string): Promise<
 
 const initialized = new Set<string>();
 
+/** When this process started: a git lock file older than that is not one of our gits'. */
+const PROCESS_START_MS = Date.now() - process.uptime() * 1000;
+
+/** Lock files git takes while writing (index, HEAD, refs); a killed git leaves them behind. */
+async function gitLockFiles(gitDir: string): Promise<string[]> {
+  const found = ['index.lock', 'HEAD.lock', 'ORIG_HEAD.lock', 'packed-refs.lock', 'config.lock'].map((f) =>
+    path.join(gitDir, f),
+  );
+  const refs = await fs.readdir(path.join(gitDir, 'refs'), { recursive: true }).catch(() => [] as string[]);
+  for (const r of refs) if (r.endsWith('.lock')) found.push(path.join(gitDir, 'refs', r));
+  return found;
+}
+
+/**
+ * A broker killed mid-write (kill -9, OOM, power loss) can leave git's lock files, and git then
+ * refuses every later write to that git dir until someone removes them by hand. On this
+ * process's first use of a git dir no git of ours can be running on it (every write goes
+ * through withLock, and this runs under it), so a lock older than this process is stale.
+ */
+async function removeStaleLocks(gitDir: string, ctx: GitToolContext): Promise<void> {
+  for (const file of await gitLockFiles(gitDir)) {
+    const st = await fs.lstat(file).catch(() => undefined);
+    if (!st || st.mtimeMs >= PROCESS_START_MS) continue;
+    await fs.rm(file, { force: true });
+    ctx.log.warn({ team: ctx.team, file }, 'removed a git lock file left by a git that did not finish');
+  }
+}
+
 async function exists(p: string): Promise<boolean> {
   try {
     await fs.access(p, constants.F_OK);
@@ -344,6 +372,7 @@ export async function openWorkspace(ctx: GitToolContext, name: string): Promise<
   if (!initialized.has(gitDir)) {
     await withLock(gitDir, async () => {
       if (!(await exists(path.join(gitDir, 'HEAD')))) await cloneInto(git);
+      else await removeStaleLocks(gitDir, ctx);
     });
     initialized.add(gitDir);
   }
