@@ -80,6 +80,14 @@ function brokerMemory(pid: number): { rss: number; peak: number } {
   return { rss: Math.round(kib('VmRSS') / 1024), peak: Math.round(kib('VmHWM') / 1024) };
 }
 
+/** CPU time (user + system, all threads) a process has used so far, in ms (Linux /proc). */
+export function processCpuMs(pid: number): number {
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const ticksPerMs = 100 / 1000; // USER_HZ is 100 on Linux
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerMs;
+}
+
 export class RawMcpSession {
   private buffer = '';
   private nextId = 1;

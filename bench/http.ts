@@ -10,7 +10,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { brokerMemory, load, RawMcpSession, startServe, stats, stopServe, type Stats } from './harness.js';
+import {
+  brokerMemory,
+  load,
+  processCpuMs,
+  RawMcpSession,
+  startServe,
+  stats,
+  stopServe,
+  type Stats,
+} from './harness.js';
 
 const { values } = parseArgs({
   options: {
@@ -100,7 +109,9 @@ async function main(): Promise<void> {
     Array.from({ length: SESSIONS }, () => direct),
     CALLS,
   );
+  const cpuBefore = processCpuMs(broker.pid!);
   const conAirlock = await load(clients.map(viaAirlock), CALLS);
+  const cpuPerCall = (processCpuMs(broker.pid!) - cpuBefore) / CALLS;
 
   const rows: Array<[string, Stats]> = [
     [`direct, 1 at a time (${SEQUENTIAL})`, stats(seqDirect.latencies, seqDirect.wallMs)],
@@ -126,7 +137,8 @@ async function main(): Promise<void> {
   );
   console.log(
     `overhead, ${SESSIONS} sessions: p50 +${(aN.p50 - dN.p50).toFixed(3)} ms, p99 +${(aN.p99 - dN.p99).toFixed(3)} ms; ` +
-      `throughput ${aN.perSecond.toFixed(0)} calls/s = ${((aN.perSecond / dN.perSecond) * 100).toFixed(0)}% of direct (target ≥ 3000)`,
+      `throughput ${aN.perSecond.toFixed(0)} calls/s = ${((aN.perSecond / dN.perSecond) * 100).toFixed(0)}% of direct (target ≥ 6000); ` +
+      `broker CPU ${cpuPerCall.toFixed(3)} ms a call`,
   );
 
   const rssEnd = brokerMemory(broker.pid!);

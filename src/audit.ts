@@ -19,6 +19,7 @@ import {
   createReadStream,
   fstatSync,
   ftruncateSync,
+  lstatSync,
   readlinkSync,
   renameSync,
   rmSync,
@@ -175,8 +176,23 @@ export function truncateForAudit(value: unknown, maxString = DEFAULT_MAX_AUDIT_S
   return truncateWalk(value, maxString, 0);
 }
 
-function truncateString(s: string, maxString: number): string {
+/**
+ * The one-pass record build (AuditLog with a redactor): only strings about to be cut are
+ * scrubbed during the walk (a secret cut in half would no longer be recognised); the rest is
+ * checked once on the record's JSON text.
+ */
+interface OnePass {
+  scrub: (text: string) => string;
+  /** Set when a digest was taken over values the text does not show (they were not scrubbed). */
+  digestedHidden: boolean;
+}
+
+function truncateString(s: string, maxString: number, pass?: OnePass): string {
   if (s.length <= maxString) return s;
+  if (pass) {
+    s = pass.scrub(s);
+    if (s.length <= maxString) return s;
+  }
   // Already truncated (a maxString prefix, one less if a surrogate pair was not split, plus our marker).
   const marker = TRUNCATION_MARKER.exec(s);
   if (marker && (marker.index === maxString || marker.index === maxString - 1)) return s;
@@ -189,32 +205,35 @@ function truncateString(s: string, maxString: number): string {
   return `${prefix}…[${bytes.length} bytes, sha256:${hex}]`;
 }
 
-function truncateWalk(value: unknown, maxString: number, depth: number): unknown {
-  if (typeof value === 'string') return truncateString(value, maxString);
+function truncateWalk(value: unknown, maxString: number, depth: number, pass?: OnePass): unknown {
+  if (typeof value === 'string') return truncateString(value, maxString, pass);
   if (value === null || typeof value !== 'object') return value;
-  if (Buffer.isBuffer(value)) return truncateString(value.toString('utf8'), maxString);
+  if (Buffer.isBuffer(value)) return truncateString(value.toString('utf8'), maxString, pass);
   if (depth >= MAX_AUDIT_DEPTH) return '…[nested too deep]';
   if (Array.isArray(value)) {
-    const kept = value.slice(0, MAX_AUDIT_ARRAY_ITEMS).map((v) => truncateWalk(v, maxString, depth + 1));
+    const kept = value
+      .slice(0, MAX_AUDIT_ARRAY_ITEMS)
+      .map((v) => truncateWalk(v, maxString, depth + 1, pass));
     if (value.length > MAX_AUDIT_ARRAY_ITEMS)
       kept.push(`…[${value.length - MAX_AUDIT_ARRAY_ITEMS} more items]`);
     return kept;
   }
   if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-    return truncateWalk((value as { toJSON(): unknown }).toJSON(), maxString, depth);
+    return truncateWalk((value as { toJSON(): unknown }).toJSON(), maxString, depth, pass);
   }
   const entries = Object.entries(value);
   const kept = entries
     .slice(0, MAX_AUDIT_OBJECT_KEYS)
     .map(([k, v]): [string, unknown] => [
-      truncateString(k, maxString),
-      truncateWalk(v, maxString, depth + 1),
+      truncateString(k, maxString, pass),
+      truncateWalk(v, maxString, depth + 1, pass),
     ]);
   // (An object cut before ends in its "…" key: idempotent.)
   const cutBefore =
     entries.length === MAX_AUDIT_OBJECT_KEYS + 1 && entries[MAX_AUDIT_OBJECT_KEYS]![0] === '…';
   if (cutBefore) kept.push(entries[MAX_AUDIT_OBJECT_KEYS]!);
   else if (entries.length > MAX_AUDIT_OBJECT_KEYS) {
+    if (pass) pass.digestedHidden = true;
     const cut = Object.fromEntries(entries.slice(MAX_AUDIT_OBJECT_KEYS));
     kept.push(['…', `[${entries.length - MAX_AUDIT_OBJECT_KEYS} more keys, ${digestOf(cut)}]`]);
   }
@@ -234,12 +253,12 @@ function digestOf(value: unknown): string {
  * the field's canonical JSON), until it fits. Linear in the body's size.
  */
 export function capRecord(body: Record<string, unknown>, maxBytes: number): Record<string, unknown> {
+  let total = Buffer.byteLength(JSON.stringify(body));
+  if (total <= maxBytes) return body;
   const sizes = Object.entries(body).map(([k, v]) => ({
     k,
     bytes: Buffer.byteLength(JSON.stringify(v) ?? ''),
   }));
-  let total = Buffer.byteLength(JSON.stringify(body));
-  if (total <= maxBytes) return body;
   const out = { ...body };
   for (const { k, bytes } of sizes.filter((s) => !UNCUT_FIELDS.has(s.k)).sort((a, b) => b.bytes - a.bytes)) {
     if (total <= maxBytes) break;
@@ -766,6 +785,8 @@ export const DEFAULT_AUDIT_LOCK_TIMEOUT_MS = 5000;
 export const DEFAULT_AUDIT_STALE_LOCK_MS = 30_000;
 const LOCK_FIRST_BACKOFF_MS = 0.2;
 const LOCK_MAX_BACKOFF_MS = 5;
+/** Longest we keep the lock across back-to-back batches (well below the stale age). */
+const LOCK_HOLD_ACROSS_BATCHES_MS = 1000;
 const LOCK_TARGET = /^airlock:(\w*):(\d+):(\d+):[0-9a-z]+$/;
 
 /** Pids are only comparable within one pid namespace (a container has its own). */
@@ -928,8 +949,22 @@ class InterProcessLock {
     removeIfTarget(this.nextPath, reservation);
   }
 
+  /** True while another process has reserved the next turn (we then let go between batches). */
+  othersWaiting(): boolean {
+    const next = this.readTarget(this.nextPath);
+    return next !== null && next !== this.reservation;
+  }
+
+  /** How long we have held the lock, in ms (0 when not held). */
+  heldForMs(): number {
+    return this.target === null ? 0 : Date.now() - (parseLockTarget(this.target)?.since ?? 0);
+  }
+
   /** The symlink target at `at`; null if nothing is there; '' for something that is not a symlink. */
   private readTarget(at: string): string | null {
+    // Nothing there is the usual case (no waiter): an lstat that returns undefined costs far less
+    // than a readlink that throws ENOENT.
+    if (!lstatSync(at, { throwIfNoEntry: false })) return null;
     try {
       return readlinkSync(at);
     } catch (err) {
@@ -1010,6 +1045,12 @@ function removeIfTarget(at: string, target: string): void {
 export interface AuditLogOptions {
   /** Removes secret values from a record before it is hashed and written (the broker's redactor). */
   scrub?: (record: AuditEntry) => AuditEntry;
+  /**
+   * The broker's redactor, for the one-pass build: the record is truncated once (strings about to
+   * be cut are scrubbed first) and its JSON text checked once with `contains`; only a record that
+   * still shows a secret (or digests values it does not show) takes the full scrub path.
+   */
+  redactor?: { scrub(text: string): string; contains(text: string): boolean; scrubDeep<T>(value: T): T };
   /** Longest string kept whole (after scrubbing); default 1024. */
   maxString?: number;
   /** Longest record JSON in bytes; larger fields are cut to a digest (default 64 KiB). */
@@ -1045,6 +1086,12 @@ export interface SignedHead {
 
 function signedHead(signer: AuditSigner, seq: number, hash: string): SignedHead {
   return { seq, hash, keyId: signer.keyId, signature: signer.sign(seq, hash) };
+}
+
+interface ReadyBody {
+  body: Record<string, unknown>;
+  /** JSON.stringify(body). */
+  text: string;
 }
 
 interface Pending {
@@ -1211,25 +1258,39 @@ export class AuditLog {
         for (const p of batch) p.reject(error);
       }
     }
+    // A batch may have kept the lock for records that then failed to build.
+    if (this.tornEnd === null) this.lock.release();
   }
 
-  /** Builds the normalized record body (no envelope), scrubbed then truncated. */
-  private body(entry: AuditEntry): Record<string, unknown> {
-    const scrubbed = this.opts.scrub ? this.opts.scrub(entry) : entry;
+  /** Builds the record body (no envelope), scrubbed then truncated, and its JSON text. */
+  private body(entry: AuditEntry): ReadyBody {
+    const maxString = this.opts.maxString ?? DEFAULT_MAX_AUDIT_STRING;
+    const maxBytes = this.opts.maxRecordBytes ?? DEFAULT_MAX_AUDIT_RECORD_BYTES;
+    const redactor = this.opts.redactor;
+    if (redactor) {
+      const pass: OnePass = { scrub: (text) => redactor.scrub(text), digestedHidden: false };
+      const truncated = truncateWalk(entry, maxString, 0, pass) as Record<string, unknown>;
+      for (const k of ENVELOPE_KEYS) delete truncated[k];
+      const body = capRecord(truncated, maxBytes);
+      // The final safety check: what is written shows no secret, and no digest covers unscrubbed values.
+      // (The hash is the same either way: canonicalJson takes values as JSON.stringify does.)
+      const text = JSON.stringify(body);
+      if (body === truncated && !pass.digestedHidden && !redactor.contains(text)) return { body, text };
+    }
+    const scrub = this.opts.scrub ?? (redactor ? (e: AuditEntry) => redactor.scrubDeep(e) : undefined);
+    const scrubbed = scrub ? scrub(entry) : entry;
     // Scrub before truncating: a secret cut in half would no longer be recognised.
-    const truncated = truncateForAudit(scrubbed, this.opts.maxString ?? DEFAULT_MAX_AUDIT_STRING) as Record<
-      string,
-      unknown
-    >;
+    const truncated = truncateForAudit(scrubbed, maxString) as Record<string, unknown>;
     // Hash exactly what a reader will parse back.
     const normalized = JSON.parse(JSON.stringify(truncated)) as Record<string, unknown>;
     for (const k of ENVELOPE_KEYS) delete normalized[k];
-    return capRecord(normalized, this.opts.maxRecordBytes ?? DEFAULT_MAX_AUDIT_RECORD_BYTES);
+    const body = capRecord(normalized, maxBytes);
+    return { body, text: JSON.stringify(body) };
   }
 
   private async commit(batch: Pending[]): Promise<void> {
     // Bodies are built before taking the lock; only chaining and I/O happen under it.
-    const ready: { p: Pending; body: Record<string, unknown> }[] = [];
+    const ready: { p: Pending; body: ReadyBody }[] = [];
     for (const p of batch) {
       try {
         ready.push({ p, body: this.body(p.entry) });
@@ -1261,7 +1322,7 @@ export class AuditLog {
    * fdatasync is a synchronous metadata call or page-cache write, so an uncontended batch costs
    * one threadpool round-trip.
    */
-  private async commitLocked(ready: { p: Pending; body: Record<string, unknown> }[]): Promise<AuditRecord[]> {
+  private async commitLocked(ready: { p: Pending; body: ReadyBody }[]): Promise<AuditRecord[]> {
     if (!this.lock.held) {
       try {
         await this.lock.acquire();
@@ -1277,10 +1338,14 @@ export class AuditLog {
       const records: AuditRecord[] = [];
       const lines: string[] = [];
       for (const { p, body } of ready) {
-        const unhashed = { v: 1, seq: seq + 1, ts: p.ts, ...body, prev };
+        const unhashed = { v: 1, seq: seq + 1, ts: p.ts, ...body.body, prev };
         const hash = recordHash(prev, unhashed);
         const record = { ...unhashed, hash } as AuditRecord;
-        lines.push(JSON.stringify(record) + '\n');
+        // JSON.stringify(record), from the body's text (same key order: envelope keys are not in it).
+        const fields = body.text.length > 2 ? body.text.slice(1, -1) + ',' : '';
+        lines.push(
+          `{"v":1,"seq":${seq + 1},"ts":${JSON.stringify(p.ts)},${fields}"prev":"${prev}","hash":"${hash}"}\n`,
+        );
         records.push(record);
         seq += 1;
         prev = hash;
@@ -1313,7 +1378,16 @@ export class AuditLog {
       return records;
     } finally {
       // Bytes that could not be cut would be taken for records by the next process: keep them out.
-      if (this.tornEnd === null) this.lock.release();
+      // With more records already queued the lock is kept for the next batch (taking and dropping
+      // it costs a symlink and an unlink), unless another process waits for its turn or we have
+      // held it long enough that it could be judged stale.
+      const keep =
+        this.tornEnd !== null ||
+        (this.queue.length > 0 &&
+          !this.closed &&
+          this.lock.heldForMs() < LOCK_HOLD_ACROSS_BATCHES_MS &&
+          !this.lock.othersWaiting());
+      if (!keep) this.lock.release();
     }
   }
 

@@ -86,7 +86,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     return undefined;
   });
   const audit = await AuditLog.open(config.audit.file, {
-    scrub: (entry) => redactor.scrubDeep(entry),
+    redactor,
     ...(signer ? { checkpoints: { signer } } : {}),
   });
   let policies: PolicyStore;

@@ -5,15 +5,75 @@
 import { randomUUID } from 'node:crypto';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { CallToolResult, JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import {
   CallToolRequestSchema,
+  CallToolResultSchema,
   ErrorCode,
   ListToolsRequestSchema,
   McpError,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { CallPipeline, SessionInfo } from './pipeline.js';
 import type { ServerName } from './tool.js';
+import { NdjsonTransport } from './transport.js';
 import { VERSION } from './version.js';
+
+type ProgressNotification = {
+  method: 'notifications/progress';
+  params: { progressToken: string | number; progress: number; total: number; message: string };
+};
+
+interface PlainToolCall {
+  id: string | number;
+  params: {
+    name: string;
+    arguments?: Record<string, unknown>;
+    _meta?: { progressToken?: string | number };
+  };
+}
+
+const CALL_KEYS: ReadonlySet<string> = new Set(['jsonrpc', 'id', 'method', 'params']);
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * `message` as a tools/call request the SDK would accept unchanged (JSONRPCRequestSchema and
+ * CallToolRequestSchema), with no task and no _meta beyond a progress token; else undefined.
+ * Stricter than the schemas: whatever this refuses simply takes the SDK path.
+ */
+function plainToolCall(message: unknown): PlainToolCall | undefined {
+  if (!isPlainObject(message) || message.method !== 'tools/call' || message.jsonrpc !== '2.0')
+    return undefined;
+  for (const key in message) if (!CALL_KEYS.has(key)) return undefined;
+  const { id, params } = message;
+  if (typeof id !== 'string' && !Number.isSafeInteger(id)) return undefined;
+  if (!isPlainObject(params) || typeof params.name !== 'string' || 'task' in params) return undefined;
+  if (params.arguments !== undefined && !isPlainObject(params.arguments)) return undefined;
+  const meta = params._meta;
+  if (meta !== undefined) {
+    if (!isPlainObject(meta)) return undefined;
+    for (const key in meta) if (key !== 'progressToken') return undefined;
+    const token = meta.progressToken;
+    if (token !== undefined && typeof token !== 'string' && !Number.isSafeInteger(token)) return undefined;
+  }
+  return message as unknown as PlainToolCall;
+}
+
+/** The SDK's check of a tools/call result, kept for a result that is not of the pipeline's usual shape. */
+function checkedResult(result: CallToolResult): CallToolResult {
+  const usual =
+    Array.isArray(result.content) &&
+    result.content.every((c) => isPlainObject(c) && c.type === 'text' && typeof c.text === 'string') &&
+    (result.structuredContent === undefined || isPlainObject(result.structuredContent)) &&
+    (result.isError === undefined || typeof result.isError === 'boolean');
+  if (usual) return result;
+  const parsed = CallToolResultSchema.safeParse(result);
+  if (!parsed.success)
+    throw new McpError(ErrorCode.InvalidParams, `Invalid tools/call result: ${parsed.error.message}`);
+  return parsed.data;
+}
 
 export interface McpSession {
   server: Server;
@@ -53,27 +113,92 @@ export async function openSession(
     requireInitialized();
     return { tools: pipeline.listTools(opts.team, opts.server) };
   });
+  // A call waiting for approval tells a client that asked for progress that it is alive, so
+  // the client's request timeout does not end it (MCP progress, resetTimeoutOnProgress).
+  const progressSink = (
+    token: string | number | undefined,
+    send: (notification: ProgressNotification) => Promise<void>,
+  ) =>
+    token === undefined
+      ? undefined
+      : (done: number, total: number, message: string) =>
+          void send({
+            method: 'notifications/progress',
+            params: { progressToken: token, progress: done, total, message },
+          }).catch(() => undefined);
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     requireInitialized();
-    // A call waiting for approval tells a client that asked for progress that it is alive, so
-    // the client's request timeout does not end it (MCP progress, resetTimeoutOnProgress).
-    const token = request.params._meta?.progressToken;
-    const progress =
-      token === undefined
-        ? undefined
-        : (done: number, total: number, message: string) =>
-            void extra
-              .sendNotification({
-                method: 'notifications/progress',
-                params: { progressToken: token, progress: done, total, message },
-              })
-              .catch(() => undefined);
+    const progress = progressSink(request.params._meta?.progressToken, (n) => extra.sendNotification(n));
     return pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal, progress);
   });
+
+  // The tools/call fast path: a well-formed call on an initialized session goes from the transport
+  // straight to the pipeline, as the SDK would hand it over, without the SDK's five zod parses of
+  // the message and its result (the pipeline validates the arguments and builds the result).
+  // Anything else — another method, an unusual shape, a task — takes the SDK path above, which
+  // also keeps initialize, tools/list, notifications and their errors.
+  const fastCalls = new Map<string | number, AbortController>();
+  const fastCall = (message: unknown): boolean => {
+    const call = plainToolCall(message);
+    if (!call || !server.getClientVersion()) return false;
+    const { id, params } = call;
+    const controller = new AbortController();
+    fastCalls.get(id)?.abort(); // a reused id: the SDK, too, forgets the earlier call's controller
+    fastCalls.set(id, controller);
+    const { signal } = controller;
+    const progress = progressSink(params._meta?.progressToken, async (n) => {
+      if (!signal.aborted) await server.notification(n, { relatedRequestId: id });
+    });
+    void pipeline
+      .call(info, params.name, params.arguments ?? {}, signal, progress)
+      .then(checkedResult)
+      .then(
+        (result) => {
+          if (!signal.aborted) return opts.transport.send({ result, jsonrpc: '2.0', id });
+        },
+        (err: { code?: unknown; message?: string; data?: unknown }) => {
+          if (signal.aborted) return;
+          return opts.transport.send({
+            jsonrpc: '2.0',
+            id,
+            error: {
+              code: Number.isSafeInteger(err?.code) ? (err.code as number) : ErrorCode.InternalError,
+              message: err?.message ?? 'Internal error',
+              ...(err?.data !== undefined && { data: err.data }),
+            },
+          });
+        },
+      )
+      .catch(() => undefined)
+      .finally(() => {
+        if (fastCalls.get(id) === controller) fastCalls.delete(id);
+      });
+    return true;
+  };
+  const transport = opts.transport;
+
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
-  server.onclose = () => resolveClosed();
+  server.onclose = () => {
+    // As the SDK does for its own handlers: a closed session aborts its calls.
+    for (const controller of fastCalls.values()) controller.abort();
+    fastCalls.clear();
+    resolveClosed();
+  };
   await server.connect(opts.transport);
+  if (transport instanceof NdjsonTransport) {
+    transport.interceptFrame = fastCall;
+    // Cancellation stays the SDK's message to validate; it also reaches fast-path calls.
+    const sdkOnMessage = transport.onmessage!;
+    transport.onmessage = (message: JSONRPCMessage) => {
+      if ('method' in message && message.method === 'notifications/cancelled' && !('id' in message)) {
+        const requestId = (message.params as { requestId?: unknown } | undefined)?.requestId;
+        if (typeof requestId === 'string' || typeof requestId === 'number')
+          fastCalls.get(requestId)?.abort((message.params as { reason?: unknown }).reason);
+      }
+      sdkOnMessage(message);
+    };
+  }
   return {
     server,
     closed,

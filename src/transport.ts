@@ -39,6 +39,11 @@ export class NdjsonTransport implements Transport {
   onerror?: (error: Error) => void;
   onmessage?: (message: JSONRPCMessage) => void;
   sessionId?: string;
+  /**
+   * Sees each parsed frame before MCP validation; returns true if it took the message (the
+   * session's tools/call fast path). Anything it leaves goes through the schema and the SDK.
+   */
+  interceptFrame?: (message: unknown) => boolean;
 
   private chunks: Buffer[] = [];
   private partialTimer: NodeJS.Timeout | undefined;
@@ -117,6 +122,15 @@ export class NdjsonTransport implements Transport {
       parsed = JSON.parse(text);
     } catch {
       return this.badFrame(-32700, 'Parse error: frame is not valid JSON');
+    }
+    try {
+      if (this.interceptFrame?.(parsed)) {
+        this.badFrames = 0;
+        return;
+      }
+    } catch (err) {
+      this.onerror?.(err as Error);
+      return;
     }
     const result = JSONRPCMessageSchema.safeParse(parsed);
     if (!result.success) {

@@ -126,12 +126,26 @@ export const gitStatus = defineGitTool({
   async run(args, ctx) {
     const git = await openWorkspace(ctx, args.workspace);
     const branch = await currentBranch(git);
+    // One git process: `--branch` reports ahead/behind (`# branch.ab`) against the branch's
+    // upstream, which is set for this command only to our tracking ref (remote "." = a local ref).
+    // A name `-c` cannot carry (an "=" in it) is counted by rev-list instead.
+    const upstreamConfig = branch && !branch.includes('=');
     const [status, counts] = await Promise.all([
       git.run(
-        ['status', '--porcelain=v2', '-z', '--branch', '--untracked-files=normal', '--ignore-submodules=all'],
+        [
+          ...(upstreamConfig
+            ? ['-c', `branch.${branch}.remote=.`, '-c', `branch.${branch}.merge=${TRACKING_PREFIX}${branch}`]
+            : []),
+          'status',
+          '--porcelain=v2',
+          '-z',
+          '--branch',
+          '--untracked-files=normal',
+          '--ignore-submodules=all',
+        ],
         { readOnly: true, maxOutputBytes: MAX_STATUS_BYTES },
       ),
-      branch
+      branch && !upstreamConfig
         ? git.run(
             [
               'rev-list',
@@ -162,6 +176,11 @@ export const gitStatus = defineGitTool({
       if (rec.startsWith('# branch.oid ')) {
         const oid = rec.slice('# branch.oid '.length);
         head = oid === '(initial)' ? null : oid;
+        continue;
+      }
+      const ab = upstreamConfig ? /^# branch\.ab \+(\d+) -(\d+)$/.exec(rec) : null;
+      if (ab) {
+        [ahead, behind] = [Number(ab[1]), Number(ab[2])];
         continue;
       }
       if (rec.startsWith('#')) continue;

@@ -59,6 +59,9 @@ describe('git server against a real smart-HTTP remote', () => {
     const commit = await mustCall(gitCommit, ctx, { workspace: 'api', message: 'Fix the readme' });
     const sha = commit.structured.sha as string;
     expect(sha).toMatch(/^[0-9a-f]{40}$/);
+    // The commit is ahead of the last fetch of main.
+    const committed = await mustCall(gitStatus, ctx, { workspace: 'api' });
+    expect(committed.structured).toMatchObject({ branch: 'main', ahead: 1, behind: 0 });
     const log = await mustCall(gitLog, ctx, { workspace: 'api', maxCount: 1 });
     expect(log.structured.commits).toEqual([
       expect.objectContaining({
@@ -71,6 +74,9 @@ describe('git server against a real smart-HTTP remote', () => {
 
     await mustCall(gitCreateBranch, ctx, { workspace: 'api', name: 'agent/fix' });
     await mustCall(gitCheckout, ctx, { workspace: 'api', branch: 'agent/fix' });
+    // A branch its remote does not have yet: nothing to count against.
+    const unpushed = await mustCall(gitStatus, ctx, { workspace: 'api' });
+    expect(unpushed.structured).toMatchObject({ branch: 'agent/fix', ahead: null, behind: null });
     const before = fx.server.requests.length;
     const push = await mustCall(
       gitPush,
