@@ -104,24 +104,26 @@ describe('kill -9 of airlock serve under load', () => {
         let client: Client;
         try {
           ({ client } = await connectSocketClient(socket));
-        } catch {
-          return; // killed before this session connected
+        } catch (err) {
+          if (stopped) return; // killed before this session connected
+          throw err;
         }
         for (let n = 0; !stopped; n++) {
           const marker = `r${round}-s${s}-n${n}`;
+          let r;
           try {
-            const r = await client.callTool({
+            r = await client.callTool({
               name: 'http_request',
               arguments: { method: 'GET', url: `${upstream.origin}/v1/crash/${marker}` },
             });
-            const body = JSON.parse((r.structuredContent as { body: string }).body) as { url: string };
-            // The answer is this call's own (the upstream echoes the path it was asked for).
-            expect(body.url).toBe(`/v1/crash/${marker}`);
-            acknowledged.push(marker);
           } catch (err) {
-            if (stopped) break;
+            if (stopped) break; // the kill cut this call off: no result was received
             throw err;
           }
+          const body = JSON.parse((r.structuredContent as { body: string }).body) as { url: string };
+          // The answer is this call's own (the upstream echoes the path it was asked for).
+          expect(body.url).toBe(`/v1/crash/${marker}`);
+          acknowledged.push(marker);
         }
         await client.close().catch(() => undefined);
       };
