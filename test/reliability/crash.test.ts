@@ -243,4 +243,29 @@ servers:
     const v = verify(inst);
     expect(v.status, v.stdout).toBe(0);
   }, 120_000);
+
+  it('a lock taken while the broker runs is left alone, and the error names no host path', async () => {
+    const socket = inst.socket('acme', 'git');
+    const lock = path.join(inst.stateDir, 'git', 'acme', 'app.git', 'index.lock');
+    const serve = await startServe(inst, socket);
+    try {
+      const { client } = await connectSocketClient(socket);
+      // Someone's git holds the index now (newer than this broker): it is not stale.
+      await fs.writeFile(lock, '');
+      const held = await commitOne(client, 'while-locked.txt');
+      expect(held.isError).toBe(true);
+      const text = (held.content as Array<{ text: string }>)[0]!.text;
+      expect(text).toMatch(
+        /^error: git add failed: fatal: Unable to create '<git dir>\/index\.lock': File exists/,
+      );
+      expect(text).not.toContain(inst.root);
+      await expect(fs.stat(lock)).resolves.toBeDefined();
+      await fs.rm(lock);
+      const after = await commitOne(client, 'while-locked.txt');
+      expect(after.isError, JSON.stringify(after.content)).toBeFalsy();
+      await client.close();
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
 });
