@@ -167,8 +167,7 @@ servers:
       app: { path: ${workTree}, remote: ${gitServer.repoUrl('app.git')}, credential: git-token, credentialUser: ${GIT_USER} }
     tools:
       git_status: {}
-      git_log: {}
-${github.policy}${
+${team === 'alpha' ? '      git_log: {}\n' : ''}${github.policy}${
           pg
             ? `  postgres:
     databases:
@@ -191,12 +190,25 @@ ${github.policy}${
     const servers = ['http', 'git', 'github', ...(pg ? ['postgres'] : []), 'model'];
     const broker = await startServe(configFile, socket('beta', 'model'));
     cleanups.push(() => stopServe(broker));
-    // The first git call clones; do it once per team before measuring.
-    for (const team of TEAMS) {
-      const s = await RawMcpSession.open(socket(team, 'git'));
-      await mcpCall(s, 'git_status', { workspace: 'app' })();
-      s.close();
-    }
+    // The first git call clones; do it once per team before measuring. Only alpha lists git_log:
+    // beta's sessions must neither see it nor be able to call it.
+    const isolation = async () => {
+      for (const team of TEAMS) {
+        const s = await RawMcpSession.open(socket(team, 'git'));
+        const listed = ((await s.request('tools/list', {})) as { tools: Array<{ name: string }> }).tools
+          .map((t) => t.name)
+          .sort()
+          .join(',');
+        const log = await mcpCall(s, 'git_log', { workspace: 'app' })();
+        s.close();
+        const want = team === 'alpha' ? ['git_log,git_status', 'ok'] : ['git_status', 'denied'];
+        if (listed !== want[0] || log !== want[1]) {
+          console.log(`team isolation broken: ${team} lists ${listed}, git_log ${log}`);
+          process.exitCode = 1;
+        }
+      }
+    };
+    await isolation();
 
     const kindsFor = async (team: string, server: string): Promise<{ kinds: CallKind[]; close(): void }> => {
       if (server === 'model') {
@@ -303,6 +315,7 @@ ${github.policy}${
     console.log(`broker at start: RSS ${before.rss} MiB, open fds ${before.fds}`);
     const first = await run(1);
     const second = await run(2);
+    await isolation();
     console.log(
       `\nafter run 1 → after run 2: RSS ${first.rss} → ${second.rss} MiB (${second.rss - first.rss >= 0 ? '+' : ''}${second.rss - first.rss}), open fds ${first.fds} → ${second.fds} (${second.fds - first.fds >= 0 ? '+' : ''}${second.fds - first.fds})`,
     );

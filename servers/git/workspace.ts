@@ -159,9 +159,24 @@ export class WorkspaceGit {
       throw err;
     }
     if (result.code !== 0 && !result.truncated && !opts.allowFailure) {
-      throw new ToolError(`git ${subcommand(args)} failed: ${this.scrub(stderrSummary(result.stderr))}`);
+      const summary = this.hideHostPaths(this.scrub(stderrSummary(result.stderr)));
+      throw new ToolError(`git ${subcommand(args)} failed: ${summary}`);
     }
     return result;
+  }
+
+  /** Git names host paths in its errors (a lock file in the git dir); the agent gets placeholders. */
+  private hideHostPaths(text: string): string {
+    const { gitDir, home, workTree, ctx } = this.ws;
+    const places: Array<[string, string]> = [
+      [gitDir, '<git dir>'],
+      [home, '<git home>'],
+      [ctx.stateDir, '<state>'],
+      [workTree, '<work tree>'],
+    ];
+    for (const [place, name] of places.sort((a, b) => b[0].length - a[0].length))
+      text = text.split(place).join(name);
+    return text;
   }
 
   async text(args: readonly string[], opts: RunOpts = {}): Promise<string> {

@@ -104,24 +104,26 @@ describe('kill -9 of airlock serve under load', () => {
         let client: Client;
         try {
           ({ client } = await connectSocketClient(socket));
-        } catch {
-          return; // killed before this session connected
+        } catch (err) {
+          if (stopped) return; // killed before this session connected
+          throw err;
         }
         for (let n = 0; !stopped; n++) {
           const marker = `r${round}-s${s}-n${n}`;
+          let r;
           try {
-            const r = await client.callTool({
+            r = await client.callTool({
               name: 'http_request',
               arguments: { method: 'GET', url: `${upstream.origin}/v1/crash/${marker}` },
             });
-            const body = JSON.parse((r.structuredContent as { body: string }).body) as { url: string };
-            // The answer is this call's own (the upstream echoes the path it was asked for).
-            expect(body.url).toBe(`/v1/crash/${marker}`);
-            acknowledged.push(marker);
           } catch (err) {
-            if (stopped) break;
+            if (stopped) break; // the kill cut this call off: no result was received
             throw err;
           }
+          const body = JSON.parse((r.structuredContent as { body: string }).body) as { url: string };
+          // The answer is this call's own (the upstream echoes the path it was asked for).
+          expect(body.url).toBe(`/v1/crash/${marker}`);
+          acknowledged.push(marker);
         }
         await client.close().catch(() => undefined);
       };
@@ -241,4 +243,29 @@ servers:
     const v = verify(inst);
     expect(v.status, v.stdout).toBe(0);
   }, 120_000);
+
+  it('a lock taken while the broker runs is left alone, and the error names no host path', async () => {
+    const socket = inst.socket('acme', 'git');
+    const lock = path.join(inst.stateDir, 'git', 'acme', 'app.git', 'index.lock');
+    const serve = await startServe(inst, socket);
+    try {
+      const { client } = await connectSocketClient(socket);
+      // Someone's git holds the index now (newer than this broker): it is not stale.
+      await fs.writeFile(lock, '');
+      const held = await commitOne(client, 'while-locked.txt');
+      expect(held.isError).toBe(true);
+      const text = (held.content as Array<{ text: string }>)[0]!.text;
+      expect(text).toMatch(
+        /^error: git add failed: fatal: Unable to create '<git dir>\/index\.lock': File exists/,
+      );
+      expect(text).not.toContain(inst.root);
+      await expect(fs.stat(lock)).resolves.toBeDefined();
+      await fs.rm(lock);
+      const after = await commitOne(client, 'while-locked.txt');
+      expect(after.isError, JSON.stringify(after.content)).toBeFalsy();
+      await client.close();
+    } finally {
+      await serve.stop();
+    }
+  }, 60_000);
 });
