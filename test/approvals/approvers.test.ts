@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { makeTraversable, runAsAgent } from '../../src/demo/sandbox.js';
 import {
   acmeHttpPolicy,
-  CLI,
+  cliReadableByAnyUid,
   connectSocketClient,
   makeInstallation,
   startEchoUpstream,
@@ -66,7 +66,7 @@ async function cliAs(uid: number, groups: number[], args: string[]) {
   await chown(home, uid, uid);
   return runAsAgent({
     command: process.execPath,
-    args: [CLI, ...args, '--config', inst.configFile],
+    args: [await cliReadableByAnyUid(), ...args, '--config', inst.configFile],
     home,
     sandbox: true,
     identity: { uid, gid: uid, groups },

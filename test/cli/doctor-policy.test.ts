@@ -111,7 +111,7 @@ describe('airlock doctor', () => {
     await chmod(inst.root, 0o755);
     const { spawnSync } = await import('node:child_process');
     spawnSync('chown', ['-R', '1000:1000', inst.root]);
-    const r = airlockAsUid1000(['doctor', '--config', inst.configFile]);
+    const r = await airlockAsUid1000(['doctor', '--config', inst.configFile]);
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(
       /^\[FAIL\] socketGroup 0 — this user \(uid 1000\) is not in it, so serve cannot give the sockets to it; add it/m,

@@ -3,7 +3,7 @@ import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI } from '../helpers/fixture.js';
+import { CLI, cliReadableByAnyUid } from '../helpers/fixture.js';
 
 export interface Run {
   status: number | null;
@@ -54,10 +54,11 @@ export function airlockAsync(
 }
 
 /** `airlock ARGS…` as uid/gid 1000 with no supplementary groups (a non-root broker user). */
-export function airlockAsUid1000(args: string[]): Run {
+export async function airlockAsUid1000(args: string[]): Promise<Run> {
+  const cli = await cliReadableByAnyUid();
   const r = spawnSync(
     'setpriv',
-    ['--reuid', '1000', '--regid', '1000', '--clear-groups', process.execPath, CLI, ...args],
+    ['--reuid', '1000', '--regid', '1000', '--clear-groups', process.execPath, cli, ...args],
     { encoding: 'utf8', timeout: 20_000 },
   );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };

@@ -106,7 +106,7 @@ describe('a socket folder that cannot be created', () => {
     await mkdir(inst.stateDir, { recursive: true });
     spawnSync('chown', ['-R', '1000:1000', path.dirname(inst.auditFile), inst.stateDir]);
     await chmod(inst.root, 0o755);
-    const r = airlockAsUid1000(['serve', '--config', inst.configFile]);
+    const r = await airlockAsUid1000(['serve', '--config', inst.configFile]);
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toMatch(
       /cannot create socketDir .*rootonly\/run: permission denied in .*rootonly\. Create it once as root \(install -d/,

@@ -238,3 +238,26 @@ export async function startAcmeHttpBroker(opts: {
   }
   return { inst, upstream, broker, socketPath: inst.socket('acme', 'http'), close };
 }
+
+let stagedCli: Promise<string> | undefined;
+/**
+ * The built CLI staged where any uid can read it (with its production dependencies), once per
+ * test process: a clone may live in a 0700 folder that uid 1000 cannot enter.
+ */
+export function cliReadableByAnyUid(): Promise<string> {
+  return (stagedCli ??= (async () => {
+    const { readFile, mkdtemp } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { stageForAgent } = await import('../../src/demo/sandbox.js');
+    const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    const staged = await stageForAgent({
+      sourceRoot: REPO_ROOT,
+      dest: await mkdtemp(path.join(tmpdir(), 'airlock-cli-')),
+      files: ['package.json', 'dist/src', 'dist/servers'],
+      packages: Object.keys(pkg.dependencies),
+    });
+    return staged.path('dist/src/cli.js');
+  })());
+}
