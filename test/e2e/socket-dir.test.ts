@@ -83,21 +83,9 @@ describe('socket folder hardening', () => {
 describe('socketGroup', () => {
   it('a broker that may not give the sockets to socketGroup exits 1 and says how to fix it', async () => {
     const { spawnSync } = await import('node:child_process');
-    const { mkdtemp, rm, readFile } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { stageForAgent } = await import('../../src/demo/sandbox.js');
-    const { REPO_ROOT } = await import('../helpers/fixture.js');
+    const { cliReadableByAnyUid } = await import('../helpers/fixture.js');
     // The CLI as uid 1000 can read it, wherever the repository lives (a 0700 clone, too).
-    const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as {
-      dependencies: Record<string, string>;
-    };
-    const staged = await stageForAgent({
-      sourceRoot: REPO_ROOT,
-      dest: await mkdtemp(path.join(tmpdir(), 'airlock-cli-')),
-      files: ['package.json', 'dist/src', 'dist/servers'],
-      packages: Object.keys(pkg.dependencies),
-    });
-    const CLI = staged.path('dist/src/cli.js');
+    const CLI = await cliReadableByAnyUid();
     // As uid 1000 (not in group 0), with everything it needs owned by it.
     const config = (await import('node:fs')).readFileSync(inst.configFile, 'utf8');
     await writeFile(inst.configFile, `socketGroup: 0\n${config}`);
@@ -119,7 +107,6 @@ describe('socketGroup', () => {
       ],
       { encoding: 'utf8', timeout: 15_000 },
     );
-    await rm(staged.root, { recursive: true, force: true });
     expect(r.status, r.stderr).toBe(1);
     expect(r.stderr).toMatch(
       /cannot give .* to group 0 \(socketGroup\): the broker's user must be root or a member/,
