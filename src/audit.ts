@@ -1190,9 +1190,13 @@ export class AuditLog {
       );
       // Under the lock: another process's batch is never seen half-written.
       await lock.acquire();
-      const size = fstatSync(fh.fd).size;
+      let size = fstatSync(fh.fd).size;
+      const setAside = await setAsideTornTail(fh, abs, size);
+      if (setAside) size = setAside.size;
       const tail = await readChainTail(fh, abs, size);
-      return new AuditLog(abs, fh, size, tail, lock, opts);
+      const log = new AuditLog(abs, fh, size, tail, lock, opts);
+      if (setAside) log.tornTailSetAside = { file: setAside.file, bytes: setAside.bytes };
+      return log;
     } catch (err) {
       await fh.close().catch(() => {});
       if (err instanceof AuditUnavailableError) throw err;
@@ -1203,6 +1207,12 @@ export class AuditLog {
       lock?.release();
     }
   }
+
+  /**
+   * Set when opening found the last line half-written (a crash cut the write short) and moved it
+   * to a file of its own: the caller logs it, so nothing is dropped silently.
+   */
+  tornTailSetAside?: { file: string; bytes: number };
 
   /** The last durable record's seq (0 for an empty log), as of this process's last batch. */
   get seq(): number {
@@ -1616,6 +1626,46 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await dh.close();
   }
+}
+
+/** The longest torn tail set aside at start-up: a record is capped far below this. */
+const MAX_TORN_TAIL_BYTES = 1024 * 1024;
+
+/**
+ * A crash (kill -9, power loss) can leave the last line half-written: Linux ends a write early
+ * when its process is killed. That record was never fsynced, so no caller was told its call was
+ * recorded. At start-up, under the lock, the torn bytes are copied to `<file>.torn-<time>` (0600,
+ * fsynced) and cut off, but only when the line before them is a whole record that verifies;
+ * anything else is left for readChainTail to refuse. Returns the new size, or undefined.
+ */
+async function setAsideTornTail(
+  fh: FileHandle,
+  file: string,
+  size: number,
+): Promise<{ size: number; file: string; bytes: number } | undefined> {
+  if (size === 0) return undefined;
+  const window = Math.min(size, MAX_TORN_TAIL_BYTES);
+  const buf = Buffer.alloc(window);
+  await fh.read(buf, 0, window, size - window);
+  if (buf[window - 1] === 0x0a) return undefined;
+  const nl = buf.lastIndexOf(0x0a);
+  if (nl < 0 && window < size) return undefined; // longer than any record: not a torn write
+  const cut = size - window + nl + 1;
+  // The record before the torn bytes must end the chain cleanly, or nothing is touched.
+  if (cut > 0) await readChainTail(fh, file, cut);
+  const torn = buf.subarray(nl + 1);
+  const aside = `${file}.torn-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  const out = await open(aside, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+  try {
+    await out.writeFile(torn);
+    await out.datasync();
+  } finally {
+    await out.close();
+  }
+  await fh.truncate(cut);
+  await fh.datasync();
+  await syncDir(path.dirname(file));
+  return { size: cut, file: aside, bytes: torn.length };
 }
 
 /**

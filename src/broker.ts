@@ -89,6 +89,11 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     redactor,
     ...(signer ? { checkpoints: { signer } } : {}),
   });
+  if (audit.tornTailSetAside)
+    log.warn(
+      { file: audit.tornTailSetAside.file, bytes: audit.tornTailSetAside.bytes },
+      'the audit log ended in a half-written line (a crash cut its write short; that call was never answered); moved it aside',
+    );
   let policies: PolicyStore;
   try {
     policies = await PolicyStore.load(config, SERVERS, log);

@@ -3,6 +3,7 @@ import {
   openSync,
   closeSync,
   ftruncateSync,
+  readdirSync,
   readFileSync,
   statSync,
   writeFileSync,
@@ -75,19 +76,41 @@ describe('AuditLog files', () => {
     expect(rec.prev).toBe(JSON.parse(last).hash);
   });
 
-  it('refuses to open a log whose last line is torn, naming the line and `airlock audit verify`', async () => {
+  it('sets a torn last line (a write a crash cut short) aside byte for byte, and continues the chain', async () => {
     const file = path.join(dir, 'audit.jsonl');
     const log = await AuditLog.open(file);
     for (let i = 0; i < 3; i++) await log.append(entry());
     await log.close();
     const good = readFileSync(file);
     appendFileSync(file, '{"v":1,"seq":4,"ts":"2026');
-    await expect(AuditLog.open(file)).rejects.toThrow(AuditUnavailableError);
-    await expect(AuditLog.open(file)).rejects.toThrow(/line 4: torn last line.*airlock audit verify/);
     expect(await verifyAuditFile(file)).toMatchObject({ ok: false, line: 4, count: 3 });
-    // Nothing was dropped or overwritten.
+    const reopened = await AuditLog.open(file);
+    expect(reopened.tornTailSetAside?.bytes).toBe('{"v":1,"seq":4,"ts":"2026'.length);
+    // Nothing dropped: the torn bytes are in a file of their own (0600), the good records untouched.
+    const aside = reopened.tornTailSetAside!.file;
+    expect(path.dirname(aside)).toBe(dir);
+    expect(readFileSync(aside, 'utf8')).toBe('{"v":1,"seq":4,"ts":"2026');
+    expect(statSync(aside).mode & 0o777).toBe(0o600);
     expect(readFileSync(file).subarray(0, good.length)).toEqual(good);
-    expect(readFileSync(file, 'utf8').endsWith('"ts":"2026')).toBe(true);
+    await reopened.append(entry());
+    await reopened.close();
+    expect(await verifyAuditFile(file)).toEqual({ ok: true, count: 4 });
+  });
+
+  it('refuses to open a log whose torn last line follows a record that does not verify, changing nothing', async () => {
+    const file = path.join(dir, 'audit.jsonl');
+    const log = await AuditLog.open(file);
+    for (let i = 0; i < 3; i++) await log.append(entry());
+    await log.close();
+    const lines = readFileSync(file, 'utf8').split('\n');
+    writeFileSync(
+      file,
+      [lines[0], lines[1], lines[2]!.replace('"seq":3', '"seq":9'), ''].join('\n') + '{"v":1,"se',
+    );
+    const before = readFileSync(file);
+    await expect(AuditLog.open(file)).rejects.toThrow(AuditUnavailableError);
+    expect(readFileSync(file)).toEqual(before);
+    expect(readdirSync(dir).filter((f) => f.includes('.torn-'))).toEqual([]);
   });
 
   it('refuses to open a log whose last line is complete but altered or not JSON', async () => {

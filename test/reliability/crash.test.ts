@@ -134,7 +134,19 @@ describe('kill -9 of airlock serve under load', () => {
       await serve.killGroup();
       await load;
 
-      const v = verify(inst);
+      let v = verify(inst);
+      if (v.status !== 0 && /torn final line/.test(v.stdout)) {
+        // The kill cut a write short (Linux ends a write early for a killed process): that record
+        // was never fsynced, so no client was answered. The next start sets it aside, whole.
+        const again = await startServe(inst, socket);
+        await again.stop();
+        const dir = path.dirname(inst.auditFile);
+        const aside = (await fs.readdir(dir)).filter((f) =>
+          f.startsWith(`${path.basename(inst.auditFile)}.torn-`),
+        );
+        expect(aside.length).toBeGreaterThan(0);
+        v = verify(inst);
+      }
       expect(v.status, `${v.stdout}\n${v.stderr}\n${serve.log()}`).toBe(0);
       expect(v.stdout).toMatch(/^ok: \d+ records, chain intact/);
       interruptedSeen = Number(/(\d+) interrupted call\(s\)/.exec(v.stdout)?.[1] ?? 0);
