@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { AuditLog, verifyAuditFile, type AuditEntry } from '../src/audit.js';
+import { AuditLog, verifyAuditFile, type AuditEntry } from '../src/audit/log.js';
 
 const RECORDS = Number(process.argv[2] ?? 2000);
 const CONCURRENCY = 64;

@@ -59,17 +59,16 @@ function stageOf(frame: CallFrame, self: CallFrame): string | undefined {
     return `dependency ${/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1]}`;
   if (!url.startsWith('file://')) return undefined;
   const rel = path.relative(ROOT, new URL(url).pathname);
-  if (rel.startsWith('src/transport.js')) return 'framing/JSON (transport)';
-  if (rel.startsWith('src/session.js')) return 'MCP SDK dispatch';
-  if (rel.startsWith('src/redact.js') || rel.startsWith('src/secret-tail.js')) return 'redaction';
-  if (rel.startsWith('src/audit.js')) {
+  if (rel.startsWith('src/transport/ndjson.js')) return 'framing/JSON (transport)';
+  if (rel.startsWith('src/transport/session.js')) return 'MCP SDK dispatch';
+  if (rel.startsWith('src/secrets/redact.js') || rel.startsWith('src/secrets/tail.js')) return 'redaction';
+  if (rel.startsWith('src/audit/')) {
     const internal = !self.url.startsWith('file://') && self.url !== '';
     return internal || FS_BINDING.test(self.functionName) ? 'audit I/O' : 'audit record building';
   }
-  if (rel.startsWith('src/policy.js') || rel.startsWith('src/glob.js') || rel.startsWith('src/ratelimit.js'))
-    return 'policy';
-  if (rel.startsWith('src/bounds.js')) return 'pipeline (bounds)';
-  if (rel.startsWith('src/pipeline.js') || rel.startsWith('src/abort.js')) return 'pipeline orchestration';
+  if (rel.startsWith('src/policy/') || rel.startsWith('src/config/')) return 'policy';
+  if (rel.startsWith('src/pipeline/bounds.js')) return 'pipeline (bounds)';
+  if (rel.startsWith('src/pipeline/')) return 'pipeline orchestration';
   if (rel.startsWith('servers/http/')) {
     return /policy|authorize|match/i.test(frame.functionName) ? 'policy' : 'http client';
   }

@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { AirlockConfig } from './config.js';
+import type { AirlockConfig } from './config/airlock-yaml.js';
 import { VERSION } from './version.js';
 
 export interface OptionDef {
@@ -523,7 +523,7 @@ export async function main(rawArgv: string[]): Promise<number> {
     positionals,
     configFile,
     configGiven: lifted.config !== undefined,
-    config: () => (loaded ??= import('./config.js').then((m) => m.loadConfig(configFile))),
+    config: () => (loaded ??= import('./config/airlock-yaml.js').then((m) => m.loadConfig(configFile))),
     cliPath: CLI_PATH,
     usageError: (message) => usageErrorFor(spec, message),
   });

@@ -3,7 +3,7 @@
 // scrubbed: nothing reaches the log stream unredacted, in either format. JSON lines when stderr
 // is not a terminal (journald, files, log shippers); on a terminal, one readable line per event.
 import { pino, type Logger as PinoLogger } from 'pino';
-import type { Redactor } from './redact.js';
+import type { Redactor } from './secrets/redact.js';
 
 export type Logger = PinoLogger;
 export type LogFormat = 'json' | 'pretty';

@@ -1,12 +1,12 @@
 // The contract between the broker core and a server (http, git, github, postgres).
 // A server declares its policy section, its tools (schema, policy check, handler) and,
 // optionally, per-team runtime state (connection pools). It never sees sockets, audit or
-// other teams: the core pipeline (src/pipeline.ts) wraps every call in
+// other teams: the core pipeline (src/pipeline/pipeline.ts) wraps every call in
 // authorize → resolve credential → call upstream → redact → audit.
 import { z } from 'zod';
-import { globSchema, matchAny } from './glob.js';
+import { globSchema, matchAny } from './policy/glob.js';
 import type { Logger } from './log.js';
-import type { GithubTokenScope } from './github-app.js';
+import type { GithubTokenScope } from './secrets/github-app.js';
 
 export type ServerName = 'git' | 'github' | 'postgres' | 'http';
 

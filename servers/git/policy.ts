@@ -1,9 +1,9 @@
 // The `servers.git` policy section and the git tools' own options.
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
-import { globSchema } from '../../src/glob.js';
-import { secretNameSchema } from '../../src/secret-config.js';
-import { githubApiUrlSchema } from '../../src/github-app.js';
+import { globSchema } from '../../src/policy/glob.js';
+import { secretNameSchema } from '../../src/secrets/config.js';
+import { githubApiUrlSchema } from '../../src/secrets/github-app.js';
 
 export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', '[::1]', 'localhost']);
 

@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, promises as fs } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
-import type { Redactor } from '../../src/redact.js';
+import type { Redactor } from '../../src/secrets/redact.js';
 
 /** Candidate git binaries, in order. Fixed paths: the broker's PATH is not trusted to pick git. */
 const GIT_CANDIDATES = ['/usr/bin/git', '/usr/local/bin/git', '/bin/git', '/opt/homebrew/bin/git'];

@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { matchAny } from '../../src/glob.js';
+import { matchAny } from '../../src/policy/glob.js';
 import {
   allow,
   defineTool,

@@ -5,11 +5,11 @@
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Redactor } from '../../src/redact.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import { ToolError, type ToolContext } from '../../src/tool.js';
 import type { GitSection, WorkspacePolicy } from './policy.js';
 import { GitAbortError, gitEnv, runGit, type GitRunResult } from './runner.js';
-import { githubRepoOfRemote } from '../../src/github-app.js';
+import { githubRepoOfRemote } from '../../src/secrets/github-app.js';
 
 export const LOCAL_TIMEOUT_MS = 60_000;
 export const NETWORK_TIMEOUT_MS = 10 * 60_000;

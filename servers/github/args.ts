@@ -2,8 +2,8 @@
 // repos globs, file paths checked segment by segment, refs as git ref names or object ids, and
 // pagination within the policy's caps. Everything here is pure: a refusal never reaches GitHub.
 import { z } from 'zod';
-import { matchGlob } from '../../src/glob.js';
-import { OWNER_NAME, REPO_NAME } from '../../src/github-app.js';
+import { matchGlob } from '../../src/policy/glob.js';
+import { OWNER_NAME, REPO_NAME } from '../../src/secrets/github-app.js';
 import { allow, deny, type Decision } from '../../src/tool.js';
 import type { GithubSection } from './section.js';
 

@@ -4,7 +4,7 @@
 // errors turned into messages an agent can act on. Octokit builds every URL from parameters;
 // no request carries a header the agent chose.
 import type { Octokit } from '@octokit/rest';
-import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/github-app.js';
+import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/secrets/github-app.js';
 import { ToolError, type ServerRuntime, type ToolContext } from '../../src/tool.js';
 import type { GithubSection } from './section.js';
 import { cleanLine } from './text.js';

@@ -11,9 +11,9 @@
 //   maxBytes: 1048576                 # cap for a file's contents or a diff
 //   timeoutMs: 30000                  # deadline for the GitHub requests of one call, retries included
 import { z } from 'zod';
-import { globSchema, globProblem } from '../../src/glob.js';
-import { secretNameSchema } from '../../src/secret-config.js';
-import { DEFAULT_GITHUB_API_URL, githubApiUrlSchema } from '../../src/github-app.js';
+import { globSchema, globProblem } from '../../src/policy/glob.js';
+import { secretNameSchema } from '../../src/secrets/config.js';
+import { DEFAULT_GITHUB_API_URL, githubApiUrlSchema } from '../../src/secrets/github-app.js';
 import type { SecretRef } from '../../src/tool.js';
 
 const repoGlobSchema = z.string().superRefine((value, ctx) => {

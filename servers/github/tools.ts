@@ -4,8 +4,8 @@
 // permissions in PERMISSIONS, text from GitHub cleaned and labelled on the way back).
 import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
-import { matchAny } from '../../src/glob.js';
-import type { GithubPermissions } from '../../src/github-app.js';
+import { matchAny } from '../../src/policy/glob.js';
+import type { GithubPermissions } from '../../src/secrets/github-app.js';
 import {
   allow,
   deny,

@@ -21,8 +21,8 @@ import { isIP, type LookupFunction, type Socket } from 'node:net';
 import type { Readable, Transform, Writable } from 'node:stream';
 import zlib from 'node:zlib';
 import { ToolError } from '../../src/tool.js';
-import { classifyAddress, ipLiteralOf, isMetadataHostname } from '../../src/addresses.js';
-import { untilAborted } from '../../src/abort.js';
+import { classifyAddress, ipLiteralOf, isMetadataHostname } from '../../src/net/addresses.js';
+import { untilAborted } from '../../src/pipeline/abort.js';
 
 export interface ResolvedAddress {
   address: string;

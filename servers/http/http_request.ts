@@ -3,7 +3,7 @@
 // the hardened transport (DNS pinning, redirects, caps, deadline) is client.ts.
 import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
-import { matchAny } from '../../src/glob.js';
+import { matchAny } from '../../src/policy/glob.js';
 import {
   allow,
   defineTool,
@@ -14,10 +14,10 @@ import {
   type Decision,
   type SecretAccess,
 } from '../../src/tool.js';
-import { classifyHostname } from '../../src/addresses.js';
+import { classifyHostname } from '../../src/net/addresses.js';
 import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
-import { cutSecretTail } from '../../src/secret-tail.js';
-import { pathTrickProblem } from '../../src/path-tricks.js';
+import { cutSecretTail } from '../../src/secrets/tail.js';
+import { pathTrickProblem } from '../../src/net/path-tricks.js';
 import {
   CLIENT_CONTROLLED_HEADERS,
   HEADER_NAME,

@@ -13,9 +13,9 @@
 // allowed when one entry matches its origin, method and path, and that entry's `inject` and
 // `allowPrivateAddress` apply.
 import { z } from 'zod';
-import { globSchema } from '../../src/glob.js';
+import { globSchema } from '../../src/policy/glob.js';
 import type { SecretRef } from '../../src/tool.js';
-import { classifyHostname } from '../../src/addresses.js';
+import { classifyHostname } from '../../src/net/addresses.js';
 
 /** Methods a policy may allow. TRACE and CONNECT are left out: TRACE echoes injected credentials. */
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;

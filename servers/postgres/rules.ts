@@ -3,7 +3,7 @@
 // `checkStatic` runs in authorize (before anything is audited as a request) on what the text
 // says; `checkResolved` runs inside the call's transaction once unqualified names have been
 // resolved against the connection's search_path and views opened up (resolve.ts).
-import { matchGlob } from '../../src/glob.js';
+import { matchGlob } from '../../src/policy/glob.js';
 import {
   CATALOG_SCHEMAS,
   CREDENTIAL_RELATION_NAMES,

@@ -16,8 +16,8 @@
 //       poolSize: 4                       # connections per team × database (extension)
 //       acquireTimeoutMs: 5000            # wait for a free connection, then "busy, retry" (extension)
 import { z } from 'zod';
-import { globProblem } from '../../src/glob.js';
-import { secretNameSchema } from '../../src/secret-config.js';
+import { globProblem } from '../../src/policy/glob.js';
+import { secretNameSchema } from '../../src/secrets/config.js';
 import type { SecretRef } from '../../src/tool.js';
 
 export const DEFAULTS = {

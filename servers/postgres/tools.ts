@@ -2,7 +2,7 @@
 // the SQL rules are in sql.ts (what a statement is), rules.ts (what the policy allows) and
 // resolve.ts (what names mean on the live connection); execute.ts runs it.
 import { z } from 'zod';
-import { matchGlob } from '../../src/glob.js';
+import { matchGlob } from '../../src/policy/glob.js';
 import {
   allow,
   defineTool,

@@ -1,6 +1,6 @@
 // The pipeline's one step for approvals: after the request record, a call whose tool entry
 // has `approve` (and whose arguments match its `when`) waits for a human's decision.
-import { canonicalJson } from '../audit.js';
+import { canonicalJson } from '../audit/log.js';
 import type { AnyToolDefinition } from '../tool.js';
 import { needsApproval, type ApprovePolicy } from './policy.js';
 import type { ApprovalService, CallHead } from './service.js';

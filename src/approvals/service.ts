@@ -12,7 +12,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { canonicalJson, type AuditEntry } from '../audit.js';
+import { canonicalJson, type AuditEntry } from '../audit/log.js';
 import type { Logger } from '../log.js';
 import { formatDuration, MAX_GRANT_MS } from './policy.js';
 import { processAlive, processStartTime } from './process.js';

@@ -13,15 +13,15 @@ import {
   verifyAuditFile,
   type AuditRecord,
   type ChainHead,
-} from '../audit.js';
+} from '../audit/log.js';
 import {
   loadAuditVerifier,
   loadOrCreateAuditSigner,
   verifierFromPem,
   type AuditVerifier,
-} from '../audit-key.js';
+} from '../audit/key.js';
 import type { CommandContext } from '../cli.js';
-import type { AirlockConfig } from '../config.js';
+import type { AirlockConfig } from '../config/airlock-yaml.js';
 
 type Out = NodeJS.WritableStream;
 

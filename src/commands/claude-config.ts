@@ -4,8 +4,8 @@
 // `airlock stdio` directly.
 import path from 'node:path';
 import type { CommandContext } from '../cli.js';
-import type { AirlockConfig } from '../config.js';
-import { checkPolicyFiles } from '../policy.js';
+import type { AirlockConfig } from '../config/airlock-yaml.js';
+import { checkPolicyFiles } from '../policy/team-policy.js';
 import { SERVERS, SERVER_MAP } from '../servers.js';
 import { UserError } from '../broker.js';
 import type { ServerName } from '../tool.js';

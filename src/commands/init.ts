@@ -5,7 +5,7 @@ import { chmod, mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandContext } from '../cli.js';
 import { UserError } from '../broker.js';
-import { policyJsonSchema, TEAM_NAME_RE } from '../policy.js';
+import { policyJsonSchema, TEAM_NAME_RE } from '../policy/team-policy.js';
 import { SERVERS } from '../servers.js';
 
 /** Unix socket paths are limited to 108 bytes (107 and the NUL). */

@@ -8,14 +8,14 @@ import {
   DEFAULT_MAX_SESSIONS_PER_TEAM,
   loadConfig,
   type AirlockConfig,
-} from '../config.js';
+} from '../config/airlock-yaml.js';
 import {
   checkPolicyFiles,
   policyJsonSchema,
   type PolicyIssue,
   type SecretCheckMode,
   type TeamPolicy,
-} from '../policy.js';
+} from '../policy/team-policy.js';
 import type { ServerDefinition } from '../tool.js';
 
 /** Paths under the working directory print relative (shorter, still clickable); others absolute. */

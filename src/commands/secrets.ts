@@ -2,10 +2,10 @@
 // A value only ever arrives on stdin: an argument would sit in `ps` output and shell history.
 import type { ReadStream } from 'node:tty';
 import type { CommandContext } from '../cli.js';
-import { secretNameSchema } from '../secret-config.js';
-import { MIN_REDACTABLE_LENGTH, Redactor } from '../redact.js';
-import { KEYCHAIN_SERVICE, osKeychain, type Keychain } from '../keychain.js';
-import { trimOneNewline, MAX_SECRET_FILE_BYTES } from '../secrets.js';
+import { secretNameSchema } from '../secrets/config.js';
+import { MIN_REDACTABLE_LENGTH, Redactor } from '../secrets/redact.js';
+import { KEYCHAIN_SERVICE, osKeychain, type Keychain } from '../secrets/keychain.js';
+import { trimOneNewline, MAX_SECRET_FILE_BYTES } from '../secrets/store.js';
 
 export interface SecretsCommandOptions {
   action: 'set' | 'list' | 'delete';

@@ -1,7 +1,7 @@
 // `airlock ui [--listen 127.0.0.1:PORT]`: starts the audit viewer and prints the URL to open
 // (with its token) on stdout. Runs until SIGINT/SIGTERM.
 import path from 'node:path';
-import type { AirlockConfig } from '../config.js';
+import type { AirlockConfig } from '../config/airlock-yaml.js';
 import { UserError } from '../broker.js';
 import { createLogger } from '../log.js';
 import { isLoopback, startUi } from '../ui/server.js';

@@ -11,9 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs, readlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readAuditRecords, type AuditRecord } from '../audit.js';
+import { readAuditRecords, type AuditRecord } from '../audit/log.js';
 import { formatAuditTable } from '../commands/audit.js';
-import { Redactor } from '../redact.js';
+import { Redactor } from '../secrets/redact.js';
 import { SERVER_MAP } from '../servers.js';
 import type { AgentPlan, AgentReport, AgentStep, StepReport } from './agent.js';
 import {

@@ -10,7 +10,7 @@ import {
   verifyAuditFrom,
   type AuditRecord,
   type VerifyCursor,
-} from '../audit.js';
+} from '../audit/log.js';
 
 export interface CallFilter {
   team?: string;

@@ -2,7 +2,7 @@
 // arguments, reasons, tool names) goes through esc(); the page has no inline script or style,
 // so even markup that slipped through could not run (the CSP allows only /assets/ files).
 import type { PendingApproval } from '../approvals/service.js';
-import type { AuditRecord } from '../audit.js';
+import type { AuditRecord } from '../audit/log.js';
 import { formatDuration } from '../approvals/policy.js';
 import { summarize, type CallFilter, type CallSummary, type ChainStatus, type Page } from './audit-view.js';
 

@@ -15,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { decideApproval, listApprovals } from '../approvals/client.js';
 import { MAX_GRANT_MS, parseDuration } from '../approvals/policy.js';
 import type { PendingApproval } from '../approvals/service.js';
-import type { AuditRecord } from '../audit.js';
+import type { AuditRecord } from '../audit/log.js';
 import type { Logger } from '../log.js';
 import { APP_CSS, APP_JS } from './assets.js';
 import {

@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyAuditFile } from '../../src/audit.js';
+import { verifyAuditFile } from '../../src/audit/log.js';
 import {
   AGENT_GID,
   AGENT_UID,

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { approvalDigest } from '../../src/approvals/service.js';
 import { approveSchema, needsApproval, parseDuration } from '../../src/approvals/policy.js';
-import { canonicalJson } from '../../src/audit.js';
+import { canonicalJson } from '../../src/audit/log.js';
 import { SERVER_MAP } from '../../src/servers.js';
 
 const tool = (server: 'git' | 'http' | 'github' | 'postgres', name: string) =>

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalJson, verifyAuditFile } from '../../src/audit.js';
+import { canonicalJson, verifyAuditFile } from '../../src/audit/log.js';
 import {
   createBareRepo,
   refOf,

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { readAuditRecords, type AuditRecord } from '../../src/audit.js';
+import { readAuditRecords, type AuditRecord } from '../../src/audit/log.js';
 import { CLI, type Installation } from '../helpers/fixture.js';
 
 export interface CliResult {

@@ -3,8 +3,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
-import { checkPolicyFiles } from '../../src/policy.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
+import { checkPolicyFiles } from '../../src/policy/team-policy.js';
 import { SERVERS } from '../../src/servers.js';
 import { makeInstallation, type Installation } from '../helpers/fixture.js';
 import { runCli } from './helpers.js';

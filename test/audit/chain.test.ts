@@ -11,7 +11,7 @@ import {
   truncateForAudit,
   verifyAuditFile,
   type AuditRecord,
-} from '../../src/audit.js';
+} from '../../src/audit/log.js';
 import { entry, tempDir } from './helpers.js';
 
 let dir: string;

@@ -2,7 +2,7 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, type AuditRecord } from '../../src/audit.js';
+import { AuditLog, type AuditRecord } from '../../src/audit/log.js';
 import { auditTailCommand, auditVerifyCommand, formatAuditTable } from '../../src/commands/audit.js';
 import { entry, tempDir } from './helpers.js';
 

@@ -17,7 +17,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, AuditUnavailableError, verifyAuditFile, type AuditRecord } from '../../src/audit.js';
+import { AuditLog, AuditUnavailableError, verifyAuditFile, type AuditRecord } from '../../src/audit/log.js';
 import { entry, mountTmpfs, sh, tempDir } from './helpers.js';
 
 const cleanups: (() => unknown)[] = [];

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AuditEntry } from '../../src/audit.js';
+import type { AuditEntry } from '../../src/audit/log.js';
 
 /** A fresh temp folder; removed by the returned cleanup. */
 export function tempDir(prefix = 'airlock-audit-'): { dir: string; cleanup: () => void } {

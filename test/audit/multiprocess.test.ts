@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, AuditUnavailableError, verifyAuditFile, type AuditRecord } from '../../src/audit.js';
+import { AuditLog, AuditUnavailableError, verifyAuditFile, type AuditRecord } from '../../src/audit/log.js';
 import { entry, sh, tempDir } from './helpers.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -128,7 +128,7 @@ describe('two AuditLogs in one process on one file', () => {
 describe('another process appending concurrently', () => {
   /** The current source as a module a plain `node` child can import (it only uses Node builtins). */
   function buildChildModule(): string {
-    const src = fileURLToPath(new URL('../../src/audit.ts', import.meta.url));
+    const src = fileURLToPath(new URL('../../src/audit/log.ts', import.meta.url));
     const out = ts.transpileModule(readFileSync(src, 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     });

@@ -3,8 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, verifyAuditFile, type AuditEntry } from '../../src/audit.js';
-import { Redactor } from '../../src/redact.js';
+import { AuditLog, verifyAuditFile, type AuditEntry } from '../../src/audit/log.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import { entry, tempDir } from './helpers.js';
 
 let dir: string;

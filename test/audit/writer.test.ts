@@ -19,7 +19,7 @@ import {
   verifyAuditFile,
   type AuditEntry,
   type AuditRecord,
-} from '../../src/audit.js';
+} from '../../src/audit/log.js';
 import { entry, tempDir } from './helpers.js';
 
 /** Bytes this process has read from files so far (Linux's /proc/self/io `rchar`, all threads). */

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { AuditRecord } from '../../src/audit.js';
+import type { AuditRecord } from '../../src/audit/log.js';
 
 /** Every record of an audit log, in order. */
 export async function readAuditFile(file: string): Promise<AuditRecord[]> {

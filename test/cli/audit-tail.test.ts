@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditLog, type AuditRecord } from '../../src/audit.js';
+import { AuditLog, type AuditRecord } from '../../src/audit/log.js';
 import { entry } from '../audit/helpers.js';
 import { CLI } from '../helpers/fixture.js';
 import { airlock, emptyDir } from './helpers.js';

@@ -69,7 +69,7 @@ describe('each command loads only what it runs', () => {
       expect(packages).not.toContain('@octokit/rest');
       expect(packages).not.toContain('pg');
       expect(modules).not.toContain('src/broker.js');
-      expect(modules).not.toContain('src/pipeline.js');
+      expect(modules).not.toContain('src/pipeline/pipeline.js');
       expect(packages).toContain('zod'); // the config is validated: the trace sees packages
     }
     expect((await loaded(['audit', 'verify', '--file', path.join(dir, 'audit.jsonl')])).packages).toEqual([]);

@@ -11,7 +11,7 @@ const SECRET = 'tok_logFormatSecret_8877665544332211';
 function logged(format: 'json' | 'pretty'): string {
   const script = `
     const { createLogger } = await import(${JSON.stringify(path.join(REPO_ROOT, 'dist/src/log.js'))});
-    const { Redactor } = await import(${JSON.stringify(path.join(REPO_ROOT, 'dist/src/redact.js'))});
+    const { Redactor } = await import(${JSON.stringify(path.join(REPO_ROOT, 'dist/src/secrets/redact.js'))});
     const redactor = new Redactor();
     redactor.add(${JSON.stringify(SECRET)});
     const log = createLogger(redactor, 'info', ${JSON.stringify(format)});

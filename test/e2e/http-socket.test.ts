@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { Broker } from '../../src/broker.js';
-import { verifyAuditFile } from '../../src/audit.js';
+import { verifyAuditFile } from '../../src/audit/log.js';
 import {
   acmeHttpPolicy,
   connectSocketClient,

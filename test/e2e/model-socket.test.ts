@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Broker } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
 import { silentLogger } from '../../src/log.js';
 import { makeInstallation, type Installation } from '../helpers/fixture.js';
 import { startScriptedApi, type ScriptedApi } from '../model/scripted-api.js';

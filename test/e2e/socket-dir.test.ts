@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
 import { silentLogger } from '../../src/log.js';
 import { makeInstallation, type Installation } from '../helpers/fixture.js';
 

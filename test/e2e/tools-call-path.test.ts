@@ -1,4 +1,4 @@
-// tools/call reaches the pipeline on a direct path from the transport (src/session.ts); whatever
+// tools/call reaches the pipeline on a direct path from the transport (src/transport/session.ts); whatever
 // that path does not take goes through the MCP SDK. Both must answer alike, and cancellation,
 // the handshake rule and malformed calls must behave as they do through the SDK.
 import { readFile } from 'node:fs/promises';
@@ -37,7 +37,7 @@ const held: Array<() => void> = [];
 beforeAll(async () => {
   const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
     import('../../src/broker.js'),
-    import('../../src/config.js'),
+    import('../../src/config/airlock-yaml.js'),
     import('../../src/log.js'),
   ]);
   upstream = await startEchoUpstream((req, res) => {

@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Redactor } from '../../src/redact.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import { gitAdd, gitCommit, gitCreateBranch, gitFetch, gitPush, gitStatus } from '../../servers/git/tools.js';
 import { gitContext, mustCall, tempDir } from './context.js';
 import { createBareRepo, startSmartHttpServer, type SmartHttpServer } from './smart-http-server.js';

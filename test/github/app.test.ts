@@ -5,11 +5,11 @@
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { Redactor } from '../../src/redact.js';
-import { SecretStore } from '../../src/secrets.js';
+import { Redactor } from '../../src/secrets/redact.js';
+import { SecretStore } from '../../src/secrets/store.js';
 import { startGithubApiStandIn } from '../../src/demo/github-api/server.js';
 import { sampleRepo } from '../../src/demo/github-api/data.js';
-import { REFRESH_MARGIN_MS } from '../../src/github-app.js';
+import { REFRESH_MARGIN_MS } from '../../src/secrets/github-app.js';
 import {
   APP_ID,
   appKeyPair,

@@ -5,8 +5,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redactor } from '../../src/redact.js';
-import { SecretStore } from '../../src/secrets.js';
+import { Redactor } from '../../src/secrets/redact.js';
+import { SecretStore } from '../../src/secrets/store.js';
 import { startGithubApiStandIn, type GithubApiStandIn } from '../../src/demo/github-api/server.js';
 import { sampleRepo } from '../../src/demo/github-api/data.js';
 import {

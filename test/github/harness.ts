@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { Broker } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
 import {
   startGithubApiStandIn,
   type GithubApiStandIn,

@@ -1,8 +1,8 @@
 // The servers.github policy section as `airlock policy check` sees it: positions and messages for
 // the mistakes an operator makes, and the secrets it references.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, type AirlockConfig } from '../../src/config.js';
-import { checkPolicyFiles } from '../../src/policy.js';
+import { loadConfig, type AirlockConfig } from '../../src/config/airlock-yaml.js';
+import { checkPolicyFiles } from '../../src/policy/team-policy.js';
 import { SERVERS } from '../../src/servers.js';
 import { brief, makeWorkspace } from '../policy/helpers.js';
 

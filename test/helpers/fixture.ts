@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Broker } from '../../src/broker.js';
-import { NdjsonTransport } from '../../src/transport.js';
+import { NdjsonTransport } from '../../src/transport/ndjson.js';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
 export const CLI = path.join(REPO_ROOT, 'dist/src/cli.js');
@@ -215,7 +215,7 @@ export async function startAcmeHttpBroker(opts: {
   // Loaded here so that the many tests which only spawn dist/ do not load the broker.
   const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
     import('../../src/broker.js'),
-    import('../../src/config.js'),
+    import('../../src/config/airlock-yaml.js'),
     import('../../src/log.js'),
   ]);
   const upstream = await startEchoUpstream();

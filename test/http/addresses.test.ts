@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classifyAddress, classifyHostname, isMetadataHostname } from '../../src/addresses.js';
+import { classifyAddress, classifyHostname, isMetadataHostname } from '../../src/net/addresses.js';
 
 const kindOf = (ip: string) => classifyAddress(ip).kind;
 const hostKind = (url: string) => classifyHostname(new URL(url).hostname)?.kind;

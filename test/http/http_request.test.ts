@@ -4,7 +4,7 @@ import net from 'node:net';
 import zlib from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpRequestTool } from '../../servers/http/http_request.js';
-import { Redactor, secretVariants } from '../../src/redact.js';
+import { Redactor, secretVariants } from '../../src/secrets/redact.js';
 import type { ResolvedAddress } from '../../servers/http/client.js';
 import {
   callTool,

@@ -4,12 +4,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { AuditLog, readAuditRecords, verifyAuditFile, type AuditRecord } from '../../src/audit.js';
+import { AuditLog, readAuditRecords, verifyAuditFile, type AuditRecord } from '../../src/audit/log.js';
 import { silentLogger } from '../../src/log.js';
-import { createModelProxy, type ModelProxyLimits, type ModelSection } from '../../src/model-proxy.js';
-import { modelSectionSchema } from '../../src/policy.js';
-import { Redactor } from '../../src/redact.js';
-import { SecretStore } from '../../src/secrets.js';
+import { createModelProxy, type ModelProxyLimits, type ModelSection } from '../../src/model/proxy.js';
+import { modelSectionSchema } from '../../src/policy/team-policy.js';
+import { Redactor } from '../../src/secrets/redact.js';
+import { SecretStore } from '../../src/secrets/store.js';
 
 export const TEAM = 'payments';
 export const API_KEY = 'sk-ant-api03-' + 'Zq9xK2mVb7LpR4tYw8NcE1uHs6DfG3jA5oIkT0' + '-AAAA';

@@ -1,8 +1,8 @@
 // The stream scrubber and the usage tap on their own: every way of cutting a body into chunks
 // must give the same bytes as scrubbing it whole, and the tap must read usage whatever the cuts.
 import { describe, expect, it } from 'vitest';
-import { StreamScrubber, UsageTap } from '../../src/model-proxy.js';
-import { Redactor } from '../../src/redact.js';
+import { StreamScrubber, UsageTap } from '../../src/model/proxy.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import { API_KEY } from './harness.js';
 
 function scrubInChunks(redactor: Redactor, body: Buffer, cuts: number[]): Buffer {

@@ -2,8 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig, type AirlockConfig } from '../../src/config.js';
-import { checkPolicyFiles, MAX_POLICY_FILE_BYTES } from '../../src/policy.js';
+import { loadConfig, type AirlockConfig } from '../../src/config/airlock-yaml.js';
+import { checkPolicyFiles, MAX_POLICY_FILE_BYTES } from '../../src/policy/team-policy.js';
 import { fakeHttp, fakeServers } from './fake-servers.js';
 import { brief, makeWorkspace } from './helpers.js';
 

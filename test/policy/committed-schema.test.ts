@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect, it } from 'vitest';
-import { policyJsonSchema } from '../../src/policy.js';
+import { policyJsonSchema } from '../../src/policy/team-policy.js';
 import { SERVERS } from '../../src/servers.js';
 
 it('policies/schema.json is up to date (regenerate: airlock policy schema > policies/schema.json)', async () => {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { ConfigError, loadConfig, resolveGroup } from '../../src/config.js';
+import { ConfigError, loadConfig, resolveGroup } from '../../src/config/airlock-yaml.js';
 import { brief, makeWorkspace } from './helpers.js';
 
 let ws: Awaited<ReturnType<typeof makeWorkspace>>;

@@ -3,8 +3,8 @@
 // can be tested on its own. The http one carries the interesting parts: a glob list, an
 // `inject` value with a `${secret:NAME}` reference, and tools with options.
 import { z } from 'zod';
-import { globSchema } from '../../src/glob.js';
-import { secretNameSchema } from '../../src/secret-config.js';
+import { globSchema } from '../../src/policy/glob.js';
+import { secretNameSchema } from '../../src/secrets/config.js';
 import { allow, defineServer, defineTool, type SecretRef, type ServerDefinition } from '../../src/tool.js';
 
 function fakeTool(name: string, options: z.ZodObject = z.object({}).strict()) {

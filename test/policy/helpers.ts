@@ -1,7 +1,7 @@
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { AirlockConfig } from '../../src/config.js';
+import type { AirlockConfig } from '../../src/config/airlock-yaml.js';
 
 export const BASE_CONFIG = `socketDir: ./run
 stateDir: ./state

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseRateLimit, rateLimitSchema } from '../../src/ratelimit-spec.js';
+import { parseRateLimit, rateLimitSchema } from '../../src/policy/ratelimit-spec.js';
 
 describe('rateLimit', () => {
   it('parses N/period in long and short forms', () => {

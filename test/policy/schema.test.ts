@@ -4,8 +4,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
-import { loadConfig } from '../../src/config.js';
-import { checkPolicyFiles, policyJsonSchema } from '../../src/policy.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
+import { checkPolicyFiles, policyJsonSchema } from '../../src/policy/team-policy.js';
 import { fakeServers } from './fake-servers.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');

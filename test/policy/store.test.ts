@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig, ConfigError, type AirlockConfig } from '../../src/config.js';
+import { loadConfig, ConfigError, type AirlockConfig } from '../../src/config/airlock-yaml.js';
 import { createLogger } from '../../src/log.js';
-import { PolicyStore } from '../../src/policy.js';
+import { PolicyStore } from '../../src/policy/team-policy.js';
 import { fakeServers } from './fake-servers.js';
 import { makeWorkspace } from './helpers.js';
 import { pino } from 'pino';

@@ -3,7 +3,7 @@
 // write, create, read server files and signal backends: Airlock alone must hold), a broker in
 // this process with the postgres server on a Unix socket, and an MCP client on that socket.
 import pg from 'pg';
-import { readAuditRecords, type AuditRecord } from '../../src/audit.js';
+import { readAuditRecords, type AuditRecord } from '../../src/audit/log.js';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { Broker } from '../../src/broker.js';
 import { startPostgresCluster, type PostgresCluster } from '../../src/demo/postgres-cluster.js';
@@ -132,7 +132,7 @@ export async function startPgBroker(
 ): Promise<PgBroker> {
   const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
     import('../../src/broker.js'),
-    import('../../src/config.js'),
+    import('../../src/config/airlock-yaml.js'),
     import('../../src/log.js'),
   ]);
   const cluster = opts.cluster ?? (await startPostgresCluster());

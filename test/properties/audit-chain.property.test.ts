@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditLog, verifyAuditChain, type ChainHead } from '../../src/audit.js';
+import { AuditLog, verifyAuditChain, type ChainHead } from '../../src/audit/log.js';
 
 let dir: string;
 let original: Buffer;

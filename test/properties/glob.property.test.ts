@@ -1,7 +1,7 @@
 // Properties of policy globs: what `*` and `**` must never match, whatever the segment text.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { matchGlob } from '../../src/glob.js';
+import { matchGlob } from '../../src/policy/glob.js';
 import { checkRequest } from '../../servers/http/http_request.js';
 import { httpSectionSchema } from '../../servers/http/section.js';
 

@@ -2,8 +2,8 @@
 // encoding, or split across stream chunks, is always removed, and nothing else changes.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { REDACTED, Redactor } from '../../src/redact.js';
-import { StreamScrubber } from '../../src/model-proxy.js';
+import { REDACTED, Redactor } from '../../src/secrets/redact.js';
+import { StreamScrubber } from '../../src/model/proxy.js';
 
 const secretArb = fc.string({
   unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-'.split('')),

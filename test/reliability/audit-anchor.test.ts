@@ -5,8 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, recordHash, type AuditEntry } from '../../src/audit.js';
-import { loadOrCreateAuditSigner } from '../../src/audit-key.js';
+import { AuditLog, recordHash, type AuditEntry } from '../../src/audit/log.js';
+import { loadOrCreateAuditSigner } from '../../src/audit/key.js';
 import { CLI, makeInstallation, type Installation } from '../helpers/fixture.js';
 
 let inst: Installation;
@@ -142,7 +142,7 @@ describe('the host key', () => {
   it('airlock serve creates it in stateDir (0600, public half 0644) and signs checkpoints with it', async () => {
     const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
       import('../../src/broker.js'),
-      import('../../src/config.js'),
+      import('../../src/config/airlock-yaml.js'),
       import('../../src/log.js'),
     ]);
     const broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });

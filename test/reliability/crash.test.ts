@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { readAuditRecords } from '../../src/audit.js';
+import { readAuditRecords } from '../../src/audit/log.js';
 import {
   CLI,
   acmeHttpPolicy,

@@ -50,7 +50,7 @@ describe('credential errors the agent sees', () => {
     await inst.writePolicy('acme.yaml', POLICY(upstream.origin));
     const [{ Broker }, { loadConfig }] = await Promise.all([
       import('../../src/broker.js'),
-      import('../../src/config.js'),
+      import('../../src/config/airlock-yaml.js'),
     ]);
     const log = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) });
     broker = await Broker.start(await loadConfig(inst.configFile), { log });

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AuditRecord } from '../../src/audit.js';
+import type { AuditRecord } from '../../src/audit/log.js';
 import {
   API_KEY,
   deferred,

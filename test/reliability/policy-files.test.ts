@@ -65,7 +65,7 @@ describe('policy files that are not the operator’s', () => {
     // The same file on a reload of a running broker: the log says why, without the key.
     await writeFile(file, 'team: ok\nservers: {}\n');
     const { Broker } = await import('../../src/broker.js');
-    const { loadConfig } = await import('../../src/config.js');
+    const { loadConfig } = await import('../../src/config/airlock-yaml.js');
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
     const broker = await Broker.start(await loadConfig(inst.configFile), { log });

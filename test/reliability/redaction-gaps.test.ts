@@ -100,7 +100,7 @@ describe('redaction of re-encoded credentials', () => {
     });
     const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
       import('../../src/broker.js'),
-      import('../../src/config.js'),
+      import('../../src/config/airlock-yaml.js'),
       import('../../src/log.js'),
     ]);
     broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });

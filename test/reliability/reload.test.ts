@@ -66,7 +66,7 @@ describe('policy reload under load', () => {
     });
     const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
       import('../../src/broker.js'),
-      import('../../src/config.js'),
+      import('../../src/config/airlock-yaml.js'),
       import('../../src/log.js'),
     ]);
     // No file watcher: the test decides exactly when each reload happens.

@@ -26,7 +26,7 @@ describe('session bounds', () => {
     await writeFile(inst.configFile, `sessions: { maxPerTeam: 3, maxTotal: 5 }\n${config}`);
     const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
       import('../../src/broker.js'),
-      import('../../src/config.js'),
+      import('../../src/config/airlock-yaml.js'),
       import('../../src/log.js'),
     ]);
     broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });

@@ -5,9 +5,9 @@ import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
 import { silentLogger } from '../../src/log.js';
-import { checkPolicyFiles } from '../../src/policy.js';
+import { checkPolicyFiles } from '../../src/policy/team-policy.js';
 import { SERVERS } from '../../src/servers.js';
 import { CLI, makeInstallation, type Installation } from '../helpers/fixture.js';
 import { socketOnlyPolicy } from './policies.js';

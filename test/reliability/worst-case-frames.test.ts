@@ -5,8 +5,8 @@ import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { canonicalJson, DEFAULT_MAX_AUDIT_RECORD_BYTES, truncateForAudit } from '../../src/audit.js';
-import { MAX_FRAME_BYTES } from '../../src/transport.js';
+import { canonicalJson, DEFAULT_MAX_AUDIT_RECORD_BYTES, truncateForAudit } from '../../src/audit/log.js';
+import { MAX_FRAME_BYTES } from '../../src/transport/ndjson.js';
 import {
   acmeHttpPolicy,
   connectSocketClient,

@@ -2,7 +2,7 @@
 // thousands of aliases used to take 11–18 s to check and stalled every team's reload meanwhile.
 import { Alias } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
-import { locate, parseYaml } from '../../src/yaml-positions.js';
+import { locate, parseYaml } from '../../src/config/yaml-positions.js';
 
 const original = Alias.prototype.resolve;
 afterEach(() => {

@@ -19,7 +19,7 @@ import {
   stageDemoAgent,
   type AgentIdentity,
 } from '../../src/demo/sandbox.js';
-import { Redactor } from '../../src/redact.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import {
   CLI,
   makeInstallation,

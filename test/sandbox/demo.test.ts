@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Redactor } from '../../src/redact.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import { REPO_ROOT } from '../helpers/fixture.js';
 
 const DEMO = path.join(REPO_ROOT, 'dist/src/demo/index.js');

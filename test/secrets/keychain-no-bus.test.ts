@@ -2,10 +2,10 @@
 // message that says so and how to fix it; the commands exit 2; a secret names itself and the cause.
 import { PassThrough, Readable } from 'node:stream';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { KeychainUnavailableError, osKeychain } from '../../src/keychain.js';
+import { KeychainUnavailableError, osKeychain } from '../../src/secrets/keychain.js';
 import { secretsCommand } from '../../src/commands/secrets.js';
-import { SecretError, SecretStore } from '../../src/secrets.js';
-import { Redactor } from '../../src/redact.js';
+import { SecretError, SecretStore } from '../../src/secrets/store.js';
+import { Redactor } from '../../src/secrets/redact.js';
 
 beforeAll(() => {
   // The keyring library would otherwise use a desktop session bus the developer happens to have.

@@ -2,7 +2,7 @@
 // a read finds nothing, a write fails with a message that says to create and unlock one.
 import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KeychainUnavailableError, osKeychain } from '../../src/keychain.js';
+import { KeychainUnavailableError, osKeychain } from '../../src/secrets/keychain.js';
 import { secretsCommand } from '../../src/commands/secrets.js';
 import { startKeyringSession, type KeyringSession } from './keyring-session.js';
 

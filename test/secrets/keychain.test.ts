@@ -1,10 +1,10 @@
 // The OS keychain for real: gnome-keyring's Secret Service on a private D-Bus session.
 import { PassThrough, Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { osKeychain } from '../../src/keychain.js';
+import { osKeychain } from '../../src/secrets/keychain.js';
 import { secretsCommand } from '../../src/commands/secrets.js';
-import { SecretError, SecretStore } from '../../src/secrets.js';
-import { Redactor, REDACTED } from '../../src/redact.js';
+import { SecretError, SecretStore } from '../../src/secrets/store.js';
+import { Redactor, REDACTED } from '../../src/secrets/redact.js';
 import { startKeyringSession, type KeyringSession } from './keyring-session.js';
 
 function sink(): PassThrough & { text(): string } {

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SecretError, SecretStore, trimOneNewline } from '../../src/secrets.js';
-import { Redactor, REDACTED } from '../../src/redact.js';
-import type { SecretConfig } from '../../src/secret-config.js';
+import { SecretError, SecretStore, trimOneNewline } from '../../src/secrets/store.js';
+import { Redactor, REDACTED } from '../../src/secrets/redact.js';
+import type { SecretConfig } from '../../src/secrets/config.js';
 
 let dir: string;
 beforeAll(() => {

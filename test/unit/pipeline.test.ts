@@ -2,11 +2,11 @@
 // call ends in exactly the audit records the SPEC promises, and nothing escapes unredacted.
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import type { AuditEntry } from '../../src/audit.js';
+import type { AuditEntry } from '../../src/audit/log.js';
 import { silentLogger } from '../../src/log.js';
-import { CallPipeline, MAX_CALLS_PER_SESSION, type SessionInfo } from '../../src/pipeline.js';
-import { RateLimiter } from '../../src/ratelimit.js';
-import { Redactor } from '../../src/redact.js';
+import { CallPipeline, MAX_CALLS_PER_SESSION, type SessionInfo } from '../../src/pipeline/pipeline.js';
+import { RateLimiter } from '../../src/policy/ratelimit.js';
+import { Redactor } from '../../src/secrets/redact.js';
 import { allow, defineServer, defineTool, deny, ToolError, type ServerDefinition } from '../../src/tool.js';
 
 const SECRET = 'pipeline-test-secret-9876543210';

@@ -4,7 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCore, sanitizeRateState, type Core } from '../../src/broker.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/airlock-yaml.js';
 import { silentLogger } from '../../src/log.js';
 import { makeInstallation, type Installation } from '../helpers/fixture.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Redactor, REDACTED } from '../../src/redact.js';
+import { Redactor, REDACTED } from '../../src/secrets/redact.js';
 
 const secret = 'ghp_S3cr3tT0kenValue1234567890';
 

@@ -1,7 +1,7 @@
 // NdjsonTransport against a hostile peer, on in-memory streams.
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { NdjsonTransport, nestingDepth, READ_PAUSE_OUTPUT_BYTES } from '../../src/transport.js';
+import { NdjsonTransport, nestingDepth, READ_PAUSE_OUTPUT_BYTES } from '../../src/transport/ndjson.js';
 
 function pair(opts: ConstructorParameters<typeof NdjsonTransport>[2] = {}) {
   const input = new PassThrough();

@@ -17,13 +17,13 @@ import {
   readRegularTextFile,
   type UnreadableFileError,
   type AirlockConfig,
-} from './config.js';
-import { approveSchema, type ApprovePolicy } from './approvals/policy.js';
+} from '../config/airlock-yaml.js';
+import { approveSchema, type ApprovePolicy } from '../approvals/policy.js';
 import { globSchema } from './glob.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { rateLimitSchema, type RateLimit } from './ratelimit-spec.js';
-import { secretNameSchema } from './secret-config.js';
-import type { SecretRef, ServerDefinition } from './tool.js';
+import { secretNameSchema } from '../secrets/config.js';
+import type { SecretRef, ServerDefinition } from '../tool.js';
 import {
   formatIssue,
   issueAt,
@@ -34,9 +34,9 @@ import {
   type IssuePath,
   type PolicyIssue,
   type YamlSource,
-} from './yaml-positions.js';
+} from '../config/yaml-positions.js';
 
-export { formatIssue, type PolicyIssue } from './yaml-positions.js';
+export { formatIssue, type PolicyIssue } from '../config/yaml-positions.js';
 
 export const TEAM_NAME_RE = /^[a-z0-9][a-z0-9-]*$/;
 

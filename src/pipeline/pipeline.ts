@@ -10,15 +10,15 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import type { CallToolResult, Tool } from '@modelcontextprotocol/sdk/types.js';
-import { holdForApproval, type ProgressSink } from './approvals/gate.js';
-import type { ApprovalService } from './approvals/service.js';
-import type { ApprovePolicy } from './approvals/policy.js';
-import { AUDIT_CALL_FIELDS, truncateForAudit, type AuditEntry } from './audit.js';
+import { holdForApproval, type ProgressSink } from '../approvals/gate.js';
+import type { ApprovalService } from '../approvals/service.js';
+import type { ApprovePolicy } from '../approvals/policy.js';
+import { AUDIT_CALL_FIELDS, truncateForAudit, type AuditEntry } from '../audit/log.js';
 import { argumentBoundProblem, unrecordedSummary } from './bounds.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 import { untilAborted } from './abort.js';
-import type { Redactor } from './redact.js';
-import { formatWait, type RateLimiter, type RateLimitSpec } from './ratelimit.js';
+import type { Redactor } from '../secrets/redact.js';
+import { formatWait, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
 import {
   ToolError,
   type AnyToolDefinition,
@@ -27,7 +27,7 @@ import {
   type ServerDefinition,
   type ServerName,
   type ServerRuntime,
-} from './tool.js';
+} from '../tool.js';
 
 export interface SessionInfo {
   id: string;
@@ -37,7 +37,7 @@ export interface SessionInfo {
   transport: 'socket' | 'stdio' | 'cli';
 }
 
-/** The team policy as the pipeline reads it (parsed and validated by src/policy.ts). */
+/** The team policy as the pipeline reads it (parsed and validated by src/policy/team-policy.ts). */
 export interface PolicyView {
   get(team: string):
     | {
@@ -180,7 +180,7 @@ export class CallPipeline {
   ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
-    // Bounded before anything walks them (redaction, truncation, hashing): see src/bounds.ts.
+    // Bounded before anything walks them (redaction, truncation, hashing): see src/pipeline/bounds.ts.
     const tooLarge = argumentBoundProblem(rawArgs);
     if (tooLarge) {
       return this.refuse(

@@ -5,7 +5,7 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { secretConfigSchema, secretNameSchema, type SecretConfig } from './secret-config.js';
+import { secretConfigSchema, secretNameSchema, type SecretConfig } from '../secrets/config.js';
 import {
   formatIssue,
   issueAt,

@@ -6,8 +6,8 @@ import { open } from 'node:fs/promises';
 import { createPrivateKey } from 'node:crypto';
 import type { Redactor } from './redact.js';
 import { MIN_REDACTABLE_LENGTH } from './redact.js';
-import type { SecretConfig, ValueSource } from './secret-config.js';
-import { ToolError, type SecretAccess } from './tool.js';
+import type { SecretConfig, ValueSource } from './config.js';
+import { ToolError, type SecretAccess } from '../tool.js';
 import { KEYCHAIN_SERVICE, KeychainUnavailableError, osKeychain, type Keychain } from './keychain.js';
 import { GithubAppTokens, type GithubTokenScope } from './github-app.js';
 

@@ -13,10 +13,10 @@ import {
   ListToolsRequestSchema,
   McpError,
 } from '@modelcontextprotocol/sdk/types.js';
-import type { CallPipeline, SessionInfo } from './pipeline.js';
-import type { ServerName } from './tool.js';
-import { NdjsonTransport } from './transport.js';
-import { VERSION } from './version.js';
+import type { CallPipeline, SessionInfo } from '../pipeline/pipeline.js';
+import type { ServerName } from '../tool.js';
+import { NdjsonTransport } from './ndjson.js';
+import { VERSION } from '../version.js';
 
 type ProgressNotification = {
   method: 'notifications/progress';

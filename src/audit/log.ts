@@ -30,7 +30,7 @@ import {
 } from 'node:fs';
 import { mkdir, open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { AuditSigner, AuditVerifier } from './audit-key.js';
+import type { AuditSigner, AuditVerifier } from './key.js';
 
 export type AuditPhase = 'request' | 'result' | 'approval';
 

@@ -5,7 +5,7 @@
 // handed to `onToken` (the broker registers it with the redactor) before anyone else sees it.
 import { createPrivateKey } from 'node:crypto';
 import { z } from 'zod';
-import { classifyHostname } from './addresses.js';
+import { classifyHostname } from '../net/addresses.js';
 
 export const DEFAULT_GITHUB_API_URL = 'https://api.github.com';
 

@@ -49,15 +49,15 @@ import path from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import zlib from 'node:zlib';
-import { classifyAddress, classifyHostname, type AddressClass } from './addresses.js';
-import { secretFormsLatin1, secretTailStart } from './secret-tail.js';
-import type { AuditEntry } from './audit.js';
-import { matchGlob } from './glob.js';
-import { pathTrickProblem } from './path-tricks.js';
-import type { Logger } from './log.js';
-import type { ModelPolicy } from './policy.js';
-import { REDACTED, type Redactor } from './redact.js';
-import type { SecretAccess } from './tool.js';
+import { classifyAddress, classifyHostname, type AddressClass } from '../net/addresses.js';
+import { secretFormsLatin1, secretTailStart } from '../secrets/tail.js';
+import type { AuditEntry } from '../audit/log.js';
+import { matchGlob } from '../policy/glob.js';
+import { pathTrickProblem } from '../net/path-tricks.js';
+import type { Logger } from '../log.js';
+import type { ModelPolicy } from '../policy/team-policy.js';
+import { REDACTED, type Redactor } from '../secrets/redact.js';
+import type { SecretAccess } from '../tool.js';
 
 export type ModelSection = ModelPolicy;
 
