@@ -13,6 +13,12 @@ import { githubRepoOfRemote } from '../../src/secrets/github-app.js';
 
 export const LOCAL_TIMEOUT_MS = 60_000;
 export const NETWORK_TIMEOUT_MS = 10 * 60_000;
+/**
+ * A transfer that moves no byte for this long is abandoned (curl's low-speed limit): a remote
+ * that stalls mid-pack is an error after seconds, not a call held for NETWORK_TIMEOUT_MS.
+ */
+export const NETWORK_STALL_SECONDS = 20;
+const STALL_CONFIG = { 'http.lowSpeedLimit': '1', 'http.lowSpeedTime': String(NETWORK_STALL_SECONDS) };
 
 /** Remote-tracking refs live here; there is no configured remote (the URL comes from policy). */
 export const TRACKING_PREFIX = 'refs/remotes/origin/';
@@ -96,7 +102,7 @@ export class WorkspaceGit {
     const redactor = this.credentialRedactor ?? new Redactor();
     this.credentialRedactor = redactor;
     const { credential, credentialUser, remote, githubApiUrl } = this.ws.policy;
-    if (!credential) return { envConfig: {}, redactor };
+    if (!credential) return { envConfig: { ...STALL_CONFIG }, redactor };
     const secrets = this.ws.ctx.secrets;
     // A githubApp secret yields a token for this remote's repository alone (asked for only then).
     const appScope = () => {
@@ -112,7 +118,10 @@ export class WorkspaceGit {
     redactor.add(basic);
     // Through the environment of this one child (GIT_CONFIG_COUNT), never argv, a URL or a file.
     // Sent on every request of this command — only to the policy remote, since redirects are off.
-    return { envConfig: { 'http.extraHeader': `Authorization: Basic ${basic}` }, redactor };
+    return {
+      envConfig: { ...STALL_CONFIG, 'http.extraHeader': `Authorization: Basic ${basic}` },
+      redactor,
+    };
   }
 
   /** Scrubs the credential from text that came out of a network command. */

@@ -27,8 +27,17 @@ export interface SmartHttpServer {
   requests: RecordedRequest[];
   /** URL of a repository under root, e.g. repoUrl('app.git'). */
   repoUrl(name: string): string;
+  /** Makes the server misbehave from the next request on (undefined: behave again). */
+  setFault(fault: GitRemoteFault | undefined): void;
   close(): Promise<void>;
 }
+
+/**
+ * How the stand-in misbehaves, for fault tests: `status` answers every authorized request with
+ * that HTTP status; `hangMidPack` sends the first `afterBytes` bytes of an upload-pack answer
+ * (the pack a fetch downloads) and then nothing more, holding the connection open until close.
+ */
+export type GitRemoteFault = { status: number } | { hangMidPack: { afterBytes: number } };
 
 export interface SmartHttpServerOptions {
   root: string;
@@ -74,6 +83,7 @@ function checkAuth(header: string | undefined, opts: SmartHttpServerOptions, url
 
 export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promise<SmartHttpServer> {
   const requests: RecordedRequest[] = [];
+  let fault: GitRemoteFault | undefined;
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const hadAuthorization = req.headers.authorization !== undefined;
@@ -93,6 +103,18 @@ export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promis
       res.end('authentication required\n');
       return;
     }
+    if (fault && 'status' in fault) {
+      record.status = fault.status;
+      req.resume();
+      res.writeHead(fault.status, { 'Content-Type': 'text/plain' });
+      res.end('the git server failed\n');
+      return;
+    }
+    // Bytes of the answer still to forward before a hang; Infinity when not hanging.
+    let forwardBudget =
+      fault && 'hangMidPack' in fault && url.pathname.endsWith('/git-upload-pack')
+        ? fault.hangMidPack.afterBytes
+        : Infinity;
     const env: Record<string, string> = {
       ...fixtureGitEnv(),
       GIT_PROJECT_ROOT: opts.root,
@@ -124,6 +146,9 @@ export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promis
     let headersDone = false;
     backend.stdout.on('data', (chunk: Buffer) => {
       if (headersDone) {
+        if (forwardBudget <= 0) return; // hanging: drop the rest, keep the connection open
+        if (chunk.length > forwardBudget) chunk = chunk.subarray(0, forwardBudget);
+        forwardBudget -= chunk.length;
         if (!res.write(chunk)) {
           backend.stdout.pause();
           res.once('drain', () => backend.stdout.resume());
@@ -151,10 +176,13 @@ export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promis
       }
       record.status = status;
       res.writeHead(status, headers);
-      const rest = head.subarray(end + sepLen);
+      let rest = head.subarray(end + sepLen);
+      if (rest.length > forwardBudget) rest = rest.subarray(0, forwardBudget);
+      forwardBudget -= rest.length;
       if (rest.length) res.write(rest);
     });
     backend.on('close', () => {
+      if (forwardBudget <= 0) return; // hanging mid-pack: never end the answer
       if (!headersDone) {
         record.status = 502;
         if (!res.headersSent) res.writeHead(502);
@@ -171,6 +199,7 @@ export async function startSmartHttpServer(opts: SmartHttpServerOptions): Promis
     root: opts.root,
     requests,
     repoUrl: (name) => `${origin}/${name}`,
+    setFault: (f) => (fault = f),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
