@@ -35,6 +35,10 @@ export interface PostgresCluster {
   url(opts: { user: string; password: string; database: string }): string;
   /** Runs SQL as the superuser (simple protocol; several statements allowed). */
   admin(sql: string, database?: string): Promise<void>;
+  /** Stops the server (`-m fast`: connections are terminated), keeping its data, for fault tests. */
+  stopServer(): Promise<void>;
+  /** Starts a stopped server again, on the same port and data. */
+  startServer(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -211,7 +215,10 @@ export async function startPostgresCluster(opts: StartClusterOptions = {}): Prom
     }
     const confFile = path.join(dataDir, 'postgresql.conf');
     await writeFile(confFile, (await readFile(confFile, 'utf8')) + '\n' + conf.join('\n') + '\n');
-    await exec(pgCtl, ['-D', dataDir, '-l', path.join(root, 'server.log'), '-w', '-t', '60', 'start']);
+    const startServer = async () => {
+      await exec(pgCtl, ['-D', dataDir, '-l', path.join(root, 'server.log'), '-w', '-t', '60', 'start']);
+    };
+    await startServer();
     const host = '127.0.0.1';
     const url = (o: { user: string; password: string; database: string }) =>
       `postgres://${encodeURIComponent(o.user)}:${encodeURIComponent(o.password)}@${host}:${port}/${encodeURIComponent(o.database)}`;
@@ -230,6 +237,10 @@ export async function startPostgresCluster(opts: StartClusterOptions = {}): Prom
           `postgres://${encodeURIComponent(superuser)}:${encodeURIComponent(superPassword)}@/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}&port=${port}`,
           sql,
         ),
+      stopServer: async () => {
+        await exec(pgCtl, ['-D', dataDir, '-m', 'fast', '-w', 'stop']);
+      },
+      startServer,
       close,
     };
   } catch (err) {
