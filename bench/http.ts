@@ -4,7 +4,7 @@
 //
 //   npm run build && node dist/bench/http.js [--calls 3000] [--sessions 64]
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import {
   brokerMemory,
   load,
+  percentile,
   processCpuMs,
   RawMcpSession,
   startServe,
@@ -35,14 +36,41 @@ const CALLS = Number(values.calls);
 const SESSIONS = Number(values.sessions);
 const SEQUENTIAL = Number(values.sequential);
 
+// Counts the TCP connections it accepts (asked with a line on stdin): a pool that closes and
+// reopens connections under load shows as connections far above the concurrency.
 const UPSTREAM_SOURCE = `
 const http = require('node:http');
+let connections = 0;
 const server = http.createServer((req, res) => {
   req.resume();
   req.on('end', () => { res.setHeader('content-type', 'application/json'); res.end('{"ok":true,"items":[1,2,3]}'); });
 });
+server.on('connection', () => connections++);
+process.stdin.on('data', () => process.stdout.write(connections + '\\n'));
 server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
 `;
+
+/** Median latency of one write + fdatasync of a small record in `dir` (the durable floor of one record). */
+async function fdatasyncMs(dir: string, samples = 200): Promise<number> {
+  const fh = await open(path.join(dir, 'fdatasync-probe'), 'a', 0o600);
+  const line = Buffer.from('x'.repeat(400) + '\n');
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < samples; i++) {
+      const t = performance.now();
+      await fh.write(line);
+      await fh.datasync();
+      times.push(performance.now() - t);
+    }
+  } finally {
+    await fh.close();
+    await rm(path.join(dir, 'fdatasync-probe'), { force: true });
+  }
+  return percentile(
+    times.sort((a, b) => a - b),
+    0.5,
+  );
+}
 
 async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-'));
@@ -51,10 +79,17 @@ async function main(): Promise<void> {
     : `${root}/audit`;
   // The upstream runs in its own process, as a real API would: neither path gets to share an
   // event loop with it.
-  const upstream = spawn(process.execPath, ['-e', UPSTREAM_SOURCE], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve) =>
-    upstream.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
-  );
+  const upstream = spawn(process.execPath, ['-e', UPSTREAM_SOURCE], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const upstreamLine = () =>
+    new Promise<number>((resolve) =>
+      upstream.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
+    );
+  const port = await upstreamLine();
+  const upstreamConnections = () => {
+    const answer = upstreamLine();
+    upstream.stdin!.write('\n');
+    return answer;
+  };
   const origin = `http://127.0.0.1:${port}`;
 
   await mkdir(path.join(root, 'policies'), { recursive: true });
@@ -110,8 +145,12 @@ async function main(): Promise<void> {
     CALLS,
   );
   const cpuBefore = processCpuMs(broker.pid!);
+  const connectionsBefore = await upstreamConnections();
   const conAirlock = await load(clients.map(viaAirlock), CALLS);
   const cpuPerCall = (processCpuMs(broker.pid!) - cpuBefore) / CALLS;
+  const brokerConnections = (await upstreamConnections()) - connectionsBefore;
+  await mkdir(auditDir, { recursive: true });
+  const syncMs = await fdatasyncMs(auditDir);
 
   const rows: Array<[string, Stats]> = [
     [`direct, 1 at a time (${SEQUENTIAL})`, stats(seqDirect.latencies, seqDirect.wallMs)],
@@ -136,9 +175,13 @@ async function main(): Promise<void> {
     `overhead, 1 session:   p50 +${(a1.p50 - d1.p50).toFixed(3)} ms, p99 +${(a1.p99 - d1.p99).toFixed(3)} ms  (target p50 ≤ 0.3, p99 ≤ 2)`,
   );
   console.log(
+    `fdatasync in ${auditDir}: p50 ${syncMs.toFixed(3)} ms; durable target for the 1-session p50 overhead: ` +
+      `≤ 2 × fdatasync + 0.3 = ${(2 * syncMs + 0.3).toFixed(3)} ms`,
+  );
+  console.log(
     `overhead, ${SESSIONS} sessions: p50 +${(aN.p50 - dN.p50).toFixed(3)} ms, p99 +${(aN.p99 - dN.p99).toFixed(3)} ms; ` +
       `throughput ${aN.perSecond.toFixed(0)} calls/s = ${((aN.perSecond / dN.perSecond) * 100).toFixed(0)}% of direct (target ≥ 6000); ` +
-      `broker CPU ${cpuPerCall.toFixed(3)} ms a call`,
+      `broker CPU ${cpuPerCall.toFixed(3)} ms a call; ${brokerConnections} upstream connections opened for ${CALLS} calls`,
   );
 
   const rssEnd = brokerMemory(broker.pid!);

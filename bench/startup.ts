@@ -1,37 +1,66 @@
 // Start-up time of the commands an operator or an agent image runs most: `airlock --help`,
-// `policy check`, `audit verify` and `bridge` (and `doctor`, which loads the most), against
-// `node -e 0` measured in the same run, interleaved so machine load hits every command alike.
+// `--version`, `policy check`, `audit verify`, `bridge` and `doctor` (which loads the most), and
+// for the MCP servers the time from spawn to the answer of the first `tools/list` (initialize,
+// initialized and tools/list written at once, as a client does): `airlock stdio http` against
+// the reference Postgres MCP server (@modelcontextprotocol/server-postgres, which answers
+// tools/list without reaching its database). Everything against `node -e 0` measured in the same
+// run, interleaved so machine load hits every command alike.
 // Run: npm run bench:startup [-- runs]   (not a test; prints median and p90 wall time per command,
 // and the median CPU time (user + system), which a busy machine inflates far less than wall time)
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 
 const RUNS = Number(process.argv[2] ?? 15);
 const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
+const REFERENCE_POSTGRES = createRequire(import.meta.url).resolve(
+  '@modelcontextprotocol/server-postgres/dist/index.js',
+);
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'al-start-'));
 mkdirSync(path.join(root, 'policies'));
 writeFileSync(
   path.join(root, 'airlock.yaml'),
-  `socketDir: ./run\nstateDir: ./state\npolicies: ./policies\naudit:\n  file: ./audit.jsonl\nsecrets:\n  tok: { env: AIRLOCK_BENCH_TOKEN }\n`,
+  `socketDir: ./run\nstateDir: ./state\npolicies: ./policies\naudit:\n  file: ./audit/audit.jsonl\nsecrets:\n  tok: { env: AIRLOCK_BENCH_TOKEN }\n`,
 );
 writeFileSync(
   path.join(root, 'policies/acme.yaml'),
   `team: acme\nservers:\n  http:\n    hosts:\n      - origin: https://api.example.com\n        inject: { header: X-Key, value: "\${secret:tok}" }\n    tools:\n      http_request: {}\n`,
 );
-writeFileSync(path.join(root, 'audit.jsonl'), '');
+mkdirSync(path.join(root, 'audit'));
+writeFileSync(path.join(root, 'audit/audit.jsonl'), '');
 const config = path.join(root, 'airlock.yaml');
+const env = { ...process.env, AIRLOCK_BENCH_TOKEN: 'bench-token-value' };
 
-const commands: [string, string[], string?][] = [
-  ['node -e 0 (baseline)', ['-e', '0']],
-  ['airlock --help', [CLI, '--help']],
-  ['airlock policy check', [CLI, 'policy', 'check', '--config', config]],
-  ['airlock audit verify', [CLI, 'audit', 'verify', '--config', config]],
+interface Command {
+  name: string;
+  args: string[];
+  /** `exit`: time until the process exits; `mcp`: time until the first tools/list is answered. */
+  until: 'exit' | 'mcp';
+  input?: string;
+}
+
+const commands: Command[] = [
+  { name: 'node -e 0 (baseline)', args: ['-e', '0'], until: 'exit' },
+  { name: 'airlock --version', args: [CLI, '--version'], until: 'exit' },
+  { name: 'airlock --help', args: [CLI, '--help'], until: 'exit' },
+  { name: 'airlock policy check', args: [CLI, 'policy', 'check', '--config', config], until: 'exit' },
+  { name: 'airlock audit verify', args: [CLI, 'audit', 'verify', '--config', config], until: 'exit' },
   // The bridge with no socket to reach: starts, fails to connect, exits 1. That is its start-up.
-  ['airlock bridge', [CLI, 'bridge', path.join(root, 'none.sock')], ''],
-  ['airlock doctor', [CLI, 'doctor', '--config', config]],
+  { name: 'airlock bridge', args: [CLI, 'bridge', path.join(root, 'none.sock')], until: 'exit', input: '' },
+  { name: 'airlock doctor', args: [CLI, 'doctor', '--config', config], until: 'exit' },
+  {
+    name: 'airlock stdio → tools/list',
+    args: [CLI, 'stdio', 'http', '--team', 'acme', '--config', config],
+    until: 'mcp',
+  },
+  {
+    name: 'reference postgres → tools/list',
+    args: [REFERENCE_POSTGRES, 'postgresql://127.0.0.1:1/none'],
+    until: 'mcp',
+  },
 ];
 
 // Each child reports its own CPU time on exit (on fd 3, so the command's own output is untouched).
@@ -41,38 +70,113 @@ const REPORT_CPU =
     `import { writeSync } from 'node:fs'; process.on('exit', () => { const u = process.cpuUsage(); writeSync(3, String((u.user + u.system) / 1000)); });`,
   );
 
-const times = new Map<string, number[]>(commands.map(([name]) => [name, []]));
-const cpu = new Map<string, number[]>(commands.map(([name]) => [name, []]));
-for (let i = 0; i < RUNS; i++) {
-  for (const [name, args, input] of commands) {
+const HANDSHAKE =
+  [
+    {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: {
+        protocolVersion: '2025-06-18',
+        capabilities: {},
+        clientInfo: { name: 'bench', version: '0' },
+      },
+    },
+    { jsonrpc: '2.0', method: 'notifications/initialized' },
+    { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} },
+  ]
+    .map((m) => JSON.stringify(m))
+    .join('\n') + '\n';
+
+/** Spawn → the tools/list answer (wall ms), then stdin closes and the child reports its CPU at exit. */
+function timeToToolsList(args: string[]): Promise<{ ms: number; cpu: number }> {
+  return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const r = spawnSync(process.execPath, ['--import', REPORT_CPU, ...args], {
-      input: input ?? undefined,
-      stdio: ['pipe', 'ignore', 'pipe', 'pipe'],
+    const child = spawn(process.execPath, ['--import', REPORT_CPU, ...args], {
+      env,
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
     });
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
-    if (r.status === null) throw new Error(`${name} did not exit`);
-    times.get(name)!.push(ms);
-    cpu.get(name)!.push(Number(r.output[3]?.toString() || NaN));
-  }
+    let ms: number | undefined;
+    let out = '';
+    let stderr = '';
+    let cpu = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+      if (ms === undefined && out.split('\n').some((line) => line.includes('"id":2'))) {
+        ms = Number(process.hrtime.bigint() - started) / 1e6;
+        if (!out.includes('"tools"')) reject(new Error(`no tool list: ${out}`));
+        child.stdin.end();
+      }
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    (child.stdio[3] as NodeJS.ReadableStream).setEncoding('utf8').on('data', (c: string) => (cpu += c));
+    child.stdin.write(HANDSHAKE);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('close', () => {
+      clearTimeout(timer);
+      if (ms === undefined) reject(new Error(`${args.join(' ')} never answered tools/list:\n${stderr}`));
+      else resolve({ ms, cpu: Number(cpu || NaN) });
+    });
+  });
 }
-rmSync(root, { recursive: true, force: true });
+
+function timeToExit(args: string[], input: string | undefined): { ms: number; cpu: number } {
+  const started = process.hrtime.bigint();
+  const r = spawnSync(process.execPath, ['--import', REPORT_CPU, ...args], {
+    env,
+    input: input ?? undefined,
+    stdio: ['pipe', 'ignore', 'pipe', 'pipe'],
+  });
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  if (r.status === null) throw new Error(`${args.join(' ')} did not exit`);
+  return { ms, cpu: Number(r.output[3]?.toString() || NaN) };
+}
+
+const times = new Map<string, number[]>(commands.map(({ name }) => [name, []]));
+const cpu = new Map<string, number[]>(commands.map(({ name }) => [name, []]));
+try {
+  for (let i = 0; i < RUNS; i++) {
+    for (const { name, args, until, input } of commands) {
+      const r = until === 'mcp' ? await timeToToolsList(args) : timeToExit(args, input);
+      times.get(name)!.push(r.ms);
+      cpu.get(name)!.push(r.cpu);
+    }
+  }
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
 
 const quantile = (xs: number[], q: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
-const baseline = quantile(times.get(commands[0]![0])!, 0.5);
-const cpuBaseline = quantile(cpu.get(commands[0]![0])!, 0.5);
+const baseline = quantile(times.get(commands[0]!.name)!, 0.5);
+const cpuBaseline = quantile(cpu.get(commands[0]!.name)!, 0.5);
+// The reference server brings its own (older) SDK: name it, since the SDK is most of its start-up.
+const sdkVersion = (
+  JSON.parse(
+    readFileSync(
+      path.join(path.dirname(REFERENCE_POSTGRES), '../node_modules/@modelcontextprotocol/sdk/package.json'),
+      'utf8',
+    ),
+  ) as { version: string }
+).version;
 console.log(
-  `start-up, ${RUNS} runs each, interleaved (${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)})`,
+  `start-up, ${RUNS} runs each, interleaved (${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)}; node ${process.version}; reference server on SDK ${sdkVersion})`,
 );
+const width = Math.max(...commands.map((c) => c.name.length));
 console.log(
-  `${'command'.padEnd(24)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'over node -e 0'.padStart(15)} ${'CPU'.padStart(8)} ${'CPU over'.padStart(9)}`,
+  `${'command'.padEnd(width)} ${'median'.padStart(8)} ${'p90'.padStart(8)} ${'over node -e 0'.padStart(15)} ${'CPU'.padStart(8)} ${'CPU over'.padStart(9)}`,
 );
-for (const [name] of commands) {
+const signed = (x: number) => `${x < 0 ? '−' : '+'}${Math.abs(x).toFixed(0)} ms`;
+for (const { name } of commands) {
   const xs = times.get(name)!;
   const median = quantile(xs, 0.5);
   const cpuMedian = quantile(cpu.get(name)!, 0.5);
   console.log(
-    `${name.padEnd(24)} ${`${median.toFixed(0)} ms`.padStart(8)} ${`${quantile(xs, 0.9).toFixed(0)} ms`.padStart(8)} ${`+${(median - baseline).toFixed(0)} ms`.padStart(15)} ${`${cpuMedian.toFixed(0)} ms`.padStart(8)} ${`+${(cpuMedian - cpuBaseline).toFixed(0)} ms`.padStart(9)}`,
+    `${name.padEnd(width)} ${`${median.toFixed(0)} ms`.padStart(8)} ${`${quantile(xs, 0.9).toFixed(0)} ms`.padStart(8)} ${signed(median - baseline).padStart(15)} ${`${cpuMedian.toFixed(0)} ms`.padStart(8)} ${signed(cpuMedian - cpuBaseline).padStart(9)}`,
   );
 }
+const stdio = quantile(times.get('airlock stdio → tools/list')!, 0.5);
+const reference = quantile(times.get('reference postgres → tools/list')!, 0.5);
+console.log(
+  `airlock stdio → tools/list: ${stdio.toFixed(0)} ms (target ≤ 150 ms), reference server ${reference.toFixed(0)} ms: ${stdio < reference ? 'faster' : 'slower'} by ${Math.abs(reference - stdio).toFixed(0)} ms`,
+);
