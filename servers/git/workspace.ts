@@ -362,22 +362,41 @@ async function exists(p: string): Promise<boolean> {
 /**
  * A missing work tree is created the way the README asks operators to make one: owned like the
  * folder that holds it (the agent's user and group under /srv/agents/<team>), group-writable with
- * the setgid bit, so the agent can write it. Never the root:root 0755 folder the agent could not.
+ * the setgid bit, so the agent can write it. Never the root:root folder the agent could not
+ * write: a broker running as root refuses when that folder is missing (it would make it root's)
+ * or belongs to group root, and says what to run instead (`airlock doctor` reports the same).
  */
-async function ensureWorkTree(dir: string): Promise<void> {
+async function ensureWorkTree(dir: string, workspace: string, ctx: GitToolContext): Promise<void> {
   if (await exists(dir)) return;
   const parent = path.dirname(dir);
-  await fs.mkdir(parent, { recursive: true });
+  const owner = await fs.stat(parent).catch(() => undefined);
+  const asRoot = process.getuid?.() === 0;
+  const problem = !owner
+    ? 'nor does the folder that would hold it'
+    : !owner.isDirectory()
+      ? 'and the path that would hold it is not a folder'
+      : asRoot && owner.gid === 0
+        ? 'and the folder that holds it belongs to group root, so a work tree made like it would be root-owned'
+        : undefined;
+  if (problem !== undefined) {
+    // The agent sees <work tree>; the host path goes to the operator's log.
+    ctx.log.warn(
+      { team: ctx.team, workspace, workTree: dir },
+      'git work tree does not exist and is not created for the agent; run: install -d -o <agent uid> -g <agent gid> -m 2775 <work tree>',
+    );
+    throw new ToolError(
+      `the <work tree> of workspace "${workspace}" does not exist, ${problem}; the operator must create it for the agent (install -d -o <agent uid> -g <agent gid> -m 2775 <work tree>) or run airlock doctor`,
+    );
+  }
   try {
     await fs.mkdir(dir, { mode: 0o2775 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return;
     throw err;
   }
-  const owner = await fs.stat(parent);
   // The mode passed to mkdir is cut by the umask and may drop setgid: set it exactly.
   await fs.chmod(dir, 0o2775);
-  if (process.getuid?.() === 0) await fs.chown(dir, owner.uid, owner.gid);
+  if (asRoot) await fs.chown(dir, owner!.uid, owner!.gid);
 }
 
 export async function openWorkspace(ctx: GitToolContext, name: string): Promise<WorkspaceGit> {
@@ -388,7 +407,7 @@ export async function openWorkspace(ctx: GitToolContext, name: string): Promise<
   await fs.mkdir(ctx.stateDir, { recursive: true, mode: 0o700 });
   const home = path.join(ctx.stateDir, '.home');
   await fs.mkdir(home, { recursive: true, mode: 0o700 });
-  await ensureWorkTree(policy.path);
+  await ensureWorkTree(policy.path, name, ctx);
   const workTree = await fs.realpath(policy.path);
   const gitDir = path.join(ctx.stateDir, `${name}.git`);
   const protocol = new URL(policy.remote).protocol === 'http:' ? 'http' : 'https';

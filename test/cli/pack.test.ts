@@ -13,6 +13,8 @@ const SOURCES = [
   'package.json',
   'package-lock.json',
   'tsconfig.json',
+  // The build's second step bundles the CLI (build/bundle-cli.mjs).
+  'build',
   'src',
   'servers',
   'bench',
@@ -69,6 +71,7 @@ describe('npm pack and npm install -g', () => {
     expect(packed).toEqual(
       expect.arrayContaining([
         'dist/src/cli.js',
+        'dist/src/chunks/modules.json',
         'dist/src/bridge.cjs',
         'dist/servers/http/index.js',
         'package.json',

@@ -30,6 +30,15 @@ export async function tempDir(prefix = 'airlock-git-'): Promise<string> {
   return fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), prefix)));
 }
 
+/**
+ * Gives a folder to the agent (uid/gid 1000) when the tests run as root, as /srv/agents/<team>
+ * is: a broker running as root refuses to create a work tree in a folder of group root (it
+ * would be root-owned). Work trees made in it are then the agent's.
+ */
+export async function ownedByAgent(dir: string): Promise<void> {
+  if (process.getuid?.() === 0) await fs.chown(dir, 1000, 1000);
+}
+
 export interface GitTestContextOptions {
   /** The `servers.git` section as written in a policy (parsed here, defaults applied). */
   section: z.input<typeof gitSectionSchema>;
@@ -91,6 +100,7 @@ export function useGitRemote(password: string): GitRemoteFixture {
   };
   beforeAll(async () => {
     root = await tempDir();
+    await ownedByAgent(root);
     await fs.mkdir(path.join(root, 'repos'));
     server = await startSmartHttpServer({
       root: path.join(root, 'repos'),

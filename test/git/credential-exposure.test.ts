@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Redactor } from '../../src/secrets/redact.js';
 import { gitAdd, gitCommit, gitCreateBranch, gitFetch, gitPush, gitStatus } from '../../servers/git/tools.js';
-import { gitContext, mustCall, tempDir } from './context.js';
+import { gitContext, mustCall, ownedByAgent, tempDir } from './context.js';
 import { createBareRepo, startSmartHttpServer, type SmartHttpServer } from './smart-http-server.js';
 
 const SECRET = 'ghs_ExposureCheckToken_7f3e9a1b2c';
@@ -34,6 +34,7 @@ function allCommandLines(): string[] {
 
 beforeAll(async () => {
   root = await tempDir();
+  await ownedByAgent(root);
   await fs.mkdir(path.join(root, 'repos'));
   await createBareRepo(path.join(root, 'repos'), 'app.git', { files: { 'README.md': '# app\n' } });
   server = await startSmartHttpServer({

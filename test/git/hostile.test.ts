@@ -171,6 +171,10 @@ describe.each([
     });
     const remote = fx.server.repoUrl(repoName);
     const workTree = path.join(base, 'wt');
+    // Made here as the broker once made it (root's, 2775): the unconfined git run below must
+    // trust it, so that run shows what the plants would do.
+    await fs.mkdir(workTree);
+    await fs.chmod(workTree, 0o2775);
     const ctx = fx.context({ stateDir: path.join(base, 'state'), workTree, remote, branch: 'main' });
     // First use on a clean tree, then the agent goes rogue.
     await mustCall(tool.git_status!, ctx, { workspace: 'api' });
