@@ -52,13 +52,19 @@ export interface CoreOptions {
   logLevel?: string;
   /** Refuse to start while any secret does not resolve (`serve --strict-secrets`). */
   strictSecrets?: boolean;
+  /** How long a read secret value is reused (default DEFAULT_CACHE_TTL_MS; 0 reads on every call). */
+  secretCacheTtlMs?: number;
 }
 
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
 export async function createCore(config: AirlockConfig, opts: CoreOptions = {}): Promise<Core> {
   const redactor = new Redactor();
   const log = opts.log ?? createLogger(redactor, opts.logLevel, opts.logFormat);
-  const secrets = new SecretStore(config.secrets, redactor);
+  const secrets = new SecretStore(
+    config.secrets,
+    redactor,
+    opts.secretCacheTtlMs === undefined ? {} : { cacheTtlMs: opts.secretCacheTtlMs },
+  );
   // Resolve every secret up front so the redactor knows all values before any call runs.
   const unresolved: string[] = [];
   for (const r of await secrets.resolveAll()) {
