@@ -22,6 +22,7 @@ import { NdjsonTransport } from './transport/ndjson.js';
 import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
 import { ensureFolder, FolderError } from './transport/folders.js';
+import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import type { ServerName } from './tool.js';
 
 /** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
@@ -40,6 +41,8 @@ export interface Core {
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
   approvals: ApprovalService;
+  /** OpenTelemetry when `telemetry:` is set (src/telemetry); undefined when off. */
+  telemetry?: Telemetry;
   close(): Promise<void>;
 }
 
@@ -81,8 +84,19 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
         `(see the warnings above, or run airlock doctor); fix ${unresolved.length === 1 ? 'it' : 'them'} or remove them from airlock.yaml`,
     );
   }
+  const telemetry = await startTelemetry(config.telemetry, {
+    log,
+    secretValue: (name) => secrets.brokerValue(name),
+    scrub: (text) => redactor.scrub(text),
+    servers: SERVERS,
+  });
+  // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
+  const stopTelemetry = async () => telemetry?.shutdown();
   // A folder that cannot be made (permission, a file in the path, /proc) is the operator's to fix.
-  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700);
+  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700).catch(async (err: unknown) => {
+    await stopTelemetry();
+    throw err;
+  });
   // The host key signs checkpoint records; without it the chain is still written, unanchored.
   const signer = await loadOrCreateAuditSigner(config.stateDir).catch((err: Error) => {
     log.error(
@@ -94,6 +108,10 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
     ...(signer ? { checkpoints: { signer } } : {}),
+    ...(telemetry ? { onFsync: (seconds: number) => telemetry.auditFsync(seconds) } : {}),
+  }).catch(async (err: unknown) => {
+    await stopTelemetry();
+    throw err;
   });
   if (audit.tornTailSetAside)
     log.warn(
@@ -105,6 +123,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     policies = await PolicyStore.load(config, SERVERS, log);
   } catch (err) {
     await audit.close();
+    await stopTelemetry();
     throw err;
   }
   if (opts.watch !== false) policies.watch();
@@ -125,6 +144,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     await approvals.start();
   } catch (err) {
     await audit.close();
+    await stopTelemetry();
     throw err;
   }
   const pipeline = new CallPipeline({
@@ -137,6 +157,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     rateLimiter,
     stateDir: config.stateDir,
     log,
+    ...(telemetry ? { telemetry } : {}),
   });
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
@@ -164,12 +185,14 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     pipeline,
     rateLimiter,
     approvals,
+    ...(telemetry ? { telemetry } : {}),
     async close() {
       policies.close();
       await approvals.close();
       await pipeline.resetRuntimes();
       await saveRateLimits();
       await audit.close();
+      await stopTelemetry();
     },
   };
 }

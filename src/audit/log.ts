@@ -1059,6 +1059,8 @@ export interface AuditLogOptions {
   maxBatch?: number;
   /** Called after each durable batch with its record count (tests, metrics). */
   onSync?: (records: number) => void;
+  /** Called after each batch's fdatasync with how long it took, in seconds (telemetry). */
+  onFsync?: (seconds: number) => void;
   /** Tests only: runs after a batch is written and before it is synced, to inject failures there. */
   afterWrite?: () => Promise<void> | void;
   /** How long a batch waits for another Airlock process's lock on the file; default 5000 ms. */
@@ -1459,7 +1461,10 @@ export class AuditLog {
             `(${this.size} + ${data.length} → ${end} bytes); run \`airlock audit verify --file ${this.file}\``,
         );
       }
+      const onFsync = this.opts.onFsync;
+      const syncStarted = onFsync ? performance.now() : 0;
       await this.fh.datasync(); // the batch's one threadpool round-trip
+      onFsync?.((performance.now() - syncStarted) / 1000);
       // A file deleted or replaced during the write took the records with it (never adopt here:
       // the batch is in the old inode, not in whatever is at the path now).
       const status = this.fileStatus();

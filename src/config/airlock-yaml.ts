@@ -6,6 +6,7 @@ import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { secretConfigSchema, secretNameSchema, type SecretConfig } from '../secrets/config.js';
+import { telemetryConfigSchema, type TelemetryConfig } from '../telemetry/config.js';
 import {
   formatIssue,
   issueAt,
@@ -38,6 +39,8 @@ export interface AirlockConfig {
   strictSecrets?: boolean;
   /** MCP sessions open at once: per team (all its servers) and for the whole broker. */
   sessions: { maxPerTeam: number; maxTotal: number };
+  /** OpenTelemetry export (src/telemetry); absent: off, and no @opentelemetry module is loaded. */
+  telemetry?: TelemetryConfig;
 }
 
 export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
@@ -84,6 +87,7 @@ export const configSchema = z
       .strict()
       .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
       .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
+    telemetry: telemetryConfigSchema.optional(),
   })
   .strict();
 
@@ -231,6 +235,13 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     if (approvers === undefined)
       issues.push(issueAt(src, ['approvers'], `unknown group "${raw.approvers}" (not in /etc/group)`));
   }
+  for (const [header, secret] of Object.entries(raw.telemetry?.otlp.headers ?? {})) {
+    const where = ['telemetry', 'otlp', 'headers', header];
+    const config = raw.secrets[secret];
+    if (!config) issues.push(issueAt(src, where, `unknown secret "${secret}" (not in secrets:)`));
+    else if ('githubApp' in config)
+      issues.push(issueAt(src, where, `secret "${secret}" is a GitHub App, not a value for a header`));
+  }
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -249,6 +260,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     secrets,
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
     sessions: raw.sessions,
+    ...(raw.telemetry ? { telemetry: raw.telemetry } : {}),
   };
 }
 
