@@ -137,6 +137,20 @@ export class SecretStore {
   }
 
   /**
+   * The value of `name` for the broker's own use (the central audit connection): no team asks
+   * for it, so `teams:` does not apply. Registered with the redactor like every value.
+   */
+  async resolveForBroker(name: string): Promise<string> {
+    const config = this.config(name);
+    if (!config) throw new SecretError(name, `unknown secret "${name}"`);
+    if ('githubApp' in config)
+      throw new SecretError(name, `secret "${name}" is a GitHub App, not a connection URL`);
+    const { value, warnings } = await this.cached(name, config);
+    for (const w of warnings) this.warnOnce(w);
+    return value;
+  }
+
+  /**
    * A GitHub credential for `team`: a token secret's value as is, or for a githubApp secret an
    * installation token minted for exactly `scope()` (asked for only then) and cached until
    * shortly before it expires.
