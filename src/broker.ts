@@ -15,6 +15,7 @@ import { CallPipeline } from './pipeline/pipeline.js';
 import { socketDirProblem } from './transport/socket-dir.js';
 import { PolicyStore } from './policy/team-policy.js';
 import { RateLimiter } from './policy/ratelimit.js';
+import { FleetLimits } from './limits/fleet.js';
 import { Redactor } from './secrets/redact.js';
 import { SecretStore, withoutSecretName } from './secrets/store.js';
 import { SERVERS, SERVER_MAP } from './servers.js';
@@ -39,6 +40,8 @@ export interface Core {
   policies: PolicyStore;
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
+  /** Set when `limits: { store: postgres }`: rateLimit and dailyTokenBudget count there. */
+  fleetLimits?: FleetLimits;
   approvals: ApprovalService;
   close(): Promise<void>;
 }
@@ -109,6 +112,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   } catch {
     // No saved counters (first start) or unreadable: start with full buckets.
   }
+  const fleetLimits = FleetLimits.fromConfig(config, redactor, log);
   const approvals = new ApprovalService({
     stateDir: config.stateDir,
     audit,
@@ -129,6 +133,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     secrets,
     redactor,
     rateLimiter,
+    ...(fleetLimits ? { fleetLimits } : {}),
     stateDir: config.stateDir,
     log,
   });
@@ -157,11 +162,13 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     policies,
     pipeline,
     rateLimiter,
+    ...(fleetLimits ? { fleetLimits } : {}),
     approvals,
     async close() {
       policies.close();
       await approvals.close();
       await pipeline.resetRuntimes();
+      await fleetLimits?.close();
       await saveRateLimits();
       await audit.close();
     },
@@ -394,6 +401,7 @@ export class Broker {
       redactor: core.redactor,
       log: core.log.child({ team, server: 'model' }),
       stateDir: core.config.stateDir,
+      ...(core.fleetLimits ? { fleetBudget: core.fleetLimits } : {}),
     });
     this.modelProxies.add(proxy);
     proxy.once('close', () => this.modelProxies.delete(proxy));

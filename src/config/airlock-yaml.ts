@@ -38,7 +38,20 @@ export interface AirlockConfig {
   strictSecrets?: boolean;
   /** MCP sessions open at once: per team (all its servers) and for the whole broker. */
   sessions: { maxPerTeam: number; maxTotal: number };
+  /** Where rateLimit and dailyTokenBudget count: this host (absent, or store local) or PostgreSQL for the fleet. */
+  limits?: LimitsConfig;
 }
+
+/** `limits:` (src/limits): `connection` is set whenever `store` is postgres. */
+export interface LimitsConfig {
+  store: 'local' | 'postgres';
+  /** Name of the secret holding the postgres:// URL. */
+  connection?: string;
+  /** Longest wait for the store on one check; past it the call fails closed. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_LIMITS_TIMEOUT_MS = 2000;
 
 export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
 export const DEFAULT_MAX_SESSIONS = 1024;
@@ -84,6 +97,19 @@ export const configSchema = z
       .strict()
       .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
       .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
+    limits: z
+      .object({
+        store: z.enum(['local', 'postgres']).default('local'),
+        connection: secretNameSchema
+          .optional()
+          .describe('Secret holding the postgres:// URL (store: postgres)'),
+        timeoutMs: z.number().int().min(50).max(60_000).default(DEFAULT_LIMITS_TIMEOUT_MS),
+      })
+      .strict()
+      .default({ store: 'local', timeoutMs: DEFAULT_LIMITS_TIMEOUT_MS })
+      .describe(
+        'Where rateLimit and model dailyTokenBudget count: local (this host) or postgres (fleet-wide; fails closed when unreachable)',
+      ),
   })
   .strict();
 
@@ -231,6 +257,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     if (approvers === undefined)
       issues.push(issueAt(src, ['approvers'], `unknown group "${raw.approvers}" (not in /etc/group)`));
   }
+  issues.push(...limitsIssues(src, raw));
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -249,7 +276,42 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     secrets,
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
     sessions: raw.sessions,
+    limits: raw.limits,
   };
+}
+
+/** A postgres store needs a connection secret that exists and holds a plain value. */
+function limitsIssues(src: Parameters<typeof issueAt>[0], raw: z.infer<typeof configSchema>): PolicyIssue[] {
+  const { store, connection } = raw.limits;
+  if (connection === undefined) {
+    return store === 'postgres'
+      ? [
+          issueAt(
+            src,
+            ['limits'],
+            'limits.connection is required when store is postgres: name the secret holding the postgres:// URL',
+          ),
+        ]
+      : [];
+  }
+  const secret = raw.secrets[connection];
+  if (!secret)
+    return [
+      issueAt(
+        src,
+        ['limits', 'connection'],
+        `unknown secret "${connection}"; known secrets: ${Object.keys(raw.secrets).join(', ') || 'none'}`,
+      ),
+    ];
+  if ('githubApp' in secret)
+    return [
+      issueAt(
+        src,
+        ['limits', 'connection'],
+        `secret "${connection}" is a GitHub App; the limits store needs a secret holding a postgres:// URL`,
+      ),
+    ];
+  return [];
 }
 
 /** Splits a boolean `secrets.strict` off the data (which is then validated without it). */
