@@ -14,7 +14,7 @@ import { LIMITS_TABLE, MODEL_TOKENS_KEY, PostgresLimitStore } from './postgres-s
 /** The store did not answer (or could not); the message always starts with "fleet limit store unreachable". */
 export class FleetLimitError extends Error {
   override name = 'FleetLimitError';
-  constructor(detail: string) {
+  constructor(readonly detail: string) {
     super(
       `fleet limit store unreachable (${detail}); calls under a fleet-wide limit are refused until it answers`,
     );

@@ -5,7 +5,7 @@
 import type { CommandContext } from '../cli.js';
 import { silentLogger } from '../log.js';
 import { Redactor } from '../secrets/redact.js';
-import { FleetLimits } from './fleet.js';
+import { FleetLimitError, FleetLimits } from './fleet.js';
 import { LIMITS_TABLE } from './postgres-store.js';
 
 class UserError extends Error {
@@ -23,7 +23,9 @@ export async function limitsMigrateMain(ctx: CommandContext): Promise<number> {
   try {
     await fleet.migrate();
   } catch (err) {
-    throw new UserError(`airlock limits migrate: ${redactor.scrub((err as Error).message)}`);
+    const why =
+      err instanceof FleetLimitError ? `fleet limit store unreachable (${err.detail})` : String(err);
+    throw new UserError(`airlock limits migrate: ${redactor.scrub(why)}`);
   } finally {
     await fleet.close();
   }
