@@ -14,6 +14,7 @@ import { connectSocketClient, makeInstallation, type Installation } from '../hel
 import {
   LIMITS_PASSWORD,
   LIMITS_SECRET_YAML,
+  setLimitsUrl,
   startLimitsDb,
   useFleetLimits,
   type LimitsDb,
@@ -80,6 +81,9 @@ beforeAll(async () => {
     expect(r.stdout).toBe('ok: table airlock_limits is in place (secret "limits-db")\n');
     expect(r.code).toBe(0);
   }
+  // The brokers run with the least rights README names: SELECT, INSERT, UPDATE on the table.
+  await db.grantBroker();
+  for (const inst of insts) await setLimitsUrl(inst, db.brokerUrl);
   for (const inst of insts) {
     const serve = await startServe(inst, [inst.socket('acme', 'github'), inst.socket('beta', 'github')]);
     hosts.push({ inst, serve, clients: [] });
