@@ -35,7 +35,10 @@
 //   max_tokens before it is forwarded and is settled to the reported usage after; a request is
 //   admitted while usage plus reservations is under the budget, so concurrent requests overshoot
 //   it by at most one request. One the upstream received that reports no usage (the client left
-//   before the first byte) is charged its reservation.
+//   before the first byte) is charged its reservation. With `limits: { store: postgres }` the
+//   budget counts fleet-wide in PostgreSQL instead (src/limits/fleet.ts): the reservation is
+//   added to the team's row in the statement that checks it, and the request is refused (503)
+//   when the store does not answer.
 // - Memory: request bodies are buffered whole (the model name is audited before forwarding),
 //   against a per-request cap and a process-wide cap over all connections and teams.
 import { randomUUID } from 'node:crypto';
