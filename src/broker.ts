@@ -52,6 +52,8 @@ export interface CoreOptions {
   logLevel?: string;
   /** Refuse to start while any secret does not resolve (`serve --strict-secrets`). */
   strictSecrets?: boolean;
+  /** With `policies: { git: … }`: fetch the repository and follow it (serve only). */
+  followPolicyGit?: boolean;
 }
 
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
@@ -96,12 +98,16 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     );
   let policies: PolicyStore;
   try {
-    policies = await PolicyStore.load(config, SERVERS, log);
+    // Policies from git: only serve fetches them; other commands read the commit serve put in force.
+    policies =
+      config.policyGit && opts.followPolicyGit
+        ? await (await import('./policy/git-source.js')).loadGitPolicies(config, SERVERS, log, secrets)
+        : await PolicyStore.load(config, SERVERS, log);
   } catch (err) {
     await audit.close();
     throw err;
   }
-  if (opts.watch !== false) policies.watch();
+  if (opts.watch !== false && !config.policyGit) policies.watch();
   const rateLimiter = new RateLimiter();
   const ratePath = path.join(config.stateDir, 'ratelimits.json');
   try {
@@ -215,7 +221,7 @@ export class Broker {
   private constructor(readonly core: Core) {}
 
   static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
-    const core = await createCore(config, opts);
+    const core = await createCore(config, { followPolicyGit: true, ...opts });
     const broker = new Broker(core);
     try {
       broker.control = await startControlServer(core.approvals, core.log, core.config.approvers);
@@ -235,6 +241,8 @@ export class Broker {
       throw userFixable ? new UserError(message) : new Error(message);
     }
     core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
+    // A git policy source runs on its own timer: catch up with a commit put in force meanwhile.
+    if (config.policyGit) await broker.syncSockets();
     return broker;
   }
 

@@ -137,6 +137,19 @@ export class SecretStore {
   }
 
   /**
+   * The value of `name` for the broker's own use, on behalf of no team (the policy repository's
+   * credential): a secret's `teams` limits what team policies may reference, not this.
+   */
+  async resolveForBroker(name: string): Promise<string> {
+    const config = this.config(name);
+    if (!config) throw new SecretError(name, `unknown secret "${name}"`);
+    if ('githubApp' in config) throw new SecretError(name, `secret "${name}" is a GitHub App, not a token`);
+    const { value, warnings } = await this.cached(name, config);
+    for (const w of warnings) this.warnOnce(w);
+    return value;
+  }
+
+  /**
    * A GitHub credential for `team`: a token secret's value as is, or for a githubApp secret an
    * installation token minted for exactly `scope()` (asked for only then) and cached until
    * shortly before it expires.
