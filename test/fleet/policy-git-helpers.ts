@@ -109,7 +109,11 @@ export async function gpgKey(
     ],
     { env, stdio: 'ignore' },
   );
-  const colons = execFileSync('gpg', ['--batch', '--with-colons', '--list-keys'], { env, encoding: 'utf8' });
+  const colons = execFileSync('gpg', ['--batch', '--with-colons', '--list-keys'], {
+    env,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   const key = /^fpr:+([0-9A-F]+):/m.exec(colons)![1]!;
   const armored = execFileSync('gpg', ['--batch', '--armor', '--export', key], { env, encoding: 'utf8' });
   return {
@@ -128,8 +132,11 @@ export async function gpgKey(
 }
 
 /** An installation whose airlock.yaml takes its policies from `policiesYaml` (a git block). */
-export async function gitInstallation(policiesYaml: string): Promise<Installation> {
-  const inst = await makeInstallation({});
+export async function gitInstallation(
+  policiesYaml: string,
+  secrets: Record<string, string> = {},
+): Promise<Installation> {
+  const inst = await makeInstallation({ secrets });
   const text = await readFile(inst.configFile, 'utf8');
   await writeFile(inst.configFile, text.replace('policies: ./policies\n', `${policiesYaml.trimEnd()}\n`));
   await mkdir(inst.stateDir, { recursive: true, mode: 0o700 });
