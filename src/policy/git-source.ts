@@ -104,6 +104,9 @@ function summary(stderr: string): string {
 
 const short = (commit: string) => commit.slice(0, 12);
 
+/** Text from a commit (its subject, a key's user id) as shown on a terminal: no control characters. */
+const printable = (text: string) => text.replace(/[\0-\x1f\x7f-\x9f]/g, '?').slice(0, 200);
+
 /** Runs a verification helper (gpg) with an environment of our own; resolves with its exit. */
 function runTool(
   file: string,
@@ -186,9 +189,9 @@ export class PolicyGitSource implements PolicySource {
   async start(): Promise<void> {
     await mkdir(this.home, { recursive: true, mode: 0o700 });
     await mkdir(this.trees, { recursive: true, mode: 0o700 });
-    if ((await this.git_(['rev-parse', '--git-dir'], { allowFailure: true })).code !== 0) {
+    if ((await this.run(['rev-parse', '--git-dir'], { allowFailure: true })).code !== 0) {
       await rm(this.repo, { recursive: true, force: true });
-      await this.git_(['init', '--bare', '--quiet', this.repo], { noGitDir: true });
+      await this.run(['init', '--bare', '--quiet', this.repo], { noGitDir: true });
     }
     const saved = await this.savedState();
     if (saved) {
@@ -286,7 +289,7 @@ export class PolicyGitSource implements PolicySource {
           all,
         );
       }
-      const subject = (await this.text(['log', '-1', '--format=%s', commit])).trim();
+      const subject = printable((await this.text(['log', '-1', '--format=%s', commit])).trim());
       await this.putInForce(commit, tree);
       const changed = this.opts.store.replaceAll(
         policies.map((p): TeamPolicy => ({
@@ -313,6 +316,8 @@ export class PolicyGitSource implements PolicySource {
       );
       return { changed, errors: [] };
     } catch (err) {
+      if (commit !== this.inForce)
+        await rm(path.join(this.trees, commit), { recursive: true, force: true }).catch(() => undefined);
       if (err instanceof Refusal) {
         this.refused = { commit, issues: err.issues };
         return this.fail(err.message, commit, err.issues);
@@ -339,7 +344,7 @@ export class PolicyGitSource implements PolicySource {
   // -------------------------------------------------------------------------------------------
   // git
 
-  private async git_(
+  private async run(
     args: string[],
     opts: {
       allowFailure?: boolean;
@@ -375,7 +380,7 @@ export class PolicyGitSource implements PolicySource {
   }
 
   private async text(args: string[]): Promise<string> {
-    return (await this.git_(args)).stdout.toString('utf8');
+    return (await this.run(args)).stdout.toString('utf8');
   }
 
   private async fetch(): Promise<void> {
@@ -394,7 +399,7 @@ export class PolicyGitSource implements PolicySource {
       // Through the environment of this one child (GIT_CONFIG_COUNT), never argv, the URL or a file.
       network['http.extraHeader'] = `Authorization: Basic ${basic}`;
     }
-    await this.git_(
+    await this.run(
       [
         'fetch',
         '--quiet',
@@ -409,7 +414,15 @@ export class PolicyGitSource implements PolicySource {
   }
 
   private async descends(commit: string, ancestor: string): Promise<boolean> {
-    const r = await this.git_(['merge-base', '--is-ancestor', ancestor, commit], { allowFailure: true });
+    const known = await this.run(['cat-file', '-e', `${ancestor}^{commit}`], { allowFailure: true });
+    if (known.code !== 0) {
+      throw new Refusal(
+        `the last commit in force, ${short(ancestor)}, is not in the repository any more, so commit ` +
+          `${short(commit)} cannot be shown to descend from it; refused. To accept it on purpose, stop ` +
+          `airlock serve, delete ${this.stateFile} and start it again`,
+      );
+    }
+    const r = await this.run(['merge-base', '--is-ancestor', ancestor, commit], { allowFailure: true });
     if (r.code === 0) return true;
     if (r.code === 1) return false;
     throw new Error(`git merge-base failed: ${summary(r.stderr)}`);
@@ -418,7 +431,7 @@ export class PolicyGitSource implements PolicySource {
   /** Writes the commit's policy files (only those) into trees/<commit>; symlinks are reported. */
   private async checkout(commit: string): Promise<{ tree: string; issues: PolicyIssue[] }> {
     const spec = this.git.path ? `${commit}:${this.git.path}` : `${commit}^{tree}`;
-    const listed = await this.git_(['ls-tree', '-z', spec], { allowFailure: true });
+    const listed = await this.run(['ls-tree', '-z', spec], { allowFailure: true });
     if (listed.code !== 0) throw new Refusal(`commit ${short(commit)} has no folder "${this.git.path}"`);
     const tree = path.join(this.trees, commit);
     const tmp = path.join(this.trees, `.${commit}.${process.pid}.tmp`);
@@ -440,7 +453,7 @@ export class PolicyGitSource implements PolicySource {
         continue;
       }
       // One byte past the cap is enough for the checker to refuse a file that is too large.
-      const blob = await this.git_(['cat-file', 'blob', object], {
+      const blob = await this.run(['cat-file', 'blob', object], {
         maxOutputBytes: MAX_POLICY_FILE_BYTES + 1,
       });
       await writeFile(path.join(tmp, name), blob.stdout, { mode: 0o600 });
@@ -463,7 +476,7 @@ export class PolicyGitSource implements PolicySource {
     await rm(link, { force: true });
     await symlink(path.relative(this.root, tree), link);
     await rename(link, this.current);
-    await this.git_(['update-ref', IN_FORCE_REF, commit]);
+    await this.run(['update-ref', IN_FORCE_REF, commit]);
     const saved: SavedState = { git: this.git.url, ref: this.git.ref, path: this.git.path, commit };
     await writeAtomic(this.stateFile, JSON.stringify(saved) + '\n');
   }
@@ -520,7 +533,7 @@ export class PolicyGitSource implements PolicySource {
         const r = await runTool(gpg!, ['--batch', '--no-tty', '--quiet', '--import'], gpgEnv, key.armored);
         if (r.code !== 0) throw new Error(`gpg could not import ${key.label}: ${summary(r.stderr)}`);
       }
-      const r = await this.git_(['verify-commit', '--raw', commit], {
+      const r = await this.run(['verify-commit', '--raw', commit], {
         allowFailure: true,
         network: {
           'gpg.ssh.allowedSignersFile': allowedSigners,
@@ -539,7 +552,8 @@ export class PolicyGitSource implements PolicySource {
         /^\[GNUPG:\] VALIDSIG (?:\S+ ){9}([0-9A-F]{16,})\s*$/m.exec(out) ??
         /^\[GNUPG:\] VALIDSIG ([0-9A-F]{16,})/m.exec(out);
       const goodSig = /^\[GNUPG:\] GOODSIG \S+ (.*)$/m.exec(out);
-      if (r.code === 0 && validSig && goodSig) return `openpgp ${validSig[1]} ${goodSig[1]!.trim()}`;
+      if (r.code === 0 && validSig && goodSig)
+        return `openpgp ${validSig[1]} ${printable(goodSig[1]!.trim())}`;
       const raw = await this.text(['cat-file', 'commit', commit]);
       const headers = raw.slice(0, raw.indexOf('\n\n'));
       if (!/^gpgsig(-sha256)? /m.test(headers)) {
