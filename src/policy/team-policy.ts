@@ -380,6 +380,10 @@ async function checkFiles(
   mode: SecretCheckMode = 'config',
 ): Promise<{ checks: FileCheck[]; issues: PolicyIssue[] }> {
   const listed = paths && paths.length ? await expandPaths(paths) : await listPolicyFiles(config.policies);
+  // Policies from git: the folder is the commit `airlock serve` put in force, once it has one.
+  if (config.policyGit && !(paths && paths.length) && listed.issues[0]?.message.endsWith('(ENOENT)')) {
+    listed.issues[0].message = `no policy commit in force yet: airlock serve fetches ${config.policyGit.url} into this folder (see airlock policy status)`;
+  }
   const issues = [...listed.issues];
   const schema = buildPolicySchema(servers);
   const checks: FileCheck[] = [];

@@ -13,7 +13,8 @@ import { checkPolicyFiles, type PolicyStore } from '../../src/policy/team-policy
 import { Redactor } from '../../src/secrets/redact.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { SERVERS } from '../../src/servers.js';
-import type { Installation } from '../helpers/fixture.js';
+import { makeInstallation, type Installation } from '../helpers/fixture.js';
+import { runCli } from '../approvals/helpers.js';
 import {
   git,
   gitInstallation,
@@ -108,5 +109,32 @@ describe('git policy source', () => {
     const { errors } = await store.reload();
     expect(errors.map((e) => e.message)).toEqual([expect.stringMatching(/team "alpha" is already defined/)]);
     expect(store.teams().map((p) => p.team)).toEqual(['alpha', 'beta']);
+  });
+
+  it('policy status with a policy folder names the folder and exits 0', async () => {
+    const folder = await makeInstallation({});
+    try {
+      const text = await runCli(['policy', 'status', '--config', folder.configFile]);
+      expect(text).toMatchObject({ code: 0 });
+      expect(text.stdout).toContain(`folder ${folder.policiesDir} (not from git`);
+      const json = await runCli(['policy', 'status', '--json', '--config', folder.configFile]);
+      expect(JSON.parse(json.stdout)).toEqual({ source: { folder: folder.policiesDir } });
+    } finally {
+      await folder.cleanup();
+    }
+  });
+
+  it('before serve has fetched anything, policy check and policy status say so', async () => {
+    const fresh = await gitInstallation(['policies:', `  git: ${repo.url}`].join('\n'));
+    try {
+      const check = await runCli(['policy', 'check', '--config', fresh.configFile]);
+      expect(check.code).toBe(1);
+      expect(check.stdout).toContain(`no policy commit in force yet: airlock serve fetches ${repo.url}`);
+      const status = await runCli(['policy', 'status', '--config', fresh.configFile]);
+      expect(status.code).toBe(1);
+      expect(status.stdout).toContain(`no status yet: airlock serve has not fetched ${repo.url}`);
+    } finally {
+      await fresh.cleanup();
+    }
   });
 });
