@@ -331,9 +331,11 @@ export class PolicyGitSource implements PolicySource {
     commit: string | null,
     issues: PolicyIssue[] = [],
   ): Promise<{ changed: string[]; errors: PolicyIssue[] }> {
+    // The same failure again (an unreachable repository, every `every`) is logged once.
+    const again = this.status.lastError?.message === message && this.status.lastError.commit === commit;
     this.status.lastError = { at: new Date().toISOString(), commit, message };
     const keeping = this.inForce ? `keeping commit ${short(this.inForce)}` : 'no policy commit is in force';
-    this.opts.log.error({ git: this.git.url, commit }, `${message}\n(${keeping})`);
+    if (!again) this.opts.log.error({ git: this.git.url, commit }, `${message}\n(${keeping})`);
     await this.writeStatus();
     return {
       changed: [],
