@@ -235,6 +235,18 @@ describe('central audit: two brokers, one table', () => {
     };
     expect(status.lastError).toBeDefined();
     expect(status.lagRecords).toBeGreaterThan(0);
+    // Meanwhile plain verify says it could not compare, and doctor warns with the lag and the error.
+    const unanchored = await cli(b, ['audit', 'verify']);
+    expect(unanchored.stdout).toMatch(
+      /central audit: NOT compared with airlock_audit \(cannot connect to PostgreSQL/,
+    );
+    expect(unanchored.status).toBe(0);
+    const doctor = JSON.parse((await cli(b, ['doctor', '--json'])).stdout) as {
+      checks: Array<{ status: string; label: string; detail?: string }>;
+    };
+    const shipping = doctor.checks.find((c) => c.label === `audit shipping to ${TABLE}`);
+    expect(shipping?.status).toBe('warn');
+    expect(shipping?.detail).toMatch(/lag [1-9]\d* records.*last error: .*ECONNREFUSED/);
 
     await cluster.startServer();
     await connectOwner();
