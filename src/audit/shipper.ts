@@ -8,7 +8,7 @@
 // after every (re)connect, so a restart or an outage loses nothing. A row already in the table
 // with another hash is reported, not ignored. Progress goes to <stateDir>/audit-shipping.json
 // (read by `airlock doctor`); `lag()` is there for metrics.
-import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { auditFileHead, readAuditLines, type AuditRecord } from './log.js';
@@ -212,6 +212,12 @@ export class AuditShipper {
   /** One round: connect if needed, ship one batch. True when more records are waiting. */
   private async shipOnce(): Promise<boolean> {
     await this.readHead();
+    // The age of the oldest unshipped record, known even while the table cannot be reached.
+    const known = this.shipped ?? this.previousShipped ?? 0;
+    if (this.pendingTs === undefined && this.head > known) {
+      const { records } = await this.readFrom(known + 1, 1);
+      if (records[0]) this.pendingTs = Date.parse(records[0].ts);
+    }
     if (!this.client) {
       this.client = await connectPostgres(await this.opts.connection(), () => {
         // Dropped while idle (server restart): the next round reconnects.
@@ -358,6 +364,7 @@ export class AuditShipper {
   private async writeStatus(): Promise<void> {
     const tmp = `${this.statusFile}.${process.pid}.tmp`;
     try {
+      await mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
       await writeFile(tmp, JSON.stringify(this.status()) + '\n', { mode: 0o644 });
       await rename(tmp, this.statusFile);
     } catch (err) {

@@ -545,6 +545,18 @@ async function lastRecords(
   }
 }
 
+/** The filters of `audit tail` (team, decision, server, tool, session prefix, since). */
+function recordFilter(opts: Omit<AuditTailOptions, 'file'>): (r: AuditRecord) => boolean {
+  const since = opts.since?.getTime();
+  return (r) =>
+    (opts.team === undefined || r.team === opts.team) &&
+    (opts.decision === undefined || r.decision === opts.decision) &&
+    (opts.server === undefined || r.server === opts.server) &&
+    (opts.tool === undefined || r.tool === opts.tool) &&
+    (opts.session === undefined || (typeof r.session === 'string' && r.session.startsWith(opts.session))) &&
+    (since === undefined || (typeof r.ts === 'string' && Date.parse(r.ts) >= since));
+}
+
 export async function auditTailCommand(opts: AuditTailOptions): Promise<number> {
   const out = opts.out ?? process.stdout;
   const errOut = opts.err ?? opts.out ?? process.stderr;
@@ -554,13 +566,7 @@ export async function auditTailCommand(opts: AuditTailOptions): Promise<number> 
     return 1;
   }
   const since = opts.since?.getTime();
-  const matches = (r: AuditRecord): boolean =>
-    (opts.team === undefined || r.team === opts.team) &&
-    (opts.decision === undefined || r.decision === opts.decision) &&
-    (opts.server === undefined || r.server === opts.server) &&
-    (opts.tool === undefined || r.tool === opts.tool) &&
-    (opts.session === undefined || (typeof r.session === 'string' && r.session.startsWith(opts.session))) &&
-    (since === undefined || (typeof r.ts === 'string' && Date.parse(r.ts) >= since));
+  const matches = recordFilter(opts);
   const colour = Boolean(opts.colour);
 
   let offset = 0;
@@ -957,14 +963,7 @@ export async function auditTailPostgresCommand(opts: AuditTailPostgresOptions): 
   const out = opts.out ?? process.stdout;
   const errOut = opts.err ?? opts.out ?? process.stderr;
   const count = opts.lines ?? 10;
-  const since = opts.since?.getTime();
-  const matches = (r: AuditRecord): boolean =>
-    (opts.team === undefined || r.team === opts.team) &&
-    (opts.decision === undefined || r.decision === opts.decision) &&
-    (opts.server === undefined || r.server === opts.server) &&
-    (opts.tool === undefined || r.tool === opts.tool) &&
-    (opts.session === undefined || (typeof r.session === 'string' && r.session.startsWith(opts.session))) &&
-    (since === undefined || (typeof r.ts === 'string' && Date.parse(r.ts) >= since));
+  const matches = recordFilter(opts);
   const colour = Boolean(opts.colour);
   let connected;
   try {

@@ -138,7 +138,7 @@ export const configSchema = z
       .string()
       .regex(
         BROKER_ID,
-        'broker ids use letters, digits, ".", "_" and "-" (at most 64, not starting with one of ".", "_", "-")',
+        'broker ids are 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit',
       )
       .optional()
       .describe("This broker's id in audit records (default: made once in <stateDir>/broker-id)"),
