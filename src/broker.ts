@@ -9,6 +9,8 @@ import { startControlServer, type ControlServer } from './approvals/control.js';
 import { ApprovalService } from './approvals/service.js';
 import { AuditLog } from './audit/log.js';
 import { loadOrCreateAuditSigner } from './audit/key.js';
+import { loadOrCreateBrokerId } from './audit/broker-id.js';
+import { AuditShipper } from './audit/shipper.js';
 import type { AirlockConfig } from './config/airlock-yaml.js';
 import { createLogger, type Logger, type LogFormat } from './log.js';
 import { CallPipeline } from './pipeline/pipeline.js';
@@ -22,6 +24,7 @@ import { NdjsonTransport } from './transport/ndjson.js';
 import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
 import { ensureFolder, FolderError } from './transport/folders.js';
+import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import type { ServerName } from './tool.js';
 
 /** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
@@ -36,10 +39,16 @@ export interface Core {
   redactor: Redactor;
   secrets: SecretStore;
   audit: AuditLog;
+  /** This broker's id, in every audit record (`broker`). */
+  brokerId: string;
+  /** Ships the audit log to PostgreSQL (`audit.postgres`, serve only); `lag()` for metrics. */
+  shipper?: AuditShipper;
   policies: PolicyStore;
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
   approvals: ApprovalService;
+  /** OpenTelemetry when `telemetry:` is set (src/telemetry); undefined when off. */
+  telemetry?: Telemetry;
   close(): Promise<void>;
 }
 
@@ -52,6 +61,10 @@ export interface CoreOptions {
   logLevel?: string;
   /** Refuse to start while any secret does not resolve (`serve --strict-secrets`). */
   strictSecrets?: boolean;
+  /** How long a read secret value is reused (default DEFAULT_CACHE_TTL_MS; 0 reads on every call). */
+  secretCacheTtlMs?: number;
+  /** Start the central audit shipper when `audit.postgres` is set (Broker.start: serve). */
+  shipAudit?: boolean;
   /** With `policies: { git: … }`: fetch the repository and follow it (serve only). */
   followPolicyGit?: boolean;
 }
@@ -60,7 +73,11 @@ export interface CoreOptions {
 export async function createCore(config: AirlockConfig, opts: CoreOptions = {}): Promise<Core> {
   const redactor = new Redactor();
   const log = opts.log ?? createLogger(redactor, opts.logLevel, opts.logFormat);
-  const secrets = new SecretStore(config.secrets, redactor);
+  const secrets = new SecretStore(
+    config.secrets,
+    redactor,
+    opts.secretCacheTtlMs === undefined ? {} : { cacheTtlMs: opts.secretCacheTtlMs },
+  );
   // Resolve every secret up front so the redactor knows all values before any call runs.
   const unresolved: string[] = [];
   for (const r of await secrets.resolveAll()) {
@@ -77,8 +94,19 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
         `(see the warnings above, or run airlock doctor); fix ${unresolved.length === 1 ? 'it' : 'them'} or remove them from airlock.yaml`,
     );
   }
+  const telemetry = await startTelemetry(config.telemetry, {
+    log,
+    secretValue: (name) => secrets.brokerValue(name),
+    scrub: (text) => redactor.scrub(text),
+    servers: SERVERS,
+  });
+  // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
+  const stopTelemetry = async () => telemetry?.shutdown();
   // A folder that cannot be made (permission, a file in the path, /proc) is the operator's to fix.
-  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700);
+  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700).catch(async (err: unknown) => {
+    await stopTelemetry();
+    throw err;
+  });
   // The host key signs checkpoint records; without it the chain is still written, unanchored.
   const signer = await loadOrCreateAuditSigner(config.stateDir).catch((err: Error) => {
     log.error(
@@ -87,10 +115,29 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     );
     return undefined;
   });
+  const brokerId = await loadOrCreateBrokerId(config.stateDir, config.brokerId);
+  let shipper: AuditShipper | undefined;
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
     ...(signer ? { checkpoints: { signer } } : {}),
+    ...(telemetry ? { onFsync: (seconds: number) => telemetry.auditFsync(seconds) } : {}),
+    broker: brokerId,
+    onSync: () => shipper?.wake(),
+  }).catch(async (err: unknown) => {
+    await stopTelemetry();
+    throw err;
   });
+  const central = config.audit.postgres;
+  if (central && opts.shipAudit) {
+    shipper = new AuditShipper({
+      file: config.audit.file,
+      broker: brokerId,
+      table: central.table,
+      stateDir: config.stateDir,
+      connection: () => secrets.brokerValue(central.connection),
+      log: log.child({ component: 'audit-shipper' }),
+    });
+  }
   if (audit.tornTailSetAside)
     log.warn(
       { file: audit.tornTailSetAside.file, bytes: audit.tornTailSetAside.bytes },
@@ -105,6 +152,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
         : await PolicyStore.load(config, SERVERS, log);
   } catch (err) {
     await audit.close();
+    await stopTelemetry();
     throw err;
   }
   if (opts.watch !== false && !config.policyGit) policies.watch();
@@ -125,6 +173,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     await approvals.start();
   } catch (err) {
     await audit.close();
+    await stopTelemetry();
     throw err;
   }
   const pipeline = new CallPipeline({
@@ -137,6 +186,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     rateLimiter,
     stateDir: config.stateDir,
     log,
+    ...(telemetry ? { telemetry } : {}),
   });
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
@@ -154,22 +204,29 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
     }
   };
+  // Started last, so a start-up that fails above leaves no shipping loop behind.
+  shipper?.start();
   return {
     config,
     log,
     redactor,
     secrets,
     audit,
+    brokerId,
+    ...(shipper ? { shipper } : {}),
     policies,
     pipeline,
     rateLimiter,
     approvals,
+    ...(telemetry ? { telemetry } : {}),
     async close() {
       policies.close();
       await approvals.close();
       await pipeline.resetRuntimes();
       await saveRateLimits();
       await audit.close();
+      await shipper?.stop();
+      await stopTelemetry();
     },
   };
 }
@@ -221,7 +278,7 @@ export class Broker {
   private constructor(readonly core: Core) {}
 
   static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
-    const core = await createCore(config, { followPolicyGit: true, ...opts });
+    const core = await createCore(config, { shipAudit: true, followPolicyGit: true, ...opts });
     const broker = new Broker(core);
     try {
       broker.control = await startControlServer(core.approvals, core.log, core.config.approvers);

@@ -5,8 +5,10 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { BROKER_ID } from '../audit/broker-id.js';
 import { secretConfigSchema, secretNameSchema, type SecretConfig } from '../secrets/config.js';
 import { policyGitSchema, resolvePolicyGit, type PolicyGitConfig } from '../policy/git-source-config.js';
+import { telemetryConfigSchema, type TelemetryConfig } from '../telemetry/config.js';
 import {
   formatIssue,
   issueAt,
@@ -38,13 +40,30 @@ export interface AirlockConfig {
   policies: string;
   /** `policies: { git: … }`: policies come from a git repository (src/policy/git-source.ts). */
   policyGit?: PolicyGitConfig;
-  audit: { file: string };
+  audit: {
+    file: string;
+    /** Central audit: every record is also shipped to this PostgreSQL table (src/audit/shipper.ts). */
+    postgres?: AuditPostgresConfig;
+  };
+  /** `brokerId`: overrides the id made once in <stateDir>/broker-id (src/audit/broker-id.ts). */
+  brokerId?: string;
   secrets: Record<string, SecretConfig>;
   /** `secrets: { strict: true }`: serve refuses to start while any secret does not resolve. */
   strictSecrets?: boolean;
   /** MCP sessions open at once: per team (all its servers) and for the whole broker. */
   sessions: { maxPerTeam: number; maxTotal: number };
+  /** OpenTelemetry export (src/telemetry); absent: off, and no @opentelemetry module is loaded. */
+  telemetry?: TelemetryConfig;
 }
+
+export interface AuditPostgresConfig {
+  /** Name of the secret holding the postgres:// URL of the shipping role. */
+  connection: string;
+  /** Table name, optionally schema-qualified (`audit.airlock_audit`). */
+  table: string;
+}
+
+export const DEFAULT_AUDIT_TABLE = 'airlock_audit';
 
 export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
 export const DEFAULT_MAX_SESSIONS = 1024;
@@ -83,7 +102,33 @@ export const configSchema = z
       .union([pathSchema('policies').describe('Folder of team policy files'), policyGitSchema])
       .default('./policies')
       .describe('Folder of team policy files, or { git: <url>, … } to take them from a git repository'),
-    audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
+    audit: z
+      .object({
+        file: pathSchema('audit.file').describe('Append-only JSON lines audit log'),
+        postgres: z
+          .object({
+            connection: secretNameSchema.describe('Secret holding the postgres:// URL of the shipping role'),
+            table: z
+              .string()
+              .regex(
+                /^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/,
+                'table names are lower-case identifiers, optionally schema.table',
+              )
+              .default(DEFAULT_AUDIT_TABLE),
+          })
+          .strict()
+          .optional()
+          .describe('Central audit: every record is also shipped to this PostgreSQL table'),
+      })
+      .strict(),
+    brokerId: z
+      .string()
+      .regex(
+        BROKER_ID,
+        'broker ids use letters, digits, ".", "_" and "-" (at most 64, not starting with one of ".", "_", "-")',
+      )
+      .optional()
+      .describe("This broker's id in audit records (default: made once in <stateDir>/broker-id)"),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
     sessions: z
       .object({
@@ -93,6 +138,7 @@ export const configSchema = z
       .strict()
       .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
       .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
+    telemetry: telemetryConfigSchema.optional(),
   })
   .strict();
 
@@ -249,6 +295,22 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     issues.push(...resolved.issues);
     policyGit = resolved.config;
   }
+  for (const [header, secret] of Object.entries(raw.telemetry?.otlp.headers ?? {})) {
+    const where = ['telemetry', 'otlp', 'headers', header];
+    const config = raw.secrets[secret];
+    if (!config) issues.push(issueAt(src, where, `unknown secret "${secret}" (not in secrets:)`));
+    else if ('githubApp' in config)
+      issues.push(issueAt(src, where, `secret "${secret}" is a GitHub App, not a value for a header`));
+  }
+  const centralAudit = raw.audit.postgres;
+  if (centralAudit && !Object.hasOwn(raw.secrets, centralAudit.connection))
+    issues.push(
+      issueAt(
+        src,
+        ['audit', 'postgres', 'connection'],
+        `unknown secret "${centralAudit.connection}" (not in secrets)`,
+      ),
+    );
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -267,10 +329,17 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
         ? path.resolve(dir, raw.policies)
         : path.join(stateDir, 'policy-git', 'current'),
     ...(policyGit ? { policyGit } : {}),
-    audit: { file: path.resolve(dir, raw.audit.file) },
+    audit: {
+      file: path.resolve(dir, raw.audit.file),
+      ...(centralAudit
+        ? { postgres: { connection: centralAudit.connection, table: centralAudit.table } }
+        : {}),
+    },
+    ...(raw.brokerId !== undefined ? { brokerId: raw.brokerId } : {}),
     secrets,
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
     sessions: raw.sessions,
+    ...(raw.telemetry ? { telemetry: raw.telemetry } : {}),
   };
 }
 

@@ -18,6 +18,7 @@ import { argumentBoundProblem, unrecordedSummary } from './bounds.js';
 import type { Logger } from '../log.js';
 import { untilAborted } from './abort.js';
 import type { Redactor } from '../secrets/redact.js';
+import type { Telemetry, ToolCallTelemetry } from '../telemetry/telemetry.js';
 import { formatWait, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
 import {
   ToolError,
@@ -68,6 +69,8 @@ export interface PipelineDeps {
   approvals?: Pick<ApprovalService, 'await'>;
   /** Upper bound for one call, whatever the tool does (a hung upstream never holds a session forever). */
   callTimeoutMs?: number;
+  /** OpenTelemetry (src/telemetry); absent when off, so a call costs one null check. */
+  telemetry?: Telemetry;
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
@@ -107,6 +110,10 @@ export class CallPipeline {
     return this.inFlight;
   }
 
+  get telemetry(): Telemetry | undefined {
+    return this.deps.telemetry;
+  }
+
   /** The tools this team's policy enables on this server: nothing else exists for the session. */
   listTools(team: string, server: ServerName): Tool[] {
     const def = this.deps.servers.get(server);
@@ -131,12 +138,31 @@ export class CallPipeline {
     return described;
   }
 
-  async call(
+  /**
+   * One tools/call. `requestId` and `meta` (the request's `params._meta`, for its `traceparent`)
+   * are read only by telemetry.
+   */
+  call(
     session: SessionInfo,
     name: string,
     rawArgs: unknown,
     signal?: AbortSignal,
     progress?: ProgressSink,
+    requestId?: string | number,
+    meta?: unknown,
+  ): Promise<CallToolResult> {
+    const span = this.deps.telemetry?.startToolCall(session, name, requestId, meta);
+    if (span === undefined) return this.admit(session, name, rawArgs, signal, progress);
+    return this.admit(session, name, rawArgs, signal, progress, span).finally(() => span.end());
+  }
+
+  private async admit(
+    session: SessionInfo,
+    name: string,
+    rawArgs: unknown,
+    signal?: AbortSignal,
+    progress?: ProgressSink,
+    span?: ToolCallTelemetry,
   ): Promise<CallToolResult> {
     const active = this.perSession.get(session.id) ?? 0;
     if (active >= MAX_CALLS_PER_SESSION) {
@@ -145,12 +171,13 @@ export class CallPipeline {
         auditHead(session, name, this.safeAuditArgs(rawArgs)),
         { rule: 'session.concurrency', reason, outcome: 'denied' },
         `denied: session.concurrency: ${reason}`,
+        span,
       );
     }
     this.perSession.set(session.id, active + 1);
     this.inFlight++;
     try {
-      return await this.run(session, name, rawArgs ?? {}, signal, progress);
+      return await this.run(session, name, rawArgs ?? {}, signal, progress, span);
     } catch (err) {
       // A bug or an input no check foresaw: still one audited, redacted refusal, never a crash.
       const message = this.deps.redactor.scrub((err as Error)?.message ?? String(err));
@@ -162,6 +189,7 @@ export class CallPipeline {
         auditHead(session, name, this.safeAuditArgs(rawArgs)),
         { rule: 'internal', reason: message, outcome: 'error', error: message },
         `error: the call could not be handled (${message})`,
+        span,
       );
     } finally {
       const left = (this.perSession.get(session.id) ?? 1) - 1;
@@ -177,6 +205,7 @@ export class CallPipeline {
     rawArgs: unknown,
     signal?: AbortSignal,
     progress?: ProgressSink,
+    span?: ToolCallTelemetry,
   ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
@@ -187,6 +216,7 @@ export class CallPipeline {
         auditHead(session, name, unrecordedSummary(rawArgs, tooLarge)),
         { rule: 'session.arguments', reason: tooLarge, outcome: 'denied' },
         `invalid argument: ${tooLarge}`,
+        span,
       );
     }
     const base = auditHead(session, name, this.auditArgs(rawArgs));
@@ -198,6 +228,7 @@ export class CallPipeline {
         base,
         { rule, reason: redactor.scrub(reason), outcome: 'denied', durationMs: elapsed() },
         redactor.scrub(text),
+        span,
       );
 
     // 1. Default deny: a tool the team's policy does not list does not exist for it.
@@ -223,6 +254,7 @@ export class CallPipeline {
     const args = parsed.data;
 
     // 3. Policy.
+    if (tool.prepare) await tool.prepare();
     let decision;
     try {
       decision = tool.authorize(args, { team, section, options });
@@ -253,6 +285,7 @@ export class CallPipeline {
         { err: (err as Error).message, team, server, tool: name },
         'audit write failed; call refused',
       );
+      span?.settle('allow', 'error', 'audit_unavailable');
       return errorResult(
         `refused: the audit log is unavailable, so nothing was done (${(err as Error).message})`,
       );
@@ -365,6 +398,7 @@ export class CallPipeline {
 
     // 8. Durable result record before the answer goes back.
     const resultBytes = Buffer.byteLength(JSON.stringify(result));
+    span?.settle(lateDenial ? 'deny' : 'allow', outcome);
     try {
       await this.deps.audit.append({
         ...allowed,
@@ -384,6 +418,7 @@ export class CallPipeline {
         { err: (err as Error).message, team, server, tool: name, call },
         'audit write failed; result withheld',
       );
+      span?.settle('allow', 'error', 'audit_unavailable');
       return errorResult(
         `refused: the audit log is unavailable, so the result is withheld (${(err as Error).message})`,
       );
@@ -406,7 +441,9 @@ export class CallPipeline {
       durationMs?: number;
     },
     text: string,
+    span?: ToolCallTelemetry,
   ): Promise<CallToolResult> {
+    span?.settle('deny', refusal.outcome, refusal.outcome === 'error' ? 'internal' : undefined);
     try {
       await this.deps.audit.append({ ...head, phase: 'result', decision: 'deny', ...refusal });
       return errorResult(text);

@@ -394,7 +394,7 @@ export class PolicyGitSource implements PolicySource {
       'transfer.fsckObjects': 'true',
     };
     if (this.git.credential) {
-      const token = await this.opts.secrets.resolveForBroker(this.git.credential);
+      const token = await this.opts.secrets.brokerValue(this.git.credential);
       redactor.add(token);
       const basic = Buffer.from(`${this.git.credentialUser}:${token}`, 'utf8').toString('base64');
       redactor.add(basic);

@@ -137,13 +137,14 @@ export class SecretStore {
   }
 
   /**
-   * The value of `name` for the broker's own use, on behalf of no team (the policy repository's
-   * credential): a secret's `teams` limits what team policies may reference, not this.
+   * A value for the broker's own use (telemetry headers, the central audit or fleet limit
+   * connection): no team asks for it, so `teams` does not apply. Registered with the redactor
+   * like every value.
    */
-  async resolveForBroker(name: string): Promise<string> {
+  async brokerValue(name: string): Promise<string> {
     const config = this.config(name);
     if (!config) throw new SecretError(name, `unknown secret "${name}"`);
-    if ('githubApp' in config) throw new SecretError(name, `secret "${name}" is a GitHub App, not a token`);
+    if ('githubApp' in config) throw new SecretError(name, `secret "${name}" is a GitHub App, not a value`);
     const { value, warnings } = await this.cached(name, config);
     for (const w of warnings) this.warnOnce(w);
     return value;
