@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fixtureGitEnv } from '../git/smart-http-server.js';
-import { makeInstallation, type Installation } from '../helpers/fixture.js';
+import { connectSocketClient, makeInstallation, type Installation } from '../helpers/fixture.js';
 import { runCli } from '../approvals/helpers.js';
 import type { PolicyGitStatus } from '../../src/policy/git-source.js';
 
@@ -164,4 +164,15 @@ export function teamPolicy(team: string, tools: string): string {
     `    tools: {${tools}}`,
     '',
   ].join('\n');
+}
+
+/** The tool names a fresh MCP session on `team`'s http socket lists. */
+export async function toolNames(inst: Installation, team = 'alpha'): Promise<string[]> {
+  const { client, socket } = await connectSocketClient(inst.socket(team, 'http'));
+  try {
+    return (await client.listTools()).tools.map((t) => t.name).sort();
+  } finally {
+    await client.close();
+    socket.destroy();
+  }
 }

@@ -15,6 +15,7 @@ import {
   makePolicyRepo,
   policyStatus,
   teamPolicy,
+  toolNames,
   type PolicyRepo,
 } from './policy-git-helpers.js';
 
@@ -25,16 +26,6 @@ const insts: Installation[] = [];
 const serves: ServeProcess[] = [];
 
 const gitBlock = (url: string) => ['policies:', `  git: ${url}`, '  ref: main', '  every: 1s'].join('\n');
-
-async function toolNames(inst: Installation, team: string): Promise<string[]> {
-  const { client, socket } = await connectSocketClient(inst.socket(team, 'http'));
-  try {
-    return (await client.listTools()).tools.map((t) => t.name).sort();
-  } finally {
-    await client.close();
-    socket.destroy();
-  }
-}
 
 beforeAll(async () => {
   root = await mkdtemp(path.join(os.tmpdir(), 'al-pgit-'));

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectSocketClient, type Installation } from '../helpers/fixture.js';
+import type { Installation } from '../helpers/fixture.js';
 import { startServe, waitFor, type ServeProcess } from '../approvals/helpers.js';
 import {
   gitInstallation,
@@ -16,6 +16,7 @@ import {
   sshFingerprint,
   sshKeyPair,
   teamPolicy,
+  toolNames,
   type PolicyRepo,
 } from './policy-git-helpers.js';
 
@@ -30,16 +31,6 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
   await rm(root, { recursive: true, force: true });
 });
-
-async function toolNames(inst: Installation): Promise<string[]> {
-  const { client, socket } = await connectSocketClient(inst.socket('alpha', 'http'));
-  try {
-    return (await client.listTools()).tools.map((t) => t.name).sort();
-  } finally {
-    await client.close();
-    socket.destroy();
-  }
-}
 
 /** Waits until the broker has checked `commit` and returns its status. */
 async function statusAfter(inst: Installation, commit: string) {
