@@ -23,6 +23,7 @@ import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
 import { ensureFolder, FolderError } from './transport/folders.js';
 import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
+import { observePools } from './telemetry/pools.js';
 import type { ServerName } from './tool.js';
 
 /** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
@@ -153,6 +154,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     log,
     ...(telemetry ? { telemetry } : {}),
   });
+  if (telemetry) observePools(telemetry, () => pipeline.poolUse());
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
   });

@@ -160,6 +160,17 @@ describe('OTLP/HTTP JSON from airlock serve', () => {
     expect(collector.metricPoints('airlock.audit.fsync.duration').at(-1)?.value).toBeGreaterThan(0);
   });
 
+  it("reports the http server's pool connections through an observable gauge", async () => {
+    // The keep-alive connection to the upstream, in use during a call and idle after it.
+    const points = await waitFor('a pool reading with a connection', () => {
+      const all = collector.metricPoints('http.client.open_connections');
+      return all.some((p) => p.value > 0) ? all : undefined;
+    });
+    expect(new Set(points.map((p) => p.attributes['http.connection.state']))).toEqual(
+      new Set(['active', 'idle']),
+    );
+  });
+
   it('sends the configured header, and no payload holds an argument value, a result or a secret', () => {
     expect(collector.requests.length).toBeGreaterThan(0);
     for (const r of collector.requests) {
