@@ -38,11 +38,13 @@ export async function startTelemetryServe(opts: {
   telemetryYaml?: string;
   env?: Record<string, string>;
   nodeArgs?: string[];
+  /** Another server for acme than http: its policy, its secrets, and the server to connect to. */
+  server?: { name: string; policy: string; secrets: Record<string, string> };
 }): Promise<ServeSetup> {
   const upstream = await startEchoUpstream();
   const inst = await makeInstallation({
-    secrets: { 'api-token': API_SECRET, 'otlp-token': COLLECTOR_TOKEN },
-    policies: { 'acme.yaml': acmeHttpPolicy(upstream.origin) },
+    secrets: { 'api-token': API_SECRET, 'otlp-token': COLLECTOR_TOKEN, ...opts.server?.secrets },
+    policies: { 'acme.yaml': opts.server?.policy ?? acmeHttpPolicy(upstream.origin) },
   });
   if (opts.telemetryYaml) await appendFile(inst.configFile, opts.telemetryYaml);
   const child = spawn(
@@ -56,7 +58,7 @@ export async function startTelemetryServe(opts: {
   let log = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const socketPath = inst.socket('acme', 'http');
+  const socketPath = inst.socket('acme', opts.server?.name ?? 'http');
   const deadline = Date.now() + 20_000;
   while (
     !(await stat(socketPath).then(
