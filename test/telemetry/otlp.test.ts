@@ -69,11 +69,13 @@ describe('OTLP/HTTP JSON from airlock serve', () => {
     await waitFor('the spans of all four calls', () =>
       collector.spans().filter((s) => s.name === 'tools/call http_request').length >= 4 ? true : undefined,
     );
-    await waitFor('metrics with the calls', () =>
-      collector.metricPoints('airlock.calls').length > 0 && collector.metricNames().has('airlock.sessions')
-        ? true
-        : undefined,
-    );
+    // An export may have gone out between two calls: wait for one that counts all four.
+    await waitFor('metrics that count all four calls', () => {
+      const calls = collector.metricPoints('airlock.calls');
+      const total = (decision: string) =>
+        calls.filter((p) => p.attributes['airlock.decision'] === decision).at(-1)?.value;
+      return total('allow') === 3 && total('deny') === 1 ? true : undefined;
+    });
   });
 
   afterAll(async () => {
@@ -236,6 +238,31 @@ describe('OTLP/HTTP protobuf (the default protocol)', () => {
     } finally {
       await serve.stop();
       await collector.close();
+    }
+  });
+});
+
+describe('an unreachable collector', () => {
+  it('never affects calls, and the broker still stops', async () => {
+    // A port that was just free: nothing listens there.
+    const gone = await startCollector();
+    const endpoint = gone.endpoint;
+    await gone.close();
+    const serve = await startTelemetryServe({ telemetryYaml: telemetryYaml(endpoint, 'http/protobuf') });
+    let stopped = false;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = (await serve.client.callTool({
+          name: 'http_request',
+          arguments: { method: 'GET', url: `${serve.upstream.origin}/v1/ok` },
+        })) as CallToolResult;
+        expect(r.isError).toBeFalsy();
+      }
+      await serve.stop();
+      stopped = true;
+      expect(serve.child.exitCode).toBe(0);
+    } finally {
+      if (!stopped) await serve.stop();
     }
   });
 });
