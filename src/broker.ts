@@ -9,6 +9,8 @@ import { startControlServer, type ControlServer } from './approvals/control.js';
 import { ApprovalService } from './approvals/service.js';
 import { AuditLog } from './audit/log.js';
 import { loadOrCreateAuditSigner } from './audit/key.js';
+import { loadOrCreateBrokerId } from './audit/broker-id.js';
+import { AuditShipper } from './audit/shipper.js';
 import type { AirlockConfig } from './config/airlock-yaml.js';
 import { createLogger, type Logger, type LogFormat } from './log.js';
 import { CallPipeline } from './pipeline/pipeline.js';
@@ -38,6 +40,10 @@ export interface Core {
   redactor: Redactor;
   secrets: SecretStore;
   audit: AuditLog;
+  /** This broker's id, in every audit record (`broker`). */
+  brokerId: string;
+  /** Ships the audit log to PostgreSQL (`audit.postgres`, serve only); `lag()` for metrics. */
+  shipper?: AuditShipper;
   policies: PolicyStore;
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
@@ -56,13 +62,21 @@ export interface CoreOptions {
   logLevel?: string;
   /** Refuse to start while any secret does not resolve (`serve --strict-secrets`). */
   strictSecrets?: boolean;
+  /** How long a read secret value is reused (default DEFAULT_CACHE_TTL_MS; 0 reads on every call). */
+  secretCacheTtlMs?: number;
+  /** Start the central audit shipper when `audit.postgres` is set (Broker.start: serve). */
+  shipAudit?: boolean;
 }
 
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
 export async function createCore(config: AirlockConfig, opts: CoreOptions = {}): Promise<Core> {
   const redactor = new Redactor();
   const log = opts.log ?? createLogger(redactor, opts.logLevel, opts.logFormat);
-  const secrets = new SecretStore(config.secrets, redactor);
+  const secrets = new SecretStore(
+    config.secrets,
+    redactor,
+    opts.secretCacheTtlMs === undefined ? {} : { cacheTtlMs: opts.secretCacheTtlMs },
+  );
   // Resolve every secret up front so the redactor knows all values before any call runs.
   const unresolved: string[] = [];
   for (const r of await secrets.resolveAll()) {
@@ -100,14 +114,29 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     );
     return undefined;
   });
+  const brokerId = await loadOrCreateBrokerId(config.stateDir, config.brokerId);
+  let shipper: AuditShipper | undefined;
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
     ...(signer ? { checkpoints: { signer } } : {}),
     ...(telemetry ? { onFsync: (seconds: number) => telemetry.auditFsync(seconds) } : {}),
+    broker: brokerId,
+    onSync: () => shipper?.wake(),
   }).catch(async (err: unknown) => {
     await stopTelemetry();
     throw err;
   });
+  const central = config.audit.postgres;
+  if (central && opts.shipAudit) {
+    shipper = new AuditShipper({
+      file: config.audit.file,
+      broker: brokerId,
+      table: central.table,
+      stateDir: config.stateDir,
+      connection: () => secrets.brokerValue(central.connection),
+      log: log.child({ component: 'audit-shipper' }),
+    });
+  }
   if (audit.tornTailSetAside)
     log.warn(
       { file: audit.tornTailSetAside.file, bytes: audit.tornTailSetAside.bytes },
@@ -171,12 +200,16 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
     }
   };
+  // Started last, so a start-up that fails above leaves no shipping loop behind.
+  shipper?.start();
   return {
     config,
     log,
     redactor,
     secrets,
     audit,
+    brokerId,
+    ...(shipper ? { shipper } : {}),
     policies,
     pipeline,
     rateLimiter,
@@ -188,6 +221,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       await pipeline.resetRuntimes();
       await saveRateLimits();
       await audit.close();
+      await shipper?.stop();
       await stopTelemetry();
     },
   };
@@ -240,7 +274,7 @@ export class Broker {
   private constructor(readonly core: Core) {}
 
   static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
-    const core = await createCore(config, opts);
+    const core = await createCore(config, { shipAudit: true, ...opts });
     const broker = new Broker(core);
     try {
       broker.control = await startControlServer(core.approvals, core.log, core.config.approvers);

@@ -5,6 +5,7 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { BROKER_ID } from '../audit/broker-id.js';
 import { secretConfigSchema, secretNameSchema, type SecretConfig } from '../secrets/config.js';
 import { telemetryConfigSchema, type TelemetryConfig } from '../telemetry/config.js';
 import {
@@ -33,7 +34,13 @@ export interface AirlockConfig {
   approvers?: number;
   /** Absolute path of the policy folder. */
   policies: string;
-  audit: { file: string };
+  audit: {
+    file: string;
+    /** Central audit: every record is also shipped to this PostgreSQL table (src/audit/shipper.ts). */
+    postgres?: AuditPostgresConfig;
+  };
+  /** `brokerId`: overrides the id made once in <stateDir>/broker-id (src/audit/broker-id.ts). */
+  brokerId?: string;
   secrets: Record<string, SecretConfig>;
   /** `secrets: { strict: true }`: serve refuses to start while any secret does not resolve. */
   strictSecrets?: boolean;
@@ -42,6 +49,15 @@ export interface AirlockConfig {
   /** OpenTelemetry export (src/telemetry); absent: off, and no @opentelemetry module is loaded. */
   telemetry?: TelemetryConfig;
 }
+
+export interface AuditPostgresConfig {
+  /** Name of the secret holding the postgres:// URL of the shipping role. */
+  connection: string;
+  /** Table name, optionally schema-qualified (`audit.airlock_audit`). */
+  table: string;
+}
+
+export const DEFAULT_AUDIT_TABLE = 'airlock_audit';
 
 export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
 export const DEFAULT_MAX_SESSIONS = 1024;
@@ -77,7 +93,33 @@ export const configSchema = z
       .optional()
       .describe('Group (name or gid) whose members may decide approvals besides the broker user'),
     policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
-    audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
+    audit: z
+      .object({
+        file: pathSchema('audit.file').describe('Append-only JSON lines audit log'),
+        postgres: z
+          .object({
+            connection: secretNameSchema.describe('Secret holding the postgres:// URL of the shipping role'),
+            table: z
+              .string()
+              .regex(
+                /^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/,
+                'table names are lower-case identifiers, optionally schema.table',
+              )
+              .default(DEFAULT_AUDIT_TABLE),
+          })
+          .strict()
+          .optional()
+          .describe('Central audit: every record is also shipped to this PostgreSQL table'),
+      })
+      .strict(),
+    brokerId: z
+      .string()
+      .regex(
+        BROKER_ID,
+        'broker ids use letters, digits, ".", "_" and "-" (at most 64, not starting with one of ".", "_", "-")',
+      )
+      .optional()
+      .describe("This broker's id in audit records (default: made once in <stateDir>/broker-id)"),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
     sessions: z
       .object({
@@ -242,6 +284,15 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     else if ('githubApp' in config)
       issues.push(issueAt(src, where, `secret "${secret}" is a GitHub App, not a value for a header`));
   }
+  const centralAudit = raw.audit.postgres;
+  if (centralAudit && !Object.hasOwn(raw.secrets, centralAudit.connection))
+    issues.push(
+      issueAt(
+        src,
+        ['audit', 'postgres', 'connection'],
+        `unknown secret "${centralAudit.connection}" (not in secrets)`,
+      ),
+    );
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -256,7 +307,13 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     ...(approvers !== undefined ? { approvers } : {}),
     stateDir: path.resolve(dir, raw.stateDir),
     policies: path.resolve(dir, raw.policies),
-    audit: { file: path.resolve(dir, raw.audit.file) },
+    audit: {
+      file: path.resolve(dir, raw.audit.file),
+      ...(centralAudit
+        ? { postgres: { connection: centralAudit.connection, table: centralAudit.table } }
+        : {}),
+    },
+    ...(raw.brokerId !== undefined ? { brokerId: raw.brokerId } : {}),
     secrets,
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
     sessions: raw.sessions,

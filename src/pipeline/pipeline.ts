@@ -257,6 +257,7 @@ export class CallPipeline {
     const args = parsed.data;
 
     // 3. Policy.
+    if (tool.prepare) await tool.prepare();
     let decision;
     try {
       decision = tool.authorize(args, { team, section, options });

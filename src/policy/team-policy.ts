@@ -104,12 +104,25 @@ export type ModelPolicy = z.output<typeof modelSectionSchema>;
 
 const RESERVED_SECTIONS = new Set(['model']);
 
+/**
+ * A schema built the first time something reads it. A zod schema is built eagerly (and each
+ * `.describe()` copies it): building every tool's entry of every server up front was most of a
+ * policy check's time, while a policy lists a few tools. Built once, so walking it (yaml-positions
+ * unwraps lazies to name allowed keys) sees one schema.
+ */
+function builtOnUse<T extends z.ZodType>(build: () => T): z.ZodLazy<T> {
+  let built: T | undefined;
+  return z.lazy(() => (built ??= build()));
+}
+
 function toolsSchema(server: ServerDefinition): z.ZodObject {
   const shape: Record<string, z.ZodType> = {};
   for (const tool of server.tools) {
-    shape[tool.name] = tool.options
-      .extend({ rateLimit: rateLimitSchema.optional(), approve: approveSchema(tool).optional() })
-      .strict()
+    shape[tool.name] = builtOnUse(() =>
+      tool.options
+        .extend({ rateLimit: rateLimitSchema.optional(), approve: approveSchema(tool).optional() })
+        .strict(),
+    )
       .optional()
       .describe(`${tool.title}: ${tool.description}`);
   }
@@ -119,12 +132,19 @@ function toolsSchema(server: ServerDefinition): z.ZodObject {
     .describe(`Tools of ${server.name} this team may call; unlisted tools do not exist`);
 }
 
-/** The schema of one server's section: its own fields plus `tools`. */
+const sectionSchemas = new WeakMap<ServerDefinition, z.ZodObject>();
+
+/** The schema of one server's section: its own fields plus `tools` (built once per server). */
 export function serverSectionSchema(server: ServerDefinition): z.ZodObject {
-  return server.section
-    .extend({ tools: toolsSchema(server) })
-    .strict()
-    .describe(server.description);
+  let schema = sectionSchemas.get(server);
+  if (!schema) {
+    schema = server.section
+      .extend({ tools: toolsSchema(server) })
+      .strict()
+      .describe(server.description);
+    sectionSchemas.set(server, schema);
+  }
+  return schema;
 }
 
 export function buildPolicySchema(servers: ServerDefinition[]): z.ZodObject {

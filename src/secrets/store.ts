@@ -136,7 +136,11 @@ export class SecretStore {
     return value;
   }
 
-  /** A value the broker itself sends (telemetry headers): no team's, so `teams` does not apply. */
+  /**
+   * A value for the broker's own use (telemetry headers, the central audit or fleet limit
+   * connection): no team asks for it, so `teams` does not apply. Registered with the redactor
+   * like every value.
+   */
   async brokerValue(name: string): Promise<string> {
     const config = this.config(name);
     if (!config) throw new SecretError(name, `unknown secret "${name}"`);

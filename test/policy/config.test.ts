@@ -108,8 +108,8 @@ describe('loadConfig', () => {
     expect(lines).toEqual([
       '1:1: missing required key "stateDir"',
       '1:12: socketDir: expected a string, not a number',
-      '2:19: audit: unknown key "fsync" (allowed: file)',
-      '3:1: unknown key "polices" (allowed: socketDir, socketGroup, socketGroups, stateDir, approvers, policies, audit, secrets, sessions, telemetry)',
+      '2:19: audit: unknown key "fsync" (allowed: file, postgres)',
+      '3:1: unknown key "polices" (allowed: socketDir, socketGroup, socketGroups, stateDir, approvers, policies, audit, brokerId, secrets, sessions, telemetry)',
       '6:19: secrets.typo: unknown key "team" (allowed: env, teams)',
       '7:3: secrets: invalid key "bad name": secret names use letters, digits, ".", "_" and "-"',
       '8:10: secrets.empty: expected a mapping with exactly one of: env, file, keychain, githubApp',

@@ -90,6 +90,10 @@ export async function startFaultBroker(opts: {
   configYaml?: string;
   /** Edits the installation before the broker starts (e.g. mounts over its state folder). */
   prepare?: (inst: Installation) => Promise<void>;
+  /** Extra lines under `secrets:` in airlock.yaml (e.g. a keychain secret). */
+  extraSecretsYaml?: string;
+  /** Broker options (e.g. secretCacheTtlMs). */
+  brokerOptions?: import('../../src/broker.js').CoreOptions;
 }): Promise<FaultBroker> {
   const [{ Broker }, { loadConfig }, { silentLogger }] = await Promise.all([
     import('../../src/broker.js'),
@@ -103,11 +107,15 @@ export async function startFaultBroker(opts: {
       ...opts.policies,
       'beta.yaml': acmeHttpPolicy(healthy.origin).replace('team: acme', 'team: beta'),
     },
+    ...(opts.extraSecretsYaml ? { extraSecretsYaml: opts.extraSecretsYaml } : {}),
   });
   if (opts.configYaml)
     await writeFile(inst.configFile, opts.configYaml + (await readFile(inst.configFile, 'utf8')));
   await opts.prepare?.(inst);
-  const broker = await Broker.start(await loadConfig(inst.configFile), { log: silentLogger() });
+  const broker = await Broker.start(await loadConfig(inst.configFile), {
+    log: silentLogger(),
+    ...opts.brokerOptions,
+  });
   const clients: Client[] = [];
   const client = async (team: string, server: string) => {
     const { client: c } = await connectSocketClient(inst.socket(team, server));
