@@ -1,7 +1,9 @@
-// Pool gauges, read at each metric export: the http server's keep-alive connections, and each
-// team's postgres pools (names as in the OpenTelemetry HTTP and database conventions).
+// Gauges read at each metric export: the http server's keep-alive connections and each team's
+// postgres pools (names as in the OpenTelemetry HTTP and database conventions), and how far the
+// central audit table is behind the local log.
 import { openConnections } from '../../servers/http/client.js';
 import type { PoolUse } from '../tool.js';
+import type { AuditShipper } from '../audit/shipper.js';
 import type { Telemetry } from './telemetry.js';
 
 export function observePools(
@@ -41,4 +43,16 @@ export function observePools(
     () => pools().map((p) => ({ value: p.waiting, attributes: poolAttributes(p) })),
     { unit: '{request}', description: 'Calls waiting for a connection of a team database pool' },
   );
+}
+
+/** How far the central audit table (audit.postgres) is behind the local log. */
+export function observeShipping(telemetry: Telemetry, shipper: Pick<AuditShipper, 'lag'>): void {
+  telemetry.observe('airlock.audit.shipping.lag', () => shipper.lag().records, {
+    unit: '{record}',
+    description: 'Audit records not yet in the central PostgreSQL table',
+  });
+  telemetry.observe('airlock.audit.shipping.delay', () => shipper.lag().seconds, {
+    unit: 's',
+    description: 'Age of the oldest audit record not yet in the central table',
+  });
 }
