@@ -17,6 +17,7 @@ import { CallPipeline } from './pipeline/pipeline.js';
 import { socketDirProblem } from './transport/socket-dir.js';
 import { PolicyStore } from './policy/team-policy.js';
 import { RateLimiter } from './policy/ratelimit.js';
+import { FleetLimits } from './limits/fleet.js';
 import { Redactor } from './secrets/redact.js';
 import { SecretStore, withoutSecretName } from './secrets/store.js';
 import { SERVERS, SERVER_MAP } from './servers.js';
@@ -47,6 +48,8 @@ export interface Core {
   policies: PolicyStore;
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
+  /** Set when `limits: { store: postgres }`: rateLimit and dailyTokenBudget count there. */
+  fleetLimits?: FleetLimits;
   approvals: ApprovalService;
   /** OpenTelemetry when `telemetry:` is set (src/telemetry); undefined when off. */
   telemetry?: Telemetry;
@@ -157,6 +160,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   } catch {
     // No saved counters (first start) or unreadable: start with full buckets.
   }
+  const fleetLimits = FleetLimits.fromConfig(config, redactor, log);
   const approvals = new ApprovalService({
     stateDir: config.stateDir,
     audit,
@@ -178,6 +182,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     secrets,
     redactor,
     rateLimiter,
+    ...(fleetLimits ? { fleetLimits } : {}),
     stateDir: config.stateDir,
     log,
     ...(telemetry ? { telemetry } : {}),
@@ -212,12 +217,14 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     policies,
     pipeline,
     rateLimiter,
+    ...(fleetLimits ? { fleetLimits } : {}),
     approvals,
     ...(telemetry ? { telemetry } : {}),
     async close() {
       policies.close();
       await approvals.close();
       await pipeline.resetRuntimes();
+      await fleetLimits?.close();
       await saveRateLimits();
       await audit.close();
       await shipper?.stop();
@@ -452,6 +459,7 @@ export class Broker {
       redactor: core.redactor,
       log: core.log.child({ team, server: 'model' }),
       stateDir: core.config.stateDir,
+      ...(core.fleetLimits ? { fleetBudget: core.fleetLimits } : {}),
     });
     this.modelProxies.add(proxy);
     proxy.once('close', () => this.modelProxies.delete(proxy));

@@ -243,6 +243,12 @@ export const COMMANDS: CommandSpec[] = [
     run: async (ctx) => (await import('./commands/audit.js')).auditMigrateMain(ctx),
   },
   {
+    name: 'limits migrate',
+    summary:
+      'creates the fleet-wide limit table (airlock_limits) in the PostgreSQL of limits.connection; safe to run again',
+    run: async (ctx) => (await import('./limits/migrate-command.js')).limitsMigrateMain(ctx),
+  },
+  {
     name: 'claude-config',
     summary:
       "prints a .mcp.json for a team's servers (bridge commands with --sandbox, stdio commands without)",

@@ -48,6 +48,8 @@ export interface AirlockConfig {
   sessions: { maxPerTeam: number; maxTotal: number };
   /** OpenTelemetry export (src/telemetry); absent: off, and no @opentelemetry module is loaded. */
   telemetry?: TelemetryConfig;
+  /** Where rateLimit and dailyTokenBudget count: this host (absent, or store local) or PostgreSQL for the fleet. */
+  limits?: LimitsConfig;
 }
 
 export interface AuditPostgresConfig {
@@ -58,6 +60,17 @@ export interface AuditPostgresConfig {
 }
 
 export const DEFAULT_AUDIT_TABLE = 'airlock_audit';
+
+/** `limits:` (src/limits): `connection` is set whenever `store` is postgres. */
+export interface LimitsConfig {
+  store: 'local' | 'postgres';
+  /** Name of the secret holding the postgres:// URL. */
+  connection?: string;
+  /** Longest wait for the store on one check; past it the call fails closed. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_LIMITS_TIMEOUT_MS = 2000;
 
 export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
 export const DEFAULT_MAX_SESSIONS = 1024;
@@ -130,6 +143,19 @@ export const configSchema = z
       .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
       .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
     telemetry: telemetryConfigSchema.optional(),
+    limits: z
+      .object({
+        store: z.enum(['local', 'postgres']).default('local'),
+        connection: secretNameSchema
+          .optional()
+          .describe('Secret holding the postgres:// URL (store: postgres)'),
+        timeoutMs: z.number().int().min(50).max(60_000).default(DEFAULT_LIMITS_TIMEOUT_MS),
+      })
+      .strict()
+      .default({ store: 'local', timeoutMs: DEFAULT_LIMITS_TIMEOUT_MS })
+      .describe(
+        'Where rateLimit and model dailyTokenBudget count: local (this host) or postgres (fleet-wide; fails closed when unreachable)',
+      ),
   })
   .strict();
 
@@ -293,6 +319,7 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
         `unknown secret "${centralAudit.connection}" (not in secrets)`,
       ),
     );
+  issues.push(...limitsIssues(src, raw));
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -318,7 +345,42 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
     sessions: raw.sessions,
     ...(raw.telemetry ? { telemetry: raw.telemetry } : {}),
+    limits: raw.limits,
   };
+}
+
+/** A postgres store needs a connection secret that exists and holds a plain value. */
+function limitsIssues(src: Parameters<typeof issueAt>[0], raw: z.infer<typeof configSchema>): PolicyIssue[] {
+  const { store, connection } = raw.limits;
+  if (connection === undefined) {
+    return store === 'postgres'
+      ? [
+          issueAt(
+            src,
+            ['limits'],
+            'limits.connection is required when store is postgres: name the secret holding the postgres:// URL',
+          ),
+        ]
+      : [];
+  }
+  const secret = raw.secrets[connection];
+  if (!secret)
+    return [
+      issueAt(
+        src,
+        ['limits', 'connection'],
+        `unknown secret "${connection}"; known secrets: ${Object.keys(raw.secrets).join(', ') || 'none'}`,
+      ),
+    ];
+  if ('githubApp' in secret)
+    return [
+      issueAt(
+        src,
+        ['limits', 'connection'],
+        `secret "${connection}" is a GitHub App; the limits store needs a secret holding a postgres:// URL`,
+      ),
+    ];
+  return [];
 }
 
 /** Splits a boolean `secrets.strict` off the data (which is then validated without it). */

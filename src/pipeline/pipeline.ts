@@ -19,7 +19,8 @@ import type { Logger } from '../log.js';
 import { untilAborted } from './abort.js';
 import type { Redactor } from '../secrets/redact.js';
 import type { Telemetry, ToolCallTelemetry } from '../telemetry/telemetry.js';
-import { formatWait, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
+import { formatWait, type RateDecision, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
+import type { FleetRateLimiter } from '../limits/fleet.js';
 import {
   ToolError,
   type AnyToolDefinition,
@@ -64,6 +65,8 @@ export interface PipelineDeps {
   secrets: { forTeam(team: string): SecretAccess };
   redactor: Redactor;
   rateLimiter: RateLimiter;
+  /** `limits: { store: postgres }`: rateLimits count fleet-wide there instead (and fail closed). */
+  fleetLimits?: FleetRateLimiter;
   stateDir: string;
   log: Logger;
   /** Holds calls whose policy says `approve` until a human decides (absent: such calls are refused). */
@@ -269,11 +272,20 @@ export class CallPipeline {
 
     // 4. Rate limit (only allowed calls spend a token).
     if (options.rateLimit) {
-      const rl = this.deps.rateLimiter.take(`${team}/${server}/${name}`, options.rateLimit);
+      const fleet = this.deps.fleetLimits;
+      let rl: RateDecision;
+      try {
+        rl = fleet
+          ? await fleet.take(team, `${server}/${name}`, options.rateLimit)
+          : this.deps.rateLimiter.take(`${team}/${server}/${name}`, options.rateLimit);
+      } catch (err) {
+        // The fleet store is down or slow: refused, never counted locally instead.
+        return deny(`${rulePrefix}.rateLimit`, (err as Error).message);
+      }
       if (!rl.ok) {
         return deny(
           `${rulePrefix}.rateLimit`,
-          `rate limit ${options.rateLimit.text} reached; next call allowed in ${formatWait(rl.retryAfterMs)}`,
+          `rate limit ${options.rateLimit.text} reached${fleet ? ' across the fleet' : ''}; next call allowed in ${formatWait(rl.retryAfterMs)}`,
         );
       }
     }

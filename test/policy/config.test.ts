@@ -109,11 +109,59 @@ describe('loadConfig', () => {
       '1:1: missing required key "stateDir"',
       '1:12: socketDir: expected a string, not a number',
       '2:19: audit: unknown key "fsync" (allowed: file, postgres)',
-      '3:1: unknown key "polices" (allowed: socketDir, socketGroup, socketGroups, stateDir, approvers, policies, audit, brokerId, secrets, sessions, telemetry)',
+      '3:1: unknown key "polices" (allowed: socketDir, socketGroup, socketGroups, stateDir, approvers, policies, audit, brokerId, secrets, sessions, telemetry, limits)',
       '6:19: secrets.typo: unknown key "team" (allowed: env, teams)',
       '7:3: secrets: invalid key "bad name": secret names use letters, digits, ".", "_" and "-"',
       '8:10: secrets.empty: expected a mapping with exactly one of: env, file, keychain, githubApp',
       '9:32: secrets.wrongteam.teams[0]: team names match [a-z0-9][a-z0-9-]*',
+    ]);
+  });
+
+  it('reads limits: local by default, postgres with a connection secret', async () => {
+    const base = [
+      'socketDir: run',
+      'stateDir: state',
+      'audit: { file: a.jsonl }',
+      'secrets:',
+      '  db: { env: DB, teams: [payments] }',
+    ];
+    const file = path.join(ws.dir, 'limits.yaml');
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(file, [...base, ''].join('\n'));
+    expect((await loadConfig(file)).limits).toEqual({ store: 'local', timeoutMs: 2000 });
+    await writeFile(
+      file,
+      [...base, 'limits: { store: postgres, connection: db, timeoutMs: 500 }', ''].join('\n'),
+    );
+    expect((await loadConfig(file)).limits).toEqual({ store: 'postgres', connection: 'db', timeoutMs: 500 });
+  });
+
+  it('reports limits mistakes with their position', async () => {
+    const head = ['socketDir: run', 'stateDir: state', 'audit: { file: a.jsonl }'];
+    const app = '  app: { githubApp: { appId: 1, installationId: 2, privateKey: { env: K } } }';
+    expect(await configIssues([...head, 'limits: { store: postgres }', ''].join('\n'))).toEqual([
+      '4:9: limits: limits.connection is required when store is postgres: name the secret holding the postgres:// URL',
+    ]);
+    expect(
+      await configIssues(
+        [...head, 'secrets:', app, 'limits: { store: postgres, connection: nope }', ''].join('\n'),
+      ),
+    ).toEqual(['6:40: limits.connection: unknown secret "nope"; known secrets: app']);
+    expect(
+      await configIssues(
+        [...head, 'secrets:', app, 'limits: { store: postgres, connection: app }', ''].join('\n'),
+      ),
+    ).toEqual([
+      '6:40: limits.connection: secret "app" is a GitHub App; the limits store needs a secret holding a postgres:// URL',
+    ]);
+    expect(
+      await configIssues(
+        [...head, 'limits:', '  store: redis', '  timeoutMs: 10', '  pool: 3', ''].join('\n'),
+      ),
+    ).toEqual([
+      '5:10: limits.store: must be one of: local, postgres',
+      '6:14: limits.timeoutMs: must be 50 or more',
+      '7:3: limits: unknown key "pool" (allowed: store, connection, timeoutMs)',
     ]);
   });
 
