@@ -69,6 +69,8 @@ export interface CoreOptions {
   secretCacheTtlMs?: number;
   /** Start the central audit shipper when `audit.postgres` is set (Broker.start: serve). */
   shipAudit?: boolean;
+  /** With `policies: { git: … }`: fetch the repository and follow it (serve only). */
+  followPolicyGit?: boolean;
 }
 
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
@@ -146,13 +148,17 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     );
   let policies: PolicyStore;
   try {
-    policies = await PolicyStore.load(config, SERVERS, log);
+    // Policies from git: only serve fetches them; other commands read the commit serve put in force.
+    policies =
+      config.policyGit && opts.followPolicyGit
+        ? await (await import('./policy/git-source.js')).loadGitPolicies(config, SERVERS, log, secrets)
+        : await PolicyStore.load(config, SERVERS, log);
   } catch (err) {
     await audit.close();
     await stopTelemetry();
     throw err;
   }
-  if (opts.watch !== false) policies.watch();
+  if (opts.watch !== false && !config.policyGit) policies.watch();
   const rateLimiter = new RateLimiter();
   const ratePath = path.join(config.stateDir, 'ratelimits.json');
   try {
@@ -280,7 +286,7 @@ export class Broker {
   private constructor(readonly core: Core) {}
 
   static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
-    const core = await createCore(config, { shipAudit: true, ...opts });
+    const core = await createCore(config, { shipAudit: true, followPolicyGit: true, ...opts });
     const broker = new Broker(core);
     try {
       broker.control = await startControlServer(core.approvals, core.log, core.config.approvers);
@@ -300,6 +306,8 @@ export class Broker {
       throw userFixable ? new UserError(message) : new Error(message);
     }
     core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
+    // A git policy source runs on its own timer: catch up with a commit put in force meanwhile.
+    if (config.policyGit) await broker.syncSockets();
     return broker;
   }
 

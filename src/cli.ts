@@ -137,6 +137,13 @@ export const COMMANDS: CommandSpec[] = [
     run: async (ctx) => (await import('./commands/policy.js')).policyCheckMain(ctx),
   },
   {
+    name: 'policy status',
+    summary:
+      'shows where policies come from; for a git source the commit in force, its signer, the last fetch and the last error',
+    options: { json: JSON_OUT },
+    run: async (ctx) => (await import('./commands/policy.js')).policyStatusMain(ctx),
+  },
+  {
     name: 'policy schema',
     summary: 'prints the JSON Schema of the policy format (for editors)',
     run: async () => (await import('./commands/policy.js')).policySchemaMain(),

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { BROKER_ID } from '../audit/broker-id.js';
 import { secretConfigSchema, secretNameSchema, type SecretConfig } from '../secrets/config.js';
 import { telemetryConfigSchema, type TelemetryConfig } from '../telemetry/config.js';
+import { policyGitSchema, resolvePolicyGit, type PolicyGitConfig } from '../policy/git-source-config.js';
 import {
   formatIssue,
   issueAt,
@@ -32,8 +33,13 @@ export interface AirlockConfig {
   stateDir: string;
   /** gid whose members may decide approvals (control socket 0660 to that group). */
   approvers?: number;
-  /** Absolute path of the policy folder. */
+  /**
+   * Absolute path of the policy folder. With `policyGit`, the folder of the commit in force
+   * (`<stateDir>/policy-git/current`), which `airlock serve` keeps up to date.
+   */
   policies: string;
+  /** `policies: { git: … }`: policies come from a git repository (src/policy/git-source.ts). */
+  policyGit?: PolicyGitConfig;
   audit: {
     file: string;
     /** Central audit: every record is also shipped to this PostgreSQL table (src/audit/shipper.ts). */
@@ -105,7 +111,10 @@ export const configSchema = z
     approvers: groupSchema
       .optional()
       .describe('Group (name or gid) whose members may decide approvals besides the broker user'),
-    policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
+    policies: z
+      .union([pathSchema('policies').describe('Folder of team policy files'), policyGitSchema])
+      .default('./policies')
+      .describe('Folder of team policy files, or { git: <url>, … } to take them from a git repository'),
     audit: z
       .object({
         file: pathSchema('audit.file').describe('Append-only JSON lines audit log'),
@@ -303,6 +312,15 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     if (approvers === undefined)
       issues.push(issueAt(src, ['approvers'], `unknown group "${raw.approvers}" (not in /etc/group)`));
   }
+  const stateDir = path.resolve(dir, raw.stateDir);
+  let policyGit: PolicyGitConfig | undefined;
+  if (typeof raw.policies === 'object') {
+    const resolved = await resolvePolicyGit(raw.policies, src, dir, raw.secrets, (f, max) =>
+      readRegularTextFile(f, max),
+    );
+    issues.push(...resolved.issues);
+    policyGit = resolved.config;
+  }
   for (const [header, secret] of Object.entries(raw.telemetry?.otlp.headers ?? {})) {
     const where = ['telemetry', 'otlp', 'headers', header];
     const config = raw.secrets[secret];
@@ -332,8 +350,12 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     ...(socketGroup !== undefined ? { socketGroup } : {}),
     socketGroups,
     ...(approvers !== undefined ? { approvers } : {}),
-    stateDir: path.resolve(dir, raw.stateDir),
-    policies: path.resolve(dir, raw.policies),
+    stateDir,
+    policies:
+      typeof raw.policies === 'string'
+        ? path.resolve(dir, raw.policies)
+        : path.join(stateDir, 'policy-git', 'current'),
+    ...(policyGit ? { policyGit } : {}),
     audit: {
       file: path.resolve(dir, raw.audit.file),
       ...(centralAudit

@@ -138,7 +138,7 @@ export class SecretStore {
 
   /**
    * A value for the broker's own use (telemetry headers, the central audit or fleet limit
-   * connection): no team asks for it, so `teams` does not apply. Registered with the redactor
+   * connection, the policy repository's credential): no team asks for it, so `teams` does not apply. Registered with the redactor
    * like every value.
    */
   async brokerValue(name: string): Promise<string> {

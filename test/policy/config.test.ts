@@ -165,6 +165,112 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('takes policies from git: defaults, an inline ssh key, a key file, the folder in force', async () => {
+    const fs = await import('node:fs/promises');
+    const pub = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB8aLqQy3lV8mFqH8K7xZ2cJ9s0yZk1V9WQ3Yh0b2pQk';
+    await fs.writeFile(path.join(ws.dir, 'signer.pub'), `${pub} release@example.test\n`);
+    await fs.writeFile(
+      path.join(ws.dir, 'signer.asc'),
+      '-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ\n-----END PGP PUBLIC KEY BLOCK-----\n',
+    );
+    const file = path.join(ws.dir, 'git.yaml');
+    await fs.writeFile(
+      file,
+      [
+        'socketDir: run',
+        'stateDir: state',
+        'audit: { file: a.jsonl }',
+        'secrets: { repo-token: { env: REPO_TOKEN } }',
+        'policies:',
+        '  git: https://git.example.test/acme/policies.git',
+        '  every: 5m',
+        '  path: teams/',
+        '  credential: repo-token',
+        `  requireSignedBy: ["${pub}", ./signer.pub, signer.asc]`,
+        '',
+      ].join('\n'),
+    );
+    const config = await loadConfig(file);
+    expect(config.policies).toBe(path.join(ws.dir, 'state', 'policy-git', 'current'));
+    expect(config.policyGit).toMatchObject({
+      url: 'https://git.example.test/acme/policies.git',
+      protocol: 'https',
+      ref: 'main',
+      everyMs: 300_000,
+      path: 'teams',
+      credential: 'repo-token',
+      credentialUser: 'x-access-token',
+    });
+    expect(config.policyGit!.requireSignedBy.map((k) => k.kind)).toEqual(['ssh', 'ssh', 'openpgp']);
+    expect(config.policyGit!.requireSignedBy[1]).toMatchObject({ kind: 'ssh', key: pub });
+    // file:// (a repository on this host) is accepted, without a credential.
+    const localFile = path.join(ws.dir, 'local.yaml');
+    await fs.writeFile(
+      localFile,
+      'socketDir: r\nstateDir: s\naudit: { file: a }\npolicies: { git: "file:///srv/p.git", every: 1s }\n',
+    );
+    expect((await loadConfig(localFile)).policyGit).toMatchObject({ protocol: 'file', everyMs: 1000 });
+  });
+
+  it('reports every mistake in a git policy source with its position', async () => {
+    const fs = await import('node:fs/promises');
+    await fs.writeFile(path.join(ws.dir, 'notakey.txt'), 'hello\n');
+    const lines = await configIssues(
+      [
+        'socketDir: run',
+        'stateDir: state',
+        'audit: { file: a.jsonl }',
+        'secrets: { app: { githubApp: { appId: 1, installationId: 2, privateKey: { env: K } } } }',
+        'policies:',
+        '  git: http://git.example.test/p.git',
+        '  ref: "main..x"',
+        '  every: 500ms',
+        '  path: ../up',
+        '  credential: nope',
+        '  requireSignedBy: [./missing.pub, notakey.txt]',
+        '  branch: main',
+        '',
+      ].join('\n'),
+    );
+    expect(lines).toEqual([
+      '6:8: policies.git: http:// URLs are allowed only on a loopback host; use https://',
+      '7:8: policies.ref: branch name contains "..", "@{" or "//"',
+      '8:10: policies.every: bad duration "500ms": expected a number and s, m, h or d (e.g. "30m")',
+      '9:9: policies.path: path must not contain "." or ".." parts',
+      '12:3: policies: unknown key "branch" (allowed: git, ref, every, credential, credentialUser, requireSignedBy, path)',
+    ]);
+    const second = await configIssues(
+      [
+        'socketDir: run',
+        'stateDir: state',
+        'audit: { file: a.jsonl }',
+        'secrets: { app: { githubApp: { appId: 1, installationId: 2, privateKey: { env: K } } } }',
+        'policies:',
+        '  git: https://user:pw@git.example.test/p.git',
+        '',
+      ].join('\n'),
+    );
+    expect(second).toEqual(['6:8: policies.git: URL must not carry user info; use `credential`']);
+    const keys = await configIssues(
+      [
+        'socketDir: run',
+        'stateDir: state',
+        'audit: { file: a.jsonl }',
+        'secrets: { app: { githubApp: { appId: 1, installationId: 2, privateKey: { env: K } } } }',
+        'policies:',
+        '  git: https://git.example.test/p.git',
+        '  credential: nope',
+        '  requireSignedBy: [./missing.pub, notakey.txt]',
+        '',
+      ].join('\n'),
+    );
+    expect(keys).toEqual([
+      '7:15: policies.credential: unknown secret "nope"; known secrets: app',
+      `8:21: policies.requireSignedBy[0]: not an ssh public key or an armored OpenPGP public key, and as a key file ${path.join(ws.dir, 'missing.pub')}: no such file`,
+      `8:36: policies.requireSignedBy[1]: ${path.join(ws.dir, 'notakey.txt')}: holds neither an ssh public key line nor an armored OpenPGP public key`,
+    ]);
+  });
+
   it('reports a missing config file', async () => {
     const missing = path.join(ws.dir, 'nope.yaml');
     await expect(loadConfig(missing)).rejects.toThrow(

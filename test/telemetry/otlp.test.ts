@@ -69,12 +69,18 @@ describe('OTLP/HTTP JSON from airlock serve', () => {
     await waitFor('the spans of all four calls', () =>
       collector.spans().filter((s) => s.name === 'tools/call http_request').length >= 4 ? true : undefined,
     );
-    // An export may have gone out between two calls: wait for one that counts all four.
-    await waitFor('metrics that count all four calls', () => {
+    // An export can land between two calls: wait for one that holds all four (3 allowed, 1 denied).
+    await waitFor('metrics with all four calls', () => {
       const calls = collector.metricPoints('airlock.calls');
       const total = (decision: string) =>
-        calls.filter((p) => p.attributes['airlock.decision'] === decision).at(-1)?.value;
-      return total('allow') === 3 && total('deny') === 1 ? true : undefined;
+        calls.filter((p) => p.attributes['airlock.decision'] === decision).at(-1)?.value ?? 0;
+      const names = collector.metricNames();
+      return total('allow') === 3 &&
+        total('deny') === 1 &&
+        names.has('airlock.sessions') &&
+        names.has('airlock.audit.fsync.duration')
+        ? true
+        : undefined;
     });
   });
 
