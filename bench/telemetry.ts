@@ -12,6 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { silentLogger } from '../src/log.js';
+import type { Telemetry } from '../src/telemetry/telemetry.js';
 import { load, percentile, processCpuMs, RawMcpSession, startServe, stopServe } from './harness.js';
 
 const { values } = parseArgs({
@@ -53,6 +55,42 @@ function child(source: string) {
   const line = () =>
     new Promise<string>((resolve) => proc.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim())));
   return { proc, line };
+}
+
+/**
+ * The telemetry code alone, in this process: what the pipeline runs per call when on (start a
+ * span, settle, end: span + 3 metric updates) and when off (the null check), in ns a call.
+ */
+async function perCallCode(endpoint: string): Promise<{ onNs: number; offNs: number }> {
+  const { startOtel } = await import('../src/telemetry/otel.js');
+  const on: Telemetry = startOtel(
+    {
+      otlp: { endpoint, protocol: 'http/protobuf', headers: {} },
+      serviceName: 'bench',
+      sampleRatio: 1,
+      exportIntervalMs: 1000,
+    },
+    { log: silentLogger(), headers: {}, knownTool: () => true, scrub: (t) => t },
+  );
+  const session = { id: 'bench-session', team: 'bench', server: 'http', transport: 'socket' as const };
+  const meta = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
+  const run = (telemetry: Telemetry | undefined, n: number) => {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) {
+      const span = telemetry?.startToolCall(session, 'http_request', i, meta);
+      if (span !== undefined) {
+        span.settle('allow', 'ok');
+        span.end();
+      }
+    }
+    return Number(process.hrtime.bigint() - start) / n;
+  };
+  run(on, 5000); // JIT
+  const onNs = run(on, 20_000);
+  run(undefined, 1_000_000);
+  const offNs = run(undefined, 10_000_000);
+  await on.shutdown();
+  return { onNs, offNs };
 }
 
 interface Broker {
@@ -171,6 +209,7 @@ async function main(): Promise<void> {
   // Let the last metric export and span batches go out before reading the collector.
   await new Promise((r) => setTimeout(r, 6000));
   const exported = await collectorStats();
+  const code = await perCallCode(collectorEndpoint);
 
   const p50 = (xs: number[]) =>
     percentile(
@@ -218,6 +257,10 @@ async function main(): Promise<void> {
       `${(p50(sequential.get('on')!) - p50(sequential.get('off')!)).toFixed(3)} ms; ` +
       `collector got ${exported.requests} exports, ${(exported.bytes / 1024).toFixed(0)} KiB ` +
       `(${(exported.bytes / (total + SEQUENTIAL * ROUNDS + 300)).toFixed(0)} bytes a call)`,
+  );
+  console.log(
+    `the telemetry code alone, in process: ${(code.onNs / 1000).toFixed(1)} µs a call on ` +
+      `(span + metrics, exported), ${code.offNs.toFixed(1)} ns a call off (the null check)`,
   );
   await off.stop();
   await on.stop();

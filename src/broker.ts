@@ -26,6 +26,7 @@ import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
 import { ensureFolder, FolderError } from './transport/folders.js';
 import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
+import { observePools, observeShipping } from './telemetry/pools.js';
 import type { ServerName } from './tool.js';
 
 /** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
@@ -97,19 +98,8 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
         `(see the warnings above, or run airlock doctor); fix ${unresolved.length === 1 ? 'it' : 'them'} or remove them from airlock.yaml`,
     );
   }
-  const telemetry = await startTelemetry(config.telemetry, {
-    log,
-    secretValue: (name) => secrets.brokerValue(name),
-    scrub: (text) => redactor.scrub(text),
-    servers: SERVERS,
-  });
-  // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
-  const stopTelemetry = async () => telemetry?.shutdown();
   // A folder that cannot be made (permission, a file in the path, /proc) is the operator's to fix.
-  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700).catch(async (err: unknown) => {
-    await stopTelemetry();
-    throw err;
-  });
+  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700);
   // The host key signs checkpoint records; without it the chain is still written, unanchored.
   const signer = await loadOrCreateAuditSigner(config.stateDir).catch((err: Error) => {
     log.error(
@@ -119,6 +109,15 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     return undefined;
   });
   const brokerId = await loadOrCreateBrokerId(config.stateDir, config.brokerId);
+  const telemetry = await startTelemetry(config.telemetry, {
+    log,
+    secretValue: (name) => secrets.brokerValue(name),
+    scrub: (text) => redactor.scrub(text),
+    servers: SERVERS,
+    instanceId: brokerId,
+  });
+  // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
+  const stopTelemetry = async () => telemetry?.shutdown();
   let shipper: AuditShipper | undefined;
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
@@ -140,6 +139,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       connection: () => secrets.brokerValue(central.connection),
       log: log.child({ component: 'audit-shipper' }),
     });
+    if (telemetry) observeShipping(telemetry, shipper);
   }
   if (audit.tornTailSetAside)
     log.warn(
@@ -193,6 +193,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     log,
     ...(telemetry ? { telemetry } : {}),
   });
+  if (telemetry) observePools(telemetry, () => pipeline.poolUse());
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
   });

@@ -187,6 +187,17 @@ export interface SecretRef {
 
 export interface ServerRuntime {
   close(): Promise<void>;
+  /** The runtime's connection pools as they stand (telemetry gauges); optional. */
+  poolUse?(): PoolUse[];
+}
+
+export interface PoolUse {
+  /** The pool's name within the runtime (a database name). */
+  name: string;
+  total: number;
+  idle: number;
+  /** Callers waiting for a connection. */
+  waiting: number;
 }
 
 export interface ServerDefinition<Section = unknown, Runtime = unknown> {

@@ -228,6 +228,17 @@ const MAX_POOLS = 256;
 const MAX_SOCKETS_PER_POOL = 64;
 const pools = new Map<string, http.Agent>();
 
+/** Connections of the keep-alive pools, in use and idle (telemetry's http.client.open_connections). */
+export function openConnections(): { active: number; idle: number } {
+  let active = 0;
+  let idle = 0;
+  for (const agent of pools.values()) {
+    for (const list of Object.values(agent.sockets)) active += list?.length ?? 0;
+    for (const list of Object.values(agent.freeSockets)) idle += list?.length ?? 0;
+  }
+  return { active, idle };
+}
+
 function agentFor(poolKey: string, url: URL, pinned: ResolvedAddress): http.Agent {
   const key = `${poolKey}\0${url.origin}\0${pinned.address}`;
   let agent = pools.get(key);

@@ -6,7 +6,7 @@
 // state is in doubt (an error in our own control statements, a cancel, a timeout) is destroyed.
 import net from 'node:net';
 import pg from 'pg';
-import { ToolError, type SecretAccess } from '../../src/tool.js';
+import { ToolError, type PoolUse, type SecretAccess } from '../../src/tool.js';
 import type { Logger } from '../../src/log.js';
 import type { DatabasePolicy } from './section.js';
 
@@ -34,6 +34,8 @@ interface ConnectionState {
 
 export class PostgresRuntime {
   private readonly pools = new Map<string, Promise<pg.Pool>>();
+  /** The pools created so far, by database (read by telemetry without waiting). */
+  private readonly created = new Map<string, pg.Pool>();
   private readonly states = new WeakMap<pg.PoolClient, ConnectionState>();
   /** Type OID → name (format_type), shared by a team's databases' calls (OIDs of built-ins are fixed). */
   readonly typeNames = new Map<number, string>();
@@ -67,6 +69,7 @@ export class PostgresRuntime {
       options: '-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1',
       types: RAW_TEXT,
     });
+    this.created.set(dbName, pool);
     // An idle connection that dies (server restart) must not crash the broker.
     pool.on('error', (err) =>
       this.log.warn(
@@ -105,10 +108,20 @@ export class PostgresRuntime {
     return new Lease(client, state, pool);
   }
 
+  poolUse(): PoolUse[] {
+    return [...this.created].map(([name, pool]) => ({
+      name,
+      total: pool.totalCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+    }));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const pools = [...this.pools.values()];
     this.pools.clear();
+    this.created.clear();
     await Promise.all(pools.map((p) => p.then((pool) => pool.end()).catch(() => undefined)));
   }
 }

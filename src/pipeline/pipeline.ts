@@ -25,6 +25,7 @@ import {
   ToolError,
   type AnyToolDefinition,
   type AuditDetail,
+  type PoolUse,
   type SecretAccess,
   type ServerDefinition,
   type ServerName,
@@ -97,6 +98,8 @@ type AuditHead = Pick<AuditEntry, 'team' | 'server' | 'tool' | 'session' | 'call
 export class CallPipeline {
   private readonly schemaCache = new WeakMap<AnyToolDefinition, Tool>();
   private readonly runtimes = new Map<string, Promise<ServerRuntime & object>>();
+  /** The runtimes that are up, by `team/server` (telemetry reads their pools without waiting). */
+  private readonly runtimesUp = new Map<string, ServerRuntime>();
   private inFlight = 0;
   private readonly perSession = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
@@ -500,10 +503,16 @@ export class CallPipeline {
         secrets: this.deps.secrets.forTeam(team),
         log: this.deps.log.child({ team, server: def.name }),
       }) as Promise<ServerRuntime & object>;
-      rt = created.catch((err) => {
-        this.runtimes.delete(key);
-        throw err;
-      });
+      rt = created.then(
+        (up) => {
+          if (this.runtimes.get(key) === rt) this.runtimesUp.set(key, up);
+          return up;
+        },
+        (err) => {
+          this.runtimes.delete(key);
+          throw err;
+        },
+      );
       this.runtimes.set(key, rt);
       void mkdir(path.join(this.deps.stateDir, def.name, team), { recursive: true, mode: 0o700 }).catch(
         () => undefined,
@@ -518,10 +527,21 @@ export class CallPipeline {
     for (const [key, rt] of this.runtimes) {
       if (team === undefined || key.startsWith(`${team}/`)) {
         this.runtimes.delete(key);
+        this.runtimesUp.delete(key);
         closing.push(rt.then((r) => r.close()).catch(() => undefined));
       }
     }
     await Promise.all(closing);
+  }
+
+  /** The connection pools of every runtime that is up (telemetry gauges). */
+  poolUse(): Array<PoolUse & { team: string; server: string }> {
+    const out: Array<PoolUse & { team: string; server: string }> = [];
+    for (const [key, rt] of this.runtimesUp) {
+      const [team = '', server = ''] = key.split('/');
+      for (const use of rt.poolUse?.() ?? []) out.push({ ...use, team, server });
+    }
+    return out;
   }
 
   /** Waits for in-flight calls to finish; after `timeoutMs` aborts them. */

@@ -210,6 +210,42 @@ export function startOtel(config: TelemetryConfig, deps: TelemetryDeps): Telemet
   });
   const sessionStarts = new Map<string, number>();
 
+  // The attribute sets of a call's metrics, made once per combination (a few hundred at most:
+  // teams × servers × tools × outcomes) instead of three objects a call.
+  type MetricSets = { calls: Attributes; denials: Attributes; duration: Attributes };
+  const metricSets = new Map<string, MetricSets>();
+  const metricAttributes = (
+    session: CallSession,
+    tool: string,
+    network: string | undefined,
+    decision: CallDecision,
+    outcome: CallOutcome,
+    errorType: string | undefined,
+  ): MetricSets => {
+    const key = `${session.team}\0${session.server}\0${tool}\0${network}\0${decision}\0${outcome}\0${errorType}`;
+    let sets = metricSets.get(key);
+    if (!sets) {
+      const base = {
+        'airlock.team': session.team,
+        'airlock.server': session.server,
+        [GEN_AI_TOOL_NAME]: tool,
+      };
+      sets = {
+        calls: { ...base, 'airlock.decision': decision, 'airlock.outcome': outcome },
+        denials: base,
+        duration: {
+          ...base,
+          [MCP_METHOD_NAME]: 'tools/call',
+          [GEN_AI_OPERATION_NAME]: 'execute_tool',
+          ...(network ? { [NETWORK_TRANSPORT]: network } : {}),
+          ...(errorType !== undefined ? { [ERROR_TYPE]: errorType } : {}),
+        },
+      };
+      metricSets.set(key, sets);
+    }
+    return sets;
+  };
+
   const sessionAttributes = (s: CallSession): Attributes => {
     const network = NETWORK[s.transport];
     return {
@@ -270,20 +306,10 @@ export function startOtel(config: TelemetryConfig, deps: TelemetryDeps): Telemet
           span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
         }
         span.end();
-        const base = {
-          'airlock.team': session.team,
-          'airlock.server': session.server,
-          [GEN_AI_TOOL_NAME]: metricTool,
-        };
-        calls.add(1, { ...base, 'airlock.decision': decision, 'airlock.outcome': outcome });
-        if (decision === 'deny') denials.add(1, base);
-        duration.record((performance.now() - started) / 1000, {
-          ...base,
-          [MCP_METHOD_NAME]: 'tools/call',
-          [GEN_AI_OPERATION_NAME]: 'execute_tool',
-          ...(network ? { [NETWORK_TRANSPORT]: network } : {}),
-          ...(errorType !== undefined ? { [ERROR_TYPE]: errorType } : {}),
-        });
+        const sets = metricAttributes(session, metricTool, network, decision, outcome, errorType);
+        calls.add(1, sets.calls);
+        if (decision === 'deny') denials.add(1, sets.denials);
+        duration.record((performance.now() - started) / 1000, sets.duration);
       },
     };
   };

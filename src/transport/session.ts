@@ -191,8 +191,10 @@ export async function openSession(
   const transport = opts.transport;
 
   let resolveClosed!: () => void;
+  let isClosed = false;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   server.onclose = () => {
+    isClosed = true;
     // As the SDK does for its own handlers: a closed session aborts its calls.
     for (const controller of fastCalls.values()) controller.abort();
     fastCalls.clear();
@@ -200,7 +202,8 @@ export async function openSession(
     resolveClosed();
   };
   await server.connect(opts.transport);
-  pipeline.telemetry?.sessionOpened(info);
+  // A connection that ended during connect() is not counted as an open session.
+  if (!isClosed) pipeline.telemetry?.sessionOpened(info);
   if (transport instanceof NdjsonTransport) {
     transport.interceptFrame = fastCall;
     // Cancellation stays the SDK's message to validate; it also reaches fast-path calls.

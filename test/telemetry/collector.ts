@@ -33,8 +33,11 @@ export interface Collector {
   spans(): CollectedSpan[];
   /** Names of every metric received. */
   metricNames(): Set<string>;
-  /** Data points (attributes and value) of metric `name`, across all exports. */
-  metricPoints(name: string): Array<{ attributes: Record<string, AttributeValue>; value: number }>;
+  /** Data points (attributes and value) of metric `name`, across all exports (or those from request `since` on). */
+  metricPoints(
+    name: string,
+    since?: number,
+  ): Array<{ attributes: Record<string, AttributeValue>; value: number }>;
   close(): Promise<void>;
 }
 
@@ -64,8 +67,10 @@ export async function startCollector(): Promise<Collector> {
     requests,
     spans: () => of('traces').flatMap(decodeSpans),
     metricNames: () => new Set(of('metrics').flatMap((r) => decodeMetrics(r).map((m) => m.name))),
-    metricPoints: (name) =>
-      of('metrics')
+    metricPoints: (name, since = 0) =>
+      requests
+        .slice(since)
+        .filter((r) => r.path === '/v1/metrics')
         .flatMap(decodeMetrics)
         .filter((m) => m.name === name)
         .flatMap((m) => m.points),

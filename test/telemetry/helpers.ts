@@ -1,7 +1,7 @@
 // A real `airlock serve` process whose airlock.yaml exports to a collector stand-in, and an MCP
 // client on team acme's http socket (the loopback echo upstream of test/helpers/fixture.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFile, stat } from 'node:fs/promises';
+import { appendFile, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import {
@@ -38,13 +38,30 @@ export async function startTelemetryServe(opts: {
   telemetryYaml?: string;
   env?: Record<string, string>;
   nodeArgs?: string[];
+  /** Another server for acme than http: its policy, its secrets, and the server to connect to. */
+  server?: { name: string; policy: string; secrets: Record<string, string> };
+  /** More secrets, and lines added under `audit:` in airlock.yaml. */
+  secrets?: Record<string, string>;
+  auditYaml?: string;
+  /** Runs once the installation exists, before `airlock serve` starts. */
+  beforeServe?: (inst: Installation) => Promise<void>;
 }): Promise<ServeSetup> {
   const upstream = await startEchoUpstream();
   const inst = await makeInstallation({
-    secrets: { 'api-token': API_SECRET, 'otlp-token': COLLECTOR_TOKEN },
-    policies: { 'acme.yaml': acmeHttpPolicy(upstream.origin) },
+    secrets: {
+      'api-token': API_SECRET,
+      'otlp-token': COLLECTOR_TOKEN,
+      ...opts.server?.secrets,
+      ...opts.secrets,
+    },
+    policies: { 'acme.yaml': opts.server?.policy ?? acmeHttpPolicy(upstream.origin) },
   });
+  if (opts.auditYaml) {
+    const text = await readFile(inst.configFile, 'utf8');
+    await writeFile(inst.configFile, text.replace(/^audit:\n/m, `audit:\n${opts.auditYaml}`));
+  }
   if (opts.telemetryYaml) await appendFile(inst.configFile, opts.telemetryYaml);
+  await opts.beforeServe?.(inst);
   const child = spawn(
     process.execPath,
     [...(opts.nodeArgs ?? []), CLI, 'serve', '--config', inst.configFile],
@@ -56,7 +73,7 @@ export async function startTelemetryServe(opts: {
   let log = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const socketPath = inst.socket('acme', 'http');
+  const socketPath = inst.socket('acme', opts.server?.name ?? 'http');
   const deadline = Date.now() + 20_000;
   while (
     !(await stat(socketPath).then(

@@ -168,6 +168,17 @@ describe('OTLP/HTTP JSON from airlock serve', () => {
     expect(collector.metricPoints('airlock.audit.fsync.duration').at(-1)?.value).toBeGreaterThan(0);
   });
 
+  it("reports the http server's pool connections through an observable gauge", async () => {
+    // The keep-alive connection to the upstream, in use during a call and idle after it.
+    const points = await waitFor('a pool reading with a connection', () => {
+      const all = collector.metricPoints('http.client.open_connections');
+      return all.some((p) => p.value > 0) ? all : undefined;
+    });
+    expect(new Set(points.map((p) => p.attributes['http.connection.state']))).toEqual(
+      new Set(['active', 'idle']),
+    );
+  });
+
   it('sends the configured header, and no payload holds an argument value, a result or a secret', () => {
     expect(collector.requests.length).toBeGreaterThan(0);
     for (const r of collector.requests) {
@@ -233,6 +244,31 @@ describe('OTLP/HTTP protobuf (the default protocol)', () => {
     } finally {
       await serve.stop();
       await collector.close();
+    }
+  });
+});
+
+describe('an unreachable collector', () => {
+  it('never affects calls, and the broker still stops', async () => {
+    // A port that was just free: nothing listens there.
+    const gone = await startCollector();
+    const endpoint = gone.endpoint;
+    await gone.close();
+    const serve = await startTelemetryServe({ telemetryYaml: telemetryYaml(endpoint, 'http/protobuf') });
+    let stopped = false;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = (await serve.client.callTool({
+          name: 'http_request',
+          arguments: { method: 'GET', url: `${serve.upstream.origin}/v1/ok` },
+        })) as CallToolResult;
+        expect(r.isError).toBeFalsy();
+      }
+      await serve.stop();
+      stopped = true;
+      expect(serve.child.exitCode).toBe(0);
+    } finally {
+      if (!stopped) await serve.stop();
     }
   });
 });
