@@ -7,6 +7,7 @@ import { sampleRepo } from '../../src/demo/github-api/data.js';
 import { startGithubApiStandIn, type GithubApiStandIn } from '../../src/demo/github-api/server.js';
 import { runCli, startServe, type ServeProcess } from '../approvals/helpers.js';
 import { connectSocketClient, makeInstallation, type Installation } from '../helpers/fixture.js';
+import { githubPolicy } from './limits-context.js';
 
 const PAT = 'ghp_HostLimitsTestToken0123456789abcdefgh';
 const ARGS = JSON.stringify({ owner: 'acme', repo: 'payments-api' });
@@ -20,15 +21,7 @@ beforeAll(async () => {
   inst = await makeInstallation({
     secrets: { 'gh-token': PAT },
     policies: {
-      'acme.yaml': `team: acme
-servers:
-  github:
-    apiUrl: ${api.apiUrl}
-    credential: gh-token
-    repos: ["acme/*"]
-    tools:
-      get_repository: { rateLimit: 3/hour }
-`,
+      'acme.yaml': githubPolicy('acme', api.apiUrl, '3/hour'),
     },
   });
   serve = await startServe(inst, [inst.socket('acme', 'github')]);

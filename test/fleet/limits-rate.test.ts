@@ -12,6 +12,7 @@ import { startGithubApiStandIn, type GithubApiStandIn } from '../../src/demo/git
 import { auditRecords, runCli, startServe, type ServeProcess } from '../approvals/helpers.js';
 import { connectSocketClient, makeInstallation, type Installation } from '../helpers/fixture.js';
 import {
+  githubPolicy,
   LIMITS_PASSWORD,
   LIMITS_SECRET_YAML,
   setLimitsUrl,
@@ -33,18 +34,7 @@ let db: LimitsDb;
 let api: GithubApiStandIn;
 const hosts: Host[] = [];
 
-function policy(team: string): string {
-  return `team: ${team}
-servers:
-  github:
-    apiUrl: ${api.apiUrl}
-    credential: gh-token
-    repos: ["${team}/*"]
-    tools:
-      get_repository: { rateLimit: 3/minute }
-      list_branches: {}
-`;
-}
+const policy = (team: string) => githubPolicy(team, api.apiUrl, '3/minute');
 
 async function client(host: Host, team: string): Promise<Client> {
   const { client: c } = await connectSocketClient(host.inst.socket(team, 'github'));
