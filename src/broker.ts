@@ -1,6 +1,6 @@
 // The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
 // sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
-import { mkdir, readFile, writeFile, rename, lstat, unlink, chmod, lchown } from 'node:fs/promises';
+import { lstat, unlink, chmod, lchown } from 'node:fs/promises';
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -16,8 +16,8 @@ import { createLogger, type Logger, type LogFormat } from './log.js';
 import { CallPipeline } from './pipeline/pipeline.js';
 import { socketDirProblem } from './transport/socket-dir.js';
 import { PolicyStore } from './policy/team-policy.js';
-import { RateLimiter } from './policy/ratelimit.js';
-import { FleetLimits } from './limits/fleet.js';
+import { FleetLimits, type SharedRateLimiter } from './limits/fleet.js';
+import { HostRateLimiter } from './limits/local-store.js';
 import { Redactor } from './secrets/redact.js';
 import { SecretStore, withoutSecretName } from './secrets/store.js';
 import { SERVERS, SERVER_MAP } from './servers.js';
@@ -47,7 +47,8 @@ export interface Core {
   shipper?: AuditShipper;
   policies: PolicyStore;
   pipeline: CallPipeline;
-  rateLimiter: RateLimiter;
+  /** rateLimit counters: the host's (stateDir/ratelimits.json, shared by its processes) or the fleet's. */
+  rateLimits: SharedRateLimiter;
   /** Set when `limits: { store: postgres }`: rateLimit and dailyTokenBudget count there. */
   fleetLimits?: FleetLimits;
   approvals: ApprovalService;
@@ -159,14 +160,9 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     throw err;
   }
   if (opts.watch !== false && !config.policyGit) policies.watch();
-  const rateLimiter = new RateLimiter();
-  const ratePath = path.join(config.stateDir, 'ratelimits.json');
-  try {
-    rateLimiter.restore(sanitizeRateState(JSON.parse(await readFile(ratePath, 'utf8')), Date.now()));
-  } catch {
-    // No saved counters (first start) or unreadable: start with full buckets.
-  }
+  // Counted in the file on every check (not at exit), so serve, stdio and call share them.
   const fleetLimits = FleetLimits.fromConfig(config, redactor, log);
+  const rateLimits = fleetLimits ?? new HostRateLimiter(config.stateDir);
   const approvals = new ApprovalService({
     stateDir: config.stateDir,
     audit,
@@ -187,8 +183,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     audit,
     secrets,
     redactor,
-    rateLimiter,
-    ...(fleetLimits ? { fleetLimits } : {}),
+    rateLimiter: rateLimits,
     stateDir: config.stateDir,
     log,
     ...(telemetry ? { telemetry } : {}),
@@ -197,19 +192,6 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
   });
-  /** Counters survive a restart, so restarting the broker never refills a team's buckets. */
-  const saveRateLimits = async () => {
-    const snapshot = rateLimiter.snapshot();
-    if (Object.keys(snapshot).length === 0) return;
-    try {
-      await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-      const tmp = `${ratePath}.${process.pid}.tmp`;
-      await writeFile(tmp, JSON.stringify(snapshot), { mode: 0o600 });
-      await rename(tmp, ratePath);
-    } catch (err) {
-      log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
-    }
-  };
   // Started last, so a start-up that fails above leaves no shipping loop behind.
   shipper?.start();
   return {
@@ -222,7 +204,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     ...(shipper ? { shipper } : {}),
     policies,
     pipeline,
-    rateLimiter,
+    rateLimits,
     ...(fleetLimits ? { fleetLimits } : {}),
     approvals,
     ...(telemetry ? { telemetry } : {}),
@@ -231,7 +213,6 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       await approvals.close();
       await pipeline.resetRuntimes();
       await fleetLimits?.close();
-      await saveRateLimits();
       await audit.close();
       await shipper?.stop();
       await stopTelemetry();
@@ -239,27 +220,8 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   };
 }
 
-type SavedBucket = { tokens: number; updatedAt: number; spec: string };
-
-/**
- * Saved rate-limit counters, as far as they can be trusted: a clock that went back since they
- * were saved, or a hand-edited file, must not lock a team out for longer than one period.
- */
-export function sanitizeRateState(raw: unknown, now: number): Record<string, SavedBucket> {
-  const out: Record<string, SavedBucket> = {};
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return out;
-  for (const [key, value] of Object.entries(raw)) {
-    const b = value as Partial<SavedBucket> | null;
-    if (typeof b?.tokens !== 'number' || typeof b.updatedAt !== 'number' || typeof b.spec !== 'string')
-      continue;
-    if (!Number.isFinite(b.tokens) || !Number.isFinite(b.updatedAt)) continue;
-    Object.defineProperty(out, key, {
-      value: { tokens: Math.max(0, b.tokens), updatedAt: Math.min(b.updatedAt, now), spec: b.spec },
-      enumerable: true,
-    });
-  }
-  return out;
-}
+/** Kept here for callers that import it from the broker. */
+export { sanitizeRateState } from './limits/local-store.js';
 
 interface Listener {
   team: string;

@@ -838,7 +838,7 @@ function pause(ms: number): Promise<void> {
   });
 }
 
-class InterProcessLock {
+export class InterProcessLock {
   /** Our symlink target while we hold the lock. */
   private target: string | null = null;
   /** Our target at `<lock>.next` while we wait with the next turn reserved. */

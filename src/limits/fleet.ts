@@ -9,7 +9,8 @@ import type { Logger } from '../log.js';
 import type { RateDecision, RateLimitSpec } from '../policy/ratelimit.js';
 import type { Redactor } from '../secrets/redact.js';
 import { SecretStore } from '../secrets/store.js';
-import { LIMITS_TABLE, MODEL_TOKENS_KEY, PostgresLimitStore } from './postgres-store.js';
+import { LIMITS_TABLE, MODEL_TOKENS_KEY } from './names.js';
+import type { PostgresLimitStore } from './postgres-store.js';
 
 /** The store did not answer (or could not); the message always starts with "fleet limit store unreachable". */
 export class FleetLimitError extends Error {
@@ -30,12 +31,15 @@ export interface FleetTokenBudget {
   reserve(team: string, budget: number, tokens: number): Promise<TokenReservation>;
 }
 
-/** What the call pipeline needs for fleet-wide rateLimits. */
-export interface FleetRateLimiter {
+/** What the call pipeline asks for rateLimit tokens: this host's counters, or the fleet's. */
+export interface SharedRateLimiter {
+  readonly scope: 'host' | 'fleet';
+  /** `key` is `<server>/<tool>`. Throws when the counters cannot be reached: the call is refused. */
   take(team: string, key: string, spec: RateLimitSpec): Promise<RateDecision>;
 }
 
-export class FleetLimits implements FleetRateLimiter, FleetTokenBudget {
+export class FleetLimits implements SharedRateLimiter, FleetTokenBudget {
+  readonly scope = 'fleet';
   private store: { url: string; store: Promise<PostgresLimitStore> } | undefined;
   private closed = false;
 
@@ -120,6 +124,9 @@ export class FleetLimits implements FleetRateLimiter, FleetTokenBudget {
     }
     if (!/^postgres(ql)?:\/\//i.test(url))
       throw new FleetLimitError(`the value of secret "${this.secretName}" is not a postgres:// URL`);
+    if (this.store?.url === url) return this.store.store;
+    // Loaded on first use: a broker with local limits never loads pg for them.
+    const { PostgresLimitStore } = await import('./postgres-store.js');
     if (this.store?.url === url) return this.store.store;
     const previous = this.store;
     // pg is loaded on first use: a broker with local limits (and `airlock stdio`) never loads it.

@@ -6,7 +6,7 @@ import type { CommandContext } from '../cli.js';
 import { silentLogger } from '../log.js';
 import { Redactor } from '../secrets/redact.js';
 import { FleetLimitError, FleetLimits } from './fleet.js';
-import { LIMITS_TABLE } from './postgres-store.js';
+import { LIMITS_TABLE } from './names.js';
 
 class UserError extends Error {
   override name = 'UserError';

@@ -15,10 +15,8 @@
 // from pg, which name hosts and roles but no password.
 import type pg from 'pg';
 import type { RateLimitSpec } from '../policy/ratelimit.js';
+import { LIMITS_TABLE } from './names.js';
 
-export const LIMITS_TABLE = 'airlock_limits';
-/** Key of the model token budget row (rate limits use `rate:<server>/<tool>`). */
-export const MODEL_TOKENS_KEY = 'model.tokens';
 const BUCKET_PERIOD = 'bucket';
 
 /** The schema `airlock limits migrate` creates (README "Fleet-wide limits" documents it). */
@@ -152,5 +150,3 @@ export class PostgresLimitStore {
     return this.pool.end();
   }
 }
-
-export { BUCKET_PERIOD };

@@ -19,8 +19,8 @@ import type { Logger } from '../log.js';
 import { untilAborted } from './abort.js';
 import type { Redactor } from '../secrets/redact.js';
 import type { Telemetry, ToolCallTelemetry } from '../telemetry/telemetry.js';
-import { formatWait, type RateDecision, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
-import type { FleetRateLimiter } from '../limits/fleet.js';
+import { formatWait, RateLimiter, type RateDecision, type RateLimitSpec } from '../policy/ratelimit.js';
+import type { SharedRateLimiter } from '../limits/fleet.js';
 import {
   ToolError,
   type AnyToolDefinition,
@@ -64,9 +64,8 @@ export interface PipelineDeps {
   audit: { append(entry: AuditEntry): Promise<unknown> };
   secrets: { forTeam(team: string): SecretAccess };
   redactor: Redactor;
-  rateLimiter: RateLimiter;
-  /** `limits: { store: postgres }`: rateLimits count fleet-wide there instead (and fail closed). */
-  fleetLimits?: FleetRateLimiter;
+  /** This process's buckets, or ones shared by the host's processes or the fleet (src/limits). */
+  rateLimiter: RateLimiter | SharedRateLimiter;
   stateDir: string;
   log: Logger;
   /** Holds calls whose policy says `approve` until a human decides (absent: such calls are refused). */
@@ -272,20 +271,24 @@ export class CallPipeline {
 
     // 4. Rate limit (only allowed calls spend a token).
     if (options.rateLimit) {
-      const fleet = this.deps.fleetLimits;
+      const limiter = this.deps.rateLimiter;
       let rl: RateDecision;
       try {
-        rl = fleet
-          ? await fleet.take(team, `${server}/${name}`, options.rateLimit)
-          : this.deps.rateLimiter.take(`${team}/${server}/${name}`, options.rateLimit);
+        rl =
+          limiter instanceof RateLimiter
+            ? limiter.take(`${team}/${server}/${name}`, options.rateLimit)
+            : await limiter.take(team, `${server}/${name}`, options.rateLimit);
       } catch (err) {
-        // The fleet store is down or slow: refused, never counted locally instead.
+        // The counters cannot be reached (the fleet store is down or slow): refused, never
+        // counted somewhere else instead.
         return deny(`${rulePrefix}.rateLimit`, (err as Error).message);
       }
       if (!rl.ok) {
+        const where =
+          !(limiter instanceof RateLimiter) && limiter.scope === 'fleet' ? ' across the fleet' : '';
         return deny(
           `${rulePrefix}.rateLimit`,
-          `rate limit ${options.rateLimit.text} reached${fleet ? ' across the fleet' : ''}; next call allowed in ${formatWait(rl.retryAfterMs)}`,
+          `rate limit ${options.rateLimit.text} reached${where}; next call allowed in ${formatWait(rl.retryAfterMs)}`,
         );
       }
     }

@@ -1,11 +1,16 @@
 // The pieces approvals are built from, on the real tools: the digest binds the call (and only
 // its content, not its key order), durations, and `when` over each tool's own arguments.
 import { createHash } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { approvalDigest } from '../../src/approvals/service.js';
 import { approveSchema, needsApproval, parseDuration } from '../../src/approvals/policy.js';
 import { canonicalJson } from '../../src/audit/log.js';
 import { SERVER_MAP } from '../../src/servers.js';
+import { loadSqlParser } from '../../servers/postgres/sql.js';
+
+// The pipeline loads the SQL parser (a tool's prepare) before it asks whether a call needs
+// approval; these tests call needsApproval directly, so they load it first.
+beforeAll(() => loadSqlParser());
 
 const tool = (server: 'git' | 'http' | 'github' | 'postgres', name: string) =>
   SERVER_MAP.get(server)!.tools.find((t) => t.name === name)!;

@@ -73,3 +73,20 @@ export async function useFleetLimits(inst: Installation, url: string, timeoutMs 
     `limits: { store: postgres, connection: limits-db, timeoutMs: ${timeoutMs} }\n`,
   );
 }
+
+/**
+ * A team policy for the github server against the stand-in at `apiUrl` (secret `gh-token`):
+ * get_repository under `rateLimit`, and list_branches without one.
+ */
+export function githubPolicy(team: string, apiUrl: string, rateLimit: string): string {
+  return `team: ${team}
+servers:
+  github:
+    apiUrl: ${apiUrl}
+    credential: gh-token
+    repos: ["${team}/*"]
+    tools:
+      get_repository: { rateLimit: ${rateLimit} }
+      list_branches: {}
+`;
+}

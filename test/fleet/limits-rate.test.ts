@@ -12,6 +12,7 @@ import { startGithubApiStandIn, type GithubApiStandIn } from '../../src/demo/git
 import { auditRecords, runCli, startServe, type ServeProcess } from '../approvals/helpers.js';
 import { connectSocketClient, makeInstallation, type Installation } from '../helpers/fixture.js';
 import {
+  githubPolicy,
   LIMITS_PASSWORD,
   LIMITS_SECRET_YAML,
   setLimitsUrl,
@@ -21,7 +22,8 @@ import {
 } from './limits-context.js';
 
 const PAT = 'ghp_FleetLimitsTestToken0123456789abcdef';
-const TIMEOUT_MS = 1000;
+// Generous: on a busy 2-core machine a first check (connect + SCRAM) can take over a second.
+const TIMEOUT_MS = 5000;
 
 interface Host {
   inst: Installation;
@@ -33,18 +35,7 @@ let db: LimitsDb;
 let api: GithubApiStandIn;
 const hosts: Host[] = [];
 
-function policy(team: string): string {
-  return `team: ${team}
-servers:
-  github:
-    apiUrl: ${api.apiUrl}
-    credential: gh-token
-    repos: ["${team}/*"]
-    tools:
-      get_repository: { rateLimit: 3/minute }
-      list_branches: {}
-`;
-}
+const policy = (team: string) => githubPolicy(team, api.apiUrl, '3/minute');
 
 async function client(host: Host, team: string): Promise<Client> {
   const { client: c } = await connectSocketClient(host.inst.socket(team, 'github'));

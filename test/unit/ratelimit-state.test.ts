@@ -28,7 +28,7 @@ describe('restored rate-limit counters', () => {
       JSON.stringify({ [KEY]: { tokens: -1e300, updatedAt: Date.now() + 365 * 86_400_000, spec: '1/hour' } }),
     );
     core = await createCore(await loadConfig(inst.configFile), { log: silentLogger(), watch: false });
-    const decision = core.rateLimiter.take(KEY, HOUR);
+    const decision = await core.rateLimits.take('acme', 'http/http_request', HOUR);
     expect(decision.ok).toBe(false);
     expect(decision.ok === false && decision.retryAfterMs).toBeLessThanOrEqual(HOUR.periodMs + 1); // +1: rounding up
   });
