@@ -2,14 +2,22 @@
 // the per-call overhead a broker pays twice per tool call), sequential appends/s, 64 concurrent
 // appenders with group commit, and the same 64 with one fsync per record (maxBatch 1), in one
 // run on the same disk; and the 64 appenders split over two logs sharing the file (the lock).
-// Run: npx tsc -p . && node dist/bench/audit.js [records] [parent folder]   (not a test)
-// A tmpfs folder (e.g. /dev/shm), where fdatasync costs nothing, shows Airlock's own overhead.
+// Run: npx tsc -p . && node dist/bench/audit.js [records] [parent folder] [--compare OTHER/dist/src/audit/log.js]
+// (not a test). A tmpfs folder (e.g. /dev/shm), where fdatasync costs nothing, shows Airlock's own
+// overhead. --compare also times another build's AuditLog (e.g. main's), single-appender latency
+// in alternating rounds with this one, and prints the ratio.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { AuditLog, verifyAuditFile, type AuditEntry } from '../src/audit/log.js';
 
-const RECORDS = Number(process.argv[2] ?? 2000);
+const { values: opts, positionals } = parseArgs({
+  options: { compare: { type: 'string' } },
+  allowPositionals: true,
+});
+const RECORDS = Number(positionals[0] ?? 2000);
 const CONCURRENCY = 64;
 
 function entry(i: number): AuditEntry {
@@ -62,9 +70,14 @@ async function run(
 }
 
 /** Sequential appends from one appender, each timed alone: what one tool call's record costs. */
-async function latency(dir: string, records: number): Promise<void> {
-  const file = path.join(dir, 'latency.jsonl');
-  const log = await AuditLog.open(file);
+async function latency(
+  dir: string,
+  records: number,
+  Log: Pick<typeof AuditLog, 'open'> = AuditLog,
+  label = 'single appender latency',
+): Promise<number> {
+  const file = path.join(dir, `latency-${label.replace(/\W/g, '')}.jsonl`);
+  const log = await Log.open(file);
   for (let i = 0; i < 50; i++) await log.append(entry(i)); // warm up (JIT, page cache, first extents)
   const micros: number[] = [];
   for (let i = 0; i < records; i++) {
@@ -76,13 +89,32 @@ async function latency(dir: string, records: number): Promise<void> {
   micros.sort((a, b) => a - b);
   const at = (q: number) => Math.round(micros[Math.min(micros.length - 1, Math.floor(q * micros.length))]!);
   console.log(
-    `${'single appender latency'.padEnd(36)} p50 ${String(at(0.5)).padStart(6)} µs  p99 ${String(at(0.99)).padStart(6)} µs  ${String(records).padStart(6)} records`,
+    `${label.padEnd(36)} p50 ${String(at(0.5)).padStart(6)} µs  p99 ${String(at(0.99)).padStart(6)} µs  ${String(records).padStart(6)} records`,
+  );
+  return at(0.5);
+}
+
+/** This build's and another's single-appender p50, in alternating rounds (machine load hits both). */
+async function compare(dir: string, otherModule: string): Promise<void> {
+  const other = (await import(pathToFileURL(path.resolve(otherModule)).href)) as {
+    AuditLog: typeof AuditLog;
+  };
+  const mine: number[] = [];
+  const theirs: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    mine.push(await latency(dir, 500, AuditLog, `this build, round ${round + 1}`));
+    theirs.push(await latency(dir, 500, other.AuditLog, `other build, round ${round + 1}`));
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[1]!;
+  console.log(
+    `single appender p50, median of rounds: this ${median(mine)} µs, other ${median(theirs)} µs, ×${(median(mine) / median(theirs)).toFixed(2)}`,
   );
 }
 
-const dir = mkdtempSync(path.join(process.argv[3] ?? os.tmpdir(), 'airlock-bench-audit-'));
+const dir = mkdtempSync(path.join(positionals[1] ?? os.tmpdir(), 'airlock-bench-audit-'));
 try {
   console.log(`audit log benchmark in ${dir} (${os.cpus().length} CPUs)`);
+  if (opts.compare) await compare(dir, opts.compare);
   await latency(dir, Math.min(RECORDS, 1000));
   await run('sequential (1 appender)', dir, Math.min(RECORDS, 1000), 1, {});
   await run(`${CONCURRENCY} concurrent, fsync per record`, dir, RECORDS, CONCURRENCY, { maxBatch: 1 });

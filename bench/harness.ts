@@ -8,19 +8,23 @@ const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
 
 /**
  * `airlock serve` as its own process (as in production), once `socketPath` exists.
- * BENCH_BROKER_NODE_ARGS adds node flags (e.g. --cpu-prof).
+ * BENCH_BROKER_NODE_ARGS adds node flags (e.g. --cpu-prof); `cli` runs another build's airlock.
  */
-export async function startServe(configFile: string, socketPath: string): Promise<ChildProcess> {
+export async function startServe(configFile: string, socketPath: string, cli = CLI): Promise<ChildProcess> {
   const broker = spawn(
     process.execPath,
     [
       ...(process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
-      CLI,
+      cli,
       'serve',
       '--config',
       configFile,
     ],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' } },
+    // Node flags such as --trace-gc print on stdout: shown when the caller asked for flags.
+    {
+      stdio: ['ignore', process.env.BENCH_BROKER_NODE_ARGS ? 'inherit' : 'ignore', 'inherit'],
+      env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
+    },
   );
   for (let i = 0; i < 200 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
   return broker;

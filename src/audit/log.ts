@@ -1346,7 +1346,7 @@ export class AuditLog {
         await this.lock.acquire();
       } catch (err) {
         // A missing folder is better reported as what it is.
-        if (this.fileStatus() === 'deleted') this.throwDeleted();
+        if (this.fileStatus().status === 'deleted') this.throwDeleted();
         throw err;
       }
     }
@@ -1420,15 +1420,17 @@ export class AuditLog {
    * shorter file, foreign bytes, a torn line, a broken link) fails closed.
    */
   private async catchUp(): Promise<void> {
-    const status = this.fileStatus();
+    const { status, size: sizeSeen } = this.fileStatus();
     if (status === 'same') this.lostFile = null;
     else {
       this.lostFile ??= status;
       if (status === 'deleted') this.throwDeleted();
       await this.adoptRestoredFile();
     }
-    if (this.tornEnd !== null) await this.cut(this.tornEnd);
-    const size = fstatSync(this.fh.fd).size;
+    const torn = this.tornEnd !== null;
+    if (torn) await this.cut(this.tornEnd!);
+    // The usual batch (same file, nothing to cut): the size fileStatus read is still the size.
+    const size = status === 'same' && !torn ? sizeSeen : fstatSync(this.fh.fd).size;
     if (size === this.size) return;
     const changed = `${this.file} changed size outside Airlock (${this.size} → ${size} bytes)`;
     const verifyHint = `run \`airlock audit verify --file ${this.file}\``;
@@ -1463,21 +1465,22 @@ export class AuditLog {
         written += bytesWritten;
       }
       if (this.opts.afterWrite) await this.opts.afterWrite();
-      // Holds unless a writer ignored (or broke, as stale) the lock: then the chain may have forked.
-      const end = fstatSync(fd).size;
+      const onFsync = this.opts.onFsync;
+      const syncStarted = onFsync ? performance.now() : 0;
+      await this.fh.datasync(); // the batch's one threadpool round-trip
+      onFsync?.((performance.now() - syncStarted) / 1000);
+      // Both checks from one pair of stats, after the sync (the batch is not answered before them).
+      // The size holds unless a writer ignored (or broke, as stale) the lock: then the chain may
+      // have forked.
+      const { status, size: end } = this.fileStatus();
       if (end !== this.size + data.length) {
         throw new AuditUnavailableError(
           `audit log unavailable: ${this.file} was appended to by another writer during this write ` +
             `(${this.size} + ${data.length} → ${end} bytes); run \`airlock audit verify --file ${this.file}\``,
         );
       }
-      const onFsync = this.opts.onFsync;
-      const syncStarted = onFsync ? performance.now() : 0;
-      await this.fh.datasync(); // the batch's one threadpool round-trip
-      onFsync?.((performance.now() - syncStarted) / 1000);
       // A file deleted or replaced during the write took the records with it (never adopt here:
       // the batch is in the old inode, not in whatever is at the path now).
-      const status = this.fileStatus();
       if (status !== 'same') {
         this.lostFile = status;
         throw new AuditUnavailableError(`audit log unavailable: ${this.file} was ${status} during a write`);
@@ -1512,13 +1515,17 @@ export class AuditLog {
     this.tornEnd = null;
   }
 
-  /** Whether the open file is still the one at the path (synchronous: two stats). */
-  private fileStatus(): 'same' | 'deleted' | 'replaced' {
+  /**
+   * Whether the open file is still the one at the path, and the open file's size (synchronous:
+   * two stats).
+   */
+  private fileStatus(): { status: 'same' | 'deleted' | 'replaced'; size: number } {
     const own = fstatSync(this.fh.fd);
     const onPath = statSync(this.file, { throwIfNoEntry: false });
-    if (!onPath) return 'deleted';
-    if (own.nlink > 0 && onPath.dev === own.dev && onPath.ino === own.ino) return 'same';
-    return 'replaced';
+    if (!onPath) return { status: 'deleted', size: own.size };
+    if (own.nlink > 0 && onPath.dev === own.dev && onPath.ino === own.ino)
+      return { status: 'same', size: own.size };
+    return { status: 'replaced', size: own.size };
   }
 
   /**

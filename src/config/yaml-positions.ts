@@ -520,7 +520,7 @@ export function validateYaml<S extends z.ZodType>(
   src: YamlSource,
   schema: S,
 ): { success: true; data: z.output<S>; issues: [] } | { success: false; issues: PolicyIssue[] } {
-  const result = schema.safeParse(src.data);
+  const result = schema.safeParse(src.data, { jitless: true });
   if (result.success) return { success: true, data: result.data, issues: [] };
   return { success: false, issues: zodIssuesToPolicyIssues(src, result.error.issues, schema) };
 }

@@ -3,7 +3,7 @@
 // metadata endpoints (which hand out instance credentials) are never reachable. IPv6 forms that
 // carry an IPv4 address inside (mapped, compatible, NAT64, 6to4, Teredo) are judged by the
 // address they carry, so `::ffff:127.0.0.1` is loopback. ipaddr.js knows the IANA ranges.
-import { isIP } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 export type AddressClass =
@@ -113,6 +113,9 @@ export function classifyAddress(ip: string): AddressClass {
  */
 export function ipLiteralOf(hostname: string): string | undefined {
   const bare = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
+  // Every IPv6 form has a ':'; without one only IPv4 is possible. isIP's IPv6 pattern costs
+  // ~4 ms to compile on first use, which each start-up checking an http origin paid.
+  if (!bare.includes(':')) return isIPv4(bare) ? bare : undefined;
   return isIP(bare) ? bare : undefined;
 }
 

@@ -325,7 +325,7 @@ function checkFile(
   const issues = [...src.issues];
   if (!src.usable) return { file, issues };
 
-  const result = schema.safeParse(src.data);
+  const result = schema.safeParse(src.data, { jitless: true });
   if (!result.success) issues.push(...zodIssuesToPolicyIssues(src, result.error.issues, schema));
 
   const root = asRecord(src.data);

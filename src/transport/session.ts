@@ -15,8 +15,18 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import type { CallPipeline, SessionInfo } from '../pipeline/pipeline.js';
 import type { ServerName } from '../tool.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
+import type { jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/types.js';
 import { NdjsonTransport } from './ndjson.js';
 import { VERSION } from '../version.js';
+
+// The SDK's Server makes its own Ajv instance (formats added) unless given a validator; it only
+// checks elicitation answers, which Airlock never asks for. Per session that instance was most of
+// a session's memory and handshake CPU (bench:memory): one, made on first use, serves them all.
+let ajvValidator: AjvJsonSchemaValidator | undefined;
+const sharedValidator: jsonSchemaValidator = {
+  getValidator: (schema) => (ajvValidator ??= new AjvJsonSchemaValidator()).getValidator(schema),
+};
 
 type ProgressNotification = {
   method: 'notifications/progress';
@@ -102,6 +112,7 @@ export async function openSession(
     { name: `airlock-${opts.server}`, version: VERSION },
     {
       capabilities: { tools: { listChanged: true } },
+      jsonSchemaValidator: sharedValidator,
       instructions:
         `Airlock ${opts.server} tools for team "${opts.team}". Calls run outside your sandbox under the team's ` +
         `policy and are audited. A result starting with "denied:" names the policy rule that refused it.`,
