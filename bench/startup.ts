@@ -5,16 +5,25 @@
 // the reference Postgres MCP server (@modelcontextprotocol/server-postgres, which answers
 // tools/list without reaching its database). Everything against `node -e 0` measured in the same
 // run, interleaved so machine load hits every command alike.
-// Run: npm run bench:startup [-- runs]   (not a test; prints median and p90 wall time per command,
-// and the median CPU time (user + system), which a busy machine inflates far less than wall time)
+// Run: npm run bench:startup [-- runs] [--compare OTHER/dist/src/cli.js]   (not a test; prints
+// median and p90 wall time per command, and the median CPU time (user + system), which a busy
+// machine inflates far less than wall time). --compare runs every airlock command of another
+// build (e.g. main's) interleaved with this one and prints this build's CPU over node -e 0 as a
+// ratio of the other's.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
 
-const RUNS = Number(process.argv[2] ?? 15);
+const { values: opts, positionals } = parseArgs({
+  options: { compare: { type: 'string' } },
+  allowPositionals: true,
+});
+const RUNS = Number(positionals[0] ?? 15);
 const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
+const OTHER_CLI = opts.compare ? path.resolve(opts.compare) : undefined;
 const REFERENCE_POSTGRES = createRequire(import.meta.url).resolve(
   '@modelcontextprotocol/server-postgres/dist/index.js',
 );
@@ -42,25 +51,33 @@ interface Command {
   input?: string;
 }
 
-const commands: Command[] = [
-  { name: 'node -e 0 (baseline)', args: ['-e', '0'], until: 'exit' },
-  { name: 'airlock --version', args: [CLI, '--version'], until: 'exit' },
-  { name: 'airlock --help', args: [CLI, '--help'], until: 'exit' },
-  { name: 'airlock policy check', args: [CLI, 'policy', 'check', '--config', config], until: 'exit' },
-  { name: 'airlock audit verify', args: [CLI, 'audit', 'verify', '--config', config], until: 'exit' },
+const airlockCommands = (cli: string): Command[] => [
+  { name: 'airlock --version', args: [cli, '--version'], until: 'exit' },
+  { name: 'airlock --help', args: [cli, '--help'], until: 'exit' },
+  { name: 'airlock policy check', args: [cli, 'policy', 'check', '--config', config], until: 'exit' },
+  { name: 'airlock audit verify', args: [cli, 'audit', 'verify', '--config', config], until: 'exit' },
   // The bridge with no socket to reach: starts, fails to connect, exits 1. That is its start-up.
-  { name: 'airlock bridge', args: [CLI, 'bridge', path.join(root, 'none.sock')], until: 'exit', input: '' },
-  { name: 'airlock doctor', args: [CLI, 'doctor', '--config', config], until: 'exit' },
+  { name: 'airlock bridge', args: [cli, 'bridge', path.join(root, 'none.sock')], until: 'exit', input: '' },
+  { name: 'airlock doctor', args: [cli, 'doctor', '--config', config], until: 'exit' },
   {
     name: 'airlock stdio → tools/list',
-    args: [CLI, 'stdio', 'http', '--team', 'acme', '--config', config],
+    args: [cli, 'stdio', 'http', '--team', 'acme', '--config', config],
     until: 'mcp',
   },
+];
+const OTHER_PREFIX = 'other build: ';
+
+const commands: Command[] = [
+  { name: 'node -e 0 (baseline)', args: ['-e', '0'], until: 'exit' },
+  ...airlockCommands(CLI),
   {
     name: 'reference postgres → tools/list',
     args: [REFERENCE_POSTGRES, 'postgresql://127.0.0.1:1/none'],
     until: 'mcp',
   },
+  ...(OTHER_CLI
+    ? airlockCommands(OTHER_CLI).map((c) => ({ ...c, name: OTHER_PREFIX + c.name.replace(/^airlock /, '') }))
+    : []),
 ];
 
 // Each child reports its own CPU time on exit (on fd 3, so the command's own output is untouched).
@@ -174,6 +191,17 @@ for (const { name } of commands) {
   console.log(
     `${name.padEnd(width)} ${`${median.toFixed(0)} ms`.padStart(8)} ${`${quantile(xs, 0.9).toFixed(0)} ms`.padStart(8)} ${signed(median - baseline).padStart(15)} ${`${cpuMedian.toFixed(0)} ms`.padStart(8)} ${signed(cpuMedian - cpuBaseline).padStart(9)}`,
   );
+}
+if (OTHER_CLI) {
+  console.log(`this build against ${OTHER_CLI} (CPU over node -e 0, medians; ratio this / other):`);
+  for (const { name } of airlockCommands(CLI)) {
+    const other = OTHER_PREFIX + name.replace(/^airlock /, '');
+    const mine = quantile(cpu.get(name)!, 0.5) - cpuBaseline;
+    const theirs = quantile(cpu.get(other)!, 0.5) - cpuBaseline;
+    console.log(
+      `  ${name.padEnd(width)} ${signed(mine).padStart(9)} vs ${signed(theirs).padStart(9)}  ×${(mine / theirs).toFixed(2)}`,
+    );
+  }
 }
 const stdio = quantile(times.get('airlock stdio → tools/list')!, 0.5);
 const reference = quantile(times.get('reference postgres → tools/list')!, 0.5);

@@ -9,12 +9,15 @@ import { startControlServer, type ControlServer } from './approvals/control.js';
 import { ApprovalService } from './approvals/service.js';
 import { AuditLog } from './audit/log.js';
 import { loadOrCreateAuditSigner } from './audit/key.js';
+import { loadOrCreateBrokerId } from './audit/broker-id.js';
+import { AuditShipper } from './audit/shipper.js';
 import type { AirlockConfig } from './config/airlock-yaml.js';
 import { createLogger, type Logger, type LogFormat } from './log.js';
 import { CallPipeline } from './pipeline/pipeline.js';
 import { socketDirProblem } from './transport/socket-dir.js';
 import { PolicyStore } from './policy/team-policy.js';
 import { RateLimiter } from './policy/ratelimit.js';
+import { FleetLimits } from './limits/fleet.js';
 import { Redactor } from './secrets/redact.js';
 import { SecretStore, withoutSecretName } from './secrets/store.js';
 import { SERVERS, SERVER_MAP } from './servers.js';
@@ -22,6 +25,7 @@ import { NdjsonTransport } from './transport/ndjson.js';
 import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
 import { ensureFolder, FolderError } from './transport/folders.js';
+import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
 import type { ServerName } from './tool.js';
 
 /** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
@@ -36,10 +40,18 @@ export interface Core {
   redactor: Redactor;
   secrets: SecretStore;
   audit: AuditLog;
+  /** This broker's id, in every audit record (`broker`). */
+  brokerId: string;
+  /** Ships the audit log to PostgreSQL (`audit.postgres`, serve only); `lag()` for metrics. */
+  shipper?: AuditShipper;
   policies: PolicyStore;
   pipeline: CallPipeline;
   rateLimiter: RateLimiter;
+  /** Set when `limits: { store: postgres }`: rateLimit and dailyTokenBudget count there. */
+  fleetLimits?: FleetLimits;
   approvals: ApprovalService;
+  /** OpenTelemetry when `telemetry:` is set (src/telemetry); undefined when off. */
+  telemetry?: Telemetry;
   close(): Promise<void>;
 }
 
@@ -54,6 +66,10 @@ export interface CoreOptions {
   strictSecrets?: boolean;
   /** How long a read secret value is reused (default DEFAULT_CACHE_TTL_MS; 0 reads on every call). */
   secretCacheTtlMs?: number;
+  /** Start the central audit shipper when `audit.postgres` is set (Broker.start: serve). */
+  shipAudit?: boolean;
+  /** With `policies: { git: … }`: fetch the repository and follow it (serve only). */
+  followPolicyGit?: boolean;
 }
 
 /** Builds everything but the transports. Fails (throws) on a broken config, policy or audit log. */
@@ -81,8 +97,19 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
         `(see the warnings above, or run airlock doctor); fix ${unresolved.length === 1 ? 'it' : 'them'} or remove them from airlock.yaml`,
     );
   }
+  const telemetry = await startTelemetry(config.telemetry, {
+    log,
+    secretValue: (name) => secrets.brokerValue(name),
+    scrub: (text) => redactor.scrub(text),
+    servers: SERVERS,
+  });
+  // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
+  const stopTelemetry = async () => telemetry?.shutdown();
   // A folder that cannot be made (permission, a file in the path, /proc) is the operator's to fix.
-  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700);
+  await ensureFolder(path.dirname(config.audit.file), 'audit folder', 0o700).catch(async (err: unknown) => {
+    await stopTelemetry();
+    throw err;
+  });
   // The host key signs checkpoint records; without it the chain is still written, unanchored.
   const signer = await loadOrCreateAuditSigner(config.stateDir).catch((err: Error) => {
     log.error(
@@ -91,10 +118,29 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     );
     return undefined;
   });
+  const brokerId = await loadOrCreateBrokerId(config.stateDir, config.brokerId);
+  let shipper: AuditShipper | undefined;
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
     ...(signer ? { checkpoints: { signer } } : {}),
+    ...(telemetry ? { onFsync: (seconds: number) => telemetry.auditFsync(seconds) } : {}),
+    broker: brokerId,
+    onSync: () => shipper?.wake(),
+  }).catch(async (err: unknown) => {
+    await stopTelemetry();
+    throw err;
   });
+  const central = config.audit.postgres;
+  if (central && opts.shipAudit) {
+    shipper = new AuditShipper({
+      file: config.audit.file,
+      broker: brokerId,
+      table: central.table,
+      stateDir: config.stateDir,
+      connection: () => secrets.brokerValue(central.connection),
+      log: log.child({ component: 'audit-shipper' }),
+    });
+  }
   if (audit.tornTailSetAside)
     log.warn(
       { file: audit.tornTailSetAside.file, bytes: audit.tornTailSetAside.bytes },
@@ -102,12 +148,17 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     );
   let policies: PolicyStore;
   try {
-    policies = await PolicyStore.load(config, SERVERS, log);
+    // Policies from git: only serve fetches them; other commands read the commit serve put in force.
+    policies =
+      config.policyGit && opts.followPolicyGit
+        ? await (await import('./policy/git-source.js')).loadGitPolicies(config, SERVERS, log, secrets)
+        : await PolicyStore.load(config, SERVERS, log);
   } catch (err) {
     await audit.close();
+    await stopTelemetry();
     throw err;
   }
-  if (opts.watch !== false) policies.watch();
+  if (opts.watch !== false && !config.policyGit) policies.watch();
   const rateLimiter = new RateLimiter();
   const ratePath = path.join(config.stateDir, 'ratelimits.json');
   try {
@@ -115,6 +166,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   } catch {
     // No saved counters (first start) or unreadable: start with full buckets.
   }
+  const fleetLimits = FleetLimits.fromConfig(config, redactor, log);
   const approvals = new ApprovalService({
     stateDir: config.stateDir,
     audit,
@@ -125,6 +177,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     await approvals.start();
   } catch (err) {
     await audit.close();
+    await stopTelemetry();
     throw err;
   }
   const pipeline = new CallPipeline({
@@ -135,8 +188,10 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     secrets,
     redactor,
     rateLimiter,
+    ...(fleetLimits ? { fleetLimits } : {}),
     stateDir: config.stateDir,
     log,
+    ...(telemetry ? { telemetry } : {}),
   });
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
@@ -154,22 +209,31 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       log.warn({ err: (err as Error).message }, 'could not save rate-limit counters');
     }
   };
+  // Started last, so a start-up that fails above leaves no shipping loop behind.
+  shipper?.start();
   return {
     config,
     log,
     redactor,
     secrets,
     audit,
+    brokerId,
+    ...(shipper ? { shipper } : {}),
     policies,
     pipeline,
     rateLimiter,
+    ...(fleetLimits ? { fleetLimits } : {}),
     approvals,
+    ...(telemetry ? { telemetry } : {}),
     async close() {
       policies.close();
       await approvals.close();
       await pipeline.resetRuntimes();
+      await fleetLimits?.close();
       await saveRateLimits();
       await audit.close();
+      await shipper?.stop();
+      await stopTelemetry();
     },
   };
 }
@@ -221,7 +285,7 @@ export class Broker {
   private constructor(readonly core: Core) {}
 
   static async start(config: AirlockConfig, opts: CoreOptions = {}): Promise<Broker> {
-    const core = await createCore(config, opts);
+    const core = await createCore(config, { shipAudit: true, followPolicyGit: true, ...opts });
     const broker = new Broker(core);
     try {
       broker.control = await startControlServer(core.approvals, core.log, core.config.approvers);
@@ -241,6 +305,8 @@ export class Broker {
       throw userFixable ? new UserError(message) : new Error(message);
     }
     core.policies.on('change', (teams: string[]) => void broker.onPolicyChange(teams));
+    // A git policy source runs on its own timer: catch up with a commit put in force meanwhile.
+    if (config.policyGit) await broker.syncSockets();
     return broker;
   }
 
@@ -400,6 +466,7 @@ export class Broker {
       redactor: core.redactor,
       log: core.log.child({ team, server: 'model' }),
       stateDir: core.config.stateDir,
+      ...(core.fleetLimits ? { fleetBudget: core.fleetLimits } : {}),
     });
     this.modelProxies.add(proxy);
     proxy.once('close', () => this.modelProxies.delete(proxy));

@@ -137,6 +137,13 @@ export const COMMANDS: CommandSpec[] = [
     run: async (ctx) => (await import('./commands/policy.js')).policyCheckMain(ctx),
   },
   {
+    name: 'policy status',
+    summary:
+      'shows where policies come from; for a git source the commit in force, its signer, the last fetch and the last error',
+    options: { json: JSON_OUT },
+    run: async (ctx) => (await import('./commands/policy.js')).policyStatusMain(ctx),
+  },
+  {
     name: 'policy schema',
     summary: 'prints the JSON Schema of the policy format (for editors)',
     run: async () => (await import('./commands/policy.js')).policySchemaMain(),
@@ -179,6 +186,10 @@ export const COMMANDS: CommandSpec[] = [
         help: 'a head taken earlier (or a signed head file from audit head --json) that must be in the chain',
       },
       key: { type: 'string', value: 'PEM', help: "the host's public key (default: the one in stateDir)" },
+      postgres: {
+        type: 'boolean',
+        help: "checks every broker's chain in the audit.postgres table instead (one line per broker)",
+      },
       json: JSON_OUT,
     },
     run: async (ctx) => (await import('./commands/audit.js')).auditChainMain('verify', ctx),
@@ -218,8 +229,31 @@ export const COMMANDS: CommandSpec[] = [
       },
       json: { type: 'boolean', help: 'print the records as JSON lines' },
       file: AUDIT_FILE,
+      postgres: {
+        type: 'boolean',
+        help: "every broker's records from the audit.postgres table (with a BROKER column)",
+      },
     },
     run: async (ctx) => (await import('./commands/audit.js')).auditTailMain(ctx),
+  },
+  {
+    name: 'audit migrate',
+    summary:
+      'creates the audit.postgres table (idempotent): append-only triggers, INSERT and SELECT only for the shipping role',
+    options: {
+      admin: {
+        type: 'string',
+        value: 'SECRET',
+        help: 'secret holding the URL of the role that owns the table (default: audit.postgres.connection)',
+      },
+    },
+    run: async (ctx) => (await import('./commands/audit.js')).auditMigrateMain(ctx),
+  },
+  {
+    name: 'limits migrate',
+    summary:
+      'creates the fleet-wide limit table (airlock_limits) in the PostgreSQL of limits.connection; safe to run again',
+    run: async (ctx) => (await import('./limits/migrate-command.js')).limitsMigrateMain(ctx),
   },
   {
     name: 'claude-config',

@@ -112,6 +112,11 @@ export interface ToolDefinition<
    * arguments (e.g. git_push `branches`). All listed conditions must match for a call to wait.
    */
   approvalConditions?: Record<string, ApprovalCondition<z.output<In>>>;
+  /**
+   * Loads what authorize needs on the tool's first call (the postgres SQL parser), so a broker
+   * that never calls the tool never loads it. Awaited before every authorize; cheap once loaded.
+   */
+  prepare?(): Promise<void>;
   /** Pure policy check on validated arguments. Runs before anything is audited as a request. */
   authorize(args: z.output<In>, ctx: AuthorizeContext<Section, z.output<Options>>): Decision;
   run(

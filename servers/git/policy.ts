@@ -69,6 +69,13 @@ const identityText = z
   .max(200)
   .regex(/^[^<>\0-\x1f\x7f]+$/, 'no angle brackets or control characters');
 
+/** The user name sent with an HTTPS credential (Basic auth): no ":" or whitespace. */
+export const credentialUserSchema = z
+  .string()
+  .min(1)
+  .max(100)
+  .regex(/^[^:\s\0-\x1f]+$/, 'no ":", whitespace or control characters');
+
 export const DEFAULT_AUTHOR = { name: 'Airlock Agent', email: 'airlock-agent@localhost' } as const;
 
 export const workspaceSchema = z
@@ -87,11 +94,7 @@ export const workspaceSchema = z
       .describe(
         'With a githubApp credential: the GitHub API that mints its tokens (default api.github.com for github.com remotes, https://HOST/api/v3 otherwise)',
       ),
-    credentialUser: z
-      .string()
-      .min(1)
-      .max(100)
-      .regex(/^[^:\s\0-\x1f]+$/, 'no ":", whitespace or control characters')
+    credentialUser: credentialUserSchema
       .default('x-access-token')
       .describe(
         'User name sent with the credential (GitHub tokens take any; x-access-token is the convention)',

@@ -21,7 +21,8 @@ const GIT_CANDIDATES = ['/usr/bin/git', '/usr/local/bin/git', '/bin/git', '/opt/
 
 let gitBinaryCache: string | undefined;
 
-function firstExecutable(candidates: readonly string[]): string | undefined {
+/** The first of `candidates` (fixed paths) that is executable. */
+export function firstExecutable(candidates: readonly string[]): string | undefined {
   for (const candidate of candidates) {
     try {
       accessSync(candidate, constants.X_OK);
@@ -177,11 +178,16 @@ export const HARDENING_CONFIG: readonly string[] = [
   'advice.detachedHead=false',
 ];
 
+export type GitProtocol = 'https' | 'http' | 'file';
+
 export interface GitEnvOptions {
   /** Empty host-owned folder used as HOME (git would otherwise read ~/.gitconfig). */
   home: string;
-  /** The one transport protocol the policy remote needs (`https`, or `http` for loopback). */
-  protocol: 'https' | 'http';
+  /**
+   * The one transport protocol the remote needs (`https`, or `http` for loopback; `file` only for
+   * the broker's own policy repository on this host, never for an agent's workspace).
+   */
+  protocol: GitProtocol;
   author?: { name: string; email: string };
   /** Extra config passed through GIT_CONFIG_COUNT (the environment), e.g. the auth header. */
   envConfig?: Record<string, string>;
@@ -238,7 +244,7 @@ export interface GitRunOptions {
   args: readonly string[];
   env: Record<string, string>;
   /** The protocol re-enabled on the command line (must match GIT_ALLOW_PROTOCOL). */
-  protocol: 'https' | 'http';
+  protocol: GitProtocol;
   input?: string | Buffer;
   /** Stop reading stdout after this many bytes, kill git and report `truncated`. */
   maxOutputBytes?: number;

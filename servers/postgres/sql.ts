@@ -3,9 +3,27 @@
 // operator and type it names in any position. Pure: no policy and no database here; the policy
 // check (policy.ts) decides on these facts, and names that depend on the connection's
 // search_path are resolved against the live catalog (resolve.ts).
-import { loadModule, parseSync } from 'libpg-query';
 
-await loadModule();
+// The parser is WebAssembly (~30–60 ms to compile, ~150 MiB of memory): it loads on the first
+// postgres call (loadSqlParser), not when this module is imported, so a broker or command that
+// never parses SQL never pays for it.
+type ParseSync = typeof import('libpg-query').parseSync;
+let parseSync: ParseSync | undefined;
+let parserLoading: Promise<void> | undefined;
+
+/** Loads the SQL parser once; concurrent callers share one load, and a failed load is retried. */
+export function loadSqlParser(): Promise<void> {
+  parserLoading ??= import('libpg-query')
+    .then(async (pgQuery) => {
+      await pgQuery.loadModule();
+      parseSync = pgQuery.parseSync;
+    })
+    .catch((err: unknown) => {
+      parserLoading = undefined;
+      throw err;
+    });
+  return parserLoading;
+}
 
 export type StatementClass = 'select' | 'explain' | 'insert' | 'update' | 'delete' | 'ddl' | 'truncate';
 
@@ -255,6 +273,8 @@ function walk(value: unknown, scope: readonly string[], out: Collector): void {
 
 /** Parses `sql` and returns its facts, or throws SqlRefusal. */
 export function analyzeSql(sql: string): SqlFacts {
+  // Not a SqlRefusal: a caller must never read "not loaded" as "this SQL is invalid".
+  if (!parseSync) throw new Error('the SQL parser is not loaded: await loadSqlParser() first');
   let stmts: Array<{ stmt?: Node }>;
   try {
     stmts = (parseSync(sql) as { stmts?: Array<{ stmt?: Node }> }).stmts ?? [];

@@ -29,7 +29,14 @@ const runWrite: Execute['runWrite'] = async (...args) => (await loadExecute()).r
 import { checkStatic } from './rules.js';
 import type { PostgresRuntime } from './runtime.js';
 import type { DatabasePolicy, PostgresSection } from './section.js';
-import { analyzeSql, displayName, SqlRefusal, type QualifiedName, type SqlFacts } from './sql.js';
+import {
+  analyzeSql,
+  displayName,
+  loadSqlParser,
+  SqlRefusal,
+  type QualifiedName,
+  type SqlFacts,
+} from './sql.js';
 
 const MAX_SQL_CHARS = 100_000;
 const MAX_PARAMS = 100;
@@ -88,8 +95,9 @@ const STATEMENT_CLASSES = ['select', 'explain', 'insert', 'update', 'delete', 'd
 function statementClassOf(sql: string): string | undefined {
   try {
     return analyze(sql).statementClass;
-  } catch {
-    return undefined;
+  } catch (err) {
+    if (err instanceof ToolError) return undefined;
+    throw err; // e.g. the parser not loaded: never read as "no statement class"
   }
 }
 
@@ -199,6 +207,7 @@ export const queryTool = defineTool<
       (a: { sql: string }) => statementClassOf(a.sql),
     ),
   },
+  prepare: loadSqlParser,
   authorize(args, { section }) {
     const facts = analyze(args.sql);
     factsByArgs.set(args, facts);
@@ -255,6 +264,7 @@ export const explainTool = defineTool<
   output: explainOutput,
   options: noOptions,
   annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+  prepare: loadSqlParser,
   authorize(args, { section }) {
     const inner = analyze(args.sql);
     if (inner.statementClass === 'explain')

@@ -58,6 +58,8 @@ export interface AuditRecord extends AuditEntry {
   v: 1;
   seq: number;
   ts: string;
+  /** The broker id (records written before broker ids existed have none). */
+  broker?: string;
   prev: string;
   hash: string;
 }
@@ -88,6 +90,7 @@ export const AUDIT_CALL_FIELDS: readonly string[] = [
   'v',
   'seq',
   'ts',
+  'broker',
   'prev',
   'hash',
   'team',
@@ -103,7 +106,7 @@ export const AUDIT_CALL_FIELDS: readonly string[] = [
   'resultBytes',
 ];
 const UNCUT_FIELDS: ReadonlySet<string> = new Set(AUDIT_CALL_FIELDS);
-const ENVELOPE_KEYS = new Set(['v', 'seq', 'ts', 'prev', 'hash']);
+const ENVELOPE_KEYS = new Set(['v', 'seq', 'ts', 'broker', 'prev', 'hash']);
 const HEX64 = /^[0-9a-f]{64}$/;
 
 // ---------------------------------------------------------------------------------------------
@@ -688,7 +691,7 @@ export async function auditFileHead(file: string): Promise<ChainHead> {
 export async function rotateAuditFile(
   file: string,
   signer: AuditSigner,
-  opts: { lockTimeoutMs?: number } = {},
+  opts: { lockTimeoutMs?: number; broker?: string } = {},
 ): Promise<{ rotated: string; head: ChainHead; first: number }> {
   const abs = path.resolve(file);
   const lock = new InterProcessLock(
@@ -718,6 +721,7 @@ export async function rotateAuditFile(
       v: 1,
       seq: head.seq + 1,
       ts: new Date().toISOString(),
+      ...(opts.broker === undefined ? {} : { broker: opts.broker }),
       phase: 'rotate',
       rotate: { previousFile: path.basename(rotated) },
       checkpoint: signedHead(signer, head.seq, head.hash),
@@ -1059,6 +1063,8 @@ export interface AuditLogOptions {
   maxBatch?: number;
   /** Called after each durable batch with its record count (tests, metrics). */
   onSync?: (records: number) => void;
+  /** Called after each batch's fdatasync with how long it took, in seconds (telemetry). */
+  onFsync?: (seconds: number) => void;
   /** Tests only: runs after a batch is written and before it is synced, to inject failures there. */
   afterWrite?: () => Promise<void> | void;
   /** How long a batch waits for another Airlock process's lock on the file; default 5000 ms. */
@@ -1071,6 +1077,8 @@ export interface AuditLogOptions {
    * carries the host key's signature over the head before it.
    */
   checkpoints?: { signer: AuditSigner; everyRecords?: number; everyMs?: number };
+  /** The broker id written into every record (after `ts`, so the hash covers it). */
+  broker?: string;
 }
 
 export const DEFAULT_CHECKPOINT_RECORDS = 1000;
@@ -1347,14 +1355,17 @@ export class AuditLog {
       let { seq, hash: prev } = this.tail;
       const records: AuditRecord[] = [];
       const lines: string[] = [];
+      const broker = this.opts.broker;
+      const brokerField = broker === undefined ? {} : { broker };
+      const brokerText = broker === undefined ? '' : `"broker":${JSON.stringify(broker)},`;
       for (const { p, body } of ready) {
-        const unhashed = { v: 1, seq: seq + 1, ts: p.ts, ...body.body, prev };
+        const unhashed = { v: 1, seq: seq + 1, ts: p.ts, ...brokerField, ...body.body, prev };
         const hash = recordHash(prev, unhashed);
         const record = { ...unhashed, hash } as AuditRecord;
         // JSON.stringify(record), from the body's text (same key order: envelope keys are not in it).
         const fields = body.text.length > 2 ? body.text.slice(1, -1) + ',' : '';
         lines.push(
-          `{"v":1,"seq":${seq + 1},"ts":${JSON.stringify(p.ts)},${fields}"prev":"${prev}","hash":"${hash}"}\n`,
+          `{"v":1,"seq":${seq + 1},"ts":${JSON.stringify(p.ts)},${brokerText}${fields}"prev":"${prev}","hash":"${hash}"}\n`,
         );
         records.push(record);
         seq += 1;
@@ -1370,6 +1381,7 @@ export class AuditLog {
           v: 1,
           seq: seq + 1,
           ts: new Date().toISOString(),
+          ...brokerField,
           phase: 'checkpoint',
           checkpoint: signedHead(cp.signer, seq, prev),
           prev,
@@ -1459,7 +1471,10 @@ export class AuditLog {
             `(${this.size} + ${data.length} → ${end} bytes); run \`airlock audit verify --file ${this.file}\``,
         );
       }
+      const onFsync = this.opts.onFsync;
+      const syncStarted = onFsync ? performance.now() : 0;
       await this.fh.datasync(); // the batch's one threadpool round-trip
+      onFsync?.((performance.now() - syncStarted) / 1000);
       // A file deleted or replaced during the write took the records with it (never adopt here:
       // the batch is in the old inode, not in whatever is at the path now).
       const status = this.fileStatus();

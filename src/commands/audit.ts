@@ -21,7 +21,7 @@ import {
   type AuditVerifier,
 } from '../audit/key.js';
 import type { CommandContext } from '../cli.js';
-import type { AirlockConfig } from '../config/airlock-yaml.js';
+import type { AirlockConfig, AuditPostgresConfig } from '../config/airlock-yaml.js';
 
 type Out = NodeJS.WritableStream;
 
@@ -122,6 +122,8 @@ export interface AuditChainOptions {
   'expect-head'?: string;
   key?: string;
   json?: boolean;
+  /** `verify --postgres`: every broker's chain in the audit.postgres table. */
+  postgres?: boolean;
 }
 
 export async function auditChainCommand(
@@ -132,9 +134,24 @@ export async function auditChainCommand(
 ): Promise<number> {
   const out = io.out ?? process.stdout;
   const errOut = io.err ?? io.out ?? process.stderr;
+  if (sub === 'verify' && values.postgres) {
+    if (values.file?.length || values.from || values['expect-head'] || values.key) {
+      write(
+        errOut,
+        'audit verify --postgres reads the table only: it takes no --file, --from, --expect-head or --key',
+      );
+      return 1;
+    }
+    return auditVerifyPostgresCommand(await config(), { json: values.json === true, out, err: errOut });
+  }
   const files = values.file?.length ? values.file.map((f) => path.resolve(f)) : [(await config()).audit.file];
   try {
     if (sub === 'verify') {
+      // The config's own log, when it is shipped: compared with the table, its off-host copy.
+      const own = !values.file?.length ? await config() : undefined;
+      const compare = own?.audit.postgres
+        ? (last: ChainHead) => compareWithTable(own, files, last)
+        : undefined;
       let verifier: AuditVerifier | undefined;
       if (values.key) verifier = verifierFromPem(await readFile(values.key, 'utf8'));
       else {
@@ -155,6 +172,7 @@ export async function auditChainCommand(
         ...(values.from ? { from: parseHead(values.from, '--from') } : {}),
         ...(expectHead ? { expectHead } : {}),
         ...(verifier ? { verifier } : {}),
+        ...(compare ? { compare } : {}),
         json: values.json === true,
         out,
         errOut,
@@ -182,7 +200,14 @@ export async function auditChainCommand(
       }
       return 0;
     }
-    const r = await rotateAuditFile(file, signer);
+    // The rotation record carries this broker's id, as every record does.
+    const { readBrokerId } = await import('../audit/broker-id.js');
+    const configured = await config().then(
+      (c) => c.brokerId,
+      () => undefined,
+    );
+    const broker = configured ?? (await readBrokerId(stateDir).catch(() => undefined));
+    const r = await rotateAuditFile(file, signer, broker === undefined ? {} : { broker });
     write(
       out,
       `rotated: ${file} → ${r.rotated} (last record seq ${r.head.seq}, ${r.head.seq}:${r.head.hash})`,
@@ -209,6 +234,8 @@ async function verifyFiles(
     from?: ChainHead;
     expectHead?: ChainHead;
     verifier?: AuditVerifier;
+    /** After a good chain: compare it with the central table (plain verify with audit.postgres). */
+    compare?: (last: ChainHead) => Promise<CentralComparison>;
     json: boolean;
     out: Out;
     errOut: Out;
@@ -242,10 +269,11 @@ async function verifyFiles(
       return 1;
     }
     const { verified, unchecked } = result.signatures;
+    const central = opts.compare ? await opts.compare(result.last) : undefined;
     write(
       out,
       JSON.stringify({
-        ok: true,
+        ok: central?.ok ?? true,
         ...where,
         count: result.count,
         ...(result.count ? { last: result.last } : {}),
@@ -253,9 +281,10 @@ async function verifyFiles(
         ...(verified || unchecked ? { checkpoints: { verified, unchecked } } : {}),
         ...(opts.expectHead ? { expectHead: opts.expectHead } : {}),
         ...(result.interrupted.length ? { interrupted: result.interrupted } : {}),
+        ...(central ? { central } : {}),
       }),
     );
-    return 0;
+    return (central?.ok ?? true) ? 0 : 1;
   }
   if (!result.ok) {
     write(out, `broken at ${files.length > 1 ? `${result.file} ` : ''}line ${result.line}: ${result.reason}`);
@@ -279,6 +308,11 @@ async function verifyFiles(
     );
     for (const i of result.interrupted)
       write(out, `  seq ${i.seq}: ${text(i.team)} ${text(i.server)} ${text(i.tool)} call ${text(i.call)}`);
+  }
+  if (opts.compare) {
+    const central = await opts.compare(result.last);
+    for (const line of comparisonLines(central)) write(out, printable(line));
+    if (!central.ok) return 1;
   }
   return 0;
 }
@@ -305,8 +339,12 @@ const RIGHT_ALIGNED = new Set<Column>(['SEQ', 'DURATION']);
 const MIN_RESULT_WIDTH = 24;
 const GAP = 2;
 
-/** Column widths; RESULT's is its cap (Infinity: not cut, as when the output is not a terminal). */
-export type AuditTableWidths = Record<Column, number>;
+/**
+ * Column widths; RESULT's is its cap (Infinity: not cut, as when the output is not a terminal).
+ * BROKER is there only for tables of several brokers' records (`tail --postgres`).
+ */
+export type AuditTableWidths = Record<Column, number> & { BROKER?: number };
+const BROKER_MAX_WIDTH = 24;
 
 function text(value: unknown): string {
   if (value === undefined || value === null) return '';
@@ -333,8 +371,9 @@ function resultCell(r: AuditRecord): string {
   return r.phase === 'request' ? '…' : '';
 }
 
-function cells(r: AuditRecord): Record<Column, string> {
+function cells(r: AuditRecord): Record<Column, string> & { BROKER: string } {
   return {
+    BROKER: text(r.broker),
     SEQ: text(r.seq),
     TIME: text(r.ts),
     TEAM: text(r.team),
@@ -371,28 +410,35 @@ export function auditTableWidths(
   records: AuditRecord[],
   minimum?: Partial<AuditTableWidths>,
   columns?: number,
+  broker = false,
 ): AuditTableWidths {
   const widths = Object.fromEntries(
     COLUMNS.map((c) => [c, Math.max(c.length, minimum?.[c] ?? 0)]),
   ) as AuditTableWidths;
+  if (broker) widths.BROKER = 'BROKER'.length + (minimum === undefined ? 0 : 8);
   for (const r of records) {
     const row = cells(r);
     for (const c of COLUMNS) widths[c] = Math.min(MAX_WIDTH[c], Math.max(widths[c], row[c].length));
+    if (widths.BROKER !== undefined)
+      widths.BROKER = Math.min(BROKER_MAX_WIDTH, Math.max(widths.BROKER, row.BROKER.length));
   }
-  const used = COLUMNS.filter((c) => c !== 'RESULT').reduce((n, c) => n + widths[c] + GAP, 0);
+  const used =
+    COLUMNS.filter((c) => c !== 'RESULT').reduce((n, c) => n + widths[c] + GAP, 0) +
+    (widths.BROKER === undefined ? 0 : widths.BROKER + GAP);
   widths.RESULT = columns ? Math.max(MIN_RESULT_WIDTH, columns - used) : Infinity;
   return widths;
 }
 
-function formatRow(row: Record<Column, string>, widths: AuditTableWidths): string {
-  return COLUMNS.map((c, i) => {
+function formatRow(row: Record<Column, string> & { BROKER?: string }, widths: AuditTableWidths): string {
+  const cellsOut = COLUMNS.map((c, i) => {
     // Cut at the column's cap only: a row printed later with narrower widths overflows, not truncates.
     if (i === COLUMNS.length - 1) return clip(row[c], widths.RESULT); // no trailing padding
     const cell = clip(row[c], MAX_WIDTH[c]);
     return RIGHT_ALIGNED.has(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c]);
-  })
-    .join(' '.repeat(GAP))
-    .trimEnd();
+  });
+  if (widths.BROKER !== undefined)
+    cellsOut.unshift(clip(row.BROKER ?? '', BROKER_MAX_WIDTH).padEnd(widths.BROKER));
+  return cellsOut.join(' '.repeat(GAP)).trimEnd();
 }
 
 const RED = '\u001b[31m';
@@ -411,7 +457,8 @@ export function formatAuditRow(record: AuditRecord, widths: AuditTableWidths, co
 
 /** The header line for `widths`. */
 export function formatAuditHeader(widths: AuditTableWidths): string {
-  return formatRow(Object.fromEntries(COLUMNS.map((c) => [c, c])) as Record<Column, string>, widths);
+  const header = Object.fromEntries(COLUMNS.map((c) => [c, c])) as Record<Column, string>;
+  return formatRow({ ...header, BROKER: 'BROKER' }, widths);
 }
 
 /** Records as a readable table: a header, then one line per record. No trailing newline. */
@@ -597,7 +644,10 @@ export async function auditChainMain(
   const v = ctx.values;
   const str = (name: string) => (typeof v[name] === 'string' ? (v[name] as string) : undefined);
   const file = v.file === undefined ? undefined : Array.isArray(v.file) ? v.file : [String(v.file)];
-  const options: AuditChainOptions = { json: v.json === true };
+  const options: AuditChainOptions = {
+    json: v.json === true,
+    ...(v.postgres === true ? { postgres: true } : {}),
+  };
   if (file) options.file = file;
   for (const name of ['from', 'expect-head', 'key'] as const) {
     const value = str(name);
@@ -643,6 +693,24 @@ export async function auditTailMain(ctx: CommandContext): Promise<number> {
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
+  if (v.postgres === true) {
+    if (v.file !== undefined) throw ctx.usageError('--postgres reads the table: it takes no --file');
+    return auditTailPostgresCommand({
+      config: await ctx.config(),
+      follow: Boolean(v.follow),
+      team: str('team'),
+      decision,
+      server: str('server'),
+      tool: str('tool'),
+      session: str('session'),
+      since,
+      json: Boolean(v.json),
+      lines: lines !== undefined ? Number(lines) : undefined,
+      columns: tty ? process.stdout.columns : undefined,
+      colour: tty && !process.env.NO_COLOR,
+      signal: controller.signal,
+    });
+  }
   return auditTailCommand({
     file: await auditFile(ctx),
     follow: Boolean(v.follow),
@@ -658,4 +726,344 @@ export async function auditTailMain(ctx: CommandContext): Promise<number> {
     colour: tty && !process.env.NO_COLOR,
     signal: controller.signal,
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// central audit in PostgreSQL: migrate, verify --postgres, the local-versus-table comparison,
+// tail --postgres. The driver and the table code load only when one of these runs.
+
+async function centralConfig(config: AirlockConfig): Promise<AuditPostgresConfig> {
+  const central = config.audit.postgres;
+  if (!central)
+    throw new AuditUsageError(
+      `${config.file} has no audit.postgres (add audit: { postgres: { connection: <secret>, table: airlock_audit } })`,
+    );
+  return central;
+}
+
+/** The URL held by secret `name` (never printed; registered with a redactor like every value). */
+async function connectionUrl(config: AirlockConfig, name: string): Promise<string> {
+  const { SecretStore } = await import('../secrets/store.js');
+  const { Redactor } = await import('../secrets/redact.js');
+  return new SecretStore(config.secrets, new Redactor()).brokerValue(name);
+}
+
+/** Connects with the shipping role's secret (or `secret`); a failure is a one-line reason. */
+async function connectCentral(config: AirlockConfig, secret?: string) {
+  const central = await centralConfig(config);
+  const pgm = await import('../audit/postgres.js');
+  const url = await connectionUrl(config, secret ?? central.connection);
+  try {
+    return { client: await pgm.connectPostgres(url), url, central, pgm };
+  } catch (err) {
+    throw new AuditUsageError(`cannot connect to PostgreSQL for ${central.table}: ${pgErrorText(err)}`);
+  }
+}
+
+function pgErrorText(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return e?.message ?? String(err);
+}
+
+/** `airlock audit migrate`: creates the table, its append-only triggers and the shipping role's grants. */
+export async function auditMigrateCommand(
+  config: AirlockConfig,
+  opts: { admin?: string; out?: Out; err?: Out } = {},
+): Promise<number> {
+  const out = opts.out ?? process.stdout;
+  const errOut = opts.err ?? opts.out ?? process.stderr;
+  try {
+    const central = await centralConfig(config);
+    const pgm = await import('../audit/postgres.js');
+    const shipperUrl = await connectionUrl(config, central.connection);
+    const shipper = pgm.urlUser(shipperUrl);
+    const { client } = await connectCentral(config, opts.admin ?? central.connection);
+    try {
+      const owner = String((await client.query<{ u: string }>('SELECT current_user AS u')).rows[0]!.u);
+      const grantee = shipper !== undefined && shipper !== owner ? shipper : undefined;
+      await client.query('BEGIN');
+      try {
+        // Two migrations at once (two hosts) take turns: CREATE … IF NOT EXISTS is not race-free.
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`airlock-audit:${central.table}`]);
+        for (const sql of pgm.migrationSql(central.table, grantee)) await client.query(sql);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      write(
+        out,
+        `migrated ${central.table}: table and append-only triggers (UPDATE, DELETE, TRUNCATE refused)`,
+      );
+      if (grantee) write(out, `role ${grantee} (audit.postgres.connection) may INSERT and SELECT only`);
+      else
+        write(
+          errOut,
+          `warning: the shipping role ${shipper ?? '(unknown)'} owns ${central.table}, so it could disable the ` +
+            `append-only triggers; run migrate with --admin SECRET (a URL of another role, the table's owner)`,
+        );
+      return 0;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  } catch (err) {
+    if (err instanceof AuditUsageError) {
+      write(errOut, err.message);
+      return 1;
+    }
+    const e = err as { code?: string; severity?: string };
+    if (e?.severity || e?.code) {
+      write(errOut, `migrate failed: ${pgErrorText(err)}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+/** `airlock audit verify --postgres`: every broker's chain in the table, one line per broker. */
+export async function auditVerifyPostgresCommand(
+  config: AirlockConfig,
+  opts: { json?: boolean; out?: Out; err?: Out } = {},
+): Promise<number> {
+  const out = opts.out ?? process.stdout;
+  const errOut = opts.err ?? opts.out ?? process.stderr;
+  let connected;
+  try {
+    connected = await connectCentral(config);
+  } catch (err) {
+    if (!(err instanceof AuditUsageError)) throw err;
+    if (opts.json) write(out, JSON.stringify({ ok: false, error: err.message }));
+    else write(errOut, err.message);
+    return 1;
+  }
+  const { client, central, pgm } = connected;
+  try {
+    let reports;
+    try {
+      reports = await pgm.verifyTable(client, central.table);
+    } catch (err) {
+      const message = `cannot read ${central.table}: ${pgErrorText(err)}`;
+      if (opts.json) write(out, JSON.stringify({ ok: false, table: central.table, error: message }));
+      else write(errOut, message);
+      return 1;
+    }
+    const ok = reports.every((r) => r.ok);
+    if (opts.json) write(out, JSON.stringify({ ok, table: central.table, brokers: reports }));
+    else {
+      if (reports.length === 0) write(out, `${central.table}: no records yet`);
+      for (const r of reports)
+        write(
+          out,
+          r.ok
+            ? `${printable(r.broker)}: ok: ${r.count} records, chain intact`
+            : `${printable(r.broker)}: ${printable(r.problem ?? 'broken')} (${r.count} records before it verify)`,
+        );
+    }
+    return ok ? 0 : 1;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export interface CentralComparison {
+  /** False when the table shows the local log lost or changed records after shipping. */
+  ok: boolean;
+  /** Whether the comparison ran (PostgreSQL reachable, a broker id exists). */
+  compared: boolean;
+  broker?: string;
+  table: string;
+  tableSeq?: number;
+  problem?: string;
+  note?: string;
+}
+
+/**
+ * The local chain (already verified, `files` oldest first, ending at `last`) against this
+ * broker's rows in the table: a table ahead of the file means records were cut from its end; a
+ * differing hash at a shipped seq means the file was rewritten. The table is the off-host copy.
+ */
+export async function compareWithTable(
+  config: AirlockConfig,
+  files: string[],
+  last: ChainHead,
+): Promise<CentralComparison> {
+  const central = await centralConfig(config);
+  const table = central.table;
+  const { readBrokerId } = await import('../audit/broker-id.js');
+  const broker = config.brokerId ?? (await readBrokerId(config.stateDir).catch(() => undefined));
+  if (!broker) return { ok: true, compared: false, table, note: 'no broker id yet: nothing was shipped' };
+  let connected;
+  try {
+    connected = await connectCentral(config);
+  } catch (err) {
+    return { ok: true, compared: false, broker, table, note: (err as Error).message };
+  }
+  const { client, pgm } = connected;
+  try {
+    const tableSeq = await pgm.tableHead(client, table, broker);
+    const base = { compared: true, broker, table, tableSeq };
+    if (tableSeq > last.seq)
+      return {
+        ...base,
+        ok: false,
+        problem:
+          `the local log ends at seq ${last.seq}, but ${table} holds seq ${tableSeq} for broker ${broker}: ` +
+          `records were removed from the local log after they were shipped`,
+      };
+    // Walk both in seq order; every shipped seq the local files hold must have the same hash.
+    const rows = pgm.tableRows(client, table, { broker })[Symbol.asyncIterator]();
+    let row = await rows.next();
+    for (const file of files) {
+      for await (const { text, terminated } of readAuditLines(file)) {
+        if (!terminated) break;
+        const rec = parseLine(text);
+        if (!rec) continue;
+        while (!row.done && row.value.seq < rec.seq) row = await rows.next();
+        if (row.done) return { ...base, ok: true };
+        if (row.value.seq === rec.seq && row.value.hash !== rec.hash)
+          return {
+            ...base,
+            ok: false,
+            problem:
+              `local record seq ${rec.seq} differs from the one shipped to ${table} (hash ${rec.hash.slice(0, 12)}… ` +
+              `vs ${row.value.hash.slice(0, 12)}…): the local log was rewritten after shipping`,
+          };
+      }
+    }
+    return { ...base, ok: true };
+  } catch (err) {
+    return { ok: true, compared: false, broker, table, note: `cannot read ${table}: ${pgErrorText(err)}` };
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** The text lines plain `verify` adds for the comparison. */
+function comparisonLines(c: CentralComparison): string[] {
+  if (!c.compared) return [`central audit: NOT compared with ${c.table} (${c.note ?? 'unavailable'})`];
+  if (!c.ok) return [`central audit: ${c.problem}`];
+  return [
+    `central audit: matches ${c.table} for broker ${c.broker}` +
+      (c.tableSeq ? ` (shipped up to seq ${c.tableSeq})` : ' (nothing shipped yet)'),
+  ];
+}
+
+export interface AuditTailPostgresOptions extends Omit<AuditTailOptions, 'file'> {
+  config: AirlockConfig;
+}
+
+/** `airlock audit tail --postgres`: the last records of every broker in the table, then (-f) new ones. */
+export async function auditTailPostgresCommand(opts: AuditTailPostgresOptions): Promise<number> {
+  const out = opts.out ?? process.stdout;
+  const errOut = opts.err ?? opts.out ?? process.stderr;
+  const count = opts.lines ?? 10;
+  const since = opts.since?.getTime();
+  const matches = (r: AuditRecord): boolean =>
+    (opts.team === undefined || r.team === opts.team) &&
+    (opts.decision === undefined || r.decision === opts.decision) &&
+    (opts.server === undefined || r.server === opts.server) &&
+    (opts.tool === undefined || r.tool === opts.tool) &&
+    (opts.session === undefined || (typeof r.session === 'string' && r.session.startsWith(opts.session))) &&
+    (since === undefined || (typeof r.ts === 'string' && Date.parse(r.ts) >= since));
+  const colour = Boolean(opts.colour);
+  let connected;
+  try {
+    connected = await connectCentral(opts.config);
+  } catch (err) {
+    if (!(err instanceof AuditUsageError)) throw err;
+    write(errOut, err.message);
+    return 1;
+  }
+  let { client } = connected;
+  const { central, pgm } = connected;
+  const t = pgm.quoteTable(central.table);
+  const toRecord = (row: { line: string; record: unknown }) =>
+    parseLine(row.line) ?? (row.record as AuditRecord);
+  /** Per broker, the last seq looked at. */
+  const seen = new Map<string, number>();
+  let widths: AuditTableWidths;
+  try {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, value: unknown) => {
+      params.push(value);
+      where.push(sql.replace('?', `$${params.length}`));
+    };
+    if (opts.team !== undefined) add('team = ?', opts.team);
+    if (opts.server !== undefined) add('server = ?', opts.server);
+    if (opts.tool !== undefined) add('tool = ?', opts.tool);
+    if (opts.decision !== undefined) add('decision = ?', opts.decision);
+    if (opts.since !== undefined) add('ts >= ?', opts.since);
+    if (opts.session !== undefined) add(`starts_with(record->>'session', ?)`, opts.session);
+    // One snapshot: the rows printed first and the point following starts from agree.
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const heads = await client.query<{ broker: string; max: string }>(
+      `SELECT broker, max(seq) AS max FROM ${t} GROUP BY broker`,
+    );
+    for (const h of heads.rows) seen.set(h.broker, Number(h.max));
+    params.push(count);
+    const initial = await client.query<{ line: string; record: unknown }>(
+      `SELECT line, record FROM ${t} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+        ORDER BY ts DESC, broker DESC, seq DESC LIMIT $${params.length}`,
+      params,
+    );
+    await client.query('COMMIT');
+    const records = initial.rows.map(toRecord).reverse();
+    widths = auditTableWidths(records, opts.follow ? FOLLOW_MIN_WIDTH : undefined, opts.columns, true);
+    if (opts.json) for (const r of records) write(out, JSON.stringify(r));
+    else {
+      write(out, formatAuditHeader(widths));
+      for (const r of records) write(out, formatAuditRow(r, widths, colour));
+    }
+  } catch (err) {
+    write(errOut, `cannot read ${central.table}: ${pgErrorText(err)}`);
+    await client.end().catch(() => undefined);
+    return 1;
+  }
+  if (!opts.follow) {
+    await client.end().catch(() => undefined);
+    return 0;
+  }
+  const pollMs = opts.pollMs ?? 1000;
+  const signal = opts.signal;
+  let broken = false;
+  try {
+    while (!signal?.aborted) {
+      try {
+        await sleep(pollMs, undefined, signal ? { signal } : undefined);
+      } catch {
+        break; // aborted
+      }
+      try {
+        if (broken) {
+          client = await pgm.connectPostgres(await connectionUrl(opts.config, central.connection));
+          broken = false;
+        }
+        const fresh = await client.query<{ broker: string; seq: string; line: string; record: unknown }>(
+          `SELECT broker, seq, line, record FROM ${t}
+            WHERE seq > COALESCE(($1::jsonb ->> broker)::bigint, 0)
+            ORDER BY broker, seq LIMIT 5000`,
+          [JSON.stringify(Object.fromEntries(seen))],
+        );
+        for (const row of fresh.rows) {
+          seen.set(row.broker, Math.max(seen.get(row.broker) ?? 0, Number(row.seq)));
+          const r = toRecord(row);
+          if (!matches(r)) continue;
+          write(out, opts.json ? JSON.stringify(r) : formatAuditRow(r, widths, colour));
+        }
+      } catch (err) {
+        if (!broken) write(errOut, `# cannot read ${central.table}: ${pgErrorText(err)}; retrying`);
+        broken = true;
+        await client.end().catch(() => undefined);
+      }
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  return 0;
+}
+
+export async function auditMigrateMain(ctx: CommandContext): Promise<number> {
+  const admin = ctx.values.admin;
+  return auditMigrateCommand(await ctx.config(), typeof admin === 'string' ? { admin } : {});
 }

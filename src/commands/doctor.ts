@@ -13,7 +13,7 @@ import { checkPolicyFiles, type TeamPolicy } from '../policy/team-policy.js';
 import { Redactor } from '../secrets/redact.js';
 import { SecretStore, withoutSecretName } from '../secrets/store.js';
 import { SERVERS } from '../servers.js';
-import { verifyAuditFile } from '../audit/log.js';
+import { auditFileHead, verifyAuditFile } from '../audit/log.js';
 import { socketDirProblem } from '../transport/socket-dir.js';
 import { workTreeConfinement } from '../../servers/git/runner.js';
 import { checkReadOnlyRole } from '../../servers/postgres/doctor.js';
@@ -99,6 +99,7 @@ export async function doctorCommand(opts: {
     checkStateFolder,
     checkWorkTrees,
     checkAudit,
+    checkAuditShipping,
     checkPostgres,
   ]) {
     await group(ctx);
@@ -402,6 +403,56 @@ async function checkAudit({ config, report }: DoctorContext): Promise<void> {
       label: `audit log ${config.audit.file}`,
       detail: v.ok ? `${v.count} records, chain intact` : `broken at line ${v.line}: ${v.reason}`,
     });
+}
+
+/**
+ * `audit.postgres`: how far the central table is behind the local log, from the status file the
+ * shipper of `airlock serve` keeps in stateDir. Behind while PostgreSQL is down is a warning (the
+ * local log is the durable record); a table that disagrees with the local log is a failure.
+ */
+async function checkAuditShipping({ config, report }: DoctorContext): Promise<void> {
+  const central = config.audit.postgres;
+  if (!central) return;
+  const label = `audit shipping to ${central.table}`;
+  const { readShippingStatus } = await import('../audit/shipper.js');
+  const status = await readShippingStatus(config.stateDir);
+  const head = await auditFileHead(config.audit.file).then(
+    (h) => h.seq,
+    () => status?.headSeq ?? 0,
+  );
+  if (!status) {
+    report({
+      ok: true,
+      warn: head > 0,
+      label,
+      detail: 'no shipping status yet (airlock serve ships the log)',
+    });
+    return;
+  }
+  const shipped = status.shippedSeq;
+  const behind = shipped === undefined ? head : Math.max(0, head - shipped);
+  const age = Math.round((Date.now() - Date.parse(status.updatedAt)) / 1000);
+  const parts = [
+    `broker ${status.broker}`,
+    shipped === undefined ? 'never reached the table' : `shipped up to seq ${shipped} of ${head}`,
+    `lag ${behind} record${behind === 1 ? '' : 's'}${status.lagSeconds ? `, ${status.lagSeconds}s` : ''}`,
+    `status ${age}s old`,
+  ];
+  if (status.lastError) parts.push(`last error: ${status.lastError}`);
+  const problems = [
+    ...(status.conflicts.length
+      ? [
+          `${status.conflicts.length} shipped record(s) differ from the local log (seq ${status.conflicts.map((c) => c.seq).join(', ')})`,
+        ]
+      : []),
+    ...(status.localProblem ? [status.localProblem] : []),
+  ];
+  report({
+    ok: problems.length === 0,
+    warn: behind > 0 || status.lastError !== undefined,
+    label,
+    detail: [...problems, ...parts].join('; '),
+  });
 }
 
 export async function doctorMain(ctx: CommandContext): Promise<number> {

@@ -1,5 +1,5 @@
-// `airlock policy check [PATH…]` and `airlock policy schema`.
-import { access } from 'node:fs/promises';
+// `airlock policy check [PATH…]`, `airlock policy schema` and `airlock policy status`.
+import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { CommandContext } from '../cli.js';
 import {
@@ -180,4 +180,73 @@ export function policySchemaCommand(opts: {
   const out = opts.out ?? process.stdout;
   out.write(JSON.stringify(policyJsonSchema(opts.servers), null, 2) + '\n');
   return 0;
+}
+
+/**
+ * `airlock policy status [--json]`: where the policies come from and, for a git source, the
+ * commit in force, its signer, the last fetch and the last error — read from the status file
+ * the broker writes (so it works while `airlock serve` runs as another process). Exit 0 when a
+ * commit is in force and the last check found nothing wrong, 1 otherwise.
+ */
+export async function policyStatusCommand(opts: {
+  config: AirlockConfig;
+  json?: boolean;
+  out?: NodeJS.WritableStream;
+}): Promise<number> {
+  const out = opts.out ?? process.stdout;
+  const { config } = opts;
+  if (!config.policyGit) {
+    if (opts.json) out.write(JSON.stringify({ source: { folder: config.policies } }) + '\n');
+    else out.write(`source:     folder ${config.policies} (not from git; see airlock policy check)\n`);
+    return 0;
+  }
+  const { policyGitStatusFile } = await import('../policy/git-source.js');
+  const file = policyGitStatusFile(config.stateDir);
+  let status: import('../policy/git-source.js').PolicyGitStatus | undefined;
+  try {
+    status = JSON.parse(await readFile(file, 'utf8')) as import('../policy/git-source.js').PolicyGitStatus;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? `no status yet: airlock serve has not fetched ${config.policyGit.url} (no ${file})`
+        : `cannot read ${file} (${code ?? (err as Error).message})`;
+    if (opts.json) out.write(JSON.stringify({ source: { git: config.policyGit.url }, error: why }) + '\n');
+    else out.write(`${why}\n`);
+    return 1;
+  }
+  const running = processRunning(status.pid);
+  if (opts.json) {
+    out.write(JSON.stringify({ ...status, brokerRunning: running }) + '\n');
+  } else {
+    const s = status.source;
+    const signed = s.requireSignedBy.length
+      ? `signatures required (${plural(s.requireSignedBy.length, 'key')})`
+      : 'signatures not required';
+    const lines = [
+      `source:     git ${s.git} ref ${s.ref}${s.path ? ` path ${s.path}` : ''}, every ${s.every}, ${signed}`,
+      `commit:     ${status.commit ? `${status.commit}${status.subject ? ` "${status.subject}"` : ''}` : 'none (no teams)'}`,
+      ...(status.commit ? [`in force:   since ${status.appliedAt}`] : []),
+      `signer:     ${status.signer ?? (status.commit ? 'not checked (no requireSignedBy)' : '-')}`,
+      `teams:      ${status.teams.length ? status.teams.join(', ') : '(none)'}`,
+      `fetched:    ${status.fetchedAt ?? 'never'} (last check ${status.checkedAt ?? 'never'})`,
+      `broker:     pid ${status.pid}${running ? '' : ' (not running: this status may be stale)'}`,
+      `last error: ${status.lastError ? `${status.lastError.at}: ${status.lastError.message}` : 'none'}`,
+    ];
+    out.write(lines.join('\n') + '\n');
+  }
+  return status.commit && !status.lastError ? 0 : 1;
+}
+
+function processRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function policyStatusMain(ctx: CommandContext): Promise<number> {
+  return policyStatusCommand({ config: await ctx.config(), json: Boolean(ctx.values.json) });
 }

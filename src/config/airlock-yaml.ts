@@ -5,7 +5,10 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { BROKER_ID } from '../audit/broker-id.js';
 import { secretConfigSchema, secretNameSchema, type SecretConfig } from '../secrets/config.js';
+import { telemetryConfigSchema, type TelemetryConfig } from '../telemetry/config.js';
+import { policyGitSchema, resolvePolicyGit, type PolicyGitConfig } from '../policy/git-source-config.js';
 import {
   formatIssue,
   issueAt,
@@ -30,15 +33,50 @@ export interface AirlockConfig {
   stateDir: string;
   /** gid whose members may decide approvals (control socket 0660 to that group). */
   approvers?: number;
-  /** Absolute path of the policy folder. */
+  /**
+   * Absolute path of the policy folder. With `policyGit`, the folder of the commit in force
+   * (`<stateDir>/policy-git/current`), which `airlock serve` keeps up to date.
+   */
   policies: string;
-  audit: { file: string };
+  /** `policies: { git: … }`: policies come from a git repository (src/policy/git-source.ts). */
+  policyGit?: PolicyGitConfig;
+  audit: {
+    file: string;
+    /** Central audit: every record is also shipped to this PostgreSQL table (src/audit/shipper.ts). */
+    postgres?: AuditPostgresConfig;
+  };
+  /** `brokerId`: overrides the id made once in <stateDir>/broker-id (src/audit/broker-id.ts). */
+  brokerId?: string;
   secrets: Record<string, SecretConfig>;
   /** `secrets: { strict: true }`: serve refuses to start while any secret does not resolve. */
   strictSecrets?: boolean;
   /** MCP sessions open at once: per team (all its servers) and for the whole broker. */
   sessions: { maxPerTeam: number; maxTotal: number };
+  /** OpenTelemetry export (src/telemetry); absent: off, and no @opentelemetry module is loaded. */
+  telemetry?: TelemetryConfig;
+  /** Where rateLimit and dailyTokenBudget count: this host (absent, or store local) or PostgreSQL for the fleet. */
+  limits?: LimitsConfig;
 }
+
+export interface AuditPostgresConfig {
+  /** Name of the secret holding the postgres:// URL of the shipping role. */
+  connection: string;
+  /** Table name, optionally schema-qualified (`audit.airlock_audit`). */
+  table: string;
+}
+
+export const DEFAULT_AUDIT_TABLE = 'airlock_audit';
+
+/** `limits:` (src/limits): `connection` is set whenever `store` is postgres. */
+export interface LimitsConfig {
+  store: 'local' | 'postgres';
+  /** Name of the secret holding the postgres:// URL. */
+  connection?: string;
+  /** Longest wait for the store on one check; past it the call fails closed. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_LIMITS_TIMEOUT_MS = 2000;
 
 export const DEFAULT_MAX_SESSIONS_PER_TEAM = 256;
 export const DEFAULT_MAX_SESSIONS = 1024;
@@ -73,8 +111,37 @@ export const configSchema = z
     approvers: groupSchema
       .optional()
       .describe('Group (name or gid) whose members may decide approvals besides the broker user'),
-    policies: pathSchema('policies').default('./policies').describe('Folder of team policy files'),
-    audit: z.object({ file: pathSchema('audit.file').describe('Append-only JSON lines audit log') }).strict(),
+    policies: z
+      .union([pathSchema('policies').describe('Folder of team policy files'), policyGitSchema])
+      .default('./policies')
+      .describe('Folder of team policy files, or { git: <url>, … } to take them from a git repository'),
+    audit: z
+      .object({
+        file: pathSchema('audit.file').describe('Append-only JSON lines audit log'),
+        postgres: z
+          .object({
+            connection: secretNameSchema.describe('Secret holding the postgres:// URL of the shipping role'),
+            table: z
+              .string()
+              .regex(
+                /^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$/,
+                'table names are lower-case identifiers, optionally schema.table',
+              )
+              .default(DEFAULT_AUDIT_TABLE),
+          })
+          .strict()
+          .optional()
+          .describe('Central audit: every record is also shipped to this PostgreSQL table'),
+      })
+      .strict(),
+    brokerId: z
+      .string()
+      .regex(
+        BROKER_ID,
+        'broker ids use letters, digits, ".", "_" and "-" (at most 64, not starting with one of ".", "_", "-")',
+      )
+      .optional()
+      .describe("This broker's id in audit records (default: made once in <stateDir>/broker-id)"),
     secrets: z.record(secretNameSchema, secretConfigSchema).default({}).describe('Named secrets'),
     sessions: z
       .object({
@@ -84,6 +151,20 @@ export const configSchema = z
       .strict()
       .default({ maxPerTeam: DEFAULT_MAX_SESSIONS_PER_TEAM, maxTotal: DEFAULT_MAX_SESSIONS })
       .describe('MCP sessions open at once, per team and in total; past them a connection is refused'),
+    telemetry: telemetryConfigSchema.optional(),
+    limits: z
+      .object({
+        store: z.enum(['local', 'postgres']).default('local'),
+        connection: secretNameSchema
+          .optional()
+          .describe('Secret holding the postgres:// URL (store: postgres)'),
+        timeoutMs: z.number().int().min(50).max(60_000).default(DEFAULT_LIMITS_TIMEOUT_MS),
+      })
+      .strict()
+      .default({ store: 'local', timeoutMs: DEFAULT_LIMITS_TIMEOUT_MS })
+      .describe(
+        'Where rateLimit and model dailyTokenBudget count: local (this host) or postgres (fleet-wide; fails closed when unreachable)',
+      ),
   })
   .strict();
 
@@ -231,6 +312,32 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     if (approvers === undefined)
       issues.push(issueAt(src, ['approvers'], `unknown group "${raw.approvers}" (not in /etc/group)`));
   }
+  const stateDir = path.resolve(dir, raw.stateDir);
+  let policyGit: PolicyGitConfig | undefined;
+  if (typeof raw.policies === 'object') {
+    const resolved = await resolvePolicyGit(raw.policies, src, dir, raw.secrets, (f, max) =>
+      readRegularTextFile(f, max),
+    );
+    issues.push(...resolved.issues);
+    policyGit = resolved.config;
+  }
+  for (const [header, secret] of Object.entries(raw.telemetry?.otlp.headers ?? {})) {
+    const where = ['telemetry', 'otlp', 'headers', header];
+    const config = raw.secrets[secret];
+    if (!config) issues.push(issueAt(src, where, `unknown secret "${secret}" (not in secrets:)`));
+    else if ('githubApp' in config)
+      issues.push(issueAt(src, where, `secret "${secret}" is a GitHub App, not a value for a header`));
+  }
+  const centralAudit = raw.audit.postgres;
+  if (centralAudit && !Object.hasOwn(raw.secrets, centralAudit.connection))
+    issues.push(
+      issueAt(
+        src,
+        ['audit', 'postgres', 'connection'],
+        `unknown secret "${centralAudit.connection}" (not in secrets)`,
+      ),
+    );
+  issues.push(...limitsIssues(src, raw));
   if (issues.length) throw new ConfigError(issues);
 
   const secrets: Record<string, SecretConfig> = {};
@@ -243,13 +350,59 @@ export async function loadConfig(file: string): Promise<AirlockConfig> {
     ...(socketGroup !== undefined ? { socketGroup } : {}),
     socketGroups,
     ...(approvers !== undefined ? { approvers } : {}),
-    stateDir: path.resolve(dir, raw.stateDir),
-    policies: path.resolve(dir, raw.policies),
-    audit: { file: path.resolve(dir, raw.audit.file) },
+    stateDir,
+    policies:
+      typeof raw.policies === 'string'
+        ? path.resolve(dir, raw.policies)
+        : path.join(stateDir, 'policy-git', 'current'),
+    ...(policyGit ? { policyGit } : {}),
+    audit: {
+      file: path.resolve(dir, raw.audit.file),
+      ...(centralAudit
+        ? { postgres: { connection: centralAudit.connection, table: centralAudit.table } }
+        : {}),
+    },
+    ...(raw.brokerId !== undefined ? { brokerId: raw.brokerId } : {}),
     secrets,
     ...(strict.value !== undefined ? { strictSecrets: strict.value } : {}),
     sessions: raw.sessions,
+    ...(raw.telemetry ? { telemetry: raw.telemetry } : {}),
+    limits: raw.limits,
   };
+}
+
+/** A postgres store needs a connection secret that exists and holds a plain value. */
+function limitsIssues(src: Parameters<typeof issueAt>[0], raw: z.infer<typeof configSchema>): PolicyIssue[] {
+  const { store, connection } = raw.limits;
+  if (connection === undefined) {
+    return store === 'postgres'
+      ? [
+          issueAt(
+            src,
+            ['limits'],
+            'limits.connection is required when store is postgres: name the secret holding the postgres:// URL',
+          ),
+        ]
+      : [];
+  }
+  const secret = raw.secrets[connection];
+  if (!secret)
+    return [
+      issueAt(
+        src,
+        ['limits', 'connection'],
+        `unknown secret "${connection}"; known secrets: ${Object.keys(raw.secrets).join(', ') || 'none'}`,
+      ),
+    ];
+  if ('githubApp' in secret)
+    return [
+      issueAt(
+        src,
+        ['limits', 'connection'],
+        `secret "${connection}" is a GitHub App; the limits store needs a secret holding a postgres:// URL`,
+      ),
+    ];
+  return [];
 }
 
 /** Splits a boolean `secrets.strict` off the data (which is then validated without it). */

@@ -35,7 +35,10 @@
 //   max_tokens before it is forwarded and is settled to the reported usage after; a request is
 //   admitted while usage plus reservations is under the budget, so concurrent requests overshoot
 //   it by at most one request. One the upstream received that reports no usage (the client left
-//   before the first byte) is charged its reservation.
+//   before the first byte) is charged its reservation. With `limits: { store: postgres }` the
+//   budget counts fleet-wide in PostgreSQL instead (src/limits/fleet.ts): the reservation is
+//   added to the team's row in the statement that checks it, and the request is refused (503)
+//   when the store does not answer.
 // - Memory: request bodies are buffered whole (the model name is audited before forwarding),
 //   against a per-request cap and a process-wide cap over all connections and teams.
 import { randomUUID } from 'node:crypto';
@@ -55,6 +58,7 @@ import type { AuditEntry } from '../audit/log.js';
 import { matchGlob } from '../policy/glob.js';
 import { pathTrickProblem } from '../net/path-tricks.js';
 import type { Logger } from '../log.js';
+import type { FleetTokenBudget } from '../limits/fleet.js';
 import type { ModelPolicy } from '../policy/team-policy.js';
 import { REDACTED, type Redactor } from '../secrets/redact.js';
 import type { SecretAccess } from '../tool.js';
@@ -98,6 +102,8 @@ export interface ModelProxyDeps {
   limits?: Partial<ModelProxyLimits>;
   /** The byte budget shared with the other teams' proxies (default: this process's). */
   bufferedBytes?: ByteBudget;
+  /** `limits: { store: postgres }`: dailyTokenBudget counts fleet-wide there (and fails closed). */
+  fleetBudget?: FleetTokenBudget;
 }
 
 /** Bytes held across connections (request bodies being read), against one cap. */
@@ -349,7 +355,30 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     //    is reserved before it is forwarded and settled to the real usage after, so concurrent
     //    requests see each other: together they overshoot the budget by at most one request.
     const reservation = estimateInputTokens(body) + (requested.maxTokens ?? 0);
-    if (section.dailyTokenBudget !== undefined) {
+    let fleetReservation: { settle(tokens: number): Promise<void> } | undefined;
+    if (section.dailyTokenBudget !== undefined && deps.fleetBudget) {
+      // Fleet-wide: the reservation is added to the team's row in the same statement that checks it.
+      let reserved;
+      try {
+        reserved = await deps.fleetBudget.reserve(deps.team, section.dailyTokenBudget, reservation);
+      } catch (err) {
+        return refuse(503, 'api_error', 'model.dailyTokenBudget', (err as Error).message, {
+          'retry-after': '5',
+        });
+      }
+      if (!reserved.ok) {
+        const wait = msUntilUtcMidnight(new Date());
+        return refuse(
+          429,
+          'rate_limit_error',
+          'model.dailyTokenBudget',
+          `daily token budget of ${section.dailyTokenBudget} tokens for team "${deps.team}" is used up across the fleet ` +
+            `(${reserved.used} used or reserved today); resets at 00:00 UTC (in ${formatHoursMinutes(wait)})`,
+          { 'retry-after': String(Math.ceil(wait / 1000)) },
+        );
+      }
+      fleetReservation = reserved;
+    } else if (section.dailyTokenBudget !== undefined) {
       const today = await usage.current();
       const used = usageTokens(today);
       // No await between this check and the reservation: it is atomic on the event loop.
@@ -412,6 +441,8 @@ export function createModelProxy(deps: ModelProxyDeps): http.Server {
     }
     const tokens = usageTokens(outcome.usage);
     if (tokens > 0) await usage.add(outcome.usage);
+    // Corrects the fleet row to what was really used (nothing, if nothing reached the upstream).
+    if (fleetReservation) await fleetReservation.settle(tokens);
 
     // 6. Result record, then the end of the response (or a drop if it cannot be written).
     try {

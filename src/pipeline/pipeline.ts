@@ -18,7 +18,9 @@ import { argumentBoundProblem, unrecordedSummary } from './bounds.js';
 import type { Logger } from '../log.js';
 import { untilAborted } from './abort.js';
 import type { Redactor } from '../secrets/redact.js';
-import { formatWait, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
+import type { Telemetry, ToolCallTelemetry } from '../telemetry/telemetry.js';
+import { formatWait, type RateDecision, type RateLimiter, type RateLimitSpec } from '../policy/ratelimit.js';
+import type { FleetRateLimiter } from '../limits/fleet.js';
 import {
   ToolError,
   type AnyToolDefinition,
@@ -62,12 +64,16 @@ export interface PipelineDeps {
   secrets: { forTeam(team: string): SecretAccess };
   redactor: Redactor;
   rateLimiter: RateLimiter;
+  /** `limits: { store: postgres }`: rateLimits count fleet-wide there instead (and fail closed). */
+  fleetLimits?: FleetRateLimiter;
   stateDir: string;
   log: Logger;
   /** Holds calls whose policy says `approve` until a human decides (absent: such calls are refused). */
   approvals?: Pick<ApprovalService, 'await'>;
   /** Upper bound for one call, whatever the tool does (a hung upstream never holds a session forever). */
   callTimeoutMs?: number;
+  /** OpenTelemetry (src/telemetry); absent when off, so a call costs one null check. */
+  telemetry?: Telemetry;
 }
 
 const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
@@ -107,6 +113,10 @@ export class CallPipeline {
     return this.inFlight;
   }
 
+  get telemetry(): Telemetry | undefined {
+    return this.deps.telemetry;
+  }
+
   /** The tools this team's policy enables on this server: nothing else exists for the session. */
   listTools(team: string, server: ServerName): Tool[] {
     const def = this.deps.servers.get(server);
@@ -131,12 +141,31 @@ export class CallPipeline {
     return described;
   }
 
-  async call(
+  /**
+   * One tools/call. `requestId` and `meta` (the request's `params._meta`, for its `traceparent`)
+   * are read only by telemetry.
+   */
+  call(
     session: SessionInfo,
     name: string,
     rawArgs: unknown,
     signal?: AbortSignal,
     progress?: ProgressSink,
+    requestId?: string | number,
+    meta?: unknown,
+  ): Promise<CallToolResult> {
+    const span = this.deps.telemetry?.startToolCall(session, name, requestId, meta);
+    if (span === undefined) return this.admit(session, name, rawArgs, signal, progress);
+    return this.admit(session, name, rawArgs, signal, progress, span).finally(() => span.end());
+  }
+
+  private async admit(
+    session: SessionInfo,
+    name: string,
+    rawArgs: unknown,
+    signal?: AbortSignal,
+    progress?: ProgressSink,
+    span?: ToolCallTelemetry,
   ): Promise<CallToolResult> {
     const active = this.perSession.get(session.id) ?? 0;
     if (active >= MAX_CALLS_PER_SESSION) {
@@ -145,12 +174,13 @@ export class CallPipeline {
         auditHead(session, name, this.safeAuditArgs(rawArgs)),
         { rule: 'session.concurrency', reason, outcome: 'denied' },
         `denied: session.concurrency: ${reason}`,
+        span,
       );
     }
     this.perSession.set(session.id, active + 1);
     this.inFlight++;
     try {
-      return await this.run(session, name, rawArgs ?? {}, signal, progress);
+      return await this.run(session, name, rawArgs ?? {}, signal, progress, span);
     } catch (err) {
       // A bug or an input no check foresaw: still one audited, redacted refusal, never a crash.
       const message = this.deps.redactor.scrub((err as Error)?.message ?? String(err));
@@ -162,6 +192,7 @@ export class CallPipeline {
         auditHead(session, name, this.safeAuditArgs(rawArgs)),
         { rule: 'internal', reason: message, outcome: 'error', error: message },
         `error: the call could not be handled (${message})`,
+        span,
       );
     } finally {
       const left = (this.perSession.get(session.id) ?? 1) - 1;
@@ -177,6 +208,7 @@ export class CallPipeline {
     rawArgs: unknown,
     signal?: AbortSignal,
     progress?: ProgressSink,
+    span?: ToolCallTelemetry,
   ): Promise<CallToolResult> {
     const started = performance.now();
     const { team, server } = session;
@@ -187,6 +219,7 @@ export class CallPipeline {
         auditHead(session, name, unrecordedSummary(rawArgs, tooLarge)),
         { rule: 'session.arguments', reason: tooLarge, outcome: 'denied' },
         `invalid argument: ${tooLarge}`,
+        span,
       );
     }
     const base = auditHead(session, name, this.auditArgs(rawArgs));
@@ -198,6 +231,7 @@ export class CallPipeline {
         base,
         { rule, reason: redactor.scrub(reason), outcome: 'denied', durationMs: elapsed() },
         redactor.scrub(text),
+        span,
       );
 
     // 1. Default deny: a tool the team's policy does not list does not exist for it.
@@ -223,6 +257,7 @@ export class CallPipeline {
     const args = parsed.data;
 
     // 3. Policy.
+    if (tool.prepare) await tool.prepare();
     let decision;
     try {
       decision = tool.authorize(args, { team, section, options });
@@ -234,11 +269,20 @@ export class CallPipeline {
 
     // 4. Rate limit (only allowed calls spend a token).
     if (options.rateLimit) {
-      const rl = this.deps.rateLimiter.take(`${team}/${server}/${name}`, options.rateLimit);
+      const fleet = this.deps.fleetLimits;
+      let rl: RateDecision;
+      try {
+        rl = fleet
+          ? await fleet.take(team, `${server}/${name}`, options.rateLimit)
+          : this.deps.rateLimiter.take(`${team}/${server}/${name}`, options.rateLimit);
+      } catch (err) {
+        // The fleet store is down or slow: refused, never counted locally instead.
+        return deny(`${rulePrefix}.rateLimit`, (err as Error).message);
+      }
       if (!rl.ok) {
         return deny(
           `${rulePrefix}.rateLimit`,
-          `rate limit ${options.rateLimit.text} reached; next call allowed in ${formatWait(rl.retryAfterMs)}`,
+          `rate limit ${options.rateLimit.text} reached${fleet ? ' across the fleet' : ''}; next call allowed in ${formatWait(rl.retryAfterMs)}`,
         );
       }
     }
@@ -253,6 +297,7 @@ export class CallPipeline {
         { err: (err as Error).message, team, server, tool: name },
         'audit write failed; call refused',
       );
+      span?.settle('allow', 'error', 'audit_unavailable');
       return errorResult(
         `refused: the audit log is unavailable, so nothing was done (${(err as Error).message})`,
       );
@@ -365,6 +410,7 @@ export class CallPipeline {
 
     // 8. Durable result record before the answer goes back.
     const resultBytes = Buffer.byteLength(JSON.stringify(result));
+    span?.settle(lateDenial ? 'deny' : 'allow', outcome);
     try {
       await this.deps.audit.append({
         ...allowed,
@@ -384,6 +430,7 @@ export class CallPipeline {
         { err: (err as Error).message, team, server, tool: name, call },
         'audit write failed; result withheld',
       );
+      span?.settle('allow', 'error', 'audit_unavailable');
       return errorResult(
         `refused: the audit log is unavailable, so the result is withheld (${(err as Error).message})`,
       );
@@ -406,7 +453,9 @@ export class CallPipeline {
       durationMs?: number;
     },
     text: string,
+    span?: ToolCallTelemetry,
   ): Promise<CallToolResult> {
+    span?.settle('deny', refusal.outcome, refusal.outcome === 'error' ? 'internal' : undefined);
     try {
       await this.deps.audit.append({ ...head, phase: 'result', decision: 'deny', ...refusal });
       return errorResult(text);

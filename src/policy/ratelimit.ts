@@ -1,6 +1,7 @@
 // Per-tool rate limits (`rateLimit: N/period` on any tool entry), one token bucket per
 // team + server + tool: up to N calls in a burst, refilled at N per period. A denial says
-// exactly when the next call will be allowed.
+// exactly when the next call will be allowed. With `limits: { store: postgres }` the same bucket
+// lives in PostgreSQL instead, shared by every broker (src/limits/postgres-store.ts).
 export interface RateLimitSpec {
   count: number;
   periodMs: number;

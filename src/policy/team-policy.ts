@@ -104,12 +104,25 @@ export type ModelPolicy = z.output<typeof modelSectionSchema>;
 
 const RESERVED_SECTIONS = new Set(['model']);
 
+/**
+ * A schema built the first time something reads it. A zod schema is built eagerly (and each
+ * `.describe()` copies it): building every tool's entry of every server up front was most of a
+ * policy check's time, while a policy lists a few tools. Built once, so walking it (yaml-positions
+ * unwraps lazies to name allowed keys) sees one schema.
+ */
+function builtOnUse<T extends z.ZodType>(build: () => T): z.ZodLazy<T> {
+  let built: T | undefined;
+  return z.lazy(() => (built ??= build()));
+}
+
 function toolsSchema(server: ServerDefinition): z.ZodObject {
   const shape: Record<string, z.ZodType> = {};
   for (const tool of server.tools) {
-    shape[tool.name] = tool.options
-      .extend({ rateLimit: rateLimitSchema.optional(), approve: approveSchema(tool).optional() })
-      .strict()
+    shape[tool.name] = builtOnUse(() =>
+      tool.options
+        .extend({ rateLimit: rateLimitSchema.optional(), approve: approveSchema(tool).optional() })
+        .strict(),
+    )
       .optional()
       .describe(`${tool.title}: ${tool.description}`);
   }
@@ -119,12 +132,19 @@ function toolsSchema(server: ServerDefinition): z.ZodObject {
     .describe(`Tools of ${server.name} this team may call; unlisted tools do not exist`);
 }
 
-/** The schema of one server's section: its own fields plus `tools`. */
+const sectionSchemas = new WeakMap<ServerDefinition, z.ZodObject>();
+
+/** The schema of one server's section: its own fields plus `tools` (built once per server). */
 export function serverSectionSchema(server: ServerDefinition): z.ZodObject {
-  return server.section
-    .extend({ tools: toolsSchema(server) })
-    .strict()
-    .describe(server.description);
+  let schema = sectionSchemas.get(server);
+  if (!schema) {
+    schema = server.section
+      .extend({ tools: toolsSchema(server) })
+      .strict()
+      .describe(server.description);
+    sectionSchemas.set(server, schema);
+  }
+  return schema;
 }
 
 export function buildPolicySchema(servers: ServerDefinition[]): z.ZodObject {
@@ -380,6 +400,10 @@ async function checkFiles(
   mode: SecretCheckMode = 'config',
 ): Promise<{ checks: FileCheck[]; issues: PolicyIssue[] }> {
   const listed = paths && paths.length ? await expandPaths(paths) : await listPolicyFiles(config.policies);
+  // Policies from git: the folder is the commit `airlock serve` put in force, once it has one.
+  if (config.policyGit && !(paths && paths.length) && listed.issues[0]?.message.endsWith('(ENOENT)')) {
+    listed.issues[0].message = `no policy commit in force yet: airlock serve fetches ${config.policyGit.url} into this folder (see airlock policy status)`;
+  }
   const issues = [...listed.issues];
   const schema = buildPolicySchema(servers);
   const checks: FileCheck[] = [];
@@ -464,6 +488,12 @@ export async function checkPolicyFiles(
 
 const RELOAD_DEBOUNCE_MS = 100;
 
+/** Where policies come from when not a watched folder (see PolicyStore.attachSource). */
+export interface PolicySource {
+  reload(): Promise<{ changed: string[]; errors: PolicyIssue[] }>;
+  close(): void;
+}
+
 function samePolicy(a: TeamPolicy, b: TeamPolicy): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -480,6 +510,7 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
   private queue: Promise<unknown> = Promise.resolve();
   private waiting: Promise<{ changed: string[]; errors: PolicyIssue[] }> | undefined;
   private closed = false;
+  private source: PolicySource | undefined;
 
   private constructor(
     private readonly config: AirlockConfig,
@@ -501,6 +532,11 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
     return store;
   }
 
+  /** A store with no teams yet, for a source that fills it with replaceAll. */
+  static empty(config: AirlockConfig, servers: ServerDefinition[], log: Logger): PolicyStore {
+    return new PolicyStore(config, servers, log);
+  }
+
   get(team: string): TeamPolicy | undefined {
     return this.byTeam.get(team);
   }
@@ -515,6 +551,7 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
    * SIGHUPs or file events costs one reload, not one each.
    */
   reload(): Promise<{ changed: string[]; errors: PolicyIssue[] }> {
+    if (this.source) return this.source.reload();
     if (this.waiting) return this.waiting;
     const run = this.queue.then(() => {
       this.waiting = undefined;
@@ -566,6 +603,11 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
     for (const issue of issues)
       this.log.error({ file: issue.file, line: issue.line, col: issue.col }, formatIssue(issue));
 
+    return { changed: this.swapIn(next), errors: issues };
+  }
+
+  /** Puts `next` in force; emits `change` with the teams whose policy differs. */
+  private swapIn(next: Map<string, TeamPolicy>): string[] {
     const changed: string[] = [];
     for (const [team, policy] of next) {
       const before = this.byTeam.get(team);
@@ -579,7 +621,23 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
       this.log.info({ teams: changed }, `policies changed: ${changed.join(', ')}`);
       this.emit('change', changed);
     }
-    return { changed, errors: issues };
+    return changed;
+  }
+
+  /**
+   * Replaces the whole set at once (a policy source that validated every file first, e.g. a git
+   * commit): teams absent from `policies` are dropped. Returns the teams that changed.
+   */
+  replaceAll(policies: TeamPolicy[]): string[] {
+    return this.swapIn(new Map(policies.map((p) => [p.team, p])));
+  }
+
+  /**
+   * Hands reloads (SIGHUP) and closing to another source of policies (git): the folder is then
+   * not watched or re-read by the store itself.
+   */
+  attachSource(source: PolicySource): void {
+    this.source = source;
   }
 
   /**
@@ -587,7 +645,7 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
    * the original replace the inode, which a per-file watch would lose). Events are debounced.
    */
   watch(): void {
-    if (this.watcher || this.closed) return;
+    if (this.watcher || this.closed || this.source) return;
     try {
       this.watcher = fsWatch(this.config.policies, { persistent: false }, (_event, filename) => {
         if (filename && !isPolicyFileName(filename.toString())) return;
@@ -620,6 +678,7 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
 
   close(): void {
     this.closed = true;
+    this.source?.close();
     clearTimeout(this.debounce);
     this.debounce = undefined;
     this.watcher?.close();

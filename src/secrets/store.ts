@@ -137,6 +137,20 @@ export class SecretStore {
   }
 
   /**
+   * A value for the broker's own use (telemetry headers, the central audit or fleet limit
+   * connection, the policy repository's credential): no team asks for it, so `teams` does not apply. Registered with the redactor
+   * like every value.
+   */
+  async brokerValue(name: string): Promise<string> {
+    const config = this.config(name);
+    if (!config) throw new SecretError(name, `unknown secret "${name}"`);
+    if ('githubApp' in config) throw new SecretError(name, `secret "${name}" is a GitHub App, not a value`);
+    const { value, warnings } = await this.cached(name, config);
+    for (const w of warnings) this.warnOnce(w);
+    return value;
+  }
+
+  /**
    * A GitHub credential for `team`: a token secret's value as is, or for a githubApp secret an
    * installation token minted for exactly `scope()` (asked for only then) and cached until
    * shortly before it expires.

@@ -28,7 +28,7 @@ interface PlainToolCall {
   params: {
     name: string;
     arguments?: Record<string, unknown>;
-    _meta?: { progressToken?: string | number };
+    _meta?: { progressToken?: string | number; traceparent?: string; tracestate?: string };
   };
 }
 
@@ -40,7 +40,8 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 /**
  * `message` as a tools/call request the SDK would accept unchanged (JSONRPCRequestSchema and
- * CallToolRequestSchema), with no task and no _meta beyond a progress token; else undefined.
+ * CallToolRequestSchema), with no task and no _meta beyond a progress token and W3C trace
+ * context (`traceparent`, `tracestate` strings); else undefined.
  * Stricter than the schemas: whatever this refuses simply takes the SDK path.
  */
 function plainToolCall(message: unknown): PlainToolCall | undefined {
@@ -54,7 +55,11 @@ function plainToolCall(message: unknown): PlainToolCall | undefined {
   const meta = params._meta;
   if (meta !== undefined) {
     if (!isPlainObject(meta)) return undefined;
-    for (const key in meta) if (key !== 'progressToken') return undefined;
+    for (const key in meta) {
+      if (key === 'traceparent' || key === 'tracestate') {
+        if (typeof meta[key] !== 'string') return undefined;
+      } else if (key !== 'progressToken') return undefined;
+    }
     const token = meta.progressToken;
     if (token !== undefined && typeof token !== 'string' && !Number.isSafeInteger(token)) return undefined;
   }
@@ -129,7 +134,15 @@ export async function openSession(
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     requireInitialized();
     const progress = progressSink(request.params._meta?.progressToken, (n) => extra.sendNotification(n));
-    return pipeline.call(info, request.params.name, request.params.arguments ?? {}, extra.signal, progress);
+    return pipeline.call(
+      info,
+      request.params.name,
+      request.params.arguments ?? {},
+      extra.signal,
+      progress,
+      extra.requestId,
+      request.params._meta,
+    );
   });
 
   // The tools/call fast path: a well-formed call on an initialized session goes from the transport
@@ -150,7 +163,7 @@ export async function openSession(
       if (!signal.aborted) await server.notification(n, { relatedRequestId: id });
     });
     void pipeline
-      .call(info, params.name, params.arguments ?? {}, signal, progress)
+      .call(info, params.name, params.arguments ?? {}, signal, progress, id, params._meta)
       .then(checkedResult)
       .then(
         (result) => {
@@ -183,9 +196,11 @@ export async function openSession(
     // As the SDK does for its own handlers: a closed session aborts its calls.
     for (const controller of fastCalls.values()) controller.abort();
     fastCalls.clear();
+    pipeline.telemetry?.sessionClosed(info);
     resolveClosed();
   };
   await server.connect(opts.transport);
+  pipeline.telemetry?.sessionOpened(info);
   if (transport instanceof NdjsonTransport) {
     transport.interceptFrame = fastCall;
     // Cancellation stays the SDK's message to validate; it also reaches fast-path calls.

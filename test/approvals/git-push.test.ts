@@ -56,7 +56,11 @@ beforeAll(async () => {
     username: 'x-access-token',
     password: PASSWORD,
   });
+  // Made for the agent as an operator would (install -d -o <agent> -m 2775): a broker running
+  // as root refuses to create a work tree that would be root's.
   workTree = path.join(root, 'wt');
+  await fs.mkdir(workTree, { mode: 0o2775 });
+  if (process.getuid?.() === 0) await fs.chown(workTree, 1000, 1000);
   await inst.writePolicy(
     'acme.yaml',
     `team: acme

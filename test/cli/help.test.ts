@@ -60,6 +60,7 @@ describe('--help', () => {
     const bare = airlock(['policy']);
     expect(bare.status).toBe(1);
     expect(bare.stderr).toContain('airlock policy check');
+    expect(bare.stderr).toContain('airlock policy status');
   });
 
   it('--version prints the version', () => {

@@ -3,7 +3,7 @@
 // dist/src/cli.js is a bundle (build/bundle-cli.mjs): a loaded chunk counts as every module and
 // package its build manifest says it holds.
 import { spawnSync } from 'node:child_process';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, REPO_ROOT } from '../helpers/fixture.js';
@@ -20,28 +20,38 @@ beforeAll(async () => {
   dir = await emptyDir();
   await writeFile(
     path.join(dir, 'airlock.yaml'),
-    `socketDir: ./run\nstateDir: ./state\npolicies: .\naudit:\n  file: ./audit.jsonl\n`,
+    `socketDir: ./run\nstateDir: ./state\npolicies: .\naudit:\n  file: ./audit.jsonl\nsecrets:\n  pg-url: { env: AIRLOCK_LAZY_PG_URL }\n`,
   );
   await writeFile(path.join(dir, 'audit.jsonl'), '');
   await writeFile(
     path.join(dir, 'acme.yaml'),
     `team: acme\nservers:\n  http:\n    hosts:\n      - origin: https://api.example.com\n    tools:\n      http_request: {}\n`,
   );
+  // A postgres policy with an approval condition on statement classes (read from the SQL parse
+  // at call time): checking it must not load the parser.
+  await writeFile(
+    path.join(dir, 'data.yaml'),
+    `team: data\nservers:\n  postgres:\n    databases:\n      app:\n        connection: pg-url\n        tables: ['public.*']\n    tools:\n      query:\n        approve: { when: { statements: [insert, update] } }\n      explain: {}\n`,
+  );
 });
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** Exit status of the last `loaded` run. */
+let lastStatus: number | null = null;
+
 /** The packages and dist modules `airlock ARGS…` loads. */
 async function loaded(args: string[]): Promise<{ packages: string[]; modules: string[] }> {
   const trace = path.join(dir, `trace-${args.join('-').replace(/\W/g, '')}.txt`);
-  spawnSync(process.execPath, ['--import', TRACER, CLI, ...args], {
+  const run = spawnSync(process.execPath, ['--import', TRACER, CLI, ...args], {
     cwd: dir,
     input: '',
     timeout: 20_000,
     env: { PATH: process.env.PATH, AIRLOCK_TRACE_IMPORTS: trace },
   });
   const urls = (await readFile(trace, 'utf8')).trim().split('\n');
+  lastStatus = run.status;
   const packages = new Set<string>();
   const modules = new Set<string>();
   for (const url of urls) {
@@ -101,6 +111,7 @@ describe('each command loads only what it runs', () => {
       expect(modules).not.toContain('src/broker.js');
       expect(modules).not.toContain('src/pipeline/pipeline.js');
       expect(packages).toContain('zod'); // the config is validated: the trace sees packages
+      expect(packages, 'the SQL parser loads on the first postgres call').not.toContain('libpg-query');
     }
     expect((await loaded(['audit', 'verify', '--file', path.join(dir, 'audit.jsonl')])).packages).toEqual([]);
   });
@@ -109,7 +120,34 @@ describe('each command loads only what it runs', () => {
     const { packages, modules } = await loaded(['stdio', 'http', '--team', 'acme']);
     expect(modules).toContain('src/broker.js');
     expect(packages).toContain('@modelcontextprotocol/sdk');
-    for (const unneeded of ['pg', '@octokit/rest', '@octokit/auth-app', '@napi-rs/keyring'])
+    for (const unneeded of ['pg', 'libpg-query', '@octokit/rest', '@octokit/auth-app', '@napi-rs/keyring'])
       expect(packages, unneeded).not.toContain(unneeded);
+  });
+
+  it('policy check validates a postgres policy without loading the SQL parser', async () => {
+    const good = await loaded(['policy', 'check', path.join(dir, 'data.yaml')]);
+    expect(lastStatus).toBe(0);
+    expect(good.packages).not.toContain('libpg-query');
+    // A mistake inside the tool entry (its schema is built when a policy lists the tool) is found at its place.
+    const bad = path.join(dir, 'bad', 'data.yaml');
+    await mkdir(path.dirname(bad), { recursive: true });
+    await writeFile(
+      bad,
+      (await readFile(path.join(dir, 'data.yaml'), 'utf8'))
+        .replace('[insert, update]', '[insert, upsert]')
+        .replace('explain: {}', 'explain: { bogus: 1 }'),
+    );
+    const r = spawnSync(process.execPath, [CLI, 'policy', 'check', bad], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH },
+    });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(
+      /data\.yaml:10:\d+: [^\n]*statements\[1\]: must be one of: select, explain, insert/,
+    );
+    expect(r.stdout).toContain(
+      'servers.postgres.tools.explain: unknown key "bogus" (allowed: rateLimit, approve)',
+    );
   });
 });

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { AuditLog, readAuditRecords, verifyAuditFile, type AuditRecord } from '../../src/audit/log.js';
 import { silentLogger } from '../../src/log.js';
+import type { FleetTokenBudget } from '../../src/limits/fleet.js';
 import { createModelProxy, type ModelProxyLimits, type ModelSection } from '../../src/model/proxy.js';
 import { modelSectionSchema } from '../../src/policy/team-policy.js';
 import { Redactor } from '../../src/secrets/redact.js';
@@ -38,6 +39,8 @@ export async function startProxy(opts: {
   limits?: Partial<ModelProxyLimits>;
   /** Reuse a folder (state and audit) from an earlier harness. */
   dir?: string;
+  /** A fleet-wide dailyTokenBudget store (`limits: { store: postgres }`). */
+  fleetBudget?: FleetTokenBudget;
 }): Promise<ProxyHarness> {
   // Short base path: Unix socket paths are limited to ~107 bytes.
   const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'alm-')));
@@ -60,6 +63,7 @@ export async function startProxy(opts: {
     stateDir,
     upstreamAllowPrivate: opts.allowPrivate ?? true,
     ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.fleetBudget ? { fleetBudget: opts.fleetBudget } : {}),
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -8,7 +8,7 @@ import { startPostgresCluster, type PostgresCluster } from '../../src/demo/postg
 import { SAFE_BUILTIN_FUNCTIONS } from '../../servers/postgres/functions.js';
 import { checkStatic } from '../../servers/postgres/rules.js';
 import { databaseSchema } from '../../servers/postgres/section.js';
-import { analyzeSql } from '../../servers/postgres/sql.js';
+import { analyzeSql, loadSqlParser } from '../../servers/postgres/sql.js';
 
 /** Families of pg_catalog functions with effects or reach beyond their arguments. */
 const HARMFUL =
@@ -18,6 +18,7 @@ let cluster: PostgresCluster;
 let catalog: Array<{ proname: string }>;
 
 beforeAll(async () => {
+  await loadSqlParser();
   cluster = await startPostgresCluster();
   const client = new pg.Client({
     connectionString: cluster.url({
