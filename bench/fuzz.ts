@@ -15,7 +15,7 @@ import { SERVERS } from '../src/servers.js';
 import { StreamScrubber, UsageTap } from '../src/model/proxy.js';
 import { Redactor } from '../src/secrets/redact.js';
 import { parseStatusPorcelainV2 } from '../servers/git/tools.js';
-import { analyzeSql, SqlRefusal } from '../servers/postgres/sql.js';
+import { analyzeSql, loadSqlParser, SqlRefusal } from '../servers/postgres/sql.js';
 import { checkStatic } from '../servers/postgres/rules.js';
 import { databaseSchema } from '../servers/postgres/section.js';
 import { sqlText } from '../test/properties/sql-grammar.js';
@@ -333,6 +333,7 @@ const TARGETS: Target[] = [
 ];
 
 async function main(): Promise<void> {
+  await loadSqlParser();
   const only = process.argv.slice(2);
   const targets = TARGETS.filter((t) => only.length === 0 || only.some((o) => t.name.includes(o)));
   const perTarget = (TOTAL_SECONDS * 1000) / targets.length;

@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresCluster, type PostgresCluster } from '../../src/demo/postgres-cluster.js';
-import { analyzeSql, SqlRefusal } from '../../servers/postgres/sql.js';
+import { analyzeSql, loadSqlParser, SqlRefusal } from '../../servers/postgres/sql.js';
 import { checkStatic } from '../../servers/postgres/rules.js';
 import { databaseSchema } from '../../servers/postgres/section.js';
 import { GRAMMAR_FINGERPRINT_SQL, GRAMMAR_SETUP_SQL, sqlText } from './sql-grammar.js';
@@ -35,6 +35,7 @@ describe('postgres classifier on a real cluster', () => {
   let admin: pg.Client;
 
   beforeAll(async () => {
+    await loadSqlParser();
     cluster = await startPostgresCluster();
     await cluster.admin('CREATE DATABASE prop');
     await cluster.admin(GRAMMAR_SETUP_SQL, 'prop');
