@@ -12,22 +12,14 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import { brokerMemory, percentile, RawMcpSession, startServe, stopServe } from './harness.js';
 import { startModelApi, startOrdersApi } from '../src/demo/upstreams.js';
 import { startGithubDemo } from '../src/demo/github-part.js';
 import { createBareRepo, startSmartHttpServer } from '../src/demo/git-http-server.js';
 import { startPostgresCluster, type PostgresCluster } from '../src/demo/postgres-cluster.js';
 
-const { values } = parseArgs({
-  options: {
-    seconds: { type: 'string', default: '30' },
-    sessions: { type: 'string', default: '100' },
-    'no-postgres': { type: 'boolean', default: false },
-  },
-});
-const SECONDS = Number(values.seconds);
-const SESSIONS = Number(values.sessions);
-const WITH_POSTGRES = !values['no-postgres'];
 const TEAMS = ['alpha', 'beta'] as const;
 const GIT_USER = 'x-access-token';
 
@@ -79,13 +71,48 @@ function modelCall(socketPath: string, urlPath: string) {
     });
 }
 
-function openFds(pid: number): number {
+export function openFds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
-async function main(): Promise<void> {
+export interface LoadOptions {
+  seconds: number;
+  sessions: number;
+  withPostgres: boolean;
+  /** Session bound per team (default: `sessions`); bench/soak.ts opens thousands of idle ones. */
+  maxSessionsPerTeam?: number;
+}
+
+export interface RunFigures {
+  protocolErrors: number;
+  unexpected: number;
+  calls: number;
+  rss: number;
+  fds: number;
+}
+
+/** The broker, its upstreams and one round of the load mix; reused by bench/soak.ts. */
+export interface LoadRig {
+  broker: ChildProcess;
+  /** Path of `team`'s socket for `server`. */
+  socket(team: string, server: string): string;
+  /** One round of the mix (prints its table); figures measured after its sessions closed. */
+  run(n: number): Promise<RunFigures>;
+  /** Checks that beta neither sees nor can call alpha's git_log (sets exitCode 1 if it does). */
+  isolation(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startLoadRig(opts: LoadOptions): Promise<LoadRig> {
+  const SECONDS = opts.seconds;
+  const SESSIONS = opts.sessions;
+  const WITH_POSTGRES = opts.withPostgres;
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-load-'));
   const cleanups: Array<() => Promise<void>> = [];
+  const close = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    await rm(root, { recursive: true, force: true });
+  };
   try {
     const secret = (name: string) => `${name}-bench-secret-${Math.random().toString(36).slice(2, 12)}`;
     const keys = {
@@ -140,7 +167,7 @@ async function main(): Promise<void> {
         'audit:',
         `  file: ${root}/audit/audit.jsonl`,
         // Room for the bench's sessions (the default bounds are lower).
-        `sessions: { maxPerTeam: ${SESSIONS}, maxTotal: ${SESSIONS * 2} }`,
+        `sessions: { maxPerTeam: ${opts.maxSessionsPerTeam ?? SESSIONS}, maxTotal: ${(opts.maxSessionsPerTeam ?? SESSIONS) * 2} }`,
         'secrets:',
         ...Object.keys(secretFiles).map((n) => `  ${n}: { file: ./secrets/${n} }`),
         '',
@@ -208,7 +235,6 @@ ${team === 'alpha' ? '      git_log: {}\n' : ''}${github.policy}${
         }
       }
     };
-    await isolation();
 
     const kindsFor = async (team: string, server: string): Promise<{ kinds: CallKind[]; close(): void }> => {
       if (server === 'model') {
@@ -308,23 +334,46 @@ ${team === 'alpha' ? '      git_log: {}\n' : ''}${github.policy}${
       console.log(
         `protocol errors ${protocolErrors}, unexpected outcomes ${unexpected}; broker RSS ${mem.rss} MiB, open fds ${fds}`,
       );
-      return { protocolErrors, unexpected, rss: mem.rss, fds };
+      return { protocolErrors, unexpected, calls: samples.length, rss: mem.rss, fds };
     };
 
+    return { broker, socket, run, isolation, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '30' },
+      sessions: { type: 'string', default: '100' },
+      'no-postgres': { type: 'boolean', default: false },
+    },
+  });
+  const rig = await startLoadRig({
+    seconds: Number(values.seconds),
+    sessions: Number(values.sessions),
+    withPostgres: !values['no-postgres'],
+  });
+  const { broker } = rig;
+  try {
+    await rig.isolation();
     const before = { rss: brokerMemory(broker.pid!).rss, fds: openFds(broker.pid!) };
     console.log(`broker at start: RSS ${before.rss} MiB, open fds ${before.fds}`);
-    const first = await run(1);
-    const second = await run(2);
-    await isolation();
+    const first = await rig.run(1);
+    const second = await rig.run(2);
+    await rig.isolation();
     console.log(
       `\nafter run 1 → after run 2: RSS ${first.rss} → ${second.rss} MiB (${second.rss - first.rss >= 0 ? '+' : ''}${second.rss - first.rss}), open fds ${first.fds} → ${second.fds} (${second.fds - first.fds >= 0 ? '+' : ''}${second.fds - first.fds})`,
     );
     if (first.protocolErrors + second.protocolErrors + first.unexpected + second.unexpected > 0)
       process.exitCode = 1;
   } finally {
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
-    await rm(root, { recursive: true, force: true });
+    await rig.close();
   }
 }
 
-await main();
+// Run when started as a script, not when bench/soak.ts imports the rig.
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main();

@@ -166,45 +166,10 @@ export const gitStatus = defineGitTool({
       const m = /^(\d+)\s+(\d+)/.exec(counts.stdout.toString('utf8'));
       if (m) [ahead, behind] = [Number(m[1]), Number(m[2])];
     }
-    const records = status.stdout.toString('utf8').split('\0');
-    let head: string | null = null;
-    const files: z.output<typeof statusFile>[] = [];
-    let truncated = status.truncated;
-    for (let i = 0; i < records.length; i++) {
-      const rec = records[i]!;
-      if (rec === '') continue;
-      if (rec.startsWith('# branch.oid ')) {
-        const oid = rec.slice('# branch.oid '.length);
-        head = oid === '(initial)' ? null : oid;
-        continue;
-      }
-      const ab = upstreamConfig ? /^# branch\.ab \+(\d+) -(\d+)$/.exec(rec) : null;
-      if (ab) {
-        [ahead, behind] = [Number(ab[1]), Number(ab[2])];
-        continue;
-      }
-      if (rec.startsWith('#')) continue;
-      if (files.length >= MAX_STATUS_FILES) {
-        truncated = true;
-        break;
-      }
-      const type = rec[0];
-      if (type === '?') files.push({ path: rec.slice(2), kind: 'untracked', index: '?', workTree: '?' });
-      else if (type === '1' || type === '2' || type === 'u') {
-        const fieldCount = type === '1' ? 8 : type === '2' ? 9 : 10;
-        const parts = rec.split(' ');
-        const xy = parts[1] ?? '..';
-        const filePath = parts.slice(fieldCount).join(' ');
-        const entry: z.output<typeof statusFile> = {
-          path: filePath,
-          kind: type === '1' ? 'changed' : type === '2' ? 'renamed' : 'unmerged',
-          index: xy[0] ?? '.',
-          workTree: xy[1] ?? '.',
-        };
-        if (type === '2') entry.origPath = records[++i] ?? '';
-        files.push(entry);
-      }
-    }
+    const parsed = parseStatusPorcelainV2(status.stdout.toString('utf8'), Boolean(upstreamConfig));
+    const { head, files } = parsed;
+    const truncated = status.truncated || parsed.truncated;
+    if (parsed.aheadBehind) [ahead, behind] = parsed.aheadBehind;
     const structured = {
       workspace: args.workspace,
       branch: branch ?? null,
@@ -226,6 +191,63 @@ export const gitStatus = defineGitTool({
     return { structured, text: lines.join('\n') };
   },
 });
+
+/**
+ * Reads `git status --porcelain=v2 -z --branch` output: the head, the files (at most
+ * MAX_STATUS_FILES, then `truncated`), and with `withAheadBehind` the `# branch.ab` counts.
+ * Pure, so bench/fuzz.ts can feed it anything.
+ */
+export function parseStatusPorcelainV2(
+  text: string,
+  withAheadBehind: boolean,
+): {
+  head: string | null;
+  files: z.output<typeof statusFile>[];
+  truncated: boolean;
+  aheadBehind?: [number, number];
+} {
+  const records = text.split('\0');
+  let head: string | null = null;
+  let aheadBehind: [number, number] | undefined;
+  const files: z.output<typeof statusFile>[] = [];
+  let truncated = false;
+  for (let i = 0; i < records.length; i++) {
+    const rec = records[i]!;
+    if (rec === '') continue;
+    if (rec.startsWith('# branch.oid ')) {
+      const oid = rec.slice('# branch.oid '.length);
+      head = oid === '(initial)' ? null : oid;
+      continue;
+    }
+    const ab = withAheadBehind ? /^# branch\.ab \+(\d+) -(\d+)$/.exec(rec) : null;
+    if (ab) {
+      aheadBehind = [Number(ab[1]), Number(ab[2])];
+      continue;
+    }
+    if (rec.startsWith('#')) continue;
+    if (files.length >= MAX_STATUS_FILES) {
+      truncated = true;
+      break;
+    }
+    const type = rec[0];
+    if (type === '?') files.push({ path: rec.slice(2), kind: 'untracked', index: '?', workTree: '?' });
+    else if (type === '1' || type === '2' || type === 'u') {
+      const fieldCount = type === '1' ? 8 : type === '2' ? 9 : 10;
+      const parts = rec.split(' ');
+      const xy = parts[1] ?? '..';
+      const filePath = parts.slice(fieldCount).join(' ');
+      const entry: z.output<typeof statusFile> = {
+        path: filePath,
+        kind: type === '1' ? 'changed' : type === '2' ? 'renamed' : 'unmerged',
+        index: xy[0] ?? '.',
+        workTree: xy[1] ?? '.',
+      };
+      if (type === '2') entry.origPath = records[++i] ?? '';
+      files.push(entry);
+    }
+  }
+  return { head, files, truncated, ...(aheadBehind ? { aheadBehind } : {}) };
+}
 
 // ---------------------------------------------------------------------------------------------
 

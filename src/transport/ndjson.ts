@@ -21,6 +21,12 @@ export const MAX_FRAME_VALUES = 20_000;
 export const READ_PAUSE_OUTPUT_BYTES = 1024 * 1024;
 /** A frame must be complete this long after its first byte (a half-sent frame holds memory). */
 export const FRAME_COMPLETION_MS = 60_000;
+/**
+ * Protocol errors logged per session; past it one line says the rest are not logged, and the
+ * session's end logs how many were left out. A peer that mixes broken frames with valid ones is
+ * never closed for them, and would otherwise write one log line per frame: a log flood.
+ */
+export const MAX_LOGGED_PROTOCOL_ERRORS = 20;
 /** A peer that sends this many broken frames in a row is not an MCP client. */
 const MAX_CONSECUTIVE_BAD_FRAMES = 16;
 
@@ -28,7 +34,7 @@ export interface NdjsonTransportOptions {
   maxFrameBytes?: number;
   maxPendingOutputBytes?: number;
   frameCompletionMs?: number;
-  /** Called for protocol violations (oversized frame, bad JSON) — for logging. */
+  /** Called for protocol violations (oversized frame, bad JSON) — for logging; at most MAX_LOGGED_PROTOCOL_ERRORS + 2 times a session. */
   onProtocolError?: (message: string) => void;
 }
 
@@ -50,6 +56,7 @@ export class NdjsonTransport implements Transport {
   private buffered = 0;
   private closed = false;
   private badFrames = 0;
+  private protocolErrors = 0;
   private readPaused = false;
   private readonly maxFrame: number;
   private readonly maxPending: number;
@@ -95,7 +102,7 @@ export class NdjsonTransport implements Transport {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
       this.partialTimer ??= setTimeout(() => {
-        this.opts.onProtocolError?.('frame not completed in time; closing the session');
+        this.protocolError('frame not completed in time; closing the session');
         void this.close();
       }, this.opts.frameCompletionMs ?? FRAME_COMPLETION_MS).unref();
     }
@@ -146,15 +153,24 @@ export class NdjsonTransport implements Transport {
     }
   }
 
+  private protocolError(message: string): void {
+    const n = ++this.protocolErrors;
+    if (n <= MAX_LOGGED_PROTOCOL_ERRORS) this.opts.onProtocolError?.(message);
+    else if (n === MAX_LOGGED_PROTOCOL_ERRORS + 1)
+      this.opts.onProtocolError?.(
+        `more than ${MAX_LOGGED_PROTOCOL_ERRORS} protocol errors; the rest of this session's are counted, not logged`,
+      );
+  }
+
   private badFrame(code: number, message: string, id: string | number | null = null): void {
-    this.opts.onProtocolError?.(message);
+    this.protocolError(message);
     this.writeRaw({ jsonrpc: '2.0', id, error: { code, message } });
     if (++this.badFrames >= MAX_CONSECUTIVE_BAD_FRAMES) void this.close();
   }
 
   private oversized(): void {
     const message = `frame exceeds ${this.maxFrame} bytes; closing the session`;
-    this.opts.onProtocolError?.(message);
+    this.protocolError(message);
     this.writeRaw({
       jsonrpc: '2.0',
       id: null,
@@ -176,7 +192,7 @@ export class NdjsonTransport implements Transport {
   private writeRaw(message: unknown): boolean {
     if (this.closed || this.output.destroyed || this.output.writableEnded) return false;
     if (this.output.writableLength > this.maxPending) {
-      this.opts.onProtocolError?.('peer is not reading its responses; closing the session');
+      this.protocolError('peer is not reading its responses; closing the session');
       void this.close();
       return false;
     }
@@ -201,6 +217,9 @@ export class NdjsonTransport implements Transport {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const unlogged = this.protocolErrors - MAX_LOGGED_PROTOCOL_ERRORS;
+    if (unlogged > 0)
+      this.opts.onProtocolError?.(`session ended; ${unlogged} protocol errors were not logged`);
     this.chunks = [];
     clearTimeout(this.partialTimer);
     this.input.off('data', this.onData);

@@ -2,22 +2,24 @@
 // calling session gets a clear error (the stall after NETWORK_STALL_SECONDS without a byte, not
 // after the 10-minute network deadline), the workspace stays usable, and another team's session
 // is answered throughout (latency printed).
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import {
   createBareRepo,
-  fixtureGitEnv,
-  refOf,
   startSmartHttpServer,
   type SmartHttpServer,
 } from '../../src/demo/git-http-server.js';
 import { NETWORK_STALL_SECONDS } from '../../servers/git/workspace.js';
-import { baseline, startFaultBroker, victimDuringFault, type FaultBroker } from './faults.js';
+import {
+  baseline,
+  pushRemoteCommit,
+  startFaultBroker,
+  victimDuringFault,
+  type FaultBroker,
+} from './faults.js';
 
 const GIT_PASSWORD = 'git-fault-password-8d1e4c2a7b';
 
@@ -77,18 +79,7 @@ servers:
   }
   const textOf = (r: CallToolResult) => (r.content[0] as { text: string }).text;
 
-  /** Pushes a commit with `bytes` of incompressible content to the remote's main (so a fetch has a pack to download). */
-  async function remoteCommit(bytes: number): Promise<string> {
-    const seed = await mkdtemp('/tmp/al-gitseed-');
-    const env = fixtureGitEnv();
-    execFileSync('git', ['clone', '--quiet', bare, seed], { env });
-    await writeFile(path.join(seed, `blob-${Date.now()}.bin`), randomBytes(bytes));
-    execFileSync('git', ['-C', seed, 'add', '-A'], { env });
-    execFileSync('git', ['-C', seed, 'commit', '--quiet', '-m', 'more'], { env });
-    execFileSync('git', ['-C', seed, 'push', '--quiet', 'origin', 'HEAD:main'], { env });
-    await rm(seed, { recursive: true, force: true });
-    return refOf(bare, 'refs/heads/main')!;
-  }
+  const remoteCommit = (bytes: number) => pushRemoteCommit(bare, bytes);
 
   it('a remote answering 500: "git fetch failed" naming the status', async () => {
     remote.setFault({ status: 500 });

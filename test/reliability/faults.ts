@@ -1,12 +1,16 @@
 // Shared by the fault tests: while one session's upstream misbehaves, another team's session keeps
 // calling a healthy upstream. Every one of its calls must be answered correctly during the fault;
 // its latency is printed (never asserted: the machine is shared), next to a baseline taken before.
-import { readFile, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { expect } from 'vitest';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { percentile } from '../../bench/common.js';
 import type { Broker } from '../../src/broker.js';
+import { fixtureGitEnv, refOf } from '../../src/demo/git-http-server.js';
 import {
   acmeHttpPolicy,
   connectSocketClient,
@@ -143,4 +147,17 @@ export async function startFaultBroker(opts: {
       await inst.cleanup();
     },
   };
+}
+
+/** Pushes a commit with `bytes` of incompressible content to `bare`'s main (so a fetch has a pack to download). */
+export async function pushRemoteCommit(bare: string, bytes: number): Promise<string> {
+  const seed = await mkdtemp('/tmp/al-gitseed-');
+  const env = fixtureGitEnv();
+  execFileSync('git', ['clone', '--quiet', bare, seed], { env });
+  await writeFile(path.join(seed, `blob-${Date.now()}.bin`), randomBytes(bytes));
+  execFileSync('git', ['-C', seed, 'add', '-A'], { env });
+  execFileSync('git', ['-C', seed, 'commit', '--quiet', '-m', 'more'], { env });
+  execFileSync('git', ['-C', seed, 'push', '--quiet', 'origin', 'HEAD:main'], { env });
+  await rm(seed, { recursive: true, force: true });
+  return refOf(bare, 'refs/heads/main')!;
 }
