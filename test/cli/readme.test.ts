@@ -36,7 +36,8 @@ describe('README', () => {
     expect(first).toContain('npm pack');
     expect(first).toContain('npm install -g ./airlock-');
     expect(first).toMatch(/\*\*git\*\*, \*\*github\*\*, \*\*postgres\*\* and \*\*http\*\* MCP servers/);
-    expect(first).toContain('Fleet mode');
+    expect(first).toContain('fleet mode for many hosts');
+    expect(first).toContain('[Running a fleet](#running-a-fleet)');
     expect(readme).toContain('airlock bridge /run/airlock/payments/git.sock');
   });
 });
