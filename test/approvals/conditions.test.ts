@@ -80,9 +80,8 @@ describe('when, over the tools’ own arguments', () => {
     expect(() => approveSchema(pr).parse({ when: { branch: ['main'] } })).toThrow();
   });
 
-  it('postgres query: statement classes from the real parse, and databases', async () => {
+  it('postgres query: statement classes from the real parse, and databases', () => {
     const query = tool('postgres', 'query');
-    await query.prepare!(); // as the pipeline does before any check: loads the SQL parser
     const policy = approveSchema(query).parse({
       when: { statements: ['insert', 'update', 'delete'], databases: ['prod-*'] },
     });
