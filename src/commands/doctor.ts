@@ -100,6 +100,7 @@ export async function doctorCommand(opts: {
     checkWorkTrees,
     checkAudit,
     checkAuditShipping,
+    checkFleetLimits,
     checkPostgres,
   ]) {
     await group(ctx);
@@ -453,6 +454,45 @@ async function checkAuditShipping({ config, report }: DoctorContext): Promise<vo
     label,
     detail: [...problems, ...parts].join('; '),
   });
+}
+
+/**
+ * `limits: { store: postgres }`: the store answers and its table is usable by the broker's role.
+ * Until then every fleet-limited call is refused (fail closed), so each problem is a failure.
+ */
+async function checkFleetLimits({ config, report }: DoctorContext): Promise<void> {
+  if (config.limits?.store !== 'postgres') return;
+  const { FleetLimits, FleetLimitError } = await import('../limits/fleet.js');
+  const { LIMITS_TABLE } = await import('../limits/names.js');
+  const { silentLogger } = await import('../log.js');
+  const redactor = new Redactor();
+  const fleet = FleetLimits.fromConfig(config, redactor, silentLogger());
+  if (!fleet) return;
+  const label = `fleet limits store (secret "${config.limits.connection}")`;
+  const refused = 'calls under a rateLimit or dailyTokenBudget are refused until then';
+  try {
+    const state = await fleet.readiness();
+    report(
+      state === 'ready'
+        ? { ok: true, label, detail: `table ${LIMITS_TABLE} in place` }
+        : state === 'missing'
+          ? {
+              ok: false,
+              label,
+              detail: `table ${LIMITS_TABLE} does not exist: run airlock limits migrate; ${refused}`,
+            }
+          : {
+              ok: false,
+              label,
+              detail: `this role may not SELECT, INSERT and UPDATE ${LIMITS_TABLE} (GRANT SELECT, INSERT, UPDATE ON ${LIMITS_TABLE} TO <role>); ${refused}`,
+            },
+    );
+  } catch (err) {
+    const why = err instanceof FleetLimitError ? `unreachable (${err.detail})` : String(err);
+    report({ ok: false, label, detail: `${redactor.scrub(why)}; ${refused}` });
+  } finally {
+    await fleet.close();
+  }
 }
 
 export async function doctorMain(ctx: CommandContext): Promise<number> {

@@ -83,6 +83,11 @@ export class FleetLimits implements SharedRateLimiter, FleetTokenBudget {
     };
   }
 
+  /** Whether the counter table is there for this role (`airlock doctor`). */
+  readiness(): Promise<'ready' | 'missing' | 'no-privilege'> {
+    return this.run((s) => s.readiness());
+  }
+
   /** Creates the counter table (`airlock limits migrate`). */
   migrate(): Promise<void> {
     return this.run((s) => s.migrate(), 30_000);

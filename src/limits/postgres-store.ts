@@ -129,6 +129,23 @@ export class PostgresLimitStore {
     });
   }
 
+  /**
+   * For `airlock doctor`: whether the counter table exists and this role may use it as the
+   * broker does (SELECT, INSERT, UPDATE). has_table_privilege with a list is true if any one is
+   * held, so each is asked on its own.
+   */
+  async readiness(): Promise<'ready' | 'missing' | 'no-privilege'> {
+    const r = await this.pool.query<{ present: boolean; usable: boolean | null }>({
+      text: `SELECT to_regclass($1) IS NOT NULL AS present,
+        CASE WHEN to_regclass($1) IS NULL THEN NULL ELSE
+          has_table_privilege(to_regclass($1), 'SELECT') AND has_table_privilege(to_regclass($1), 'INSERT')
+          AND has_table_privilege(to_regclass($1), 'UPDATE') END AS usable`,
+      values: [LIMITS_TABLE],
+    });
+    const row = r.rows[0]!;
+    return !row.present ? 'missing' : row.usable ? 'ready' : 'no-privilege';
+  }
+
   /** Creates the table; safe to run again, and from several hosts at once. */
   async migrate(): Promise<void> {
     const client = await this.pool.connect();
