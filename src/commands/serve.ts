@@ -22,6 +22,15 @@ export async function serveMain(ctx: CommandContext): Promise<number> {
     strictSecrets: Boolean(ctx.values['strict-secrets']),
   });
   for (const s of broker.sockets()) broker.core.log.info({ socket: s }, 'ready');
+  // A promise nobody handled is a bug, but one team's call must not end every team's broker
+  // (Node's default exits): log it for the operator and carry on.
+  process.on('unhandledRejection', (reason) => {
+    const err = reason instanceof Error ? reason : new Error(String(reason));
+    broker.core.log.error(
+      { err: broker.core.redactor.scrub(err.message), stack: broker.core.redactor.scrub(err.stack ?? '') },
+      'unhandled promise rejection (a bug: please report it); the broker carries on',
+    );
+  });
   // A reload that fails keeps the policies in force; it must never take the broker down.
   process.on('SIGHUP', () => {
     broker.reload().catch((err: Error) => broker.core.log.error({ err: err.message }, 'reload failed'));
