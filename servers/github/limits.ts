@@ -29,8 +29,6 @@ export interface GithubLimitsOptions {
   rateLimitRetries: number;
   /** A rate-limit wait longer than this is not waited for. */
   maxRateLimitWaitS: number;
-  /** Milliseconds per second of backoff (tests make it small). */
-  secondMs?: number;
 }
 
 interface RequestOptions {
@@ -141,7 +139,6 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 /** Installs the hook on one Octokit: its limits are that client's (one per team). */
 export function installGithubLimits(octokit: Octokit, opts: GithubLimitsOptions): void {
-  const secondMs = opts.secondMs ?? 1000;
   const inFlight = new Semaphore(MAX_CONCURRENT);
   let nextWriteAt = 0;
   let nextNotifyAt = 0;
@@ -172,7 +169,7 @@ export function installGithubLimits(octokit: Octokit, opts: GithubLimitsOptions)
         if (!next) throw err;
         counts[next.kind]++;
         release();
-        await sleep(next.waitS * secondMs, signal);
+        await sleep(next.waitS * 1000, signal);
       } finally {
         release();
       }
