@@ -1,5 +1,5 @@
 // Per-call overhead of get_issue through socket + broker + durable audit against the same Octokit
-// calls made directly (the same plugins, the same two requests: the issue and its first page of
+// calls made directly (the same client with the same rate-limit and retry hook, the same two requests: the issue and its first page of
 // comments), in one run against the local GitHub API stand-in (its own process). The disk's
 // fdatasync latency is measured in the same run, because the two durable audit records of an
 // allowed call are the floor of the overhead. Target (issue 8): overhead p50 ≤ 2 × fsync + 0.5 ms.
@@ -11,9 +11,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Octokit } from '@octokit/rest';
-import { retry } from '@octokit/plugin-retry';
-import { throttling } from '@octokit/plugin-throttling';
+import { createGithubOctokit } from '../servers/github/client.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { load, percentile, RawMcpSession, startServe, stats, stopServe, type Stats } from './harness.js';
 
@@ -95,13 +93,8 @@ async function main(): Promise<void> {
     })) as CallToolResult;
     if (r.isError) throw new Error(JSON.stringify(r.content));
   };
-  // The same client the github server uses, making the same two requests.
-  const DirectOctokit = Octokit.plugin(retry, throttling);
-  const octokit = new DirectOctokit({
-    baseUrl: apiUrl,
-    userAgent: 'bench-direct',
-    throttle: { id: 'bench-direct', onRateLimit: () => false, onSecondaryRateLimit: () => false },
-  });
+  // The same client the github server uses (limits and retries included), making the same two requests.
+  const octokit = await createGithubOctokit({ apiUrl, userAgent: 'bench-direct' });
   const headers = { authorization: `token ${TOKEN}` };
   const direct = async () => {
     const where = { owner: 'acme', repo: 'payments-api', issue_number: 1, headers };

@@ -1,5 +1,5 @@
-// The one way the github tools reach GitHub: an Octokit per team (retry and throttling plugins,
-// the policy's API URL, no redirects), a credential per call (a token secret, or an App
+// The one way the github tools reach GitHub: an Octokit per team (rate limits and retries from
+// limits.ts, the policy's API URL, no redirects), a credential per call (a token secret, or an App
 // installation token minted for this repository and this tool's permissions), and GitHub's
 // errors turned into messages an agent can act on. Octokit builds every URL from parameters;
 // no request carries a header the agent chose.
@@ -7,23 +7,15 @@ import type { Octokit } from '@octokit/rest';
 import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/secrets/github-app.js';
 import { ToolError, type ServerRuntime, type ToolContext } from '../../src/tool.js';
 import type { GithubSection } from './section.js';
+import { installGithubLimits } from './limits.js';
 import { cleanLine } from './text.js';
 
-// Octokit and its plugins load with the first team's runtime, not with the module: `policy check`
-// and the other commands that only read tool definitions never pay for them.
+// Octokit loads with the first team's runtime, not with the module: `policy check` and the other
+// commands that only read tool definitions never pay for it.
 type Client = Octokit;
-let airlockOctokit: Promise<new (options: Record<string, unknown>) => Client> | undefined;
-function loadOctokit(): Promise<new (options: Record<string, unknown>) => Client> {
-  return (airlockOctokit ??= Promise.all([
-    import('@octokit/rest'),
-    import('@octokit/plugin-retry'),
-    import('@octokit/plugin-throttling'),
-  ]).then(
-    ([rest, r, t]) =>
-      rest.Octokit.plugin(r.retry, t.throttling) as unknown as new (
-        options: Record<string, unknown>,
-      ) => Client,
-  ));
+let octokitClass: Promise<typeof Octokit> | undefined;
+function loadOctokit(): Promise<typeof Octokit> {
+  return (octokitClass ??= import('@octokit/rest').then((m) => m.Octokit));
 }
 
 /** A rate-limit wait longer than this is not waited for: the agent gets an error saying when to retry. */
@@ -54,23 +46,36 @@ export interface GithubRuntime extends ServerRuntime {
   octokit: Client;
 }
 
-export async function createGithubRuntime(team: string, section: GithubSection): Promise<GithubRuntime> {
-  const AirlockOctokit = await loadOctokit();
-  const wantRetry = (retryAfter: number, _options: unknown, _octokit: unknown, retryCount: number) =>
-    retryCount < MAX_RATE_LIMIT_RETRIES && retryAfter <= MAX_RATE_LIMIT_WAIT_S;
-  const octokit = new AirlockOctokit({
-    baseUrl: section.apiUrl.replace(/\/+$/, ''),
-    userAgent: 'airlock-github',
+/**
+ * An Octokit as the github server uses it: the API URL, rate limits and retries (limits.ts), no
+ * console logging. The benchmark's direct calls use this too, so both sides pay the same.
+ */
+export async function createGithubOctokit(options: {
+  apiUrl: string;
+  userAgent?: string;
+  fetch?: typeof fetch;
+}): Promise<Client> {
+  const OctokitClass = await loadOctokit();
+  const octokit = new OctokitClass({
+    baseUrl: options.apiUrl.replace(/\/+$/, ''),
+    userAgent: options.userAgent ?? 'airlock-github',
     // Octokit's logger would print request details to the console; the pipeline logs instead.
     log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
-    request: { fetch: noRedirectFetch },
-    retry: { retries: SERVER_ERROR_RETRIES },
-    throttle: {
-      // Each team has its own limiter (concurrency, one write per second, as GitHub advises).
-      id: `airlock-${team}`,
-      onRateLimit: wantRetry,
-      onSecondaryRateLimit: wantRetry,
-    },
+    ...(options.fetch ? { request: { fetch: options.fetch } } : {}),
+  });
+  installGithubLimits(octokit, {
+    retries: SERVER_ERROR_RETRIES,
+    rateLimitRetries: MAX_RATE_LIMIT_RETRIES,
+    maxRateLimitWaitS: MAX_RATE_LIMIT_WAIT_S,
+  });
+  return octokit;
+}
+
+/** One Octokit per team runtime (its limits are the team's); the credential comes with each call. */
+export async function createGithubRuntime(section: GithubSection): Promise<GithubRuntime> {
+  const octokit = await createGithubOctokit({
+    apiUrl: section.apiUrl,
+    fetch: noRedirectFetch as typeof fetch,
   });
   return { octokit, close: async () => undefined };
 }

@@ -13,7 +13,7 @@ export const githubServer = defineServer<GithubSection, GithubRuntime>({
   section: githubSectionSchema,
   tools: githubTools,
   secretRefs: githubSecretRefs,
-  createRuntime: async ({ team, section }) => createGithubRuntime(team, section),
+  createRuntime: async ({ section }) => createGithubRuntime(section),
 });
 
 export { githubSectionSchema, type GithubSection } from './section.js';
