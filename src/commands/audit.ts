@@ -699,29 +699,11 @@ export async function auditTailMain(ctx: CommandContext): Promise<number> {
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   process.once('SIGTERM', () => controller.abort());
-  if (v.postgres === true) {
-    if (v.file !== undefined) throw ctx.usageError('--postgres reads the table: it takes no --file');
-    return auditTailPostgresCommand({
-      config: await ctx.config(),
-      follow: Boolean(v.follow),
-      team: str('team'),
-      decision,
-      server: str('server'),
-      tool: str('tool'),
-      session: str('session'),
-      since,
-      json: Boolean(v.json),
-      lines: lines !== undefined ? Number(lines) : undefined,
-      columns: tty ? process.stdout.columns : undefined,
-      colour: tty && !process.env.NO_COLOR,
-      signal: controller.signal,
-    });
-  }
-  return auditTailCommand({
-    file: await auditFile(ctx),
+  // The same filters and output for the file and for the table.
+  const shown = {
     follow: Boolean(v.follow),
     team: str('team'),
-    decision,
+    decision: decision as 'allow' | 'deny' | undefined,
     server: str('server'),
     tool: str('tool'),
     session: str('session'),
@@ -731,7 +713,12 @@ export async function auditTailMain(ctx: CommandContext): Promise<number> {
     columns: tty ? process.stdout.columns : undefined,
     colour: tty && !process.env.NO_COLOR,
     signal: controller.signal,
-  });
+  };
+  if (v.postgres === true) {
+    if (v.file !== undefined) throw ctx.usageError('--postgres reads the table: it takes no --file');
+    return auditTailPostgresCommand({ config: await ctx.config(), ...shown });
+  }
+  return auditTailCommand({ file: await auditFile(ctx), ...shown });
 }
 
 // ---------------------------------------------------------------------------------------------
