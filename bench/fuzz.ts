@@ -77,6 +77,19 @@ function mutated(base: fc.Arbitrary<string>): fc.Arbitrary<string> {
 
 // --- JSON-RPC framing -------------------------------------------------------------------------
 
+/** `bytes` cut at the given points (each taken modulo its length + 1), as a stream would deliver it. */
+function splitAt(bytes: Buffer, cuts: number[]): Buffer[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Buffer[] = [];
+  let last = 0;
+  for (const p of points) {
+    chunks.push(bytes.subarray(last, p));
+    last = p;
+  }
+  chunks.push(bytes.subarray(last));
+  return chunks;
+}
+
 const jsonId = fc.oneof(
   fc.integer(),
   fc.string({ maxLength: 8 }),
@@ -126,15 +139,7 @@ const frameStream = fc
       Buffer.from(frames.map(([f, sep]) => f + sep).join('')),
       Buffer.from(noise),
     ]);
-    const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-    const chunks: Buffer[] = [];
-    let last = 0;
-    for (const p of points) {
-      chunks.push(bytes.subarray(last, p));
-      last = p;
-    }
-    chunks.push(bytes.subarray(last));
-    return chunks;
+    return splitAt(bytes, cuts);
   });
 
 async function framingOnce(chunks: Buffer[]): Promise<void> {
@@ -219,15 +224,7 @@ const sseStream = fc
   )
   .map(([parts, cuts]) => {
     const bytes = Buffer.from(parts.join(''), 'latin1');
-    const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-    const chunks: Buffer[] = [];
-    let last = 0;
-    for (const p of points) {
-      chunks.push(bytes.subarray(last, p));
-      last = p;
-    }
-    chunks.push(bytes.subarray(last));
-    return { chunks, hasKey: parts.some((p) => p === KEY) };
+    return { chunks: splitAt(bytes, cuts), hasKey: parts.some((p) => p === KEY) };
   });
 
 const redactor = new Redactor();

@@ -161,7 +161,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   }
   if (opts.watch !== false && !config.policyGit) policies.watch();
   // Counted in the file on every check (not at exit), so serve, stdio and call share them.
-  const fleetLimits = FleetLimits.fromConfig(config, redactor, log);
+  const fleetLimits = FleetLimits.fromConfig(config, secrets, log);
   const rateLimits = fleetLimits ?? new HostRateLimiter(config.stateDir);
   const approvals = new ApprovalService({
     stateDir: config.stateDir,

@@ -466,7 +466,7 @@ async function checkFleetLimits({ config, report }: DoctorContext): Promise<void
   const { LIMITS_TABLE } = await import('../limits/names.js');
   const { silentLogger } = await import('../log.js');
   const redactor = new Redactor();
-  const fleet = FleetLimits.fromConfig(config, redactor, silentLogger());
+  const fleet = FleetLimits.fromConfig(config, new SecretStore(config.secrets, redactor), silentLogger());
   if (!fleet) return;
   const label = `fleet limits store (secret "${config.limits.connection}")`;
   const refused = 'calls under a rateLimit or dailyTokenBudget are refused until then';

@@ -7,8 +7,7 @@
 import type { AirlockConfig } from '../config/airlock-yaml.js';
 import type { Logger } from '../log.js';
 import type { RateDecision, RateLimitSpec } from '../policy/ratelimit.js';
-import type { Redactor } from '../secrets/redact.js';
-import { SecretStore } from '../secrets/store.js';
+import type { SecretStore } from '../secrets/store.js';
 import { LIMITS_TABLE, MODEL_TOKENS_KEY } from './names.js';
 import type { PostgresLimitStore } from './postgres-store.js';
 
@@ -50,16 +49,14 @@ export class FleetLimits implements SharedRateLimiter, FleetTokenBudget {
     private readonly log: Logger,
   ) {}
 
-  /** The fleet store of `config`, or undefined when limits are local. Connects on first use. */
-  static fromConfig(config: AirlockConfig, redactor: Redactor, log: Logger): FleetLimits | undefined {
+  /**
+   * The fleet store of `config`, or undefined when limits are local. Connects on first use; the
+   * URL is the broker's own secret (SecretStore.brokerValue: no team's `teams:` applies).
+   */
+  static fromConfig(config: AirlockConfig, secrets: SecretStore, log: Logger): FleetLimits | undefined {
     const limits = config.limits;
     if (limits?.store !== 'postgres' || limits.connection === undefined) return undefined;
-    return new FleetLimits(
-      limits.connection,
-      hostSecretStore(config, limits.connection, redactor),
-      limits.timeoutMs,
-      log.child({ component: 'limits' }),
-    );
+    return new FleetLimits(limits.connection, secrets, limits.timeoutMs, log.child({ component: 'limits' }));
   }
 
   async take(team: string, key: string, spec: RateLimitSpec): Promise<RateDecision> {
@@ -123,7 +120,7 @@ export class FleetLimits implements SharedRateLimiter, FleetTokenBudget {
   private async connected(): Promise<PostgresLimitStore> {
     let url: string;
     try {
-      url = (await this.secrets.resolve(this.secretName, HOST)).trim();
+      url = (await this.secrets.brokerValue(this.secretName)).trim();
     } catch {
       throw new FleetLimitError(`secret "${this.secretName}" does not resolve; see airlock doctor`);
     }
@@ -145,19 +142,6 @@ export class FleetLimits implements SharedRateLimiter, FleetTokenBudget {
     if (previous) void previous.store.then((s) => s.close()).catch(() => undefined);
     return store;
   }
-}
-
-/** Pseudo-team for reading the host's own secret (the store below holds only that secret). */
-const HOST = '-host-';
-
-/**
- * A secret store holding just the connection secret, without its `teams:` list: the limits
- * store is the host's, not a team's. Values go to the broker's redactor like every secret's.
- */
-function hostSecretStore(config: AirlockConfig, name: string, redactor: Redactor): SecretStore {
-  const secret = config.secrets[name];
-  const own = secret ? { [name]: { ...secret, teams: undefined } } : {};
-  return new SecretStore(own as AirlockConfig['secrets'], redactor);
 }
 
 /** pg's message, or its code: they name hosts, roles and tables, never the password. */

@@ -5,6 +5,7 @@
 import type { CommandContext } from '../cli.js';
 import { silentLogger } from '../log.js';
 import { Redactor } from '../secrets/redact.js';
+import { SecretStore } from '../secrets/store.js';
 import { FleetLimitError, FleetLimits } from './fleet.js';
 import { LIMITS_TABLE } from './names.js';
 
@@ -15,7 +16,7 @@ class UserError extends Error {
 export async function limitsMigrateMain(ctx: CommandContext): Promise<number> {
   const config = await ctx.config();
   const redactor = new Redactor();
-  const fleet = FleetLimits.fromConfig(config, redactor, silentLogger());
+  const fleet = FleetLimits.fromConfig(config, new SecretStore(config.secrets, redactor), silentLogger());
   if (!fleet)
     throw new UserError(
       `airlock limits migrate: ${config.file} has no limits: { store: postgres, connection: <secret> }; nothing to migrate`,

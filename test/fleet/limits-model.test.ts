@@ -11,6 +11,7 @@ import { FleetLimits } from '../../src/limits/fleet.js';
 import { silentLogger } from '../../src/log.js';
 import { modelSectionSchema } from '../../src/policy/team-policy.js';
 import { Redactor } from '../../src/secrets/redact.js';
+import { SecretStore } from '../../src/secrets/store.js';
 import {
   API_KEY,
   deferred,
@@ -35,7 +36,11 @@ function fleetFor(): FleetLimits {
     secrets: { 'limits-db': { file: path.join(secretDir, 'limits-db') } },
     limits: { store: 'postgres', connection: 'limits-db', timeoutMs: 1000 },
   } as unknown as AirlockConfig;
-  const fleet = FleetLimits.fromConfig(config, new Redactor(), silentLogger())!;
+  const fleet = FleetLimits.fromConfig(
+    config,
+    new SecretStore(config.secrets, new Redactor()),
+    silentLogger(),
+  )!;
   fleets.push(fleet);
   return fleet;
 }
