@@ -19,7 +19,7 @@ import type { Logger } from '../log.js';
 import { untilAborted } from './abort.js';
 import type { Redactor } from '../secrets/redact.js';
 import type { Telemetry, ToolCallTelemetry } from '../telemetry/telemetry.js';
-import { formatWait, RateLimiter, type RateDecision, type RateLimitSpec } from '../policy/ratelimit.js';
+import { formatWait, type RateDecision, type RateLimitSpec } from '../policy/ratelimit.js';
 import type { SharedRateLimiter } from '../limits/fleet.js';
 import {
   ToolError,
@@ -64,8 +64,8 @@ export interface PipelineDeps {
   audit: { append(entry: AuditEntry): Promise<unknown> };
   secrets: { forTeam(team: string): SecretAccess };
   redactor: Redactor;
-  /** This process's buckets, or ones shared by the host's processes or the fleet (src/limits). */
-  rateLimiter: RateLimiter | SharedRateLimiter;
+  /** The buckets shared by the host's Airlock processes, or by the fleet (src/limits). */
+  rateLimiter: SharedRateLimiter;
   stateDir: string;
   log: Logger;
   /** Holds calls whose policy says `approve` until a human decides (absent: such calls are refused). */
@@ -274,18 +274,14 @@ export class CallPipeline {
       const limiter = this.deps.rateLimiter;
       let rl: RateDecision;
       try {
-        rl =
-          limiter instanceof RateLimiter
-            ? limiter.take(`${team}/${server}/${name}`, options.rateLimit)
-            : await limiter.take(team, `${server}/${name}`, options.rateLimit);
+        rl = await limiter.take(team, `${server}/${name}`, options.rateLimit);
       } catch (err) {
         // The counters cannot be reached (the fleet store is down or slow): refused, never
         // counted somewhere else instead.
         return deny(`${rulePrefix}.rateLimit`, (err as Error).message);
       }
       if (!rl.ok) {
-        const where =
-          !(limiter instanceof RateLimiter) && limiter.scope === 'fleet' ? ' across the fleet' : '';
+        const where = limiter.scope === 'fleet' ? ' across the fleet' : '';
         return deny(
           `${rulePrefix}.rateLimit`,
           `rate limit ${options.rateLimit.text} reached${where}; next call allowed in ${formatWait(rl.retryAfterMs)}`,

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { AuditEntry } from '../../src/audit/log.js';
 import { silentLogger } from '../../src/log.js';
 import { CallPipeline, MAX_CALLS_PER_SESSION, type SessionInfo } from '../../src/pipeline/pipeline.js';
-import { RateLimiter } from '../../src/policy/ratelimit.js';
+import { HostRateLimiter } from '../../src/limits/local-store.js';
 import { Redactor } from '../../src/secrets/redact.js';
 import { allow, defineServer, defineTool, deny, ToolError, type ServerDefinition } from '../../src/tool.js';
 
@@ -54,7 +54,7 @@ function setup(behaviour: {
     audit: { append: async (e) => void records.push(e) },
     secrets: { forTeam: () => ({ get: async () => SECRET }) },
     redactor,
-    rateLimiter: new RateLimiter(),
+    rateLimiter: new HostRateLimiter('/nonexistent'),
     stateDir: '/nonexistent',
     log: silentLogger(),
   });
@@ -229,7 +229,7 @@ describe('CallPipeline', () => {
       audit: { append: async () => undefined },
       secrets: { forTeam: () => ({ get: async () => 'x' }) },
       redactor: new Redactor(),
-      rateLimiter: new RateLimiter(),
+      rateLimiter: new HostRateLimiter('/tmp/airlock-runtime-test'),
       stateDir: '/tmp/airlock-runtime-test',
       log: silentLogger(),
     });
