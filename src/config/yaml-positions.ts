@@ -270,7 +270,10 @@ function unwrap(schema: AnySchema | undefined): AnySchema | undefined {
     ) {
       s = def.innerType as AnySchema;
     } else if (def.type === 'pipe') {
-      s = def.in as AnySchema;
+      // `.transform()` pipes the schema into a transform; `z.preprocess()` pipes a transform into
+      // the schema: either way the side that is a schema says which keys are allowed.
+      const input = def.in as AnySchema;
+      s = (input._zod.def as { type: string }).type === 'transform' ? (def.out as AnySchema) : input;
     } else if (def.type === 'lazy') {
       s = (def.getter as () => AnySchema)();
     } else {

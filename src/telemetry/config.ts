@@ -40,26 +40,32 @@ export function signalUrl(endpoint: string, signal: 'traces' | 'metrics'): strin
 
 export const telemetryConfigSchema = z
   .object({
-    otlp: z
-      .object({
-        endpoint: z
-          .string()
-          .superRefine((text, ctx) => {
-            const problem = endpointProblem(text);
-            if (problem) ctx.addIssue({ code: 'custom', message: problem });
-          })
-          .describe('OTLP/HTTP base URL, e.g. http://collector:4318 (/v1/traces, /v1/metrics are appended)'),
-        protocol: z
-          .enum(OTLP_PROTOCOLS)
-          .default('http/protobuf')
-          .describe('OTLP/HTTP encoding: http/protobuf (default) or http/json'),
-        headers: z
-          .record(z.string().regex(HEADER_NAME, 'header names are HTTP tokens'), secretNameSchema)
-          .default({})
-          .describe('Headers sent to the collector: header name → name of a secret in secrets:'),
-      })
-      .strict()
-      .describe('Where traces and metrics are exported (OTLP over HTTP)'),
+    // The SPEC's short form, `otlp: http://collector:4318`, is the endpoint with the defaults.
+    otlp: z.preprocess(
+      (value) => (typeof value === 'string' ? { endpoint: value } : value),
+      z
+        .object({
+          endpoint: z
+            .string()
+            .superRefine((text, ctx) => {
+              const problem = endpointProblem(text);
+              if (problem) ctx.addIssue({ code: 'custom', message: problem });
+            })
+            .describe(
+              'OTLP/HTTP base URL, e.g. http://collector:4318 (/v1/traces, /v1/metrics are appended)',
+            ),
+          protocol: z
+            .enum(OTLP_PROTOCOLS)
+            .default('http/protobuf')
+            .describe('OTLP/HTTP encoding: http/protobuf (default) or http/json'),
+          headers: z
+            .record(z.string().regex(HEADER_NAME, 'header names are HTTP tokens'), secretNameSchema)
+            .default({})
+            .describe('Headers sent to the collector: header name → name of a secret in secrets:'),
+        })
+        .strict()
+        .describe('Where traces and metrics are exported (OTLP over HTTP); a URL alone is the endpoint'),
+    ),
     serviceName: z.string().min(1).max(255).default(DEFAULT_SERVICE_NAME).describe('service.name'),
     sampleRatio: z
       .number()

@@ -43,6 +43,19 @@ describe('telemetry in airlock.yaml', () => {
     });
   });
 
+  it("takes the SPEC's short form, otlp: <url>, as the endpoint with the defaults", async () => {
+    const config = await load('telemetry: { otlp: http://127.0.0.1:4318 }\n');
+    expect(config.telemetry).toEqual({
+      otlp: { endpoint: 'http://127.0.0.1:4318', protocol: 'http/protobuf', headers: {} },
+      serviceName: 'airlock',
+      sampleRatio: 1,
+      exportIntervalMs: 60_000,
+    });
+    expect(await issues('telemetry: { otlp: ftp://collector }\n')).toEqual([
+      '11:20: telemetry.otlp.endpoint: must be an http:// or https:// URL (OTLP/HTTP), not ftp:',
+    ]);
+  });
+
   it('takes every key', async () => {
     const config = await load(
       [
