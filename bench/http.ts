@@ -2,8 +2,12 @@
 // request to the same loopback upstream, in one run. The broker runs as its own process (as in
 // production); clients are MCP SDK Clients on the Unix socket.
 //
-//   npm run build && node dist/bench/http.js [--calls 3000] [--sessions 64]
-import { spawn } from 'node:child_process';
+//   npm run build && node dist/bench/http.js [--calls 3000] [--sessions 64] [--audit-dir DIR]
+//     [--baseline-cli OTHER/dist/src/cli.js [--rounds 5]]
+// --baseline-cli also runs another build's broker (e.g. main's) against the same upstream and audit
+// disk, in alternating rounds with this one, and prints both and their ratios: the way to judge a
+// change on a machine whose speed drifts.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
@@ -30,6 +34,8 @@ const { values } = parseArgs({
     // Where the audit log lives. Its fdatasync is the floor of the per-call overhead (two durable
     // records per call), so the bench can also show the broker without that floor (/dev/shm).
     'audit-dir': { type: 'string' },
+    'baseline-cli': { type: 'string' },
+    rounds: { type: 'string', default: '5' },
   },
 });
 const CALLS = Number(values.calls);
@@ -92,18 +98,22 @@ async function main(): Promise<void> {
   };
   const origin = `http://127.0.0.1:${port}`;
 
-  await mkdir(path.join(root, 'policies'), { recursive: true });
-  await writeFile(path.join(root, 'token'), 'bench-secret-token-value-123456\n', { mode: 0o600 });
-  await writeFile(
-    path.join(root, 'airlock.yaml'),
-    `socketDir: ${root}/run\nstateDir: ${root}/state\npolicies: ./policies\naudit:\n  file: ${auditDir}/audit.jsonl\nsecrets:\n  token: { file: ./token }\n`,
-  );
-  await writeFile(
-    path.join(root, 'policies/bench.yaml'),
-    `team: bench\nservers:\n  http:\n    hosts:\n      - origin: ${origin}\n        methods: [GET]\n        paths: ["/v1/**"]\n        inject: { header: Authorization, value: "Bearer \${secret:token}" }\n        allowPrivateAddress: true\n    tools:\n      http_request: {}\n`,
-  );
-  const socketPath = path.join(root, 'run/bench/http.sock');
-  const broker = await startServe(path.join(root, 'airlock.yaml'), socketPath);
+  /** An installation under `dir` (audit file `audit`) and its broker, running `cli`. */
+  const startBroker = async (dir: string, audit: string, cli?: string) => {
+    await mkdir(path.join(dir, 'policies'), { recursive: true });
+    await writeFile(path.join(dir, 'token'), 'bench-secret-token-value-123456\n', { mode: 0o600 });
+    await writeFile(
+      path.join(dir, 'airlock.yaml'),
+      `socketDir: ${dir}/run\nstateDir: ${dir}/state\npolicies: ./policies\naudit:\n  file: ${audit}\nsecrets:\n  token: { file: ./token }\n`,
+    );
+    await writeFile(
+      path.join(dir, 'policies/bench.yaml'),
+      `team: bench\nservers:\n  http:\n    hosts:\n      - origin: ${origin}\n        methods: [GET]\n        paths: ["/v1/**"]\n        inject: { header: Authorization, value: "Bearer \${secret:token}" }\n        allowPrivateAddress: true\n    tools:\n      http_request: {}\n`,
+    );
+    const socket = path.join(dir, 'run/bench/http.sock');
+    return { broker: await startServe(path.join(dir, 'airlock.yaml'), socket, cli), socket };
+  };
+  const { broker, socket: socketPath } = await startBroker(root, `${auditDir}/audit.jsonl`);
 
   // A minimal JSON-RPC client (handshake, then tools/call by id): the bench measures the broker,
   // not the CPU an MCP SDK client spends validating responses in the same 2-core machine.
@@ -184,6 +194,16 @@ async function main(): Promise<void> {
       `broker CPU ${cpuPerCall.toFixed(3)} ms a call; ${brokerConnections} upstream connections opened for ${CALLS} calls`,
   );
 
+  if (values['baseline-cli']) {
+    await compareWithBaseline(values['baseline-cli'], clients, broker.pid!, viaAirlock, async () => {
+      const dir = path.join(root, 'baseline');
+      const other = await startBroker(dir, `${auditDir}/baseline-audit.jsonl`, values['baseline-cli']);
+      const sessions: RawMcpSession[] = [];
+      for (let i = 0; i < SESSIONS; i++) sessions.push(await RawMcpSession.open(other.socket));
+      return { broker: other.broker, sessions };
+    });
+  }
+
   const rssEnd = brokerMemory(broker.pid!);
   console.log(
     `broker memory: ${rssIdle.rss} MiB idle, ${rssSessions.rss} MiB with ${SESSIONS} open sessions ` +
@@ -195,6 +215,61 @@ async function main(): Promise<void> {
   upstream.kill();
   await rm(root, { recursive: true, force: true });
   await rm(auditDir, { recursive: true, force: true });
+}
+
+/**
+ * This build's broker and another build's, in alternating rounds: one session's sequential p50,
+ * then all sessions' calls/s and broker CPU a call. Prints the medians of the rounds and ratios.
+ */
+async function compareWithBaseline(
+  cli: string,
+  clients: RawMcpSession[],
+  pid: number,
+  viaAirlock: (client: RawMcpSession) => () => Promise<void>,
+  start: () => Promise<{ broker: ChildProcess; sessions: RawMcpSession[] }>,
+): Promise<void> {
+  const other = await start();
+  const sides = [
+    { name: 'this build', sessions: clients, pid },
+    { name: 'baseline', sessions: other.sessions, pid: other.broker.pid! },
+  ];
+  const rounds = Number(values.rounds);
+  const figures = sides.map(() => ({ p50: [] as number[], perSecond: [] as number[], cpu: [] as number[] }));
+  await load([viaAirlock(other.sessions[0]!)], 200); // warm up the baseline as the main run warmed this one
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, side] of sides.entries()) {
+      const seq = await load([viaAirlock(side.sessions[0]!)], Math.max(100, Math.floor(SEQUENTIAL / 2)));
+      figures[i]!.p50.push(stats(seq.latencies, seq.wallMs).p50);
+      const cpuBefore = processCpuMs(side.pid);
+      const con = await load(side.sessions.map(viaAirlock), Math.floor(CALLS / 2));
+      figures[i]!.cpu.push((processCpuMs(side.pid) - cpuBefore) / Math.floor(CALLS / 2));
+      figures[i]!.perSecond.push(stats(con.latencies, con.wallMs).perSecond);
+    }
+  }
+  const median = (xs: number[]) =>
+    percentile(
+      [...xs].sort((a, b) => a - b),
+      0.5,
+    );
+  console.log(`\nthis build vs ${cli}, ${rounds} alternating rounds (medians of the rounds)`);
+  const [mine, base] = figures.map((f) => ({
+    p50: median(f.p50),
+    perSecond: median(f.perSecond),
+    cpu: median(f.cpu),
+  })) as [{ p50: number; perSecond: number; cpu: number }, { p50: number; perSecond: number; cpu: number }];
+  for (const [name, f] of [
+    ['this build', mine],
+    ['baseline', base],
+  ] as const) {
+    console.log(
+      `  ${name.padEnd(11)} 1 session p50 ${f.p50.toFixed(3)} ms; ${SESSIONS} sessions ${f.perSecond.toFixed(0)} calls/s, broker CPU ${f.cpu.toFixed(3)} ms a call`,
+    );
+  }
+  console.log(
+    `  ratio       1 session p50 ×${(mine.p50 / base.p50).toFixed(2)}; calls/s ×${(mine.perSecond / base.perSecond).toFixed(2)}; CPU a call ×${(mine.cpu / base.cpu).toFixed(2)}`,
+  );
+  for (const c of other.sessions) c.close();
+  await stopServe(other.broker);
 }
 
 await main();

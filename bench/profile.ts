@@ -3,9 +3,13 @@
 // by stage. Self time of Node internals and builtins (JSON, fs, crypto, sockets) is charged to
 // the nearest caller in our code or a dependency, so "audit I/O" is fs work the audit asked for.
 //
-//   npm run build && node dist/bench/profile.js [--calls 4000] [--sessions 64] [--top 25]
+//   npm run build && node dist/bench/profile.js [--calls 4000] [--sessions 64] [--sequential 1000]
+//     [--audit-dir /dev/shm] [--top 25]
+//   node dist/bench/profile.js --from FILE.cpuprofile    (only the analysis, of a saved profile)
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { SourceMap } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,6 +18,8 @@ const { values } = parseArgs({
   options: {
     calls: { type: 'string', default: '4000' },
     sessions: { type: 'string', default: '64' },
+    sequential: { type: 'string', default: '1000' },
+    from: { type: 'string' },
     top: { type: 'string', default: '25' },
     'audit-dir': { type: 'string' },
   },
@@ -23,6 +29,7 @@ interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
+  columnNumber: number;
 }
 interface ProfileNode {
   id: number;
@@ -43,6 +50,35 @@ const FS_BINDING =
   /^(symlink|readlink|unlink|rename|lstat|stat|fstat|open|openFileHandle|close|fdatasync|fsync|writeBuffer|writeString|ftruncate)$/;
 /** Stages under this share of CPU are summed into one line. */
 const MIN_STAGE_SHARE = 0.005;
+
+/** Source maps of the bundled CLI's chunks (dist/src/chunks/*.js), by file URL; null if none. */
+const sourceMaps = new Map<string, SourceMap | null>();
+
+/**
+ * The frame as in tsc's output: `airlock serve` runs the bundle (build/bundle-cli.mjs), whose
+ * chunk files mix modules; each chunk's .map names the dist file a position came from.
+ */
+function unbundled(frame: CallFrame): CallFrame {
+  if (!frame.url.startsWith('file://') || !frame.url.includes('/dist/src/chunks/')) return frame;
+  let map = sourceMaps.get(frame.url);
+  if (map === undefined) {
+    try {
+      map = new SourceMap(JSON.parse(readFileSync(new URL(frame.url).pathname + '.map', 'utf8')));
+    } catch {
+      map = null;
+    }
+    sourceMaps.set(frame.url, map);
+  }
+  const entry = map?.findEntry(frame.lineNumber, frame.columnNumber) as
+    { originalSource?: string; originalLine?: number } | undefined;
+  if (!entry?.originalSource) return frame;
+  return {
+    functionName: frame.functionName,
+    url: new URL(entry.originalSource, frame.url).href,
+    lineNumber: entry.originalLine ?? frame.lineNumber,
+    columnNumber: 0,
+  };
+}
 
 /** The stage a frame belongs to; undefined for Node internals and builtins (charged to a caller). */
 function stageOf(frame: CallFrame, self: CallFrame): string | undefined {
@@ -92,6 +128,7 @@ function internalStage(frame: CallFrame): string {
 }
 
 function analyse(profile: CpuProfile, top: number): void {
+  for (const n of profile.nodes) n.callFrame = unbundled(n.callFrame);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -148,6 +185,10 @@ function analyse(profile: CpuProfile, top: number): void {
 }
 
 async function main(): Promise<void> {
+  if (values.from) {
+    analyse(JSON.parse(await readFile(values.from, 'utf8')) as CpuProfile, Number(values.top));
+    return;
+  }
   const dir = await mkdtemp(path.join(os.tmpdir(), 'al-profile-'));
   const args = [
     path.join(import.meta.dirname, 'http.js'),
@@ -155,6 +196,8 @@ async function main(): Promise<void> {
     values.calls!,
     '--sessions',
     values.sessions!,
+    '--sequential',
+    values.sequential!,
     ...(values['audit-dir'] ? ['--audit-dir', values['audit-dir']] : []),
   ];
   const child = spawn(process.execPath, args, {

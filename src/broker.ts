@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { startControlServer, type ControlServer } from './approvals/control.js';
 import { ApprovalService } from './approvals/service.js';
-import { AuditLog } from './audit/log.js';
+import { AuditLog, LOCK_IDLE_HOLD_MS } from './audit/log.js';
 import { loadOrCreateAuditSigner } from './audit/key.js';
 import { loadOrCreateBrokerId } from './audit/broker-id.js';
 import { AuditShipper } from './audit/shipper.js';
@@ -122,6 +122,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   let shipper: AuditShipper | undefined;
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
+    idleHoldMs: LOCK_IDLE_HOLD_MS, // the broker's event loop never blocks on a synchronous call
     ...(signer ? { checkpoints: { signer } } : {}),
     ...(telemetry ? { onFsync: (seconds: number) => telemetry.auditFsync(seconds) } : {}),
     broker: brokerId,

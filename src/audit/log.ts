@@ -791,6 +791,12 @@ const LOCK_FIRST_BACKOFF_MS = 0.2;
 const LOCK_MAX_BACKOFF_MS = 5;
 /** Longest we keep the lock across back-to-back batches (well below the stale age). */
 const LOCK_HOLD_ACROSS_BATCHES_MS = 1000;
+/**
+ * What the broker passes as `idleHoldMs`: a call's request and result records, and a session's
+ * next call, often come sooner, and taking and dropping the lock costs a lstat, a symlink, a
+ * readlink and an unlink per batch (and on ext4, journal work that the next fdatasync waits for).
+ */
+export const LOCK_IDLE_HOLD_MS = 1;
 const LOCK_TARGET = /^airlock:(\w*):(\d+):(\d+):[0-9a-z]+$/;
 
 /** Pids are only comparable within one pid namespace (a container has its own). */
@@ -802,7 +808,20 @@ const PID_NAMESPACE = (() => {
   }
 })();
 /** Lock targets this process holds now: a lock naming our pid that is not here is left from before. */
-const locksHeldHere = new Set<string>();
+const locksHeldHere = new Map<string, string>(); // target → path
+let releaseOnExit = false;
+
+/** Records that we hold `target` at `at`; a process that exits still holding it removes it. */
+function holdHere(target: string, at: string): void {
+  locksHeldHere.set(target, at);
+  if (releaseOnExit) return;
+  releaseOnExit = true;
+  // A log may keep its lock briefly after a batch (idleHoldMs), and a command may end
+  // without closing its log: the lock must not outlive us (unlinks are synchronous).
+  process.once('exit', () => {
+    for (const [target, at] of locksHeldHere) removeIfTarget(at, target);
+  });
+}
 let lockNonce = 0;
 
 interface LockOwner {
@@ -914,7 +933,7 @@ export class InterProcessLock {
       try {
         symlinkSync(target, this.path);
         this.target = target;
-        locksHeldHere.add(target);
+        holdHere(target, this.path);
         this.dropReservation();
         return true;
       } catch (err) {
@@ -939,7 +958,7 @@ export class InterProcessLock {
     try {
       symlinkSync(target, this.nextPath);
       this.reservation = target;
-      locksHeldHere.add(target);
+      holdHere(target, this.nextPath);
     } catch {
       // Another waiter has the next turn (or it cannot be created): keep polling.
     }
@@ -1072,6 +1091,13 @@ export interface AuditLogOptions {
   /** Age after which a lock is broken even if its owner seems alive; default 30 000 ms. */
   staleLockMs?: number;
   /**
+   * Keeps the lock this long after a good batch when no other process has asked for it (default
+   * 0: released after every batch). A process that wants it meanwhile reserves the next turn and
+   * gets it when our next batch ends, or after this. Only for a process whose event loop never
+   * blocks (the broker): one blocked in a synchronous call would keep others waiting meanwhile.
+   */
+  idleHoldMs?: number;
+  /**
    * Signed checkpoint records: after `everyRecords` records or `everyMs` since the last one
    * (whichever comes first, checked as batches are written), a `phase: "checkpoint"` record
    * carries the host key's signature over the head before it.
@@ -1138,6 +1164,8 @@ export class AuditLog {
   private tornEnd: number | null = null;
   /** Set when the file was deleted or replaced; the next batch looks for a file that continues the chain. */
   private lostFile: string | null = null;
+  /** Releases the lock kept after a batch once no batch has come for `idleHoldMs`. */
+  private idleRelease: NodeJS.Timeout | undefined;
   /** Where the last checkpoint (written by this process) stands. */
   private checkpointSeq = 0;
   private checkpointAt = Date.now();
@@ -1256,6 +1284,7 @@ export class AuditLog {
     this.closed = true;
     while (this.draining) await this.draining;
     if (this.tornEnd !== null) await this.cutBack(this.tornEnd); // last chance before letting go
+    clearTimeout(this.idleRelease);
     this.lock.release();
     await this.fh.close().catch(() => {});
   }
@@ -1277,7 +1306,31 @@ export class AuditLog {
       }
     }
     // A batch may have kept the lock for records that then failed to build.
-    if (this.tornEnd === null) this.lock.release();
+    if (this.tornEnd === null && !this.holdingIdle()) this.lock.release();
+  }
+
+  /** True while the lock is kept after a good batch (see `idleHoldMs`). */
+  private holdingIdle(): boolean {
+    return this.idleRelease !== undefined && this.lock.held;
+  }
+
+  /** Keeps the lock after a good batch, until the next batch or `idleHoldMs` without one. */
+  private holdWhileIdle(): void {
+    if (this.idleRelease) {
+      this.idleRelease.refresh();
+      return;
+    }
+    this.idleRelease = setTimeout(() => {
+      this.idleRelease = undefined;
+      // A batch in progress releases (or keeps) the lock itself when it ends.
+      if (!this.draining && this.tornEnd === null) this.lock.release();
+    }, this.opts.idleHoldMs);
+    this.idleRelease.unref(); // an idle log never keeps the process alive
+  }
+
+  private stopIdleHold(): void {
+    clearTimeout(this.idleRelease);
+    this.idleRelease = undefined;
   }
 
   /** Builds the record body (no envelope), scrubbed then truncated, and its JSON text. */
@@ -1350,6 +1403,7 @@ export class AuditLog {
         throw err;
       }
     }
+    let written = false;
     try {
       await this.catchUp();
       let { seq, hash: prev } = this.tail;
@@ -1397,19 +1451,26 @@ export class AuditLog {
         this.checkpointSeq = seq;
         this.checkpointAt = Date.now();
       }
+      written = true;
       return records;
     } finally {
       // Bytes that could not be cut would be taken for records by the next process: keep them out.
-      // With more records already queued the lock is kept for the next batch (taking and dropping
-      // it costs a symlink and an unlink), unless another process waits for its turn or we have
-      // held it long enough that it could be judged stale.
+      // After a good batch the lock is kept for the next one (queued already, or coming within
+      // idleHoldMs), unless another process waits for its turn or we have held it long
+      // enough that it could be judged stale. A failed batch lets go at once.
+      const torn = this.tornEnd !== null;
+      const idleHold = (this.opts.idleHoldMs ?? 0) > 0;
       const keep =
-        this.tornEnd !== null ||
-        (this.queue.length > 0 &&
+        torn ||
+        (written &&
           !this.closed &&
+          (idleHold || this.queue.length > 0) &&
           this.lock.heldForMs() < LOCK_HOLD_ACROSS_BATCHES_MS &&
           !this.lock.othersWaiting());
-      if (!keep) this.lock.release();
+      if (!keep) {
+        this.stopIdleHold();
+        this.lock.release();
+      } else if (!torn && idleHold) this.holdWhileIdle();
     }
   }
 

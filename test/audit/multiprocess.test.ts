@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHook } from 'node:async_hooks';
 import {
   appendFileSync,
-  existsSync,
+  lstatSync,
   readFileSync,
   readlinkSync,
   statSync,
@@ -18,7 +18,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditLog, AuditUnavailableError, verifyAuditFile, type AuditRecord } from '../../src/audit/log.js';
+import {
+  AuditLog,
+  AuditUnavailableError,
+  LOCK_IDLE_HOLD_MS,
+  verifyAuditFile,
+  type AuditRecord,
+} from '../../src/audit/log.js';
 import { entry, sh, tempDir } from './helpers.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -58,6 +64,8 @@ async function expectOneChain(calls: string[]): Promise<AuditRecord[]> {
 }
 
 const lockPath = (): string => file + '.lock';
+/** The lock is a symlink to nowhere: existsSync follows it and always says false. */
+const linkExists = (at: string): boolean => lstatSync(at, { throwIfNoEntry: false }) !== undefined;
 const PID_NAMESPACE = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '';
 const lockTarget = (pid: number, since = Date.now()): string =>
   `airlock:${PID_NAMESPACE}:${pid}:${since}:test`;
@@ -88,7 +96,20 @@ describe('two AuditLogs in one process on one file', () => {
       calls.push(`a${i}`, `b${i}`);
     }
     await expectOneChain(calls);
-    expect(existsSync(lockPath())).toBe(false); // released after every batch
+    expect(linkExists(lockPath())).toBe(false); // released after every batch
+  });
+
+  it('with idleHoldMs a log keeps the lock briefly after a batch, lets go when idle, and at once when closed', async () => {
+    const a = await openLog({ idleHoldMs: LOCK_IDLE_HOLD_MS });
+    await a.append(entry({ call: 'a0' }));
+    expect(linkExists(lockPath())).toBe(true); // the next batch need not take it again
+    await new Promise((r) => setTimeout(r, LOCK_IDLE_HOLD_MS + 20));
+    expect(linkExists(lockPath())).toBe(false);
+    await a.append(entry({ call: 'a1' }));
+    expect(linkExists(lockPath())).toBe(true);
+    await a.close();
+    expect(linkExists(lockPath())).toBe(false);
+    await expectOneChain(['a0', 'a1']);
   });
 
   it('concurrent appends form one chain with every record', async () => {
@@ -137,8 +158,8 @@ describe('another process appending concurrently', () => {
     writeFileSync(
       child,
       `import { AuditLog } from './audit.mjs';
-const [file, tag, count, width] = process.argv.slice(2);
-const log = await AuditLog.open(file);
+const [file, tag, count, width, ending] = process.argv.slice(2);
+const log = await AuditLog.open(file, ending === 'exit-without-close' ? { idleHoldMs: 60_000 } : {});
 process.stdout.write('ready\\n');
 await new Promise((resolve) => process.stdin.once('data', resolve));
 const seqs = [];
@@ -151,12 +172,34 @@ await Promise.all(Array.from({ length: Number(width) }, async () => {
     seqs.push(rec.seq);
   }
 }));
-await log.close();
-process.stdout.write(JSON.stringify(seqs) + '\\n');
+if (ending === 'exit-without-close') {
+  process.stdout.write(JSON.stringify(seqs) + '\\n', () => process.exit(0));
+} else {
+  await log.close();
+  process.stdout.write(JSON.stringify(seqs) + '\\n');
+}
 `,
     );
     return child;
   }
+
+  it('a process that exits without closing its log, holding the lock while idle, leaves no lock behind', async () => {
+    const script = buildChildModule();
+    const child = spawn(process.execPath, [script, file, 'quick', '3', '1', 'exit-without-close'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    cleanups.push(() => child.kill('SIGKILL'));
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    child.stdin!.end('go\n');
+    expect(await exited).toBe(0);
+    expect(JSON.parse(out.split('\n')[1]!)).toEqual([1, 2, 3]);
+    // It exited within its idle hold (60 s), still owning the lock: its exit handler removed it.
+    expect(linkExists(lockPath())).toBe(false);
+    expect(linkExists(lockPath() + '.next')).toBe(false);
+    await expectOneChain(['quick0', 'quick1', 'quick2']);
+  });
 
   it('a child process and this one, appending at once, produce one valid chain', async () => {
     const script = buildChildModule();
@@ -225,7 +268,7 @@ describe('what other writers append', () => {
       expect((err as Error).message).toMatch(why);
       expect((err as Error).message).toContain(file);
       expect(statSync(file).size).toBe(size);
-      expect(existsSync(lockPath())).toBe(false); // a refusal releases the lock too
+      expect(linkExists(lockPath())).toBe(false); // a refusal releases the lock too
     }
     // Repaired: both continue one chain.
     writeFileSync(file, good);
@@ -317,7 +360,7 @@ describe('the lock', () => {
     // Broken, not waited out: waiting would end in AuditUnavailableError after lockTimeoutMs.
     const rec = await log.append(entry());
     expect(rec.seq).toBe(2);
-    expect(existsSync(lockPath())).toBe(false);
+    expect(linkExists(lockPath())).toBe(false);
     expect(await verifyAuditFile(file)).toEqual({ ok: true, count: 2 });
   });
 
@@ -387,7 +430,7 @@ describe('the lock', () => {
     // busy writer to go idle (it never does while hammering).
     expect(Math.max(...overtaken), JSON.stringify(overtaken)).toBeLessThanOrEqual(4 * WRITERS);
     expect(await verifyAuditFile(file)).toMatchObject({ ok: true });
-    expect(existsSync(lockPath() + '.next')).toBe(false);
+    expect(linkExists(lockPath() + '.next')).toBe(false);
   });
 
   it('a waiting append proceeds once the lock is released, before its own timeout', async () => {
