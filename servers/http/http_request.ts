@@ -353,7 +353,9 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
       ),
     },
     authorize(args, ctx) {
-      return checkRequest(ctx.section, args.method, args.url).decision;
+      const checked = checkRequest(ctx.section, args.method, args.url);
+      checkedCalls.set(args, { section: ctx.section, checked });
+      return checked.decision;
     },
 
     async run(args, ctx) {
@@ -361,7 +363,11 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
       const caller = sanitizeCallerHeaders(args.headers);
       const dropped = [...caller.dropped];
       const secretsSent = new Set<string>();
-      const first = checkRequest(section, args.method, args.url);
+      // The pipeline authorizes these very arguments under this very section just before: the
+      // same check again would parse the URL and match the policy a second time.
+      const earlier = checkedCalls.get(args);
+      const first =
+        earlier?.section === section ? earlier.checked : checkRequest(section, args.method, args.url);
       if (!first.decision.allow) throw new ToolError(first.decision.reason, 'denied', first.decision.rule);
 
       const response = await sendUpstream({
@@ -425,5 +431,11 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
     },
   });
 }
+
+/** authorize()'s check of each call's arguments object, for run() (gone with the arguments). */
+const checkedCalls = new WeakMap<
+  object,
+  { section: HttpSection; checked: ReturnType<typeof checkRequest> }
+>();
 
 export const httpRequestTool = createHttpRequestTool();

@@ -1342,11 +1342,12 @@ export class AuditLog {
       const pass: OnePass = { scrub: (text) => redactor.scrub(text), digestedHidden: false };
       const truncated = truncateWalk(entry, maxString, 0, pass) as Record<string, unknown>;
       for (const k of ENVELOPE_KEYS) delete truncated[k];
-      const body = capRecord(truncated, maxBytes);
-      // The final safety check: what is written shows no secret, and no digest covers unscrubbed values.
-      // (The hash is the same either way: canonicalJson takes values as JSON.stringify does.)
-      const text = JSON.stringify(body);
-      if (body === truncated && !pass.digestedHidden && !redactor.contains(text)) return { body, text };
+      // The final safety check: what is written shows no secret, and no digest covers unscrubbed
+      // values. (The hash is the same either way: canonicalJson takes values as JSON.stringify does.)
+      // A record over maxBytes takes the full path below, which caps it.
+      const text = JSON.stringify(truncated);
+      if (Buffer.byteLength(text) <= maxBytes && !pass.digestedHidden && !redactor.contains(text))
+        return { body: truncated, text };
     }
     const scrub = this.opts.scrub ?? (redactor ? (e: AuditEntry) => redactor.scrubDeep(e) : undefined);
     const scrubbed = scrub ? scrub(entry) : entry;

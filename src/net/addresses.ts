@@ -102,10 +102,24 @@ function classifyParsed(addr: ipaddr.IPv4 | ipaddr.IPv6): AddressClass {
 
 /** Classifies an IP address string (as returned by DNS, or a URL host without brackets). */
 export function classifyAddress(ip: string): AddressClass {
+  const known = verdicts.get(ip);
+  if (known) return known;
   const bare = ip.replace(/%.*$/, ''); // drop an IPv6 zone id ("fe80::1%eth0")
   if (isIP(bare) === 0) throw new Error(`not an IP address: ${JSON.stringify(ip)}`);
-  return classifyParsed(ipaddr.parse(bare));
+  const verdict = Object.freeze(classifyParsed(ipaddr.parse(bare)));
+  if (verdicts.size >= MAX_REMEMBERED_VERDICTS) verdicts.clear();
+  verdicts.set(ip, verdict);
+  return verdict;
 }
+
+/**
+ * Verdicts by address text: an address's class never changes, and every http_request classifies
+ * its upstream's address two or three times (policy check, each DNS answer), which parsing with
+ * ipaddr.js made a few per cent of the broker's CPU. Bounded: a flood of distinct addresses only
+ * empties it.
+ */
+const verdicts = new Map<string, AddressClass>();
+const MAX_REMEMBERED_VERDICTS = 4096;
 
 /**
  * The IP literal of a WHATWG `URL.hostname` ("127.0.0.1", "[::1]"), or undefined for a DNS
