@@ -297,7 +297,9 @@ function openResponse(
       request.destroy(reason);
       reject(reason);
     };
+    let settled = false;
     const request = (url.protocol === 'https:' ? https : http).request(options, (res) => {
+      settled = true;
       deadline.removeEventListener('abort', onAbort);
       resolve(res);
     });
@@ -318,8 +320,10 @@ function openResponse(
         ),
       );
     });
-    // Any other way the request can close without an answer (no-op once settled).
+    // Any other way the request can close without an answer. (Every answered request closes
+    // too: an Error made then, only to be dropped, was 5 % of the client's CPU.)
     request.on('close', () => {
+      if (settled) return;
       deadline.removeEventListener('abort', onAbort);
       reject(new Error('upstream closed the connection without a response'));
     });
