@@ -99,6 +99,9 @@ async function measure(cli: string): Promise<Figures> {
         for (const s of wave) s.close();
       }
       const cpuPerSessionMs = (processCpuMs(pid) - cpuBefore) / CHURN;
+      // A closed session's socket is destroyed 2 s after its half-close if the peer lingers
+      // (NdjsonTransport.close), and holds the session until then: read after those timers.
+      await sleep(2500);
       const afterChurn = await settledRss(pid);
       return {
         idle,
