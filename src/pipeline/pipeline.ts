@@ -80,6 +80,14 @@ const DEFAULT_CALL_TIMEOUT_MS = 5 * 60_000;
 /** Calls one session may have in flight; more are refused, so one session cannot hog the broker. */
 export const MAX_CALLS_PER_SESSION = 16;
 
+/** The JSON text of results the pipeline answered with (it serializes each once to count its bytes). */
+const serializedResults = new WeakMap<CallToolResult, string>();
+
+/** JSON.stringify(result) for a result this pipeline returned unchanged, else undefined. */
+export function serializedResult(result: CallToolResult): string | undefined {
+  return serializedResults.get(result);
+}
+
 /** Record fields a server's audit detail may not set. */
 const RESERVED_AUDIT_KEYS: ReadonlySet<string> = new Set([
   ...AUDIT_CALL_FIELDS,
@@ -411,7 +419,8 @@ export class CallPipeline {
     }
 
     // 8. Durable result record before the answer goes back.
-    const resultBytes = Buffer.byteLength(JSON.stringify(result));
+    const resultJson = JSON.stringify(result);
+    const resultBytes = Buffer.byteLength(resultJson);
     span?.settle(lateDenial ? 'deny' : 'allow', outcome);
     try {
       await this.deps.audit.append({
@@ -427,6 +436,7 @@ export class CallPipeline {
         durationMs: elapsed(),
         resultBytes,
       });
+      serializedResults.set(result, resultJson);
     } catch (err) {
       this.deps.log.error(
         { err: (err as Error).message, team, server, tool: name, call },

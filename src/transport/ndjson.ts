@@ -190,13 +190,18 @@ export class NdjsonTransport implements Transport {
   };
 
   private writeRaw(message: unknown): boolean {
+    return this.writeLine(JSON.stringify(message));
+  }
+
+  /** Writes one frame whose JSON text the caller already has (no newline inside: JSON has none). */
+  private writeLine(json: string): boolean {
     if (this.closed || this.output.destroyed || this.output.writableEnded) return false;
     if (this.output.writableLength > this.maxPending) {
       this.protocolError('peer is not reading its responses; closing the session');
       void this.close();
       return false;
     }
-    this.output.write(JSON.stringify(message) + '\n');
+    this.output.write(json + '\n');
     // Backpressure: a peer that does not read its answers is not read from either, so its
     // requests wait in the kernel's socket buffer instead of turning into queued answers here.
     if (!this.readPaused && this.output.writableLength > READ_PAUSE_OUTPUT_BYTES) {
@@ -212,6 +217,15 @@ export class NdjsonTransport implements Transport {
 
   async send(message: JSONRPCMessage): Promise<void> {
     this.writeRaw(message);
+  }
+
+  /**
+   * A JSON-RPC result whose JSON text (`resultJson`, from JSON.stringify) is already made: the
+   * pipeline serializes every result once to count its bytes, and a large answer is not
+   * serialized a second time here.
+   */
+  sendResult(id: string | number, resultJson: string): void {
+    this.writeLine(`{"result":${resultJson},"jsonrpc":"2.0","id":${JSON.stringify(id)}}`);
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@ import {
   ListToolsRequestSchema,
   McpError,
 } from '@modelcontextprotocol/sdk/types.js';
-import type { CallPipeline, SessionInfo } from '../pipeline/pipeline.js';
+import { serializedResult, type CallPipeline, type SessionInfo } from '../pipeline/pipeline.js';
 import type { ServerName } from '../tool.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/types.js';
@@ -178,7 +178,12 @@ export async function openSession(
       .then(checkedResult)
       .then(
         (result) => {
-          if (!signal.aborted) return opts.transport.send({ result, jsonrpc: '2.0', id });
+          if (signal.aborted) return;
+          // The pipeline's own serialization of the result, if it is the one checkedResult kept.
+          const json = serializedResult(result);
+          if (json !== undefined && opts.transport instanceof NdjsonTransport)
+            return opts.transport.sendResult(id, json);
+          return opts.transport.send({ result, jsonrpc: '2.0', id });
         },
         (err: { code?: unknown; message?: string; data?: unknown }) => {
           if (signal.aborted) return;

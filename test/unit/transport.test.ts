@@ -88,6 +88,25 @@ describe('NdjsonTransport', () => {
     await transport.close();
   });
 
+  it('sendResult writes the very frame send() would, from JSON text made beforehand', async () => {
+    const p = pair();
+    await p.transport.start();
+    const result = {
+      content: [{ type: 'text', text: 'a "quoted"\nline \u2028' }],
+      structuredContent: { n: 1 },
+    };
+    for (const id of [7, 'req-"x"']) {
+      await p.transport.send({ result, jsonrpc: '2.0', id });
+      p.transport.sendResult(id, JSON.stringify(result));
+    }
+    await new Promise((r) => setImmediate(r));
+    const frames = p.written.join('').split('\n');
+    expect(frames).toHaveLength(5); // four frames, then the empty text after the last newline
+    expect(frames[1]).toBe(frames[0]);
+    expect(frames[3]).toBe(frames[2]);
+    expect(JSON.parse(frames[3]!)).toEqual({ result, jsonrpc: '2.0', id: 'req-"x"' });
+  });
+
   it('measures nesting outside strings only', () => {
     expect(nestingDepth('{"a":[[1]]}')).toBe(3);
     expect(nestingDepth('{"a":"[[[[[[\\"[["}')).toBe(1);
