@@ -35,6 +35,8 @@ const { values } = parseArgs({
     // records per call), so the bench can also show the broker without that floor (/dev/shm).
     'audit-dir': { type: 'string' },
     'baseline-cli': { type: 'string' },
+    // The broker's build (default: this one), e.g. for bench:profile of another build.
+    cli: { type: 'string' },
     rounds: { type: 'string', default: '5' },
   },
 });
@@ -113,7 +115,7 @@ async function main(): Promise<void> {
     const socket = path.join(dir, 'run/bench/http.sock');
     return { broker: await startServe(path.join(dir, 'airlock.yaml'), socket, cli), socket };
   };
-  const { broker, socket: socketPath } = await startBroker(root, `${auditDir}/audit.jsonl`);
+  const { broker, socket: socketPath } = await startBroker(root, `${auditDir}/audit.jsonl`, values.cli);
 
   // A minimal JSON-RPC client (handshake, then tools/call by id): the bench measures the broker,
   // not the CPU an MCP SDK client spends validating responses in the same 2-core machine.

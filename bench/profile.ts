@@ -4,7 +4,7 @@
 // the nearest caller in our code or a dependency, so "audit I/O" is fs work the audit asked for.
 //
 //   npm run build && node dist/bench/profile.js [--calls 4000] [--sessions 64] [--sequential 1000]
-//     [--audit-dir /dev/shm] [--top 25]
+//     [--audit-dir /dev/shm] [--cli OTHER/dist/src/cli.js] [--top 25]   (--cli: profile that build's broker)
 //   node dist/bench/profile.js --from FILE.cpuprofile    (only the analysis, of a saved profile)
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ const { values } = parseArgs({
     from: { type: 'string' },
     top: { type: 'string', default: '25' },
     'audit-dir': { type: 'string' },
+    cli: { type: 'string' },
   },
 });
 
@@ -80,6 +81,13 @@ function unbundled(frame: CallFrame): CallFrame {
   };
 }
 
+/** A file URL as a path in its build's dist folder (this build's, or the one --cli names). */
+function distRelative(url: string): string {
+  const file = url.startsWith('file://') ? new URL(url).pathname : url;
+  const at = file.lastIndexOf('/dist/');
+  return at >= 0 ? file.slice(at + '/dist/'.length) : path.relative(ROOT, file);
+}
+
 /** The stage a frame belongs to; undefined for Node internals and builtins (charged to a caller). */
 function stageOf(frame: CallFrame, self: CallFrame): string | undefined {
   const url = frame.url;
@@ -94,7 +102,7 @@ function stageOf(frame: CallFrame, self: CallFrame): string | undefined {
   if (url.includes('/node_modules/'))
     return `dependency ${/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1]}`;
   if (!url.startsWith('file://')) return undefined;
-  const rel = path.relative(ROOT, new URL(url).pathname);
+  const rel = distRelative(url);
   if (rel.startsWith('src/transport/ndjson.js')) return 'framing/JSON (transport)';
   if (rel.startsWith('src/transport/session.js')) return 'MCP SDK dispatch';
   if (rel.startsWith('src/secrets/redact.js') || rel.startsWith('src/secrets/tail.js')) return 'redaction';
@@ -155,7 +163,7 @@ function analyse(profile: CpuProfile, top: number): void {
     }
     stage ??= internalStage(self);
     stages.set(stage, (stages.get(stage) ?? 0) + us);
-    const where = self.url ? `${self.url.replace(`file://${ROOT}/`, '')}:${self.lineNumber + 1}` : '(native)';
+    const where = self.url ? `${distRelative(self.url)}:${self.lineNumber + 1}` : '(native)';
     const key = `${self.functionName || '(anonymous)'} ${where}`;
     const f = functions.get(key) ?? { us: 0, stage };
     f.us += us;
@@ -199,6 +207,7 @@ async function main(): Promise<void> {
     '--sequential',
     values.sequential!,
     ...(values['audit-dir'] ? ['--audit-dir', values['audit-dir']] : []),
+    ...(values.cli ? ['--cli', values.cli] : []),
   ];
   const child = spawn(process.execPath, args, {
     stdio: 'inherit',
