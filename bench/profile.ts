@@ -83,7 +83,8 @@ function unbundled(frame: CallFrame): CallFrame {
 
 /** A file URL as a path in its build's dist folder (this build's, or the one --cli names). */
 function distRelative(url: string): string {
-  const file = url.startsWith('file://') ? new URL(url).pathname : url;
+  if (!url.startsWith('file://')) return url; // node:internal/…
+  const file = new URL(url).pathname;
   const at = file.lastIndexOf('/dist/');
   return at >= 0 ? file.slice(at + '/dist/'.length) : path.relative(ROOT, file);
 }
