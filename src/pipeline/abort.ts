@@ -1,5 +1,13 @@
+/** What untilAborted needs of an AbortSignal (servers/http's deadline is a lighter one). */
+export interface AbortLike {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
 /** Resolves or rejects with `work`, but rejects with the signal's reason as soon as it aborts. */
-export function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+export function untilAborted<T>(work: Promise<T>, signal: AbortLike): Promise<T> {
   if (signal.aborted) {
     // Nobody waits for `work` now; its own failure must not surface as an unhandled rejection
     // (which would end the broker for every team).
