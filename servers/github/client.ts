@@ -24,23 +24,8 @@ export const MAX_RATE_LIMIT_WAIT_S = 20;
 export const MAX_RATE_LIMIT_RETRIES = 2;
 const SERVER_ERROR_RETRIES = 2;
 
-/** Marks the stand-in answer for a redirect that was not followed (see noRedirectFetch). */
-const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
-
-/**
- * fetch that never follows a redirect (the token would go along to wherever it points). A 3xx
- * becomes a 400 carrying the target in a marker header: not retried, and reported as a redirect.
- */
-async function noRedirectFetch(url: string | URL | Request, init?: RequestInit): Promise<Response> {
-  const res = await fetch(url, { ...init, redirect: 'manual' });
-  if (res.status < 300 || res.status >= 400 || res.status === 304) return res;
-  await res.body?.cancel();
-  const location = cleanLine(res.headers.get('location'), 300).text;
-  return new Response(JSON.stringify({ message: `redirect (${res.status}) refused` }), {
-    status: 400,
-    headers: { 'content-type': 'application/json', [REDIRECT_REFUSED]: location || '(no location)' },
-  });
-}
+/** Marks the stand-in answer for a redirect that was not followed (fetch.ts). */
+export const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
 
 export interface GithubRuntime extends ServerRuntime {
   octokit: Client;
@@ -73,11 +58,12 @@ export async function createGithubOctokit(options: {
 
 /** One Octokit per team runtime (its limits are the team's); the credential comes with each call. */
 export async function createGithubRuntime(section: GithubSection): Promise<GithubRuntime> {
-  const octokit = await createGithubOctokit({
-    apiUrl: section.apiUrl,
-    fetch: noRedirectFetch as typeof fetch,
-  });
-  return { octokit, close: async () => undefined };
+  // The team's own connection pool to its API, which never follows a redirect (fetch.ts).
+  // Loaded here, with Octokit: commands that only read tool definitions never load node:https.
+  const { createGithubFetch } = await import('./fetch.js');
+  const pool = createGithubFetch(section.apiUrl);
+  const octokit = await createGithubOctokit({ apiUrl: section.apiUrl, fetch: pool.fetch });
+  return { octokit, close: async () => pool.close() };
 }
 
 export type GithubToolContext = ToolContext<GithubSection, unknown, GithubRuntime>;
