@@ -1,9 +1,9 @@
 // Per-call overhead of get_issue through socket + broker + durable audit against the same Octokit
-// calls made directly (Octokit with the same rate-limit and retry hook and its own fetch, the
-// same two requests: the issue and its first page of comments), in one run against the local
-// GitHub API stand-in (its own process). A second direct row sends the same calls through the
-// github server's own fetch (servers/github/fetch.ts), so what is left over it is the broker's
-// own path (socket, pipeline, audit, the handler). The disk's fdatasync latency is measured in the
+// calls made directly (@octokit/rest with its own request layer and fetch, plus the server's
+// rate-limit and retry hook; the same two requests: the issue and its first page of comments), in
+// one run against the local GitHub API stand-in (its own process). A second direct row makes the
+// same calls with the github server's own client (servers/github/request.ts and fetch.ts), so
+// what is left over it is the broker's own path (socket, pipeline, audit, the handler). The disk's fdatasync latency is measured in the
 // same run, because the two durable audit records of an allowed call are the floor of the
 // overhead. Target (issue 8): overhead p50 over direct Octokit ≤ 2 × fsync + 0.5 ms.
 // --baseline-cli runs a second broker from another build (e.g. main's dist/src/cli.js) in the same
@@ -17,7 +17,9 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createGithubOctokit } from '../servers/github/client.js';
+import { Octokit } from '@octokit/rest';
+import { createGithubOctokit, GITHUB_LIMITS } from '../servers/github/client.js';
+import { installGithubLimits } from '../servers/github/limits.js';
 import { createGithubFetch } from '../servers/github/fetch.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { ChildProcess } from 'node:child_process';
@@ -129,17 +131,25 @@ async function main(): Promise<void> {
     ? await startBroker(path.join(root, 'baseline'), baselineAudit, apiUrl, baselineCli)
     : undefined;
 
-  // The same client the github server uses (limits and retries included), making the same two
-  // requests: once with Octokit's own fetch, once with the server's.
+  // Direct: @octokit/rest as an agent would use it (its own request layer and fetch), with the
+  // server's rate-limit and retry hook; and the github server's own client (request.ts, fetch.ts).
+  // Both make the same two requests.
   const headers = { authorization: `token ${TOKEN}` };
-  const directWith = (octokit: Awaited<ReturnType<typeof createGithubOctokit>>) => async () => {
+  const directWith = (client: Octokit) => async () => {
     const where = { owner: 'acme', repo: 'payments-api', issue_number: 1, headers };
-    await octokit.rest.issues.get(where);
-    await octokit.rest.issues.listComments({ ...where, per_page: 30, page: 1 });
+    await client.rest.issues.get(where);
+    await client.rest.issues.listComments({ ...where, per_page: 30, page: 1 });
   };
-  const octokit = await createGithubOctokit({ apiUrl, userAgent: 'bench-direct' });
+  const quiet = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+  };
+  const octokit = new Octokit({ baseUrl: apiUrl, userAgent: 'bench-direct', log: quiet });
+  installGithubLimits(octokit, GITHUB_LIMITS);
   const serverFetch = createGithubFetch(apiUrl);
-  const octokitServerFetch = await createGithubOctokit({
+  const serverClient = await createGithubOctokit({
     apiUrl,
     userAgent: 'bench-direct',
     fetch: serverFetch.fetch,
@@ -148,8 +158,8 @@ async function main(): Promise<void> {
   const cases: Case[] = [
     { name: 'direct Octokit', call: () => directWith(octokit), seq: empty(), con: empty() },
     {
-      name: "direct, server's fetch",
-      call: () => directWith(octokitServerFetch),
+      name: "direct, server's client",
+      call: () => directWith(serverClient),
       seq: empty(),
       con: empty(),
     },
@@ -220,12 +230,12 @@ async function main(): Promise<void> {
     const oN = aN.p50 - dN.p50;
     console.log(
       `${c.name}, 1 session:    p50 +${o1.toFixed(3)} ms (${verdict(o1)} the target), p99 +${(a1.p99 - d1.p99).toFixed(3)} ms; ` +
-        `over the server's fetch p50 +${(a1.p50 - f1.p50).toFixed(3)} ms`,
+        `over the server's client p50 +${(a1.p50 - f1.p50).toFixed(3)} ms`,
     );
     console.log(
       `${c.name}, ${SESSIONS} sessions:  p50 +${oN.toFixed(3)} ms (${verdict(oN)} the target), p99 +${(aN.p99 - dN.p99).toFixed(3)} ms; ` +
         `${aN.perSecond.toFixed(0)} calls/s = ${((aN.perSecond / dN.perSecond) * 100).toFixed(0)}% of direct; ` +
-        `over the server's fetch p50 +${(aN.p50 - fN.p50).toFixed(3)} ms`,
+        `over the server's client p50 +${(aN.p50 - fN.p50).toFixed(3)} ms`,
     );
   });
   for (const b of [current, baseline]) {

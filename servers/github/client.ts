@@ -8,6 +8,7 @@ import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/
 import { ToolError, type ServerRuntime, type ToolContext } from '../../src/tool.js';
 import type { GithubSection } from './section.js';
 import { installGithubLimits } from './limits.js';
+import { installGithubRequest } from './request.js';
 import { cleanLine } from './text.js';
 
 // Octokit loads with the first team's runtime, not with the module: `policy check` and the other
@@ -23,6 +24,12 @@ export const MAX_RATE_LIMIT_WAIT_S = 20;
 /** Rate-limit retries per request, so the total wait is bounded by MAX_RATE_LIMIT_WAIT_S × this. */
 export const MAX_RATE_LIMIT_RETRIES = 2;
 const SERVER_ERROR_RETRIES = 2;
+/** The limits every github client has (limits.ts). */
+export const GITHUB_LIMITS = {
+  retries: SERVER_ERROR_RETRIES,
+  rateLimitRetries: MAX_RATE_LIMIT_RETRIES,
+  maxRateLimitWaitS: MAX_RATE_LIMIT_WAIT_S,
+} as const;
 
 /** Marks the stand-in answer for a redirect that was not followed (fetch.ts). */
 export const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
@@ -32,8 +39,8 @@ export interface GithubRuntime extends ServerRuntime {
 }
 
 /**
- * An Octokit as the github server uses it: the API URL, rate limits and retries (limits.ts), no
- * console logging. The benchmark's direct calls use this too, so both sides pay the same.
+ * An Octokit as the github server uses it: the API URL, its own request layer (request.ts) with
+ * `fetch` (default: the global one), rate limits and retries around it (limits.ts), no console logging.
  */
 export async function createGithubOctokit(options: {
   apiUrl: string;
@@ -48,11 +55,9 @@ export async function createGithubOctokit(options: {
     log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
     ...(options.fetch ? { request: { fetch: options.fetch } } : {}),
   });
-  installGithubLimits(octokit, {
-    retries: SERVER_ERROR_RETRIES,
-    rateLimitRetries: MAX_RATE_LIMIT_RETRIES,
-    maxRateLimitWaitS: MAX_RATE_LIMIT_WAIT_S,
-  });
+  // Innermost first: the limits hook wraps the request layer, so retries go through it.
+  installGithubRequest(octokit);
+  installGithubLimits(octokit, GITHUB_LIMITS);
   return octokit;
 }
 
