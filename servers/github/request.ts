@@ -142,8 +142,9 @@ async function send(o: RequestOptions): Promise<Answer> {
  */
 export function installGithubRequest(octokit: Octokit): void {
   octokit.hook.wrap('request', async (_octokitRequest, options) => {
-    // What @octokit/request does before fetchWrapper: merge with the client's defaults, then parse.
-    const request = octokit.request.endpoint(options as never) as unknown as RequestOptions;
+    // The options are already merged with the client's defaults (Octokit does that before the
+    // hooks); parsing them gives the method, URL, headers and body fetchWrapper would get.
+    const request = octokit.request.endpoint.parse(options as never) as unknown as RequestOptions;
     return (await send(request)) as never;
   });
 }
