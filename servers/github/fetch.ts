@@ -9,11 +9,13 @@
 //   target in a marker header, which is not retried and is reported as a redirect;
 // - the request's signal (the session and the policy's timeoutMs) ends it at any point, body
 //   included;
-// - pooled connections belong to one team's client and are closed with it;
+// - pooled connections belong to one team's client; closing it (a policy change) closes the idle
+//   ones at once and lets requests in flight finish, their connections closing once idle;
 // - a read (GET/HEAD) that fails because the server closed an idle pooled connection just as it
 //   was reused is sent once more on a new one; a write never is (limits.ts never retries writes).
 import http from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import zlib from 'node:zlib';
 import { REDIRECT_REFUSED } from './client.js';
 import { cleanLine } from './text.js';
@@ -108,7 +110,7 @@ const DECODERS: Record<string, () => NodeJS.ReadWriteStream> = {
 
 export interface GithubFetch {
   fetch: typeof fetch;
-  /** Closes the pooled connections. */
+  /** Closes the idle pooled connections; those in use close once their request is done. */
   close(): void;
 }
 
@@ -212,5 +214,16 @@ export function createGithubFetch(apiUrl: string): GithubFetch {
       return (await once(url, init, body)) as unknown as Response;
     }
   };
-  return { fetch: githubFetch as typeof fetch, close: () => agent.destroy() };
+  let closed = false;
+  const idleSockets = () => Object.values(agent.freeSockets).flatMap((list) => list ?? []);
+  // After close() a connection that goes idle is not kept (the agent's own listener, which runs
+  // first, has just put it among the free ones, unless a waiting request took it).
+  agent.on('free', (socket: Socket) => {
+    if (closed && idleSockets().includes(socket)) socket.destroy();
+  });
+  const close = () => {
+    closed = true;
+    for (const socket of idleSockets()) socket.destroy();
+  };
+  return { fetch: githubFetch as typeof fetch, close };
 }

@@ -9,6 +9,8 @@ import { REDIRECT_REFUSED } from '../../servers/github/client.js';
 import { createGithubFetch, type GithubFetch } from '../../servers/github/fetch.js';
 
 let server: http.Server;
+/** Connections the server has open. */
+const open = new Set<object>();
 let base: string;
 const seen: string[] = [];
 /** Requests seen per connection, to drop the second request on a reused one. */
@@ -32,6 +34,8 @@ beforeAll(async () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"partial":');
       // never ends
+    } else if (req.url === '/slow') {
+      setTimeout(() => res.end('done'), 300);
     } else if (req.url?.startsWith('/drop-reused')) {
       // The server drops a kept-alive connection as the client reuses it.
       if (n > 1) req.socket.destroy();
@@ -40,6 +44,10 @@ beforeAll(async () => {
       res.writeHead(404);
       res.end();
     }
+  });
+  server.on('connection', (socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -117,5 +125,20 @@ describe('the github server fetch', () => {
       });
       expect(seen.slice(before)).toEqual(['POST /drop-reused?3']);
     });
+  });
+
+  it('close() (a policy change) closes idle connections at once, lets a write in flight finish, then leaves none open', async () => {
+    const { fetch, close } = createGithubFetch(base);
+    // Two pooled connections: one stays idle, the other carries the slow write.
+    await Promise.all([fetch(`${base}/json`), fetch(`${base}/json`)]);
+    // A write: it must not be cut off (and would never be sent again).
+    const slow = fetch(`${base}/slow`, { method: 'POST', body: '{}' });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(open.size).toBe(2);
+    close();
+    // The idle one closes at once, while the slow answer is still on its way.
+    await expect.poll(() => open.size, { timeout: 250 }).toBe(1);
+    expect(await (await slow).text()).toBe('done');
+    await expect.poll(() => open.size, { timeout: 5_000 }).toBe(0);
   });
 });
