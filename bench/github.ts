@@ -25,7 +25,16 @@ import { installGithubLimits } from '../servers/github/limits.js';
 import { createGithubFetch } from '../servers/github/fetch.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { ChildProcess } from 'node:child_process';
-import { load, percentile, RawMcpSession, startServe, stats, stopServe, type Stats } from './harness.js';
+import {
+  load,
+  percentile,
+  processCpuMs,
+  RawMcpSession,
+  startServe,
+  stats,
+  stopServe,
+  type Stats,
+} from './harness.js';
 
 const { values } = parseArgs({
   options: {
@@ -108,9 +117,23 @@ interface Case {
   name: string;
   /** The calls of one session, or of the i-th of SESSIONS concurrent ones. */
   call(i: number): () => Promise<void>;
-  seq: { latencies: number[]; wallMs: number };
-  con: { latencies: number[]; wallMs: number };
+  /** CPU time so far (ms) of whoever does the work: the broker, or this process for direct calls. */
+  cpuMs(): number;
+  seq: Run;
+  con: Run;
 }
+
+interface Run {
+  latencies: number[];
+  wallMs: number;
+  cpuMs: number;
+}
+
+/** This process's CPU time so far, in ms. */
+const ownCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-gh-'));
@@ -159,12 +182,13 @@ async function main(): Promise<void> {
     userAgent: 'bench-direct',
     fetch: serverFetch.fetch,
   });
-  const empty = () => ({ latencies: [] as number[], wallMs: 0 });
+  const empty = (): Run => ({ latencies: [], wallMs: 0, cpuMs: 0 });
   const cases: Case[] = [
-    { name: 'direct Octokit', call: () => directWith(octokit), seq: empty(), con: empty() },
+    { name: 'direct Octokit', call: () => directWith(octokit), cpuMs: ownCpuMs, seq: empty(), con: empty() },
     {
       name: "direct, server's client",
       call: () => directWith(serverClient),
+      cpuMs: ownCpuMs,
       seq: empty(),
       con: empty(),
     },
@@ -173,34 +197,39 @@ async function main(): Promise<void> {
           {
             name: 'airlock, baseline',
             call: (i: number) => viaAirlock(baseline.clients[i]!),
+            cpuMs: () => processCpuMs(baseline.broker.pid!),
             seq: empty(),
             con: empty(),
           },
         ]
       : []),
-    { name: 'airlock', call: (i: number) => viaAirlock(current.clients[i]!), seq: empty(), con: empty() },
+    {
+      name: 'airlock',
+      call: (i: number) => viaAirlock(current.clients[i]!),
+      cpuMs: () => processCpuMs(current.broker.pid!),
+      seq: empty(),
+      con: empty(),
+    },
   ];
 
   for (const c of cases) await load([c.call(0)], 200);
   const fsync = fsyncLatency(auditDir);
   // The cases take turns in blocks, so load from the rest of the machine falls on all of them.
   const BLOCK = 50;
-  const add = (into: Case['seq'], r: { latencies: number[]; wallMs: number }) => {
+  const add = async (c: Case, into: Run, run: () => Promise<{ latencies: number[]; wallMs: number }>) => {
+    const cpu = c.cpuMs();
+    const r = await run();
+    into.cpuMs += c.cpuMs() - cpu;
     into.latencies.push(...r.latencies);
     into.wallMs += r.wallMs;
   };
   for (let done = 0; done < SEQUENTIAL; done += BLOCK) {
-    for (const c of cases) add(c.seq, await load([c.call(0)], BLOCK));
+    for (const c of cases) await add(c, c.seq, () => load([c.call(0)], BLOCK));
   }
   for (let done = 0; done < CALLS; done += BLOCK * SESSIONS) {
     for (const c of cases) {
-      add(
-        c.con,
-        await load(
-          Array.from({ length: SESSIONS }, (_, i) => c.call(i)),
-          BLOCK * SESSIONS,
-        ),
-      );
+      const calls = Array.from({ length: SESSIONS }, (_, k) => c.call(k));
+      await add(c, c.con, () => load(calls, BLOCK * SESSIONS));
     }
   }
   const fsyncAfter = fsyncLatency(auditDir);
@@ -210,18 +239,26 @@ async function main(): Promise<void> {
       (baselineCli ? `, baseline ${baselineCli}` : ''),
   );
   console.log(`fdatasync p50: ${fsync.toFixed(3)} ms before the runs, ${fsyncAfter.toFixed(3)} ms after`);
-  console.log('case'.padEnd(44), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
+  console.log(
+    'case'.padEnd(44),
+    'p50 ms'.padStart(9),
+    'p99 ms'.padStart(9),
+    'calls/s'.padStart(10),
+    'CPU ms/call'.padStart(12),
+  );
   const seqStats = cases.map((c) => stats(c.seq.latencies, c.seq.wallMs));
   const conStats = cases.map((c) => stats(c.con.latencies, c.con.wallMs));
-  const row = (name: string, s: Stats) =>
+  // CPU: the broker's for airlock rows; this process's (the client library) for direct rows.
+  const row = (name: string, s: Stats, r: Run) =>
     console.log(
       name.padEnd(44),
       s.p50.toFixed(3).padStart(9),
       s.p99.toFixed(3).padStart(9),
       s.perSecond.toFixed(0).padStart(10),
+      (r.cpuMs / r.latencies.length).toFixed(3).padStart(12),
     );
-  cases.forEach((c, i) => row(`${c.name}, 1 session (${SEQUENTIAL})`, seqStats[i]!));
-  cases.forEach((c, i) => row(`${c.name}, ${SESSIONS} sessions (${CALLS})`, conStats[i]!));
+  cases.forEach((c, i) => row(`${c.name}, 1 session (${SEQUENTIAL})`, seqStats[i]!, c.seq));
+  cases.forEach((c, i) => row(`${c.name}, ${SESSIONS} sessions (${CALLS})`, conStats[i]!, c.con));
   const fsyncP50 = Math.max(fsync, fsyncAfter);
   const target = 2 * fsyncP50 + 0.5;
   const verdict = (overhead: number) => (overhead <= target ? 'meets' : 'MISSES');
