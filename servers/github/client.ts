@@ -8,6 +8,7 @@ import { httpErrorOf, upstreamMessage, type GithubPermissions } from '../../src/
 import { ToolError, type ServerRuntime, type ToolContext } from '../../src/tool.js';
 import type { GithubSection } from './section.js';
 import { installGithubLimits } from './limits.js';
+import { installGithubRequest } from './request.js';
 import { cleanLine } from './text.js';
 
 // Octokit loads with the first team's runtime, not with the module: `policy check` and the other
@@ -23,32 +24,23 @@ export const MAX_RATE_LIMIT_WAIT_S = 20;
 /** Rate-limit retries per request, so the total wait is bounded by MAX_RATE_LIMIT_WAIT_S × this. */
 export const MAX_RATE_LIMIT_RETRIES = 2;
 const SERVER_ERROR_RETRIES = 2;
+/** The limits every github client has (limits.ts). */
+export const GITHUB_LIMITS = {
+  retries: SERVER_ERROR_RETRIES,
+  rateLimitRetries: MAX_RATE_LIMIT_RETRIES,
+  maxRateLimitWaitS: MAX_RATE_LIMIT_WAIT_S,
+} as const;
 
-/** Marks the stand-in answer for a redirect that was not followed (see noRedirectFetch). */
-const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
-
-/**
- * fetch that never follows a redirect (the token would go along to wherever it points). A 3xx
- * becomes a 400 carrying the target in a marker header: not retried, and reported as a redirect.
- */
-async function noRedirectFetch(url: string | URL | Request, init?: RequestInit): Promise<Response> {
-  const res = await fetch(url, { ...init, redirect: 'manual' });
-  if (res.status < 300 || res.status >= 400 || res.status === 304) return res;
-  await res.body?.cancel();
-  const location = cleanLine(res.headers.get('location'), 300).text;
-  return new Response(JSON.stringify({ message: `redirect (${res.status}) refused` }), {
-    status: 400,
-    headers: { 'content-type': 'application/json', [REDIRECT_REFUSED]: location || '(no location)' },
-  });
-}
+/** Marks the stand-in answer for a redirect that was not followed (fetch.ts). */
+export const REDIRECT_REFUSED = 'x-airlock-redirect-refused';
 
 export interface GithubRuntime extends ServerRuntime {
   octokit: Client;
 }
 
 /**
- * An Octokit as the github server uses it: the API URL, rate limits and retries (limits.ts), no
- * console logging. The benchmark's direct calls use this too, so both sides pay the same.
+ * An Octokit as the github server uses it: the API URL, its own request layer (request.ts) with
+ * `fetch` (default: the global one), rate limits and retries around it (limits.ts), no console logging.
  */
 export async function createGithubOctokit(options: {
   apiUrl: string;
@@ -63,21 +55,20 @@ export async function createGithubOctokit(options: {
     log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
     ...(options.fetch ? { request: { fetch: options.fetch } } : {}),
   });
-  installGithubLimits(octokit, {
-    retries: SERVER_ERROR_RETRIES,
-    rateLimitRetries: MAX_RATE_LIMIT_RETRIES,
-    maxRateLimitWaitS: MAX_RATE_LIMIT_WAIT_S,
-  });
+  // Innermost first: the limits hook wraps the request layer, so retries go through it.
+  installGithubRequest(octokit);
+  installGithubLimits(octokit, GITHUB_LIMITS);
   return octokit;
 }
 
 /** One Octokit per team runtime (its limits are the team's); the credential comes with each call. */
 export async function createGithubRuntime(section: GithubSection): Promise<GithubRuntime> {
-  const octokit = await createGithubOctokit({
-    apiUrl: section.apiUrl,
-    fetch: noRedirectFetch as typeof fetch,
-  });
-  return { octokit, close: async () => undefined };
+  // The team's own connection pool to its API, which never follows a redirect (fetch.ts).
+  // Loaded here, with Octokit: commands that only read tool definitions never load node:https.
+  const { createGithubFetch } = await import('./fetch.js');
+  const pool = createGithubFetch(section.apiUrl);
+  const octokit = await createGithubOctokit({ apiUrl: section.apiUrl, fetch: pool.fetch });
+  return { octokit, close: async () => pool.close() };
 }
 
 export type GithubToolContext = ToolContext<GithubSection, unknown, GithubRuntime>;

@@ -569,11 +569,17 @@ export const getIssue = defineTool({
     const { octokit, opts } = await connect(ctx, 'get_issue', args);
     const what = `reading issue #${args.number} of ${args.owner}/${args.repo}`;
     const where = { owner: args.owner, repo: args.repo, issue_number: args.number };
-    const { data: issue } = await github(what, () => octokit.rest.issues.get({ ...where, ...opts }));
-    const perPage = ctx.section.perPage;
-    const commentsRes = await github(what, () =>
-      octokit.rest.issues.listComments({ ...where, per_page: perPage, page: 1, ...opts }),
-    );
+    // The issue and its first page of comments at once: one GitHub round trip instead of two.
+    const [issueRes, commentsRes] = await Promise.allSettled([
+      github(what, () => octokit.rest.issues.get({ ...where, ...opts })),
+      github(what, () =>
+        octokit.rest.issues.listComments({ ...where, per_page: ctx.section.perPage, page: 1, ...opts }),
+      ),
+    ]);
+    // The issue's own failure (e.g. 404) is the one to report.
+    if (issueRes.status === 'rejected') throw issueRes.reason;
+    if (commentsRes.status === 'rejected') throw commentsRes.reason;
+    const issue = issueRes.value.data;
     const lo = labelOpts(ctx.section);
     const removed = { n: 0 };
     const body = labelText(
@@ -581,7 +587,7 @@ export const getIssue = defineTool({
       { login: userLogin(issue.user), association: issue.author_association },
       lo,
     );
-    const comments = commentsRes.data.map((c) => ({
+    const comments = commentsRes.value.data.map((c) => ({
       id: c.id,
       createdAt: c.created_at,
       body: labelText(c.body, { login: userLogin(c.user), association: c.author_association }, lo),
