@@ -20,7 +20,7 @@
 // Run: npm run bench:git [-- --status-only] [-- --baseline-cli /work/main/dist/src/cli.js]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -152,8 +152,37 @@ async function rawCall(session: RawMcpSession, name: string, args: Record<string
   if (r.isError) throw new Error(`${name} through the broker failed: ${JSON.stringify(r.content)}`);
 }
 
+/** Median latency of one write + fdatasync of a small record in `dir` (as bench/http.ts). */
+async function fdatasyncMs(dir: string, samples = 200): Promise<number> {
+  const file = path.join(dir, 'fdatasync-probe');
+  const fh = await fs.open(file, 'a', 0o600);
+  const line = Buffer.from('x'.repeat(400) + '\n');
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < samples; i++) {
+      times.push(
+        await time(async () => {
+          await fh.write(line);
+          await fh.datasync();
+        }),
+      );
+    }
+  } finally {
+    await fh.close();
+    await fs.rm(file, { force: true });
+  }
+  return median(times);
+}
+
+/** On-CPU time of a process's main thread (its event loop) so far, in ms (Linux schedstat). */
+function mainThreadCpuMs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+}
+
 async function startBroker(cli: string, configFile: string, socketPaths: string[]): Promise<ChildProcess> {
-  const broker = spawn(process.execPath, [cli, 'serve', '--config', configFile], {
+  // BENCH_BROKER_NODE_ARGS adds node flags (e.g. --cpu-prof), as in bench/harness.ts.
+  const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const broker = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
   });
@@ -380,9 +409,21 @@ async function main(): Promise<void> {
       if (r.code !== 0) throw new Error(`git status failed: ${r.stderr}`);
     };
     const toolStatus = () => mustCall(gitStatus, statusCtx, { workspace: 'status' });
+    // A raw JSON-RPC session, as bench/http.ts: the figure is the broker's, not the CPU an SDK
+    // client spends validating the answer on the same 2 cores.
+    const statusSessions = new Map<Setup, RawMcpSession>();
+    for (const s of setups) {
+      const session = await RawMcpSession.open(s.inst.socket(TEAM, 'git'));
+      teardown.unshift(async () => session.close());
+      statusSessions.set(s, session);
+    }
     const airlockStatusOf = (s: Setup) => async () => {
-      const r = await brokerCall(s.client, 'git_status', { workspace: 'status' });
-      if (!JSON.stringify(r).includes('dir-0/file-0.txt')) throw new Error('git_status missed the change');
+      const r = (await statusSessions.get(s)!.request('tools/call', {
+        name: 'git_status',
+        arguments: { workspace: 'status' },
+      })) as CallToolResult;
+      if (r.isError || !JSON.stringify(r.structuredContent).includes('dir-0/file-0.txt'))
+        throw new Error(`git_status missed the change: ${JSON.stringify(r.content)}`);
     };
     const statusPaths: Array<[string, Timed]> = [
       ['raw git status', rawStatusOf(fresh)],
@@ -397,10 +438,16 @@ async function main(): Promise<void> {
           ] as Array<[string, Timed]>)
         : []),
     ];
+    // The brokers' main threads are busy only with their own git_status calls in these rounds:
+    // their on-CPU time per call is what every other session on that broker waits behind.
+    const mainCpuBefore = setups.map((s) => mainThreadCpuMs(s.broker.pid!));
     const statusTimes = await measure(
       statusPaths.map(([, fn]) => fn),
       STATUS_WARMUP,
       STATUS_ROUNDS,
+    );
+    const mainCpuPerCall = setups.map(
+      (s, i) => (mainThreadCpuMs(s.broker.pid!) - mainCpuBefore[i]!) / (STATUS_WARMUP + STATUS_ROUNDS),
     );
     const statusOf = (name: string) => statusTimes[statusPaths.findIndex(([n]) => n === name)]!;
 
@@ -488,6 +535,9 @@ async function main(): Promise<void> {
       }
     }
 
+    // The durable floor of one call: the broker fsyncs two audit records (request and result).
+    const syncMs = await fdatasyncMs(path.dirname(fresh.inst.auditFile));
+
     // ---- report -------------------------------------------------------------------------------
     const ms0 = (x: number) => x.toFixed(0).padStart(7);
     const ms1 = (x: number) => x.toFixed(1).padStart(7);
@@ -548,6 +598,12 @@ async function main(): Promise<void> {
     console.log(
       `→ through Airlock: overhead ${overhead.toFixed(1)} ms at the median (target ≤ 3 ms) ${verdict(overhead <= 3)}; ` +
         `broker alone (Airlock − direct handler) ${(median(statusOf('git_status, through Airlock')) - median(statusOf('git_status, handler direct'))).toFixed(1)} ms`,
+    );
+    console.log(
+      `→ of which the durable audit's floor: 2 × fdatasync = ${(2 * syncMs).toFixed(2)} ms (one write + fdatasync of a record in the audit folder: ${syncMs.toFixed(2)} ms median)`,
+    );
+    console.log(
+      `→ broker main thread on CPU per git_status: ${setups.map((s, i) => `${s.label} ${mainCpuPerCall[i]!.toFixed(2)} ms`).join(', ')}`,
     );
     if (baseline) {
       const baseOverhead = median(statusOf('git_status, baseline Airlock')) - baseRawMedian;
