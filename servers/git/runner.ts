@@ -12,6 +12,7 @@
 // hardening visible in this one file.
 import { spawn } from 'node:child_process';
 import { accessSync, constants, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Redactor } from '../../src/secrets/redact.js';
@@ -309,6 +310,21 @@ interface Helper {
   server: SpawnServer;
   /** The helper's namespace confines work trees (root); otherwise git runs behind confinedShell. */
   namespaced: boolean;
+  /** The helper's /proc/<pid>/mountinfo, kept open: each check is one read from offset 0. */
+  mountinfo?: Promise<FileHandle>;
+}
+
+const MOUNTINFO_BUFFER_BYTES = 64 * 1024;
+
+/** The mount table of the helper's namespace, as of now. */
+async function helperMounts(helper: Helper): Promise<string> {
+  helper.mountinfo ??= fs.open(`/proc/${helper.server.pid}/mountinfo`, 'r');
+  const { bytesRead, buffer } = await (
+    await helper.mountinfo
+  ).read({ buffer: Buffer.allocUnsafe(MOUNTINFO_BUFFER_BYTES), position: 0 });
+  // A table that fills the buffer may go on: read it whole.
+  if (bytesRead === buffer.length) return fs.readFile(`/proc/${helper.server.pid}/mountinfo`, 'utf8');
+  return buffer.toString('utf8', 0, bytesRead);
 }
 
 let helperStart: Promise<Helper> | undefined;
@@ -321,8 +337,12 @@ async function spawnHelper(): Promise<Helper> {
     const confinement = await workTreeConfinement().catch(() => undefined);
     const namespaced = Boolean(confinement?.nsenter);
     const server = await SpawnServer.start(namespaced ? confinement!.unshare : []);
-    server.child.once('exit', () => confining.clear());
-    return { server, namespaced };
+    const helper: Helper = { server, namespaced };
+    server.child.once('exit', () => {
+      confining.clear();
+      void helper.mountinfo?.then((fh) => fh.close()).catch(() => undefined);
+    });
+    return helper;
   })();
   helperStart.catch(() => (helperStart = undefined));
   return helperStart;
@@ -341,7 +361,7 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
     if (!inFlight) break;
     await inFlight.catch(() => undefined);
   }
-  if (await stillConfined(helper.server.pid, workTree)) return;
+  if (await stillConfined(helper, workTree)) return;
   const mounting = (async () => {
     const r = await spawnThrough(helper.server, {
       file: '/bin/sh',
@@ -356,7 +376,7 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
       env: { PATH: '/usr/bin:/bin' },
       timeoutMs: 10_000,
     });
-    if (r.code !== 0 || !(await stillConfined(helper.server.pid, workTree))) {
+    if (r.code !== 0 || !(await stillConfined(helper, workTree))) {
       throw new Error(`cannot confine git to the work tree: ${r.stderr.trim() || 'mount failed'}`);
     }
   })();
@@ -373,10 +393,11 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
  * now. (Removing a folder detaches mounts on it in every namespace, so a replaced work tree would
  * otherwise be seen there unconfined.)
  */
-async function stillConfined(pid: number, workTree: string): Promise<boolean> {
+async function stillConfined(helper: Helper, workTree: string): Promise<boolean> {
+  const pid = helper.server.pid;
   try {
     const [info, now, there] = await Promise.all([
-      fs.readFile(`/proc/${pid}/mountinfo`, 'utf8'),
+      helperMounts(helper),
       fs.stat(workTree),
       fs.stat(`/proc/${pid}/root${workTree}`),
     ]);
