@@ -49,9 +49,9 @@ export function gitBinary(): string {
 // Git cannot close that race; the kernel can: every git that touches the work tree runs in a
 // private mount namespace where the work tree is re-mounted `nosymfollow` (Linux 5.10+), so no
 // symlink inside it is ever followed during path resolution. Git itself only ever lstat()s and
-// readlink()s symlinks, which still work. As root the namespace is the git spawn helper's own
-// (spawner.ts), made once; otherwise one is made per command inside a user namespace (the
-// broker's uid mapped to root there, so files keep its ownership).
+// readlink()s symlinks, which still work. The namespace is the git spawn helper's own
+// (spawner.ts), made once when it starts: as root a plain mount namespace, otherwise inside a user
+// namespace (the broker's uid mapped to root there, so files keep its ownership).
 
 const UNSHARE_CANDIDATES = ['/usr/bin/unshare', '/bin/unshare'];
 const MOUNT_CANDIDATES = ['/usr/bin/mount', '/bin/mount'];
@@ -65,8 +65,9 @@ export interface Confinement {
   unshare: string[];
   mount: string;
   /**
-   * Set as root: git runs in the spawn helper's long-lived private mount namespace, each work
-   * tree confined there once (see confineInHelper). (Named for the nsenter this once took.)
+   * Set as root, where the namespace needs no user namespace (airlock doctor reports which).
+   * Named for the nsenter that once entered a namespace per work tree; the spawn helper's
+   * namespace replaced those.
    */
   nsenter?: string;
 }
@@ -130,8 +131,8 @@ async function probeConfinement(): Promise<Confinement> {
           child.on('close', resolve);
         });
         if (code === 0) {
-          // As root the spawn helper lives in a namespace of its own: each git command then costs
-          // no unshare + sh + mount (see spawnHelper).
+          // The spawn helper starts in this variant's namespace (see spawnHelper); `nsenter` only
+          // tells airlock doctor that no user namespace is involved.
           const nsenter = variant.includes('--user') ? undefined : firstExecutable(NSENTER_CANDIDATES);
           return { unshare: variant, mount, ...(nsenter ? { nsenter } : {}) };
         }
@@ -300,15 +301,20 @@ export function buildArgv(opts: Pick<GitRunOptions, 'gitDir' | 'workTree' | 'arg
 }
 
 // ---------------------------------------------------------------------------------------------
-// The spawn helper (spawner.ts), started on first use. As root it is started inside a private
-// mount namespace of its own (the probed `unshare --mount --propagation private`), and every work
-// tree is confined there once: bound onto itself nosymfollow by a mount(1) the helper forks. Like
-// the per-work-tree namespaces this replaces, it sees the host's mounts as they were when it
-// started, and nothing is ever mounted in the broker's own namespace.
+// The spawn helper (spawner.ts), started on first use inside a private mount namespace of its own
+// (the probed unshare: plain as root, in a user namespace otherwise), and every work tree is
+// confined there once: bound onto itself nosymfollow by a mount(1) the helper forks. Like the
+// per-work-tree namespaces this replaces, it sees the host's mounts as they were when it started,
+// and nothing is ever mounted in the broker's own namespace. Commands that need no confinement
+// run there too: the only difference there is that work trees cannot be followed through.
 
 interface Helper {
   server: SpawnServer;
-  /** The helper's namespace confines work trees (root); otherwise git runs behind confinedShell. */
+  /**
+   * The helper runs in the confinement's namespace and confines work trees there. False only
+   * when it started on a host that offered no confinement then: confined commands then run
+   * behind confinedShell (a namespace per command).
+   */
   namespaced: boolean;
   /** The helper's /proc/<pid>/mountinfo, kept open: each check is one read from offset 0. */
   mountinfo?: Promise<FileHandle>;
@@ -335,7 +341,7 @@ async function spawnHelper(): Promise<Helper> {
   helperStart = (async () => {
     // Unconfined commands need no confinement: a host that offers none still gets a helper.
     const confinement = await workTreeConfinement().catch(() => undefined);
-    const namespaced = Boolean(confinement?.nsenter);
+    const namespaced = confinement !== undefined;
     const server = await SpawnServer.start(namespaced ? confinement!.unshare : []);
     const helper: Helper = { server, namespaced };
     server.child.once('exit', () => {

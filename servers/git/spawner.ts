@@ -5,9 +5,10 @@
 // environment empty) that forks what it is told and relays the child's output; the broker keeps
 // all policy: it builds every argv and environment, caps the output, times out and kills.
 //
-// As root the helper runs in its own private mount namespace, where each work tree is bound onto
-// itself `nosymfollow` (see runner.ts): git then starts in the confined namespace directly, with
-// no nsenter (an extra exec per command) and no holder process per work tree.
+// The helper runs in its own private mount namespace (inside a user namespace when the broker is
+// not root), where each work tree is bound onto itself `nosymfollow` (see runner.ts): git then
+// starts confined directly — no nsenter exec per command and no holder per work tree as root, no
+// unshare + sh + mount per command (~4 ms) otherwise.
 import { spawn, type ChildProcess } from 'node:child_process';
 
 /** The helper itself: CommonJS for `node -e`, Node built-ins only. Messages are structured clones. */
