@@ -10,11 +10,13 @@
 // opted in. It also buffers whole outputs, where we need to stop reading at a byte cap and
 // kill the process group on abort. Driving child_process.spawn directly keeps the whole
 // hardening visible in this one file.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { accessSync, constants, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Redactor } from '../../src/secrets/redact.js';
+import { SpawnServer } from './spawner.js';
 
 /** Candidate git binaries, in order. Fixed paths: the broker's PATH is not trusted to pick git. */
 const GIT_CANDIDATES = ['/usr/bin/git', '/usr/local/bin/git', '/bin/git', '/opt/homebrew/bin/git'];
@@ -47,8 +49,9 @@ export function gitBinary(): string {
 // Git cannot close that race; the kernel can: every git that touches the work tree runs in a
 // private mount namespace where the work tree is re-mounted `nosymfollow` (Linux 5.10+), so no
 // symlink inside it is ever followed during path resolution. Git itself only ever lstat()s and
-// readlink()s symlinks, which still work. As root the namespace is made directly; otherwise
-// inside a user namespace (the broker's uid mapped to root there, so files keep its ownership).
+// readlink()s symlinks, which still work. The namespace is the git spawn helper's own
+// (spawner.ts), made once when it starts: as root a plain mount namespace, otherwise inside a user
+// namespace (the broker's uid mapped to root there, so files keep its ownership).
 
 const UNSHARE_CANDIDATES = ['/usr/bin/unshare', '/bin/unshare'];
 const MOUNT_CANDIDATES = ['/usr/bin/mount', '/bin/mount'];
@@ -61,7 +64,11 @@ export interface Confinement {
   /** argv prefix that runs the rest in a private mount namespace. */
   unshare: string[];
   mount: string;
-  /** As root: a long-lived namespace per work tree, entered with nsenter (see confinedNamespace). */
+  /**
+   * Set as root, where the namespace needs no user namespace (airlock doctor reports which).
+   * Named for the nsenter that once entered a namespace per work tree; the spawn helper's
+   * namespace replaced those.
+   */
   nsenter?: string;
 }
 
@@ -124,8 +131,8 @@ async function probeConfinement(): Promise<Confinement> {
           child.on('close', resolve);
         });
         if (code === 0) {
-          // Root can enter a namespace it made: one long-lived namespace per work tree then costs
-          // each git command one nsenter instead of unshare + sh + mount.
+          // The spawn helper starts in this variant's namespace (see spawnHelper); `nsenter` only
+          // tells airlock doctor that no user namespace is involved.
           const nsenter = variant.includes('--user') ? undefined : firstExecutable(NSENTER_CANDIDATES);
           return { unshare: variant, mount, ...(nsenter ? { nsenter } : {}) };
         }
@@ -293,61 +300,110 @@ export function buildArgv(opts: Pick<GitRunOptions, 'gitDir' | 'workTree' | 'arg
   return argv;
 }
 
-/** The program and arguments to spawn: git itself, or git behind the umask/confinement shell. */
-function commandLine(
-  opts: Pick<GitRunOptions, 'umask' | 'confineTo'>,
-  argv: string[],
-  confinement: Confinement | undefined,
-): [string, string[]] {
-  if (opts.umask === undefined && !confinement) return [gitBinary(), argv];
-  // Node cannot set a child's umask or mounts; a fixed /bin/sh line does it (arguments stay in "$@").
-  const umask = opts.umask === undefined ? '' : `umask ${opts.umask.toString(8).padStart(3, '0')} && `;
-  if (!confinement) return ['/bin/sh', ['-c', `${umask}exec "$0" "$@"`, gitBinary(), ...argv]];
-  return confinedShell(
-    confinement.unshare,
-    confinement.mount,
-    opts.confineTo!,
-    `shift 2 && ${umask}exec "$@"`,
-    [gitBinary(), ...argv],
-  );
+// ---------------------------------------------------------------------------------------------
+// The spawn helper (spawner.ts), started on first use inside a private mount namespace of its own
+// (the probed unshare: plain as root, in a user namespace otherwise), and every work tree is
+// confined there once: bound onto itself nosymfollow by a mount(1) the helper forks. Like the
+// per-work-tree namespaces this replaces, it sees the host's mounts as they were when it started,
+// and nothing is ever mounted in the broker's own namespace. Commands that need no confinement
+// run there too: the only difference there is that work trees cannot be followed through.
+
+interface Helper {
+  server: SpawnServer;
+  /**
+   * The helper runs in the confinement's namespace and confines work trees there. False only
+   * when it started on a host that offered no confinement then: confined commands then run
+   * behind confinedShell (a namespace per command).
+   */
+  namespaced: boolean;
+  /** The helper's /proc/<pid>/mountinfo, kept open: each check is one read from offset 0. */
+  mountinfo?: Promise<FileHandle>;
 }
 
-// A long-lived confined namespace per work tree (root only). A holder process makes a private
-// mount namespace, mounts the work tree onto itself nosymfollow, says "ready" and waits on its
-// stdin: when the broker exits (or drops it) the pipe closes, the holder exits and the namespace
-// and its mount vanish with it — nothing is ever mounted in the broker's own namespace.
-interface Holder {
-  pid: number;
-  child: ChildProcess;
-}
-const holders = new Map<string, Promise<Holder>>();
+const MOUNTINFO_BUFFER_BYTES = 64 * 1024;
 
-async function confinedNamespace(workTree: string, confinement: Confinement): Promise<Holder> {
-  let pending = holders.get(workTree);
-  if (pending) {
-    // The namespace pinned the folder it was made for: if the work tree was since replaced
-    // (re-provisioned), that is a different folder — start over rather than use a stale one.
-    const holder = await pending.catch(() => undefined);
-    if (holder && (await stillConfined(holder.pid, workTree))) return holder;
-    holder?.child.kill('SIGKILL');
-    if (holders.get(workTree) === pending) holders.delete(workTree);
-    pending = undefined;
+/** The mount table of the helper's namespace, as of now. */
+async function helperMounts(helper: Helper): Promise<string> {
+  helper.mountinfo ??= fs.open(`/proc/${helper.server.pid}/mountinfo`, 'r');
+  const { bytesRead, buffer } = await (
+    await helper.mountinfo
+  ).read({ buffer: Buffer.allocUnsafe(MOUNTINFO_BUFFER_BYTES), position: 0 });
+  // A table that fills the buffer may go on: read it whole.
+  if (bytesRead === buffer.length) return fs.readFile(`/proc/${helper.server.pid}/mountinfo`, 'utf8');
+  return buffer.toString('utf8', 0, bytesRead);
+}
+
+let helperStart: Promise<Helper> | undefined;
+
+async function spawnHelper(): Promise<Helper> {
+  const current = await helperStart?.catch(() => undefined);
+  if (current?.server.alive) return current;
+  helperStart = (async () => {
+    // Unconfined commands need no confinement: a host that offers none still gets a helper.
+    const confinement = await workTreeConfinement().catch(() => undefined);
+    const namespaced = confinement !== undefined;
+    const server = await SpawnServer.start(namespaced ? confinement!.unshare : []);
+    const helper: Helper = { server, namespaced };
+    server.child.once('exit', () => {
+      confining.clear();
+      void helper.mountinfo?.then((fh) => fh.close()).catch(() => undefined);
+    });
+    return helper;
+  })();
+  helperStart.catch(() => (helperStart = undefined));
+  return helperStart;
+}
+
+/** Work trees being confined in the helper's namespace now (one mount at a time per tree). */
+const confining = new Map<string, Promise<void>>();
+
+/**
+ * Makes sure `workTree` is confined in the helper's namespace, and is the same folder as the
+ * host's: a work tree removed or replaced since (re-provisioned) lost its mount there.
+ */
+async function confineInHelper(helper: Helper, workTree: string, confinement: Confinement): Promise<void> {
+  for (;;) {
+    const inFlight = confining.get(workTree);
+    if (!inFlight) break;
+    await inFlight.catch(() => undefined);
   }
-  pending = startHolder(workTree, confinement);
-  holders.set(workTree, pending);
-  pending.catch(() => holders.delete(workTree));
-  return pending;
+  if (await stillConfined(helper, workTree)) return;
+  const mounting = (async () => {
+    const r = await spawnThrough(helper.server, {
+      file: '/bin/sh',
+      args: [
+        '-c',
+        '"$1" --bind -- "$2" "$2" && "$1" -o remount,bind,nosymfollow -- "$2"',
+        'airlock-confine',
+        confinement.mount,
+        workTree,
+      ],
+      cwd: '/',
+      env: { PATH: '/usr/bin:/bin' },
+      timeoutMs: 10_000,
+    });
+    if (r.code !== 0 || !(await stillConfined(helper, workTree))) {
+      throw new Error(`cannot confine git to the work tree: ${r.stderr.trim() || 'mount failed'}`);
+    }
+  })();
+  confining.set(workTree, mounting);
+  try {
+    await mounting;
+  } finally {
+    confining.delete(workTree);
+  }
 }
 
 /**
- * The holder's namespace still has the nosymfollow mount on the work tree, and it is the same
- * folder as now. (Removing a folder detaches mounts on it in every namespace, so a replaced work
- * tree would otherwise be seen there unconfined.)
+ * The helper's namespace has the nosymfollow mount on the work tree, and it is the same folder as
+ * now. (Removing a folder detaches mounts on it in every namespace, so a replaced work tree would
+ * otherwise be seen there unconfined.)
  */
-async function stillConfined(pid: number, workTree: string): Promise<boolean> {
+async function stillConfined(helper: Helper, workTree: string): Promise<boolean> {
+  const pid = helper.server.pid;
   try {
     const [info, now, there] = await Promise.all([
-      fs.readFile(`/proc/${pid}/mountinfo`, 'utf8'),
+      helperMounts(helper),
       fs.stat(workTree),
       fs.stat(`/proc/${pid}/root${workTree}`),
     ]);
@@ -367,65 +423,57 @@ function escapeMountinfo(p: string): string {
   return p.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
 }
 
-function startHolder(workTree: string, confinement: Confinement): Promise<Holder> {
-  const child = spawn(
-    ...confinedShell(confinement.unshare, confinement.mount, workTree, 'echo ready && exec cat >/dev/null'),
-    { env: { PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'pipe', 'ignore'] },
-  );
-  // Never keep the broker alive for it; its stdin closing is what ends it.
-  child.unref();
-  (child.stdout as unknown as { unref?: () => void }).unref?.();
-  (child.stdin as unknown as { unref?: () => void }).unref?.();
-  child.on('exit', () => holders.delete(workTree));
-  return new Promise<Holder>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error('cannot confine git to the work tree: the namespace holder did not start'));
-    }, 10_000);
-    child.stdout!.once('data', () => {
-      clearTimeout(timer);
-      resolve({ pid: child.pid!, child });
-    });
-    child.once('exit', () => {
-      clearTimeout(timer);
-      reject(new Error('cannot confine git to the work tree: the namespace holder exited'));
-    });
-  });
-}
-
 /** Runs one git command. Resolves with its exit code; rejects only on abort/timeout/spawn failure. */
 export async function runGit(opts: GitRunOptions): Promise<GitRunResult> {
   const confinement = opts.confineTo === undefined ? undefined : await workTreeConfinement();
-  if (confinement?.nsenter && opts.confineTo !== undefined) {
-    const holder = await confinedNamespace(opts.confineTo, confinement);
-    return spawnGit(opts, undefined, [confinement.nsenter, `--mount=/proc/${holder.pid}/ns/mnt`, '--']);
+  const helper = await spawnHelper();
+  const argv = buildArgv(opts);
+  let [file, args] = [gitBinary(), argv];
+  if (confinement && helper.namespaced) {
+    await confineInHelper(helper, opts.confineTo!, confinement);
+  } else if (confinement) {
+    // A fresh user + mount namespace for this command; "$@" is git and its arguments.
+    [file, args] = confinedShell(
+      confinement.unshare,
+      confinement.mount,
+      opts.confineTo!,
+      'shift 2 && exec "$@"',
+      [gitBinary(), ...argv],
+    );
   }
-  return spawnGit(opts, confinement);
+  return spawnThrough(helper.server, {
+    file,
+    args,
+    // Confined, git starts in the work tree as resolved in the confined namespace.
+    cwd: opts.confineTo ?? opts.cwd,
+    env: opts.env,
+    timeoutMs: opts.timeoutMs,
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+    ...(opts.umask !== undefined ? { umask: opts.umask } : {}),
+    ...(opts.maxOutputBytes !== undefined ? { maxOutputBytes: opts.maxOutputBytes } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.redactor ? { redactor: opts.redactor } : {}),
+  });
 }
 
-function spawnGit(
-  opts: GitRunOptions,
-  confinement: Confinement | undefined,
-  enter: string[] = [],
-): Promise<GitRunResult> {
-  // Entering a mount namespace resets the working directory to its root: `-C` makes git change
-  // into the work tree by path, resolved inside the confined namespace (never an inherited fd).
-  const argv = enter.length ? ['-C', opts.cwd, ...buildArgv(opts)] : buildArgv(opts);
+interface SpawnOptions {
+  file: string;
+  args: readonly string[];
+  cwd: string;
+  env: Record<string, string>;
+  timeoutMs: number;
+  input?: string | Buffer;
+  umask?: number;
+  maxOutputBytes?: number;
+  signal?: AbortSignal;
+  redactor?: Redactor;
+}
+
+/** One process through the helper: output capped, killed (its whole group) on abort or timeout. */
+function spawnThrough(server: SpawnServer, opts: SpawnOptions): Promise<GitRunResult> {
   const maxOut = opts.maxOutputBytes ?? DEFAULT_MAX_STDOUT;
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new GitAbortError('aborted'));
-    // Own process group, so remote helpers and pack-objects die with git on abort.
-    const [command, commandArgs] = commandLine(opts, argv, confinement);
-    const [file, fileArgs] = enter.length
-      ? [enter[0]!, [...enter.slice(1), command, ...commandArgs]]
-      : [command, commandArgs];
-    const child = spawn(file, fileArgs, {
-      cwd: opts.cwd,
-      env: opts.env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
-      shell: false,
-    });
     const out: Buffer[] = [];
     let outBytes = 0;
     const err: Buffer[] = [];
@@ -434,47 +482,6 @@ function spawnGit(
     let stopped: 'aborted' | 'timeout' | undefined;
     let settled = false;
 
-    const killGroup = () => {
-      try {
-        if (child.pid) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    };
-    const onAbort = () => {
-      stopped ??= 'aborted';
-      killGroup();
-    };
-    const timer = setTimeout(() => {
-      stopped ??= 'timeout';
-      killGroup();
-    }, opts.timeoutMs);
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (truncated) return;
-      const room = maxOut - outBytes;
-      if (chunk.length > room) {
-        out.push(chunk.subarray(0, room));
-        outBytes = maxOut;
-        truncated = true;
-        killGroup();
-        return;
-      }
-      out.push(chunk);
-      outBytes += chunk.length;
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      if (errBytes >= MAX_STDERR_BYTES) return;
-      err.push(chunk.subarray(0, MAX_STDERR_BYTES - errBytes));
-      errBytes += Math.min(chunk.length, MAX_STDERR_BYTES - errBytes);
-    });
-    child.stdin.on('error', () => {
-      // git may exit before reading its input (e.g. on a bad argument); the exit code says why.
-    });
-    if (opts.input !== undefined) child.stdin.end(opts.input);
-    else child.stdin.end();
-
     const finish = (fn: () => void) => {
       if (settled) return;
       settled = true;
@@ -482,18 +489,58 @@ function spawnGit(
       opts.signal?.removeEventListener('abort', onAbort);
       fn();
     };
-    child.on('error', (e) => finish(() => reject(new Error(`could not run git: ${e.message}`))));
-    child.on('close', (code) =>
-      finish(() => {
-        if (stopped) return reject(new GitAbortError(stopped));
-        const stderrRaw = Buffer.concat(err).toString('utf8');
-        resolve({
-          code,
-          stdout: Buffer.concat(out),
-          stderr: opts.redactor ? opts.redactor.scrub(stderrRaw) : stderrRaw,
-          truncated,
-        });
-      }),
+    const child = server.spawn(
+      {
+        file: opts.file,
+        args: opts.args,
+        cwd: opts.cwd,
+        env: opts.env,
+        maxOut,
+        ...(opts.input !== undefined ? { input: opts.input } : {}),
+        ...(opts.umask !== undefined ? { umask: opts.umask } : {}),
+      },
+      {
+        stdout(chunk) {
+          if (truncated) return;
+          const room = maxOut - outBytes;
+          if (chunk.length > room) {
+            out.push(chunk.subarray(0, room));
+            outBytes = maxOut;
+            truncated = true;
+            child.kill();
+            return;
+          }
+          out.push(chunk);
+          outBytes += chunk.length;
+        },
+        stderr(chunk) {
+          if (errBytes >= MAX_STDERR_BYTES) return;
+          err.push(chunk.subarray(0, MAX_STDERR_BYTES - errBytes));
+          errBytes += Math.min(chunk.length, MAX_STDERR_BYTES - errBytes);
+        },
+        done(code, error) {
+          finish(() => {
+            if (stopped) return reject(new GitAbortError(stopped));
+            if (error !== undefined) return reject(new Error(`could not run git: ${error}`));
+            const stderrRaw = Buffer.concat(err).toString('utf8');
+            resolve({
+              code,
+              stdout: Buffer.concat(out),
+              stderr: opts.redactor ? opts.redactor.scrub(stderrRaw) : stderrRaw,
+              truncated,
+            });
+          });
+        },
+      },
     );
+    const onAbort = () => {
+      stopped ??= 'aborted';
+      child.kill();
+    };
+    const timer = setTimeout(() => {
+      stopped ??= 'timeout';
+      child.kill();
+    }, opts.timeoutMs);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

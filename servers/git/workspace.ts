@@ -321,6 +321,7 @@ export async function resolveWorkTreePath(workTree: string, p: string): Promise<
 // Opening a workspace (and cloning it on first use).
 
 const initialized = new Set<string>();
+const preparedHomes = new Set<string>();
 
 /** When this process started: a git lock file older than that is not one of our gits'. */
 const PROCESS_START_MS = Date.now() - process.uptime() * 1000;
@@ -404,11 +405,18 @@ export async function openWorkspace(ctx: GitToolContext, name: string): Promise<
   if (!policy || !Object.prototype.hasOwnProperty.call(ctx.section.workspaces, name)) {
     throw new ToolError(`unknown workspace "${name}"`, 'denied', 'git.workspaces');
   }
-  await fs.mkdir(ctx.stateDir, { recursive: true, mode: 0o700 });
   const home = path.join(ctx.stateDir, '.home');
-  await fs.mkdir(home, { recursive: true, mode: 0o700 });
-  await ensureWorkTree(policy.path, name, ctx);
-  const workTree = await fs.realpath(policy.path);
+  // Both folders once per process (recursive: the state folder too, 0700 like home).
+  if (!preparedHomes.has(home)) {
+    await fs.mkdir(home, { recursive: true, mode: 0o700 });
+    preparedHomes.add(home);
+  }
+  // The work tree is looked for (and made) only when it cannot be resolved.
+  const workTree = await fs.realpath(policy.path).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') throw err;
+    await ensureWorkTree(policy.path, name, ctx);
+    return fs.realpath(policy.path);
+  });
   const gitDir = path.join(ctx.stateDir, `${name}.git`);
   const protocol = new URL(policy.remote).protocol === 'http:' ? 'http' : 'https';
   const git = new WorkspaceGit({ name, policy, workTree, gitDir, home, protocol, ctx });

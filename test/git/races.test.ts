@@ -7,7 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gitEnv, runGit } from '../../servers/git/runner.js';
+import { buildArgv, gitBinary, gitEnv, runGit } from '../../servers/git/runner.js';
 import { gitTools } from '../../servers/git/tools.js';
 import { callTool, mustCall, tempDir, useGitRemote } from './context.js';
 import { createBareRepo, fixtureGitEnv } from './smart-http-server.js';
@@ -141,8 +141,10 @@ describe('work-tree confinement', () => {
       protocol: 'http' as const,
       timeoutMs: 10_000,
     };
-    const unconfined = await runGit(base);
-    expect(unconfined.code).toBe(0);
+    // The control: the same git outside any namespace follows it. (Not runGit without confineTo:
+    // as root that runs in the spawn helper's namespace, where this work tree is already confined.)
+    const unconfined = execFileSync(gitBinary(), buildArgv(base), { cwd: workTree, env: base.env });
+    expect(unconfined.toString()).toMatch(/^[0-9a-f]{40}/);
     const confined = await runGit({ ...base, confineTo: workTree });
     expect(confined.code).not.toBe(0);
     expect(confined.stderr).toMatch(/Too many levels of symbolic links/);
