@@ -7,6 +7,8 @@
 //
 //   npm run bench:postgres [-- --calls 2000 --sequential 500 --sessions 16 --audit-dir /dev/shm]
 //     [--baseline-cli /other/checkout/dist/src/cli.js]   (also measures another build, same run)
+//     [--rounds 5]   (every case that many times, paths alternating; medians and ranges printed)
+//     [--paths airlock]   (only these of direct,reference,airlock,baseline: e.g. to profile the broker)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -26,11 +28,15 @@ const { values } = parseArgs({
     sessions: { type: 'string', default: '16' },
     'audit-dir': { type: 'string' },
     'baseline-cli': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
+    paths: { type: 'string' },
   },
 });
 const CALLS = Number(values.calls);
 const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
+/** Rounds of every case, the paths taken in turn within each (old and new build alternate). */
+const ROUNDS = Math.max(1, Number(values.rounds));
 const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
 const BASELINE_CLI = values['baseline-cli'] ? path.resolve(values['baseline-cli']) : undefined;
 const REFERENCE = createRequire(import.meta.url).resolve(
@@ -150,47 +156,78 @@ async function main(): Promise<void> {
     if (BASELINE_CLI)
       paths.baseline = (sql: string, rows: number) => (i: number) =>
         call(baseline[i]!, { database: 'bench', sql }, rows);
+    if (values.paths) {
+      const wanted = values.paths.split(',');
+      for (const name of Object.keys(paths)) if (!wanted.includes(name)) delete paths[name];
+    }
 
     const fsyncMs = await fsyncLatency(auditDir);
-    const results: Array<{ name: string; s: Stats }> = [];
-    for (const [label, sql] of Object.entries(QUERIES)) {
-      const rows = label === '1 row' ? 1 : 1000;
-      const scale = rows === 1 ? 1 : 0.25;
-      for (const [pathName, make] of Object.entries(paths)) {
-        const worker = make(sql, rows);
-        await load([worker(0)], 50); // warm-up: JIT, connections
-        const one = await load([worker(0)], Math.round(SEQUENTIAL * scale));
-        results.push({ name: `${pathName}, ${label}, 1 session`, s: stats(one.latencies, one.wallMs) });
-        const many = await load(
-          Array.from({ length: SESSIONS }, (_, i) => worker(i)),
-          Math.round(CALLS * scale),
-        );
-        results.push({
-          name: `${pathName}, ${label}, ${SESSIONS} sessions`,
-          s: stats(many.latencies, many.wallMs),
-        });
+    const runs = new Map<string, Stats[]>();
+    const record = (name: string, s: Stats) => runs.set(name, [...(runs.get(name) ?? []), s]);
+    for (const make of Object.values(paths))
+      for (const [label, sql] of Object.entries(QUERIES))
+        await load([make(sql, label === '1 row' ? 1 : 1000)(0)], 50); // warm-up: JIT, connections
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [label, sql] of Object.entries(QUERIES)) {
+        const rows = label === '1 row' ? 1 : 1000;
+        const scale = rows === 1 ? 1 : 0.25;
+        for (const [pathName, make] of Object.entries(paths)) {
+          const worker = make(sql, rows);
+          const one = await load([worker(0)], Math.round(SEQUENTIAL * scale));
+          record(`${pathName}, ${label}, 1 session`, stats(one.latencies, one.wallMs));
+          const many = await load(
+            Array.from({ length: SESSIONS }, (_, i) => worker(i)),
+            Math.round(CALLS * scale),
+          );
+          record(`${pathName}, ${label}, ${SESSIONS} sessions`, stats(many.latencies, many.wallMs));
+        }
       }
     }
+    const median = (xs: number[]) =>
+      percentile(
+        [...xs].sort((a, b) => a - b),
+        0.5,
+      );
+    const results = [...runs].map(([name, list]) => ({
+      name,
+      list,
+      s: {
+        p50: median(list.map((x) => x.p50)),
+        p99: median(list.map((x) => x.p99)),
+        perSecond: median(list.map((x) => x.perSecond)),
+      },
+    }));
 
     console.log(
       `postgres query — ${os.cpus().length} cores, node ${process.version}, PostgreSQL ${cluster.binaries.source} binaries, audit log in ${auditDir}`,
     );
     console.log(`audit disk fdatasync p50: ${fsyncMs.toFixed(3)} ms (measured in this run)`);
     if (BASELINE_CLI) console.log(`baseline: ${BASELINE_CLI}`);
+    if (ROUNDS > 1) console.log(`medians of ${ROUNDS} rounds (p50 and calls/s ranges over the rounds)`);
     console.log('case'.padEnd(40), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
-    for (const { name, s } of results)
+    const range = (xs: number[], digits: number) =>
+      ROUNDS > 1 ? `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}` : '';
+    for (const { name, s, list } of results)
       console.log(
         name.padEnd(40),
         s.p50.toFixed(3).padStart(9),
         s.p99.toFixed(3).padStart(9),
         s.perSecond.toFixed(0).padStart(10),
+        range(
+          list.map((x) => x.p50),
+          2,
+        ).padStart(14),
+        range(
+          list.map((x) => x.perSecond),
+          0,
+        ).padStart(12),
       );
     const get = (name: string) => results.find((r) => r.name === name)!.s;
     const budget = 2 * fsyncMs + 0.5;
-    for (const label of Object.keys(QUERIES)) {
+    for (const label of paths.direct && paths.reference ? Object.keys(QUERIES) : []) {
       const d1 = get(`direct, ${label}, 1 session`);
       const rN = get(`reference, ${label}, ${SESSIONS} sessions`);
-      for (const who of BASELINE_CLI ? ['airlock', 'baseline'] : ['airlock']) {
+      for (const who of ['airlock', 'baseline'].filter((p) => paths[p])) {
         const a1 = get(`${who}, ${label}, 1 session`);
         const aN = get(`${who}, ${label}, ${SESSIONS} sessions`);
         const ratio = aN.perSecond / rN.perSecond;

@@ -21,15 +21,24 @@ const CANCEL_WAIT_MS = 2000;
  * prepared lookup: the agent cannot prepare statements (PREPARE is refused and its SQL goes
  * through unnamed statements), and a cached plan holds no session state.
  */
-const RESET_SESSION =
-  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ' +
-  'SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; DISCARD TEMP';
+export const RESET_SESSION_STATEMENTS: readonly string[] = [
+  'CLOSE ALL',
+  'SET SESSION AUTHORIZATION DEFAULT',
+  'RESET ALL',
+  'UNLISTEN *',
+  'SELECT pg_advisory_unlock_all()',
+  'DISCARD SEQUENCES',
+  'DISCARD TEMP',
+];
+const RESET_SESSION = RESET_SESSION_STATEMENTS.join('; ');
 
 // Values come back exactly as Postgres wrote them; execute.ts decides what becomes a JSON number.
 const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };
 
 interface ConnectionState {
   searchPath: string[];
+  /** Names of the broker's statements this connection has prepared. */
+  prepared: Set<string>;
 }
 
 export class PostgresRuntime {
@@ -98,7 +107,7 @@ export class PostgresRuntime {
       // Asked once per connection: how this connection resolves unqualified names.
       try {
         const r = await client.query<{ s: string }>('SELECT unnest(current_schemas(true)) AS s');
-        state = { searchPath: r.rows.map((row) => row.s) };
+        state = { searchPath: r.rows.map((row) => row.s), prepared: new Set() };
         this.states.set(client, state);
       } catch (err) {
         client.release(true);
@@ -128,6 +137,10 @@ export class PostgresRuntime {
 
 export class Lease {
   private released = false;
+  /** The call's opening statements when they have not been sent yet (they go with its first statement). */
+  pending: string[] | undefined;
+  /** The transaction ended and the session was reset (by the call's last batch). */
+  finished = false;
   constructor(
     readonly client: pg.PoolClient,
     readonly state: ConnectionState,
@@ -138,7 +151,7 @@ export class Lease {
   async release(broken: boolean): Promise<void> {
     if (this.released) return;
     this.released = true;
-    if (!broken) {
+    if (!broken && !this.finished) {
       try {
         // ROLLBACK after a COMMIT only warns; the reset runs either way.
         await this.client.query(`ROLLBACK; ${RESET_SESSION}`);

@@ -217,7 +217,7 @@ export const queryTool = defineTool<
     const { facts, opts, params } = callSetup(args, ctx);
     const write = ['insert', 'update', 'delete', 'ddl', 'truncate'].includes(facts.statementClass);
     const rows = await inTransaction(opts, (lease) =>
-      write ? runWrite(lease, opts, args.sql, params) : runRead(lease, opts, args.sql, params),
+      write ? runWrite(lease, opts, args.sql, params) : runRead(lease, opts, args.sql, params, true),
     );
     return {
       structured: { database: args.database, ...rows },
@@ -286,7 +286,7 @@ export const explainTool = defineTool<
       opts,
       async (lease) => {
         const j = await runRead(lease, opts, prefix + args.sql, params);
-        const t = await runRead(lease, opts, textPrefix + args.sql, params);
+        const t = await runRead(lease, opts, textPrefix + args.sql, params, true);
         return { plan: j.rows[0]?.[0] ?? null, text: t };
       },
       prefix.length,
@@ -365,7 +365,7 @@ export const listTablesTool = defineTool<
       signal: ctx.signal,
       runtime: ctx.runtime,
     };
-    const all = await inTransaction(opts, (lease) => runRead(lease, opts, LIST_TABLES_SQL, []));
+    const all = await inTransaction(opts, (lease) => runRead(lease, opts, LIST_TABLES_SQL, [], true));
     const allowed = all.rows.filter((r) => tableAllowed(db, String(r[0]), String(r[1])));
     const rows: Rows = {
       command: 'SELECT',
@@ -473,7 +473,7 @@ export const describeTableTool = defineTool<
           `42P01: relation "${displayName(facts.relations[0]!)}" does not exist`,
           'upstream',
         );
-      return { rows: await runRead(lease, opts, DESCRIBE_SQL, [rel.schema, rel.name]), resolved: rel };
+      return { rows: await runRead(lease, opts, DESCRIBE_SQL, [rel.schema, rel.name], true), resolved: rel };
     });
     rows.columns = [
       { name: 'column', type: 'name' },
