@@ -99,8 +99,12 @@ export function renderValue(raw: string | null, typeOid: number): unknown {
   return raw;
 }
 
-/** At most this many rows per Execute: bounds what a byte cap reached mid-page leaves unread. */
-const MAX_PAGE_ROWS = 512;
+/**
+ * At most this many rows per Execute: what a byte cap reached mid-page still has the server
+ * produce (and the broker read and drop). With the default maxRows (1,000) a read is one page,
+ * so its batch can end with ROLLBACK and the reset: one round trip fewer than a paged read.
+ */
+const MAX_PAGE_ROWS = 1024;
 
 /** Runs one batch (batch.ts) on the lease's connection, cancelled past the deadline or on abort. */
 async function runBatch(

@@ -3,11 +3,16 @@
 // bounded writes, explain, list_tables and describe_table, and the audit detail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectSocketClient } from '../helpers/fixture.js';
-import { auditRecords, startPgBroker, type PgBroker } from './context.js';
+import { auditRecords, shopPolicy, startPgBroker, type PgBroker } from './context.js';
 
 let env: PgBroker;
 beforeAll(async () => {
-  env = await startPgBroker();
+  env = await startPgBroker({
+    policy: shopPolicy(`      paged:
+        connection: pg-shop
+        maxRows: 2000
+`),
+  });
 });
 afterAll(async () => {
   await env?.close();
@@ -71,15 +76,15 @@ describe('query', () => {
   });
 
   it('a result of several pages arrives whole and in order, and an error on a later page leaves the connection usable', async () => {
-    // wide: maxRows 100,000, so rows come at most 512 per Execute; 1,234 rows take three pages.
-    const r = await env.call('query', { database: 'wide', sql: 'SELECT g FROM generate_series(1, 1234) g' });
+    // wide: maxRows 100,000, so rows come about 1,000 per Execute; 2,345 rows take three pages.
+    const r = await env.call('query', { database: 'wide', sql: 'SELECT g FROM generate_series(1, 2345) g' });
     expect(r.isError, r.text).toBe(false);
-    expect(r.structured).toMatchObject({ rowCount: 1234, truncated: false });
-    expect(rowsOf(r)).toEqual(Array.from({ length: 1234 }, (_, i) => [i + 1]));
-    // Division by zero at row 1,200: on the third page, after two pages came back.
+    expect(r.structured).toMatchObject({ rowCount: 2345, truncated: false });
+    expect(rowsOf(r)).toEqual(Array.from({ length: 2345 }, (_, i) => [i + 1]));
+    // Division by zero at row 2,200: on the third page, after two pages came back.
     const bad = await env.call('query', {
       database: 'wide',
-      sql: 'SELECT 1 / (g - 1200) FROM generate_series(1, 1500) g',
+      sql: 'SELECT 1 / (g - 2200) FROM generate_series(1, 2500) g',
     });
     expect(bad.isError).toBe(true);
     expect(bad.text).toMatch(/^error: 22012: division by zero/);
@@ -87,27 +92,28 @@ describe('query', () => {
     expect(rowsOf(next)).toEqual([[7]]);
   });
 
-  it('maxRows + 1 rows end the fetch on the page that reaches them (truncated), for any page count', async () => {
-    // slow keeps the default maxRows (1,000): two pages of 501. A result of exactly 1,000 rows is
-    // whole; one more row makes it truncated, and the connection is fine either way.
-    const whole = await env.call('query', {
-      database: 'slow',
-      sql: 'SELECT g FROM generate_series(1, 1000) g',
-    });
-    expect(whole.structured).toMatchObject({ rowCount: 1000, truncated: false });
-    const cut = await env.call('query', {
-      database: 'slow',
-      sql: 'SELECT g FROM generate_series(1, 1001) g',
-    });
-    expect(cut.structured).toMatchObject({ rowCount: 1000, truncated: true });
-    expect(rowsOf(cut).at(-1)).toEqual([1000]);
-    const next = await env.call('query', { database: 'slow', sql: 'SELECT 8 AS eight' });
-    expect(rowsOf(next)).toEqual([[8]]);
+  it('maxRows + 1 rows end the fetch on the page that reaches them (truncated), in one page or several', async () => {
+    // slow keeps the default maxRows (1,000): one page. paged (maxRows 2,000): two pages of 1,001.
+    for (const [database, max] of [
+      ['slow', 1000],
+      ['paged', 2000],
+    ] as const) {
+      const whole = await env.call('query', { database, sql: `SELECT g FROM generate_series(1, ${max}) g` });
+      expect(whole.structured).toMatchObject({ rowCount: max, truncated: false });
+      const cut = await env.call('query', {
+        database,
+        sql: `SELECT g FROM generate_series(1, ${max + 1}) g`,
+      });
+      expect(cut.structured).toMatchObject({ rowCount: max, truncated: true });
+      expect(rowsOf(cut).at(-1)).toEqual([max]);
+      const next = await env.call('query', { database, sql: 'SELECT 8 AS eight' });
+      expect(rowsOf(next)).toEqual([[8]]);
+    }
   });
 
   it('every connection is back to idle (transaction ended) once its call answered', async () => {
     await Promise.all(
-      ['shop', 'wide', 'slow'].map((database) =>
+      ['shop', 'wide', 'slow', 'paged'].map((database) =>
         env.call('query', { database, sql: 'SELECT count(*) FROM orders' }),
       ),
     );
