@@ -63,9 +63,13 @@ export interface BatchError extends Error {
   airlockBatchPart?: BatchPart;
 }
 
+/** A statement run for its effect (or its error), not its rows: SQL text, or one with parameters. */
+export type ControlStatement =
+  string | { text: string; values: Array<string | null>; prepared: { name: string; parsed: boolean } };
+
 export interface BatchSpec {
-  /** Statements without parameters or results run first (BEGIN, SET LOCAL…). */
-  before?: readonly string[];
+  /** Statements whose rows are not read run first (BEGIN, SET LOCAL, a guard…). */
+  before?: readonly ControlStatement[];
   main?: MainStatement;
   /** Statements run after the main one, when it succeeded (ROLLBACK and the reset…). */
   after?: readonly string[];
@@ -78,7 +82,7 @@ export function pageRowsFor(maxRows: number, maxPage: number): number {
 }
 
 export class Batch {
-  private readonly before: readonly string[];
+  private readonly before: readonly ControlStatement[];
   private readonly after: readonly string[];
   private readonly main: MainStatement | undefined;
   /** Index of the statement whose replies arrive now: before…, main, after…. */
@@ -108,10 +112,16 @@ export class Batch {
     return this.stage === this.mainStage ? 'main' : 'after';
   }
 
-  private statements(wire: Wire, texts: readonly string[]): void {
-    for (const text of texts) {
-      wire.parse({ text });
-      wire.bind({});
+  private statements(wire: Wire, list: readonly ControlStatement[]): void {
+    for (const stmt of list) {
+      if (typeof stmt === 'string') {
+        wire.parse({ text: stmt });
+        wire.bind({});
+      } else {
+        const { name, parsed } = stmt.prepared;
+        if (!parsed) wire.parse({ text: stmt.text, name });
+        wire.bind({ statement: name, values: stmt.values });
+      }
       wire.execute({});
     }
   }

@@ -4,9 +4,18 @@
 // loading everything), writes bounded by maxAffectedRows, and values rendered exactly.
 import pg from 'pg';
 import { ToolError } from '../../src/tool.js';
-import { Batch, pageRowsFor, type BatchError, type BatchResult, type BatchSpec } from './batch.js';
+import {
+  Batch,
+  pageRowsFor,
+  type BatchError,
+  type BatchResult,
+  type BatchSpec,
+  type ControlStatement,
+} from './batch.js';
 import { checkResolved } from './rules.js';
 import {
+  GUARD_MISMATCH,
+  guardQuery,
   needsResolution,
   readResolution,
   resolutionQuery,
@@ -136,6 +145,12 @@ export interface ExecuteOptions {
   runtime: PostgresRuntime;
   /** The agent's statement has $n parameters (so its planning mode is restored after the lookup). */
   hasParams?: boolean;
+  /**
+   * What makes this call's facts what they are (tool and exact SQL): set, an allowed statement's
+   * lookup rows are remembered under it, and the next such call checks them with a guard that
+   * goes out with the statement itself (see inTransaction).
+   */
+  verdictKey?: string;
 }
 
 /** Postgres errors as the agent sees them: SQLSTATE and message (redacted by the pipeline). */
@@ -170,8 +185,14 @@ const rawText = (raw: string | null) => raw;
  * Round trips: BEGIN with its SET LOCALs goes out with the name lookup (one trip); when nothing
  * needs looking up, it goes out with the statement itself instead. The statement's batch ends
  * with ROLLBACK and the session reset when it is the call's last (runRead with `last`), so a
- * read takes two trips, or three when its result may span pages. The connection returns to the
+ * read takes two trips, or more when its result spans pages. The connection returns to the
  * pool only after the reset, so no other call can get it with this call's state.
+ *
+ * A statement allowed before (same `verdictKey`, same policy object, same search_path) takes one
+ * trip: instead of the lookup, a guard (resolve.ts guardQuery) compares the lookup's rows with the
+ * ones that verdict was reached on, inside this transaction, ahead of the statement in the same
+ * batch. Unequal, it fails and the server skips the statement; the call then rolls back and
+ * takes the full path, whose lookup and check decide afresh.
  */
 export async function inTransaction<T>(
   opts: ExecuteOptions,
@@ -183,54 +204,91 @@ export async function inTransaction<T>(
   let broken = true;
   try {
     const t = db.statementTimeoutMs;
-    const opening = [
+    const opening: ControlStatement[] = [
       `BEGIN ${WRITE_CLASSES.has(facts.statementClass) ? 'READ WRITE' : 'READ ONLY'}`,
       `SET LOCAL statement_timeout = ${t}`,
       `SET LOCAL lock_timeout = ${t}`,
       `SET LOCAL idle_in_transaction_session_timeout = ${t + 10_000}`,
     ];
-    let resolution: Resolution | undefined;
-    if (needsResolution(facts)) {
-      const lookup = resolutionQuery(facts, lease.state.searchPath);
-      const parsed = lease.state.prepared.has(lookup.name);
-      const found = await runBatch(lease, t, signal, {
-        // The broker's prepared lookup keeps one generic plan instead of being planned per call;
-        // the agent's own parameterised statement is planned as Postgres normally would.
-        before: [...opening, 'SET LOCAL plan_cache_mode = force_generic_plan'],
-        main: {
-          text: lookup.text,
-          values: lookup.values.map(textArray),
-          prepared: { name: lookup.name, parsed },
-          maxRows: Number.MAX_SAFE_INTEGER,
-          maxBytes: Number.POSITIVE_INFINITY,
-          pageRows: 0,
-          render: rawText,
-        },
-        after: opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : [],
-      }).catch((err: BatchError) => {
-        // Which of the control statements ran is not known: the connection goes.
-        err.airlockBatchPart = 'before';
-        throw err;
-      });
-      lease.state.prepared.add(lookup.name);
-      resolution = readResolution(facts, found.rows);
-      if (resolution.viewOids.length) {
-        const deps = await withCancel(
-          lease,
-          t,
-          signal,
-          lease.client.query({ text: viewDependencyQuery(resolution.viewOids), rowMode: 'array' }),
-        );
-        readResolution(facts, deps.value.rows as unknown[][], resolution);
-      }
-      const refusal = checkResolved(dbName, db, facts, resolution);
-      if (refusal) {
-        broken = false;
-        throw new ToolError(refusal.reason, 'denied', refusal.rule);
-      }
-    } else {
+    if (!needsResolution(facts)) {
       lease.pending = opening;
+      const out = await body(lease, undefined);
+      broken = false;
+      return out;
     }
+    const searchPath = lease.state.searchPath;
+    const key = opts.verdictKey && `${opts.verdictKey}\u0000${searchPath.join('\u0000')}`;
+    const known = key ? runtime.verdicts.get(db, key) : undefined;
+    if (key && known) {
+      const guard = guardQuery(facts, searchPath, known.rows);
+      lease.pending = [
+        ...opening,
+        'SET LOCAL plan_cache_mode = force_generic_plan',
+        {
+          text: guard.text,
+          values: guard.values.map(textArray),
+          prepared: { name: guard.name, parsed: lease.state.prepared.has(guard.name) },
+        },
+        ...(opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : []),
+      ];
+      try {
+        const out = await body(lease, known.resolution);
+        lease.state.prepared.add(guard.name);
+        broken = false;
+        return out;
+      } catch (err) {
+        const e = err as BatchError & { code?: string };
+        const mismatch =
+          e.airlockBatchPart === 'before' && e.code === '22P02' && e.message.includes(GUARD_MISMATCH);
+        // Past the guard (the statement failed, or what came after it), it was prepared.
+        if (mismatch || e.airlockBatchPart === 'main' || e.airlockBatchPart === 'after')
+          lease.state.prepared.add(guard.name);
+        if (!mismatch) throw err;
+        // The guard refused: nothing after it ran. Roll back, and decide afresh.
+        lease.pending = undefined;
+        runtime.verdicts.forget(db, key);
+        opening.unshift('ROLLBACK');
+      }
+    }
+    const lookup = resolutionQuery(facts, searchPath);
+    const found = await runBatch(lease, t, signal, {
+      // The broker's prepared lookup keeps one generic plan instead of being planned per call;
+      // the agent's own parameterised statement is planned as Postgres normally would.
+      before: [...opening, 'SET LOCAL plan_cache_mode = force_generic_plan'],
+      main: {
+        text: lookup.text,
+        values: lookup.values.map(textArray),
+        prepared: { name: lookup.name, parsed: lease.state.prepared.has(lookup.name) },
+        maxRows: Number.MAX_SAFE_INTEGER,
+        maxBytes: Number.POSITIVE_INFINITY,
+        pageRows: 0,
+        render: rawText,
+      },
+      after: opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : [],
+    }).catch((err: BatchError) => {
+      // Which of the control statements ran is not known: the connection goes.
+      err.airlockBatchPart = 'before';
+      throw err;
+    });
+    lease.state.prepared.add(lookup.name);
+    const rows = found.rows as Array<Array<string | null>>;
+    const resolution = readResolution(facts, rows);
+    if (resolution.viewOids.length) {
+      const deps = await withCancel(
+        lease,
+        t,
+        signal,
+        lease.client.query({ text: viewDependencyQuery(resolution.viewOids), rowMode: 'array' }),
+      );
+      readResolution(facts, deps.value.rows as unknown[][], resolution);
+    }
+    const refusal = checkResolved(dbName, db, facts, resolution);
+    if (refusal) {
+      broken = false;
+      throw new ToolError(refusal.reason, 'denied', refusal.rule);
+    }
+    // Views are not remembered: what they read comes from a second query the guard does not repeat.
+    if (key && resolution.viewOids.length === 0) runtime.verdicts.remember(db, key, { rows, resolution });
     const out = await body(lease, resolution);
     broken = false;
     return out;
@@ -254,9 +312,10 @@ export async function inTransaction<T>(
   }
 }
 
-/** A text[] parameter in Postgres's array literal syntax (every element quoted). */
-function textArray(items: readonly string[]): string {
-  return `{${items.map((v) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`).join(',')}}`;
+/** A text[] parameter in Postgres's array literal syntax (every element quoted; null as NULL). */
+function textArray(items: ReadonlyArray<string | null>): string {
+  const quote = (v: string) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  return `{${items.map((v) => (v === null ? 'NULL' : quote(v))).join(',')}}`;
 }
 
 async function typeNames(runtime: PostgresRuntime, client: pg.PoolClient, oids: number[]): Promise<void> {
@@ -297,7 +356,7 @@ const paramText = (params: unknown[]): Array<string | null> =>
   params.map((v) => (v === null || v === undefined ? null : String(v)));
 
 /** What runs ahead of the call's first statement: the opening, when the lookup did not send it. */
-function takePending(lease: Lease): string[] {
+function takePending(lease: Lease): ControlStatement[] {
   const before = lease.pending ?? [];
   lease.pending = undefined;
   return before;

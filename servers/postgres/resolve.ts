@@ -117,6 +117,35 @@ export function resolutionQuery(
   };
 }
 
+/** In the error a guard raises when the names no longer resolve as they did. */
+export const GUARD_MISMATCH = 'airlock: names resolve differently now';
+
+/**
+ * resolutionQuery's lookup compared, in the call's own transaction, with the rows it gave when
+ * the broker last checked this statement ($10–$14: the five columns of those rows). Equal as
+ * multisets: it returns nothing. Otherwise it fails (22P02, GUARD_MISMATCH), so that the server
+ * skips everything after it up to the Sync and the agent's statement behind it never runs.
+ */
+const GUARD_SQL = `WITH got(k, a, b, c, d) AS (${RESOLUTION_SQL}),
+  want AS (SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) AS w(k, a, b, c, d)),
+  diff AS ((SELECT * FROM got EXCEPT ALL SELECT * FROM want) UNION ALL (SELECT * FROM want EXCEPT ALL SELECT * FROM got))
+SELECT (count(*)::text || ' ${GUARD_MISMATCH}')::int FROM diff HAVING count(*) > 0`;
+
+/** The guard as a named statement: the lookup's parameters, then the expected rows by column. */
+export function guardQuery(
+  facts: SqlFacts,
+  searchPath: readonly string[],
+  expected: ReadonlyArray<ReadonlyArray<string | null>>,
+): { name: string; text: string; values: Array<Array<string | null>> } {
+  const lookup = resolutionQuery(facts, searchPath);
+  const column = (i: number) => expected.map((row) => row[i] ?? null);
+  return {
+    name: 'airlock_resolve_guard_v1',
+    text: GUARD_SQL,
+    values: [...lookup.values, column(0), column(1), column(2), column(3), column(4)],
+  };
+}
+
 /**
  * What the user views found by resolutionQuery read, transitively (views of views): relations,
  * functions and the functions behind operators, from the views' rewrite rules' dependencies.

@@ -8,6 +8,8 @@ import net from 'node:net';
 import pg from 'pg';
 import { ToolError, type PoolUse, type SecretAccess } from '../../src/tool.js';
 import type { Logger } from '../../src/log.js';
+import type { ControlStatement } from './batch.js';
+import type { Resolution } from './resolve.js';
 import type { DatabasePolicy } from './section.js';
 
 /** Extra time past statementTimeoutMs before the broker cancels from its side. */
@@ -48,6 +50,8 @@ export class PostgresRuntime {
   private readonly states = new WeakMap<pg.PoolClient, ConnectionState>();
   /** Type OID → name (format_type), shared by a team's databases' calls (OIDs of built-ins are fixed). */
   readonly typeNames = new Map<number, string>();
+  /** Statements this team's policy allowed, with the lookup rows that verdict was reached on. */
+  readonly verdicts = new Verdicts();
   private closed = false;
 
   constructor(
@@ -135,10 +139,41 @@ export class PostgresRuntime {
   }
 }
 
+/** A remembered allow: the lookup's rows (for the guard) and what they resolved to. */
+export interface Verdict {
+  rows: Array<Array<string | null>>;
+  resolution: Resolution;
+}
+
+/**
+ * Allowed statements per database policy object (a reload builds new ones, so nothing decided
+ * under an earlier policy is found), by key; bounded, the oldest entry goes first.
+ */
+export class Verdicts {
+  static readonly PER_DATABASE = 256;
+  private readonly byPolicy = new WeakMap<DatabasePolicy, Map<string, Verdict>>();
+
+  get(db: DatabasePolicy, key: string): Verdict | undefined {
+    return this.byPolicy.get(db)?.get(key);
+  }
+
+  remember(db: DatabasePolicy, key: string, verdict: Verdict): void {
+    let map = this.byPolicy.get(db);
+    if (!map) this.byPolicy.set(db, (map = new Map()));
+    map.delete(key);
+    if (map.size >= Verdicts.PER_DATABASE) map.delete(map.keys().next().value!);
+    map.set(key, verdict);
+  }
+
+  forget(db: DatabasePolicy, key: string): void {
+    this.byPolicy.get(db)?.delete(key);
+  }
+}
+
 export class Lease {
   private released = false;
   /** The call's opening statements when they have not been sent yet (they go with its first statement). */
-  pending: string[] | undefined;
+  pending: ControlStatement[] | undefined;
   /** The transaction ended and the session was reset (by the call's last batch). */
   finished = false;
   constructor(

@@ -149,6 +149,7 @@ function dbOf(section: Section, name: string): DatabasePolicy {
 function callSetup(
   args: { database: string; params?: unknown[] | undefined },
   ctx: ToolContext<Section, unknown, PostgresRuntime>,
+  verdictKey: string,
 ): { facts: SqlFacts; opts: ExecuteOptions; params: unknown[] } {
   const facts = factsFor(args);
   const db = dbOf(ctx.section, args.database);
@@ -161,6 +162,7 @@ function callSetup(
       signal: ctx.signal,
       runtime: ctx.runtime,
       hasParams: (args.params?.length ?? 0) > 0,
+      verdictKey,
     },
     params: args.params ?? [],
   };
@@ -214,7 +216,8 @@ export const queryTool = defineTool<
     return decide(args, section, facts);
   },
   async run(args, ctx) {
-    const { facts, opts, params } = callSetup(args, ctx);
+    // The facts are a function of the SQL text alone (analyze), so it keys the remembered verdict.
+    const { facts, opts, params } = callSetup(args, ctx, `query\u0000${args.sql}`);
     const write = ['insert', 'update', 'delete', 'ddl', 'truncate'].includes(facts.statementClass);
     const rows = await inTransaction(opts, (lease) =>
       write ? runWrite(lease, opts, args.sql, params) : runRead(lease, opts, args.sql, params, true),
@@ -279,7 +282,7 @@ export const explainTool = defineTool<
     return decide(args, section, facts);
   },
   async run(args, ctx) {
-    const { opts, params } = callSetup(args, ctx);
+    const { opts, params } = callSetup(args, ctx, `explain ${args.analyze === true}\u0000${args.sql}`);
     const prefix = args.analyze ? 'EXPLAIN (ANALYZE, FORMAT JSON) ' : 'EXPLAIN (FORMAT JSON) ';
     const textPrefix = args.analyze ? 'EXPLAIN (ANALYZE) ' : 'EXPLAIN ';
     const { plan, text } = await inTransaction(

@@ -3,7 +3,7 @@
 // bounded writes, explain, list_tables and describe_table, and the audit detail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectSocketClient } from '../helpers/fixture.js';
-import { auditRecords, shopPolicy, startPgBroker, type PgBroker } from './context.js';
+import { AGENT_ROLE, auditRecords, shopPolicy, startPgBroker, type PgBroker } from './context.js';
 
 let env: PgBroker;
 beforeAll(async () => {
@@ -11,6 +11,10 @@ beforeAll(async () => {
     policy: shopPolicy(`      paged:
         connection: pg-shop
         maxRows: 2000
+      one:
+        connection: pg-shop
+        poolSize: 1
+        tables: ["public.*"]
 `),
   });
 });
@@ -282,6 +286,56 @@ describe('read-write', () => {
     });
     expect(r.text).toMatch(/^denied: postgres\.databases\.shopw\.ddl: CREATE TABLE is DDL/);
     expect(await env.snapshot()).toBe(before);
+  });
+});
+
+describe('a statement allowed before', () => {
+  // The second time a statement comes, its lookup goes out as a guard in the statement's own
+  // batch; a catalog that changed under it must be decided afresh, never run on the old verdict.
+  /** DDL as the agent's role, which owns the shop's tables (the broker's role reads them). */
+  const asAgent = (sql: string) => env.admin.query(`SET ROLE ${AGENT_ROLE}; ${sql}; RESET ROLE`);
+
+  it('runs through the guard, and is refused once its name resolves to something the policy forbids', async () => {
+    await asAgent('CREATE TABLE public.guard_t (x int); INSERT INTO public.guard_t VALUES (1)');
+    const sql = 'SELECT * FROM guard_t';
+    for (let i = 0; i < 3; i++) {
+      const r = await env.call('query', { database: 'one', sql });
+      expect(rowsOf(r), r.text).toEqual([[1]]);
+    }
+    // One connection: the guard ran on it (prepared once, next to the lookup).
+    const prepared = await env.call('query', {
+      database: 'one',
+      sql: "SELECT name FROM pg_prepared_statements WHERE name LIKE 'airlock%' ORDER BY 1",
+    });
+    expect(rowsOf(prepared)).toEqual([['airlock_resolve_guard_v1'], ['airlock_resolve_v1']]);
+
+    // The same name is now a view over a table outside public.*.
+    await asAgent(
+      'ALTER TABLE public.guard_t RENAME TO guard_old; CREATE VIEW public.guard_t AS SELECT * FROM secret.payroll',
+    );
+    const refused = await env.call('query', { database: 'one', sql });
+    expect(refused.isError).toBe(true);
+    expect(refused.text).toMatch(/^denied: postgres\.databases\.one\.tables: .*secret\.payroll/);
+    expect(refused.text).not.toMatch(/alice|250000/);
+
+    // And a change the policy allows: decided afresh on the same connection, and it runs.
+    await asAgent('DROP VIEW public.guard_t; CREATE VIEW public.guard_t AS SELECT 2 AS x');
+    const again = await env.call('query', { database: 'one', sql });
+    expect(rowsOf(again), again.text).toEqual([[2]]);
+    await asAgent('DROP VIEW public.guard_t; ALTER TABLE public.guard_old RENAME TO guard_t');
+    const back = await env.call('query', { database: 'one', sql });
+    expect(rowsOf(back), back.text).toEqual([[1]]);
+    await asAgent('DROP TABLE public.guard_t');
+  });
+
+  it('a statement that failed after its guard leaves the connection usable', async () => {
+    const sql = 'SELECT 1 / (id - 1) FROM customers WHERE id = 1';
+    for (let i = 0; i < 2; i++) {
+      const r = await env.call('query', { database: 'one', sql });
+      expect(r.text).toMatch(/^error: 22012: division by zero/);
+    }
+    const ok = await env.call('query', { database: 'one', sql: 'SELECT count(*) FROM customers' });
+    expect(rowsOf(ok)).toEqual([['20']]);
   });
 });
 
