@@ -14,7 +14,7 @@
 /** The parts of pg's Connection a submittable writes with (pg-cursor uses the same). */
 interface Wire {
   stream: { cork?(): void; uncork?(): void };
-  parse(msg: { text: string; name?: string }): void;
+  parse(msg: { text: string; name?: string; types?: number[] }): void;
   bind(msg: { statement?: string; values?: Array<string | null> }): void;
   describe(msg: { type: 'P'; name: string }): void;
   execute(msg: { rows?: number }): void;
@@ -33,7 +33,7 @@ export interface MainStatement {
   /** Text-format parameters (null for SQL NULL). */
   values: Array<string | null>;
   /** A per-connection prepared statement: its name, and whether this connection has parsed it. */
-  prepared?: { name: string; parsed: boolean };
+  prepared?: Prepared;
   /** Rows kept at most; one more is fetched to know whether the result was cut. */
   maxRows: number;
   /** Bytes of row data kept at most (fields plus 4 bytes each, 16 per row). */
@@ -64,8 +64,14 @@ export interface BatchError extends Error {
 }
 
 /** A statement run for its effect (or its error), not its rows: SQL text, or one with parameters. */
-export type ControlStatement =
-  string | { text: string; values: Array<string | null>; prepared: { name: string; parsed: boolean } };
+export type ControlStatement = string | { text: string; values: Array<string | null>; prepared: Prepared };
+
+/** A named statement: parsed once per connection, with its parameters' type OIDs declared. */
+export interface Prepared {
+  name: string;
+  parsed: boolean;
+  types?: number[];
+}
 
 export interface BatchSpec {
   /** Statements whose rows are not read run first (BEGIN, SET LOCAL, a guard…). */
@@ -118,8 +124,8 @@ export class Batch {
         wire.parse({ text: stmt });
         wire.bind({});
       } else {
-        const { name, parsed } = stmt.prepared;
-        if (!parsed) wire.parse({ text: stmt.text, name });
+        const { name, parsed, types } = stmt.prepared;
+        if (!parsed) wire.parse({ text: stmt.text, name, ...(types ? { types } : {}) });
         wire.bind({ statement: name, values: stmt.values });
       }
       wire.execute({});
@@ -159,7 +165,9 @@ export class Batch {
       const m = this.main;
       if (!m) return this.finish(wire);
       const name = m.prepared?.name;
-      if (!m.prepared?.parsed) wire.parse({ text: m.text, ...(name ? { name } : {}) });
+      const types = m.prepared?.types;
+      if (!m.prepared?.parsed)
+        wire.parse({ text: m.text, ...(name ? { name } : {}), ...(types ? { types } : {}) });
       wire.bind({ ...(name ? { statement: name } : {}), values: m.values });
       wire.describe({ type: 'P', name: '' });
       this.page(wire);

@@ -227,7 +227,7 @@ export async function inTransaction<T>(
         {
           text: guard.text,
           values: guard.values.map(textArray),
-          prepared: { name: guard.name, parsed: lease.state.prepared.has(guard.name) },
+          prepared: { name: guard.name, parsed: lease.state.prepared.has(guard.name), types: guard.types },
         },
         ...(opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : []),
       ];
@@ -258,7 +258,7 @@ export async function inTransaction<T>(
       main: {
         text: lookup.text,
         values: lookup.values.map(textArray),
-        prepared: { name: lookup.name, parsed: lease.state.prepared.has(lookup.name) },
+        prepared: { name: lookup.name, parsed: lease.state.prepared.has(lookup.name), types: lookup.types },
         maxRows: Number.MAX_SAFE_INTEGER,
         maxBytes: Number.POSITIVE_INFINITY,
         pageRows: 0,

@@ -302,12 +302,15 @@ describe('a statement allowed before', () => {
       const r = await env.call('query', { database: 'one', sql });
       expect(rowsOf(r), r.text).toEqual([[1]]);
     }
-    // One connection: the guard ran on it (prepared once, next to the lookup).
+    // One connection: the guard ran on it (prepared once, next to the lookup of that shape).
     const prepared = await env.call('query', {
       database: 'one',
       sql: "SELECT name FROM pg_prepared_statements WHERE name LIKE 'airlock%' ORDER BY 1",
     });
-    expect(rowsOf(prepared)).toEqual([['airlock_resolve_guard_v1'], ['airlock_resolve_v1']]);
+    // (This query's own lookup, of another shape, is there too.)
+    expect(rowsOf(prepared)).toEqual(
+      expect.arrayContaining([['airlock_guard_v2_1'], ['airlock_resolve_v2_1']]),
+    );
 
     // The same name is now a view over a table outside public.*.
     await asAgent(
