@@ -168,15 +168,25 @@ function callSetup(
   };
 }
 
-const json = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+/** One value as text: strings as they are, NULL, numbers and booleans as JSON writes them. */
+function cell(v: unknown): string {
+  if (v === null) return 'NULL';
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  return JSON.stringify(v);
+}
 
 /** Rows as text: a header line, one tab-separated line per row, and a truncation note. */
 function renderText(r: Rows, heading: string): string {
-  const lines = [heading];
-  if (r.columns.length) lines.push(r.columns.map((c) => c.name).join('\t'));
-  for (const row of r.rows) lines.push(row.map((v) => (v === null ? 'NULL' : json(v))).join('\t'));
-  if (r.truncated) lines.push('(truncated: more rows exist; narrow the query or add LIMIT)');
-  return lines.join('\n');
+  // Appending (no per-row arrays to join): a 1,000-row answer is built once per call.
+  let out = heading;
+  if (r.columns.length) out += '\n' + r.columns.map((c) => c.name).join('\t');
+  for (const row of r.rows) {
+    out += '\n';
+    for (let i = 0; i < row.length; i++) out += i === 0 ? cell(row[i]) : '\t' + cell(row[i]);
+  }
+  if (r.truncated) out += '\n(truncated: more rows exist; narrow the query or add LIMIT)';
+  return out;
 }
 
 const resultAudit = (r: Rows): AuditDetail => ({ rowCount: r.rowCount, truncated: r.truncated });

@@ -63,6 +63,14 @@ describe('query', () => {
     ]);
     expect(r.structured?.rowCount).toBe(1);
     expect(r.structured?.truncated).toBe(false);
+    // The text rendering: a heading, the column names, one tab-separated line per row.
+    const text = await env.call('query', {
+      database: 'shop',
+      sql: `SELECT id, NULL::text AS none, id > 1 AS later, 2.5::float8 AS f, '{"a": [1]}'::jsonb AS j FROM customers WHERE id <= 2 ORDER BY id`,
+    });
+    expect(text.text).toBe(
+      'SELECT: 2 rows\nid\tnone\tlater\tf\tj\n1\tNULL\tfalse\t2.5\t{"a":[1]}\n2\tNULL\ttrue\t2.5\t{"a":[1]}',
+    );
   });
 
   it('a result of millions of rows stops at maxRows while fetching (truncated), and the pool stays usable', async () => {
