@@ -6,6 +6,9 @@
 // floor of Airlock's per-call overhead.
 //
 //   npm run bench:postgres [-- --calls 2000 --sequential 500 --sessions 16 --audit-dir /dev/shm]
+//     [--baseline-cli /other/checkout/dist/src/cli.js]   (also measures another build, same run)
+//     [--rounds 5]   (every case that many times, paths alternating; medians and ranges printed)
+//     [--paths airlock]   (only these of direct,reference,airlock,baseline: e.g. to profile the broker)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -24,12 +27,18 @@ const { values } = parseArgs({
     sequential: { type: 'string', default: '500' },
     sessions: { type: 'string', default: '16' },
     'audit-dir': { type: 'string' },
+    'baseline-cli': { type: 'string' },
+    rounds: { type: 'string', default: '1' },
+    paths: { type: 'string' },
   },
 });
 const CALLS = Number(values.calls);
 const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
+/** Rounds of every case, the paths taken in turn within each (old and new build alternate). */
+const ROUNDS = Math.max(1, Number(values.rounds));
 const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
+const BASELINE_CLI = values['baseline-cli'] ? path.resolve(values['baseline-cli']) : undefined;
 const REFERENCE = createRequire(import.meta.url).resolve(
   '@modelcontextprotocol/server-postgres/dist/index.js',
 );
@@ -87,31 +96,40 @@ async function main(): Promise<void> {
 
     await mkdir(path.join(root, 'policies'), { recursive: true });
     await writeFile(path.join(root, 'pg-url'), url + '\n', { mode: 0o600 });
-    await writeFile(
-      path.join(root, 'airlock.yaml'),
-      `socketDir: ${root}/run\nstateDir: ${root}/state\npolicies: ./policies\naudit:\n  file: ${auditDir}/audit.jsonl\nsecrets:\n  pg-bench: { file: ./pg-url }\n`,
-    );
-    await writeFile(
-      path.join(root, 'policies/bench.yaml'),
-      `team: bench\nservers:\n  postgres:\n    databases:\n      bench:\n        connection: pg-bench\n        tables: ["public.*"]\n        maxRows: 1000\n        poolSize: ${SESSIONS}\n    tools:\n      query: {}\n`,
-    );
-    const broker = spawn(process.execPath, [CLI, 'serve', '--config', path.join(root, 'airlock.yaml')], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-      env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
-    });
-    children.push(broker);
-    const socketPath = path.join(root, 'run/bench/postgres.sock');
-    for (let i = 0; i < 400 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
+    const policy = `team: bench\nservers:\n  postgres:\n    databases:\n      bench:\n        connection: pg-bench\n        tables: ["public.*"]\n        maxRows: 1000\n        poolSize: ${SESSIONS}\n    tools:\n      query: {}\n`;
+    await writeFile(path.join(root, 'policies/bench.yaml'), policy);
+    // BENCH_BROKER_NODE_ARGS adds node flags to the broker (e.g. --cpu-prof --cpu-prof-dir=/tmp/p).
+    const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    /** A broker of `cli` with its own sockets, state and audit file (same audit disk); its socket. */
+    const startBroker = async (cli: string, name: string): Promise<string> => {
+      const config = path.join(root, `${name}.yaml`);
+      await writeFile(
+        config,
+        `socketDir: ${root}/run-${name}\nstateDir: ${root}/state-${name}\npolicies: ./policies\naudit:\n  file: ${auditDir}/${name}.jsonl\nsecrets:\n  pg-bench: { file: ./pg-url }\n`,
+      );
+      const broker = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', config], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
+      });
+      children.push(broker);
+      const socketPath = path.join(root, `run-${name}/bench/postgres.sock`);
+      for (let i = 0; i < 400 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
+      return socketPath;
+    };
+    const socketPath = await startBroker(CLI, 'airlock');
+    const baselineSocket = BASELINE_CLI ? await startBroker(BASELINE_CLI, 'baseline') : undefined;
 
     const airlock: RawMcpSession[] = [];
+    const baseline: RawMcpSession[] = [];
     const reference: RawMcpSession[] = [];
     for (let i = 0; i < SESSIONS; i++) {
       airlock.push(await RawMcpSession.open(socketPath));
+      if (baselineSocket) baseline.push(await RawMcpSession.open(baselineSocket));
       const child = spawn(process.execPath, [REFERENCE, url], { stdio: ['pipe', 'pipe', 'ignore'] });
       children.push(child);
       reference.push(await RawMcpSession.over(child.stdout!, child.stdin!, () => child.kill()));
     }
-    sessions.push(...airlock, ...reference);
+    sessions.push(...airlock, ...baseline, ...reference);
     direct = new pg.Pool({ connectionString: url, max: SESSIONS });
     const pool = direct;
 
@@ -126,7 +144,7 @@ async function main(): Promise<void> {
       const got = r.structuredContent?.rowCount ?? JSON.parse((r.content[0] as { text: string }).text).length;
       if (got !== rows) throw new Error(`expected ${rows} rows, got ${got}`);
     };
-    const paths = {
+    const paths: Record<string, (sql: string, rows: number) => (i: number) => () => Promise<void>> = {
       direct: (sql: string, rows: number) => () => async () => {
         const r = await pool.query(sql);
         if (r.rowCount !== rows) throw new Error(`expected ${rows} rows`);
@@ -135,52 +153,91 @@ async function main(): Promise<void> {
       airlock: (sql: string, rows: number) => (i: number) =>
         call(airlock[i]!, { database: 'bench', sql }, rows),
     };
+    if (BASELINE_CLI)
+      paths.baseline = (sql: string, rows: number) => (i: number) =>
+        call(baseline[i]!, { database: 'bench', sql }, rows);
+    if (values.paths) {
+      const wanted = values.paths.split(',');
+      for (const name of Object.keys(paths)) if (!wanted.includes(name)) delete paths[name];
+    }
 
     const fsyncMs = await fsyncLatency(auditDir);
-    const results: Array<{ name: string; s: Stats }> = [];
-    for (const [label, sql] of Object.entries(QUERIES)) {
-      const rows = label === '1 row' ? 1 : 1000;
-      const scale = rows === 1 ? 1 : 0.25;
-      for (const [pathName, make] of Object.entries(paths)) {
-        const worker = make(sql, rows);
-        await load([worker(0)], 50); // warm-up: JIT, connections
-        const one = await load([worker(0)], Math.round(SEQUENTIAL * scale));
-        results.push({ name: `${pathName}, ${label}, 1 session`, s: stats(one.latencies, one.wallMs) });
-        const many = await load(
-          Array.from({ length: SESSIONS }, (_, i) => worker(i)),
-          Math.round(CALLS * scale),
-        );
-        results.push({
-          name: `${pathName}, ${label}, ${SESSIONS} sessions`,
-          s: stats(many.latencies, many.wallMs),
-        });
+    const runs = new Map<string, Stats[]>();
+    const record = (name: string, s: Stats) => runs.set(name, [...(runs.get(name) ?? []), s]);
+    for (const make of Object.values(paths))
+      for (const [label, sql] of Object.entries(QUERIES))
+        await load([make(sql, label === '1 row' ? 1 : 1000)(0)], 50); // warm-up: JIT, connections
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [label, sql] of Object.entries(QUERIES)) {
+        const rows = label === '1 row' ? 1 : 1000;
+        const scale = rows === 1 ? 1 : 0.25;
+        for (const [pathName, make] of Object.entries(paths)) {
+          const worker = make(sql, rows);
+          const one = await load([worker(0)], Math.round(SEQUENTIAL * scale));
+          record(`${pathName}, ${label}, 1 session`, stats(one.latencies, one.wallMs));
+          const many = await load(
+            Array.from({ length: SESSIONS }, (_, i) => worker(i)),
+            Math.round(CALLS * scale),
+          );
+          record(`${pathName}, ${label}, ${SESSIONS} sessions`, stats(many.latencies, many.wallMs));
+        }
       }
     }
+    const median = (xs: number[]) =>
+      percentile(
+        [...xs].sort((a, b) => a - b),
+        0.5,
+      );
+    const results = [...runs].map(([name, list]) => ({
+      name,
+      list,
+      s: {
+        p50: median(list.map((x) => x.p50)),
+        p99: median(list.map((x) => x.p99)),
+        perSecond: median(list.map((x) => x.perSecond)),
+      },
+    }));
 
     console.log(
       `postgres query — ${os.cpus().length} cores, node ${process.version}, PostgreSQL ${cluster.binaries.source} binaries, audit log in ${auditDir}`,
     );
     console.log(`audit disk fdatasync p50: ${fsyncMs.toFixed(3)} ms (measured in this run)`);
+    if (BASELINE_CLI) console.log(`baseline: ${BASELINE_CLI}`);
+    if (ROUNDS > 1) console.log(`medians of ${ROUNDS} rounds (p50 and calls/s ranges over the rounds)`);
     console.log('case'.padEnd(40), 'p50 ms'.padStart(9), 'p99 ms'.padStart(9), 'calls/s'.padStart(10));
-    for (const { name, s } of results)
+    const range = (xs: number[], digits: number) =>
+      ROUNDS > 1 ? `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}` : '';
+    for (const { name, s, list } of results)
       console.log(
         name.padEnd(40),
         s.p50.toFixed(3).padStart(9),
         s.p99.toFixed(3).padStart(9),
         s.perSecond.toFixed(0).padStart(10),
+        range(
+          list.map((x) => x.p50),
+          2,
+        ).padStart(14),
+        range(
+          list.map((x) => x.perSecond),
+          0,
+        ).padStart(12),
       );
     const get = (name: string) => results.find((r) => r.name === name)!.s;
-    for (const label of Object.keys(QUERIES)) {
-      const a1 = get(`airlock, ${label}, 1 session`);
+    const budget = 2 * fsyncMs + 0.5;
+    for (const label of paths.direct && paths.reference ? Object.keys(QUERIES) : []) {
       const d1 = get(`direct, ${label}, 1 session`);
-      const aN = get(`airlock, ${label}, ${SESSIONS} sessions`);
       const rN = get(`reference, ${label}, ${SESSIONS} sessions`);
-      const budget = 2 * fsyncMs + 0.5;
-      console.log(
-        `${label}: ${SESSIONS} sessions airlock/reference = ${(aN.perSecond / rN.perSecond).toFixed(2)}× calls/s (target ≥ 1.5); ` +
-          `1 session overhead over direct p50 +${(a1.p50 - d1.p50).toFixed(3)} ms vs budget 2×fsync + 0.5 = ${budget.toFixed(3)} ms ` +
-          `(${a1.p50 - d1.p50 <= budget ? 'met' : 'not met'})`,
-      );
+      for (const who of ['airlock', 'baseline'].filter((p) => paths[p])) {
+        const a1 = get(`${who}, ${label}, 1 session`);
+        const aN = get(`${who}, ${label}, ${SESSIONS} sessions`);
+        const ratio = aN.perSecond / rN.perSecond;
+        const overhead = a1.p50 - d1.p50;
+        console.log(
+          `${who}, ${label}: ${SESSIONS} sessions ${who}/reference = ${ratio.toFixed(2)}× calls/s (target ≥ 1.5: ${ratio >= 1.5 ? 'met' : 'not met'}); ` +
+            `1 session overhead over direct p50 +${overhead.toFixed(3)} ms vs budget 2×fsync + 0.5 = ${budget.toFixed(3)} ms ` +
+            `(${overhead <= budget ? 'met' : 'not met'})`,
+        );
+      }
     }
   } finally {
     for (const s of sessions) s.close();

@@ -4,15 +4,25 @@
 // loading everything), writes bounded by maxAffectedRows, and values rendered exactly.
 import pg from 'pg';
 import { ToolError } from '../../src/tool.js';
+import {
+  Batch,
+  pageRowsFor,
+  type BatchError,
+  type BatchResult,
+  type BatchSpec,
+  type ControlStatement,
+} from './batch.js';
 import { checkResolved } from './rules.js';
 import {
+  GUARD_MISMATCH,
+  guardQuery,
   needsResolution,
   readResolution,
   resolutionQuery,
   viewDependencyQuery,
   type Resolution,
 } from './resolve.js';
-import { withCancel, type Lease, type PostgresRuntime } from './runtime.js';
+import { RESET_SESSION_STATEMENTS, withCancel, type Lease, type PostgresRuntime } from './runtime.js';
 import type { DatabasePolicy } from './section.js';
 import type { SqlFacts } from './sql.js';
 
@@ -98,81 +108,33 @@ export function renderValue(raw: string | null, typeOid: number): unknown {
   return raw;
 }
 
-interface QueryInternals {
-  handleDataRow(msg: { fields: Array<string | null> }): void;
-  handlePortalSuspended(connection: { sync(): void }): void;
-  handleError(err: Error, connection: { sync(): void }): void;
-}
-type QueryCallback = (err: Error | null, result?: pg.QueryResult | pg.QueryResult[]) => void;
-const QueryBase = pg.Query as unknown as new (
-  config: Record<string, unknown>,
-  values: undefined,
-  callback: QueryCallback,
-) => QueryInternals;
-
 /**
- * pg's Query over a portal (`rows` per Execute) that stops fetching once maxRows or the byte cap
- * is reached: the remaining rows are never produced by the server (Sync closes the portal).
+ * At most this many rows per Execute: what a byte cap reached mid-page still has the server
+ * produce (and the broker read and drop). With the default maxRows (1,000) a read is one page,
+ * so its batch can end with ROLLBACK and the reset: one round trip fewer than a paged read.
  */
-class CappedQuery extends QueryBase {
-  kept = 0;
-  bytes = 0;
-  truncated = false;
+const MAX_PAGE_ROWS = 1024;
 
-  constructor(
-    config: Record<string, unknown>,
-    private readonly maxRows: number,
-    private readonly maxBytes: number,
-    callback: QueryCallback,
-  ) {
-    super({ ...config, rows: Math.min(maxRows + 1, 500) }, undefined, callback);
-  }
-
-  override handleDataRow(msg: { fields: Array<string | null> }): void {
-    if (this.truncated) return;
-    let size = 16;
-    for (const f of msg.fields) size += f === null ? 4 : f.length + 4;
-    if (this.kept >= this.maxRows || this.bytes + size > this.maxBytes) {
-      this.truncated = true;
-      return;
-    }
-    this.kept++;
-    this.bytes += size;
-    super.handleDataRow(msg);
-  }
-
-  override handlePortalSuspended(connection: { sync(): void }): void {
-    if (this.truncated) connection.sync();
-    else super.handlePortalSuspended(connection);
-  }
-
-  override handleError(err: Error, connection: { sync(): void }): void {
-    // Paged execution sends Flush, not Sync: after an error the server skips everything until a
-    // Sync, so without this the connection's next query would wait forever (pg-cursor does the same).
-    connection.sync();
-    super.handleError(err, connection);
-  }
+/** Runs one batch (batch.ts) on the lease's connection, cancelled past the deadline or on abort. */
+async function runBatch(
+  lease: Lease,
+  deadlineMs: number,
+  signal: AbortSignal,
+  spec: BatchSpec,
+): Promise<BatchResult> {
+  const done = new Promise<BatchResult>((resolve, reject) => {
+    const batch = new Batch(spec, (err, result) => (err ? reject(err) : resolve(result!)));
+    void lease.client.query(batch as unknown as pg.QueryConfig);
+  });
+  return (await withCancel(lease, deadlineMs, signal, done)).value;
 }
 
-function runCapped(
-  client: pg.PoolClient,
-  text: string,
-  values: unknown[],
-  maxRows: number,
-  maxBytes: number,
-): Promise<{ result: pg.QueryResult; truncated: boolean }> {
-  return new Promise((resolve, reject) => {
-    const query = new CappedQuery(
-      { text, values, rowMode: 'array', queryMode: 'extended' },
-      maxRows,
-      maxBytes,
-      (err, result) => {
-        if (err) reject(err);
-        else resolve({ result: result as pg.QueryResult, truncated: query.truncated });
-      },
-    );
-    void client.query(query as unknown as pg.QueryConfig);
-  });
+/** The command tag's verb and count (`INSERT 0 3` → INSERT, 3), as pg reads them. */
+function commandTag(tag: string): { command: string; count: number | undefined } {
+  const m = /^([A-Za-z]+)(?: (\d+))?(?: (\d+))?/.exec(tag);
+  if (!m) return { command: '', count: undefined };
+  const n = m[3] ?? m[2];
+  return { command: m[1]!, count: n === undefined ? undefined : Number(n) };
 }
 
 export interface ExecuteOptions {
@@ -183,6 +145,12 @@ export interface ExecuteOptions {
   runtime: PostgresRuntime;
   /** The agent's statement has $n parameters (so its planning mode is restored after the lookup). */
   hasParams?: boolean;
+  /**
+   * What makes this call's facts what they are (tool and exact SQL): set, an allowed statement's
+   * lookup rows are remembered under it, and the next such call checks them with a guard that
+   * goes out with the statement itself (see inTransaction).
+   */
+  verdictKey?: string;
 }
 
 /** Postgres errors as the agent sees them: SQLSTATE and message (redacted by the pipeline). */
@@ -208,7 +176,24 @@ export function describePgError(err: unknown, db: DatabasePolicy, positionOffset
 /** Statements that run READ WRITE (only ever on a read-write database: checkStatic refuses them elsewhere). */
 const WRITE_CLASSES: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'ddl', 'truncate']);
 
-/** Borrows a connection, opens the call's transaction, resolves names, runs `body`, and cleans up. */
+/** Renders nothing: the lookup's rows are read as the text Postgres sent. */
+const rawText = (raw: string | null) => raw;
+
+/**
+ * Borrows a connection, opens the call's transaction, resolves names, runs `body`, and cleans up.
+ *
+ * Round trips: BEGIN with its SET LOCALs goes out with the name lookup (one trip); when nothing
+ * needs looking up, it goes out with the statement itself instead. The statement's batch ends
+ * with ROLLBACK and the session reset when it is the call's last (runRead with `last`), so a
+ * read takes two trips, or more when its result spans pages. The connection returns to the
+ * pool only after the reset, so no other call can get it with this call's state.
+ *
+ * A statement allowed before (same `verdictKey`, same policy object, same search_path) takes one
+ * trip: instead of the lookup, a guard (resolve.ts guardQuery) compares the lookup's rows with the
+ * ones that verdict was reached on, inside this transaction, ahead of the statement in the same
+ * batch. Unequal, it fails and the server skips the statement; the call then rolls back and
+ * takes the full path, whose lookup and check decide afresh.
+ */
 export async function inTransaction<T>(
   opts: ExecuteOptions,
   body: (lease: Lease, resolution: Resolution | undefined) => Promise<T>,
@@ -219,40 +204,91 @@ export async function inTransaction<T>(
   let broken = true;
   try {
     const t = db.statementTimeoutMs;
-    const begin =
-      `BEGIN ${WRITE_CLASSES.has(facts.statementClass) ? 'READ WRITE' : 'READ ONLY'}; ` +
-      `SET LOCAL statement_timeout = ${t}; SET LOCAL lock_timeout = ${t}; ` +
-      `SET LOCAL idle_in_transaction_session_timeout = ${t + 10_000}; ` +
-      // The broker's prepared lookup keeps one generic plan instead of being planned per call.
-      `SET LOCAL plan_cache_mode = force_generic_plan`;
-    await withCancel(lease, t, signal, lease.client.query(begin));
-    let resolution: Resolution | undefined;
-    if (needsResolution(facts)) {
-      const { value } = await withCancel(
+    const opening: ControlStatement[] = [
+      `BEGIN ${WRITE_CLASSES.has(facts.statementClass) ? 'READ WRITE' : 'READ ONLY'}`,
+      `SET LOCAL statement_timeout = ${t}`,
+      `SET LOCAL lock_timeout = ${t}`,
+      `SET LOCAL idle_in_transaction_session_timeout = ${t + 10_000}`,
+    ];
+    if (!needsResolution(facts)) {
+      lease.pending = opening;
+      const out = await body(lease, undefined);
+      broken = false;
+      return out;
+    }
+    const searchPath = lease.state.searchPath;
+    const key = opts.verdictKey && `${opts.verdictKey}\u0000${searchPath.join('\u0000')}`;
+    const known = key ? runtime.verdicts.get(db, key) : undefined;
+    if (key && known) {
+      const guard = guardQuery(facts, searchPath, known.rows);
+      lease.pending = [
+        ...opening,
+        'SET LOCAL plan_cache_mode = force_generic_plan',
+        {
+          text: guard.text,
+          values: guard.values.map(textArray),
+          prepared: { name: guard.name, parsed: lease.state.prepared.has(guard.name), types: guard.types },
+        },
+        ...(opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : []),
+      ];
+      try {
+        const out = await body(lease, known.resolution);
+        lease.state.prepared.add(guard.name);
+        broken = false;
+        return out;
+      } catch (err) {
+        const e = err as BatchError & { code?: string };
+        const mismatch =
+          e.airlockBatchPart === 'before' && e.code === '22P02' && e.message.includes(GUARD_MISMATCH);
+        // Past the guard (the statement failed, or what came after it), it was prepared.
+        if (mismatch || e.airlockBatchPart === 'main' || e.airlockBatchPart === 'after')
+          lease.state.prepared.add(guard.name);
+        if (!mismatch) throw err;
+        // The guard refused: nothing after it ran. Roll back, and decide afresh.
+        lease.pending = undefined;
+        runtime.verdicts.forget(db, key);
+        opening.unshift('ROLLBACK');
+      }
+    }
+    const lookup = resolutionQuery(facts, searchPath);
+    const found = await runBatch(lease, t, signal, {
+      // The broker's prepared lookup keeps one generic plan instead of being planned per call;
+      // the agent's own parameterised statement is planned as Postgres normally would.
+      before: [...opening, 'SET LOCAL plan_cache_mode = force_generic_plan'],
+      main: {
+        text: lookup.text,
+        values: lookup.values.map(textArray),
+        prepared: { name: lookup.name, parsed: lease.state.prepared.has(lookup.name), types: lookup.types },
+        maxRows: Number.MAX_SAFE_INTEGER,
+        maxBytes: Number.POSITIVE_INFINITY,
+        pageRows: 0,
+        render: rawText,
+      },
+      after: opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : [],
+    }).catch((err: BatchError) => {
+      // Which of the control statements ran is not known: the connection goes.
+      err.airlockBatchPart = 'before';
+      throw err;
+    });
+    lease.state.prepared.add(lookup.name);
+    const rows = found.rows as Array<Array<string | null>>;
+    const resolution = readResolution(facts, rows);
+    if (resolution.viewOids.length) {
+      const deps = await withCancel(
         lease,
         t,
         signal,
-        lease.client.query({ ...resolutionQuery(facts, lease.state.searchPath), rowMode: 'array' }),
+        lease.client.query({ text: viewDependencyQuery(resolution.viewOids), rowMode: 'array' }),
       );
-      resolution = readResolution(facts, value.rows as unknown[][]);
-      if (resolution.viewOids.length) {
-        const deps = await withCancel(
-          lease,
-          t,
-          signal,
-          lease.client.query({ text: viewDependencyQuery(resolution.viewOids), rowMode: 'array' }),
-        );
-        readResolution(facts, deps.value.rows as unknown[][], resolution);
-      }
-      const refusal = checkResolved(dbName, db, facts, resolution);
-      // The agent's own parameterised statement is planned as Postgres normally would.
-      if (opts.hasParams)
-        await withCancel(lease, t, signal, lease.client.query('SET LOCAL plan_cache_mode = auto'));
-      if (refusal) {
-        broken = false;
-        throw new ToolError(refusal.reason, 'denied', refusal.rule);
-      }
+      readResolution(facts, deps.value.rows as unknown[][], resolution);
     }
+    const refusal = checkResolved(dbName, db, facts, resolution);
+    if (refusal) {
+      broken = false;
+      throw new ToolError(refusal.reason, 'denied', refusal.rule);
+    }
+    // Views are not remembered: what they read comes from a second query the guard does not repeat.
+    if (key && resolution.viewOids.length === 0) runtime.verdicts.remember(db, key, { rows, resolution });
     const out = await body(lease, resolution);
     broken = false;
     return out;
@@ -262,14 +298,24 @@ export async function inTransaction<T>(
       broken = false;
       throw err;
     }
-    // A statement error leaves an aborted transaction that ROLLBACK clears; a cancel or a
-    // dropped connection leaves doubt, so that connection is destroyed.
-    const e = err as { code?: string; airlockCancelled?: boolean };
-    broken = !e.code || Boolean(e.airlockCancelled) || signal.aborted;
+    // A statement error leaves an aborted transaction that ROLLBACK clears; a cancel, a dropped
+    // connection or a failed control statement leaves doubt, so that connection is destroyed.
+    const e = err as { code?: string; airlockCancelled?: boolean } & BatchError;
+    broken =
+      !e.code ||
+      Boolean(e.airlockCancelled) ||
+      signal.aborted ||
+      (e.airlockBatchPart !== undefined && e.airlockBatchPart !== 'main');
     throw describePgError(err, db, positionOffset);
   } finally {
     await lease.release(broken);
   }
+}
+
+/** A text[] parameter in Postgres's array literal syntax (every element quoted; null as NULL). */
+function textArray(items: ReadonlyArray<string | null>): string {
+  const quote = (v: string) => `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+  return `{${items.map((v) => (v === null ? 'NULL' : quote(v))).join(',')}}`;
 }
 
 async function typeNames(runtime: PostgresRuntime, client: pg.PoolClient, oids: number[]): Promise<void> {
@@ -283,43 +329,68 @@ async function typeNames(runtime: PostgresRuntime, client: pg.PoolClient, oids: 
   for (const [oid, name] of r.rows as Array<[string, string]>) runtime.typeNames.set(Number(oid), name);
 }
 
-function toRows(
-  runtime: PostgresRuntime,
-  result: pg.QueryResult,
-  truncated: boolean,
-  rowCount?: number,
-): Rows {
-  const fields = result.fields ?? [];
+/** Columns with type names (looked up once for types that are not built in) and the rows as kept. */
+async function toRows(lease: Lease, runtime: PostgresRuntime, result: BatchResult): Promise<Rows> {
+  const fields = result.fields;
+  // After the reset this runs outside the call's transaction: a catalog read with no user input.
+  await typeNames(
+    runtime,
+    lease.client,
+    fields.map((f) => f.dataTypeID),
+  );
   const columns = fields.map((f) => ({
     name: f.name,
     type: TYPE_NAMES[f.dataTypeID] ?? runtime.typeNames.get(f.dataTypeID) ?? `oid ${f.dataTypeID}`,
   }));
-  const rows = (result.rows as unknown as Array<Array<string | null>>).map((row) =>
-    row.map((v, i) => renderValue(v, fields[i]!.dataTypeID)),
-  );
-  return { columns, rows, rowCount: rowCount ?? rows.length, truncated, command: result.command ?? '' };
+  return {
+    columns,
+    rows: result.rows,
+    rowCount: result.rows.length,
+    truncated: result.truncated,
+    command: commandTag(result.command).command,
+  };
 }
 
-/** Runs a read (SELECT/VALUES/TABLE/WITH/EXPLAIN) through a capped portal. */
+/** Agent parameters as text, the way pg would send them. */
+const paramText = (params: unknown[]): Array<string | null> =>
+  params.map((v) => (v === null || v === undefined ? null : String(v)));
+
+/** What runs ahead of the call's first statement: the opening, when the lookup did not send it. */
+function takePending(lease: Lease): ControlStatement[] {
+  const before = lease.pending ?? [];
+  lease.pending = undefined;
+  return before;
+}
+
+/** ROLLBACK and the session reset, appended to the call's last statement. */
+const FINISH_READ = ['ROLLBACK', ...RESET_SESSION_STATEMENTS];
+
+/**
+ * Runs a read (SELECT/VALUES/TABLE/WITH/EXPLAIN) through a capped portal, a page at a time.
+ * `last`: nothing else runs in this transaction, so ROLLBACK and the reset go in the same batch.
+ */
 export async function runRead(
   lease: Lease,
   opts: ExecuteOptions,
   text: string,
   params: unknown[],
+  last = false,
 ): Promise<Rows> {
   const { db, signal, runtime } = opts;
-  const { value } = await withCancel(
-    lease,
-    db.statementTimeoutMs,
-    signal,
-    runCapped(lease.client, text, params, db.maxRows, db.maxResultBytes),
-  );
-  await typeNames(
-    runtime,
-    lease.client,
-    (value.result.fields ?? []).map((f) => f.dataTypeID),
-  );
-  return toRows(runtime, value.result, value.truncated);
+  const result = await runBatch(lease, db.statementTimeoutMs, signal, {
+    before: takePending(lease),
+    main: {
+      text,
+      values: paramText(params),
+      maxRows: db.maxRows,
+      maxBytes: db.maxResultBytes,
+      pageRows: pageRowsFor(db.maxRows, MAX_PAGE_ROWS),
+      render: renderValue,
+    },
+    after: last ? FINISH_READ : [],
+  });
+  if (last) lease.finished = true;
+  return toRows(lease, runtime, result);
 }
 
 /** Runs one INSERT/UPDATE/DELETE (or DDL); commits only if it changed at most maxAffectedRows rows. */
@@ -330,13 +401,20 @@ export async function runWrite(
   params: unknown[],
 ): Promise<Rows> {
   const { db, dbName, signal, runtime } = opts;
-  const { value: result } = await withCancel(
-    lease,
-    db.statementTimeoutMs,
-    signal,
-    lease.client.query({ text, values: params, rowMode: 'array', queryMode: 'extended' } as pg.QueryConfig),
-  );
-  const affected = result.rowCount ?? 0;
+  const t = db.statementTimeoutMs;
+  // One Execute for all of it (the command tag counts the changed rows once they all ran).
+  const result = await runBatch(lease, t, signal, {
+    before: takePending(lease),
+    main: {
+      text,
+      values: paramText(params),
+      maxRows: db.maxRows,
+      maxBytes: Number.POSITIVE_INFINITY,
+      pageRows: 0,
+      render: renderValue,
+    },
+  });
+  const affected = commandTag(result.command).count ?? 0;
   if (opts.facts.statementClass !== 'ddl' && affected > db.maxAffectedRows) {
     // The transaction is rolled back by the lease's release: nothing of the write survives.
     throw new ToolError(
@@ -345,16 +423,20 @@ export async function runWrite(
       `postgres.databases.${dbName}.maxAffectedRows`,
     );
   }
-  await typeNames(
-    runtime,
-    lease.client,
-    (result.fields ?? []).map((f) => f.dataTypeID),
-  );
-  await withCancel(lease, db.statementTimeoutMs, signal, lease.client.query('COMMIT'));
-  const rows = toRows(runtime, result, false, affected);
-  if (rows.rows.length > db.maxRows) {
-    rows.rows = rows.rows.slice(0, db.maxRows);
-    rows.truncated = true;
-  }
+  // COMMIT as the main statement: its failure (a deferred constraint) is the agent's error.
+  await runBatch(lease, t, signal, {
+    main: {
+      text: 'COMMIT',
+      values: [],
+      maxRows: 0,
+      maxBytes: 0,
+      pageRows: 0,
+      render: rawText,
+    },
+    after: RESET_SESSION_STATEMENTS,
+  });
+  lease.finished = true;
+  const rows = await toRows(lease, runtime, result);
+  rows.rowCount = affected;
   return rows;
 }

@@ -49,60 +49,110 @@ const pick = (catalog: string, alias: string, nameCol: string, nsCol: string, ex
      WHERE ${alias}.${nameCol} = w.r AND CASE WHEN w.s = '' THEN pa.ord IS NOT NULL ELSE n.nspname = w.s END`;
 
 /**
- * One static statement, prepared once per connection (planning it was most of its cost), with
- * the names as array parameters: $1 search_path, $2/$3 relation schemas/names, $4/$5 function
- * schemas/names, $6 unqualified operator names, $7/$8 type schemas/names, $9 attribute names.
- * An empty array makes its part a no-op (the cardinality tests are one-time filters in the plan).
+ * The lookup, built from the parts a statement needs (relations, functions, unqualified
+ * operators, types, attribute names) and prepared once per connection per shape (planning it was
+ * most of its cost; a part that is not needed is not executed at all), with the names as array
+ * parameters: $1 search_path, $2/$3 relation schemas/names, $4/$5 function schemas/names, $6
+ * unqualified operator names, $7/$8 type schemas/names, $9 attribute names. Every parameter is
+ * declared text[] at Parse, so a shape that leaves some unused still parses.
  */
-const RESOLUTION_SQL = `WITH path AS (SELECT nsp, ord FROM unnest($1::text[]) WITH ORDINALITY AS p(nsp, ord)),
-  wanted AS (SELECT s, r, i FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w(s, r, i)),
-  rel AS (SELECT w.i, x.* FROM wanted w CROSS JOIN LATERAL (${pick(
-    'pg_class',
-    'c',
-    'relname',
-    'relnamespace',
-    `c.oid, n.nspname::text AS nsp, c.relname::text AS relname, c.relkind::text AS relkind`,
-  )} ORDER BY pa.ord NULLS LAST LIMIT 1) x),
-  wantedf AS (SELECT s, r, i FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS w(s, r, i)),
-  wantedt AS (SELECT s, r, i FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS w(s, r, i))
-SELECT 'rel', i::text, nsp, relname, relkind FROM rel
-UNION ALL
-SELECT 'view', oid::text, nsp, relname, relkind FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}
-UNION ALL
-SELECT DISTINCT 'func', w.i::text, x.nsp, '', '' FROM wantedf w CROSS JOIN LATERAL (${pick(
-  'pg_proc',
-  'p',
-  'proname',
-  'pronamespace',
-  'n.nspname::text AS nsp',
-)}) x
-UNION ALL
-SELECT DISTINCT 'op', o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
+const PARTS = {
+  rel: 1,
+  func: 2,
+  op: 4,
+  type: 8,
+  attr: 16,
+} as const;
+
+function resolutionSql(mask: number): string {
+  const has = (bit: number) => (mask & bit) !== 0;
+  const ctes = [`path AS (SELECT nsp, ord FROM unnest($1::text[]) WITH ORDINALITY AS p(nsp, ord))`];
+  const selects: string[] = [];
+  if (has(PARTS.rel)) {
+    ctes.push(
+      `wanted AS (SELECT s, r, i FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w(s, r, i))`,
+      `rel AS (SELECT w.i, x.* FROM wanted w CROSS JOIN LATERAL (${pick(
+        'pg_class',
+        'c',
+        'relname',
+        'relnamespace',
+        `c.oid, n.nspname::text AS nsp, c.relname::text AS relname, c.relkind::text AS relkind`,
+      )} ORDER BY pa.ord NULLS LAST LIMIT 1) x)`,
+    );
+    selects.push(
+      `SELECT 'rel'::text, i::text, nsp, relname, relkind FROM rel`,
+      `SELECT 'view', oid::text, nsp, relname, relkind FROM rel WHERE relkind IN ('v', 'm') AND nsp NOT IN ${SYSTEM}`,
+    );
+  }
+  if (has(PARTS.func)) {
+    ctes.push(
+      `wantedf AS (SELECT s, r, i FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS w(s, r, i))`,
+    );
+    selects.push(
+      `SELECT DISTINCT 'func'::text, w.i::text, x.nsp, '', '' FROM wantedf w CROSS JOIN LATERAL (${pick(
+        'pg_proc',
+        'p',
+        'proname',
+        'pronamespace',
+        'n.nspname::text AS nsp',
+      )}) x`,
+    );
+  }
+  if (has(PARTS.op))
+    selects.push(`SELECT DISTINCT 'op'::text, o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
   FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
   JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
- WHERE cardinality($6::text[]) > 0 AND o.oprname = ANY($6::text[]) AND n.nspname <> 'pg_catalog'
-UNION ALL
-SELECT 'type', w.i::text, x.nsp, x.typname, x.typtype FROM wantedt w CROSS JOIN LATERAL (${pick(
-  'pg_type',
-  't',
-  'typname',
-  'typnamespace',
-  `n.nspname::text AS nsp, t.typname::text AS typname, t.typtype::text AS typtype`,
-)} ORDER BY pa.ord NULLS LAST LIMIT 1) x
-UNION ALL
-SELECT DISTINCT 'attr', p.proname::text, n.nspname::text, '', '' FROM pg_proc p
+ WHERE o.oprname = ANY($6::text[]) AND n.nspname <> 'pg_catalog'`);
+  if (has(PARTS.type)) {
+    ctes.push(
+      `wantedt AS (SELECT s, r, i FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS w(s, r, i))`,
+    );
+    selects.push(
+      `SELECT 'type'::text, w.i::text, x.nsp, x.typname, x.typtype FROM wantedt w CROSS JOIN LATERAL (${pick(
+        'pg_type',
+        't',
+        'typname',
+        'typnamespace',
+        `n.nspname::text AS nsp, t.typname::text AS typname, t.typtype::text AS typtype`,
+      )} ORDER BY pa.ord NULLS LAST LIMIT 1) x`,
+    );
+  }
+  if (has(PARTS.attr))
+    selects.push(`SELECT DISTINCT 'attr'::text, p.proname::text, n.nspname::text, '', '' FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
- WHERE cardinality($9::text[]) > 0 AND p.proname = ANY($9::text[]) AND p.pronargs = 1`;
+ WHERE p.proname = ANY($9::text[]) AND p.pronargs = 1`);
+  return `WITH ${ctes.join(',\n  ')}\n${selects.join('\nUNION ALL\n')}`;
+}
+
+/** Which lookup parts a statement needs (resolutionQuery's values for the others are empty). */
+function shapeOf(facts: SqlFacts): number {
+  let mask = 0;
+  if (facts.relations.length) mask |= PARTS.rel;
+  if (facts.functions.length) mask |= PARTS.func;
+  if (facts.operators.some((o) => !o.schema)) mask |= PARTS.op;
+  if (facts.types.some((t) => t.schema !== 'pg_catalog')) mask |= PARTS.type;
+  if (facts.attributeCalls.length) mask |= PARTS.attr;
+  return mask;
+}
+
+/** OID of text[]: the declared type of every lookup and guard parameter. */
+const TEXT_ARRAY = 1009;
+
+export interface PreparedLookup {
+  name: string;
+  text: string;
+  types: number[];
+  values: Array<Array<string | null>>;
+}
 
 /** The lookup as a named (per-connection prepared) statement; values are bound, never spliced. */
-export function resolutionQuery(
-  facts: SqlFacts,
-  searchPath: readonly string[],
-): { name: string; text: string; values: string[][] } {
+export function resolutionQuery(facts: SqlFacts, searchPath: readonly string[]): PreparedLookup {
   const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
+  const mask = shapeOf(facts);
   return {
-    name: 'airlock_resolve_v1',
-    text: RESOLUTION_SQL,
+    name: `airlock_resolve_v2_${mask}`,
+    text: resolutionSql(mask),
+    types: Array<number>(9).fill(TEXT_ARRAY),
     values: [
       [...searchPath],
       facts.relations.map((r) => r.schema ?? ''),
@@ -114,6 +164,37 @@ export function resolutionQuery(
       types.map((t) => t.name),
       facts.attributeCalls,
     ],
+  };
+}
+
+/** In the error a guard raises when the names no longer resolve as they did. */
+export const GUARD_MISMATCH = 'airlock: names resolve differently now';
+
+/**
+ * resolutionQuery's lookup compared, in the call's own transaction, with the rows it gave when
+ * the broker last checked this statement ($10–$14: the five columns of those rows). Equal as
+ * multisets: it returns nothing. Otherwise it fails (22P02, GUARD_MISMATCH), so that the server
+ * skips everything after it up to the Sync and the agent's statement behind it never runs.
+ */
+const guardSql = (mask: number) => `WITH got(k, a, b, c, d) AS (${resolutionSql(mask)}),
+  want AS (SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) AS w(k, a, b, c, d)),
+  diff AS ((SELECT * FROM got EXCEPT ALL SELECT * FROM want) UNION ALL (SELECT * FROM want EXCEPT ALL SELECT * FROM got))
+SELECT (count(*)::text || ' ${GUARD_MISMATCH}')::int FROM diff HAVING count(*) > 0`;
+
+/** The guard as a named statement: the lookup's parameters, then the expected rows by column. */
+export function guardQuery(
+  facts: SqlFacts,
+  searchPath: readonly string[],
+  expected: ReadonlyArray<ReadonlyArray<string | null>>,
+): PreparedLookup {
+  const lookup = resolutionQuery(facts, searchPath);
+  const mask = shapeOf(facts);
+  const column = (i: number) => expected.map((row) => row[i] ?? null);
+  return {
+    name: `airlock_guard_v2_${mask}`,
+    text: guardSql(mask),
+    types: Array<number>(14).fill(TEXT_ARRAY),
+    values: [...lookup.values, column(0), column(1), column(2), column(3), column(4)],
   };
 }
 

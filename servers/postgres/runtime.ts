@@ -8,6 +8,8 @@ import net from 'node:net';
 import pg from 'pg';
 import { ToolError, type PoolUse, type SecretAccess } from '../../src/tool.js';
 import type { Logger } from '../../src/log.js';
+import type { ControlStatement } from './batch.js';
+import type { Resolution } from './resolve.js';
 import type { DatabasePolicy } from './section.js';
 
 /** Extra time past statementTimeoutMs before the broker cancels from its side. */
@@ -21,15 +23,24 @@ const CANCEL_WAIT_MS = 2000;
  * prepared lookup: the agent cannot prepare statements (PREPARE is refused and its SQL goes
  * through unnamed statements), and a cached plan holds no session state.
  */
-const RESET_SESSION =
-  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ' +
-  'SELECT pg_advisory_unlock_all(); DISCARD SEQUENCES; DISCARD TEMP';
+export const RESET_SESSION_STATEMENTS: readonly string[] = [
+  'CLOSE ALL',
+  'SET SESSION AUTHORIZATION DEFAULT',
+  'RESET ALL',
+  'UNLISTEN *',
+  'SELECT pg_advisory_unlock_all()',
+  'DISCARD SEQUENCES',
+  'DISCARD TEMP',
+];
+const RESET_SESSION = RESET_SESSION_STATEMENTS.join('; ');
 
 // Values come back exactly as Postgres wrote them; execute.ts decides what becomes a JSON number.
 const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };
 
 interface ConnectionState {
   searchPath: string[];
+  /** Names of the broker's statements this connection has prepared. */
+  prepared: Set<string>;
 }
 
 export class PostgresRuntime {
@@ -39,6 +50,8 @@ export class PostgresRuntime {
   private readonly states = new WeakMap<pg.PoolClient, ConnectionState>();
   /** Type OID → name (format_type), shared by a team's databases' calls (OIDs of built-ins are fixed). */
   readonly typeNames = new Map<number, string>();
+  /** Statements this team's policy allowed, with the lookup rows that verdict was reached on. */
+  readonly verdicts = new Verdicts();
   private closed = false;
 
   constructor(
@@ -98,7 +111,7 @@ export class PostgresRuntime {
       // Asked once per connection: how this connection resolves unqualified names.
       try {
         const r = await client.query<{ s: string }>('SELECT unnest(current_schemas(true)) AS s');
-        state = { searchPath: r.rows.map((row) => row.s) };
+        state = { searchPath: r.rows.map((row) => row.s), prepared: new Set() };
         this.states.set(client, state);
       } catch (err) {
         client.release(true);
@@ -126,8 +139,43 @@ export class PostgresRuntime {
   }
 }
 
+/** A remembered allow: the lookup's rows (for the guard) and what they resolved to. */
+export interface Verdict {
+  rows: Array<Array<string | null>>;
+  resolution: Resolution;
+}
+
+/**
+ * Allowed statements per database policy object (a reload builds new ones, so nothing decided
+ * under an earlier policy is found), by key; bounded, the oldest entry goes first.
+ */
+export class Verdicts {
+  static readonly PER_DATABASE = 256;
+  private readonly byPolicy = new WeakMap<DatabasePolicy, Map<string, Verdict>>();
+
+  get(db: DatabasePolicy, key: string): Verdict | undefined {
+    return this.byPolicy.get(db)?.get(key);
+  }
+
+  remember(db: DatabasePolicy, key: string, verdict: Verdict): void {
+    let map = this.byPolicy.get(db);
+    if (!map) this.byPolicy.set(db, (map = new Map()));
+    map.delete(key);
+    if (map.size >= Verdicts.PER_DATABASE) map.delete(map.keys().next().value!);
+    map.set(key, verdict);
+  }
+
+  forget(db: DatabasePolicy, key: string): void {
+    this.byPolicy.get(db)?.delete(key);
+  }
+}
+
 export class Lease {
   private released = false;
+  /** The call's opening statements when they have not been sent yet (they go with its first statement). */
+  pending: ControlStatement[] | undefined;
+  /** The transaction ended and the session was reset (by the call's last batch). */
+  finished = false;
   constructor(
     readonly client: pg.PoolClient,
     readonly state: ConnectionState,
@@ -138,7 +186,7 @@ export class Lease {
   async release(broken: boolean): Promise<void> {
     if (this.released) return;
     this.released = true;
-    if (!broken) {
+    if (!broken && !this.finished) {
       try {
         // ROLLBACK after a COMMIT only warns; the reset runs either way.
         await this.client.query(`ROLLBACK; ${RESET_SESSION}`);

@@ -149,6 +149,7 @@ function dbOf(section: Section, name: string): DatabasePolicy {
 function callSetup(
   args: { database: string; params?: unknown[] | undefined },
   ctx: ToolContext<Section, unknown, PostgresRuntime>,
+  verdictKey: string,
 ): { facts: SqlFacts; opts: ExecuteOptions; params: unknown[] } {
   const facts = factsFor(args);
   const db = dbOf(ctx.section, args.database);
@@ -161,20 +162,31 @@ function callSetup(
       signal: ctx.signal,
       runtime: ctx.runtime,
       hasParams: (args.params?.length ?? 0) > 0,
+      verdictKey,
     },
     params: args.params ?? [],
   };
 }
 
-const json = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+/** One value as text: strings as they are, NULL, numbers and booleans as JSON writes them. */
+function cell(v: unknown): string {
+  if (v === null) return 'NULL';
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+  return JSON.stringify(v);
+}
 
 /** Rows as text: a header line, one tab-separated line per row, and a truncation note. */
 function renderText(r: Rows, heading: string): string {
-  const lines = [heading];
-  if (r.columns.length) lines.push(r.columns.map((c) => c.name).join('\t'));
-  for (const row of r.rows) lines.push(row.map((v) => (v === null ? 'NULL' : json(v))).join('\t'));
-  if (r.truncated) lines.push('(truncated: more rows exist; narrow the query or add LIMIT)');
-  return lines.join('\n');
+  // Appending (no per-row arrays to join): a 1,000-row answer is built once per call.
+  let out = heading;
+  if (r.columns.length) out += '\n' + r.columns.map((c) => c.name).join('\t');
+  for (const row of r.rows) {
+    out += '\n';
+    for (let i = 0; i < row.length; i++) out += i === 0 ? cell(row[i]) : '\t' + cell(row[i]);
+  }
+  if (r.truncated) out += '\n(truncated: more rows exist; narrow the query or add LIMIT)';
+  return out;
 }
 
 const resultAudit = (r: Rows): AuditDetail => ({ rowCount: r.rowCount, truncated: r.truncated });
@@ -214,10 +226,11 @@ export const queryTool = defineTool<
     return decide(args, section, facts);
   },
   async run(args, ctx) {
-    const { facts, opts, params } = callSetup(args, ctx);
+    // The facts are a function of the SQL text alone (analyze), so it keys the remembered verdict.
+    const { facts, opts, params } = callSetup(args, ctx, `query\u0000${args.sql}`);
     const write = ['insert', 'update', 'delete', 'ddl', 'truncate'].includes(facts.statementClass);
     const rows = await inTransaction(opts, (lease) =>
-      write ? runWrite(lease, opts, args.sql, params) : runRead(lease, opts, args.sql, params),
+      write ? runWrite(lease, opts, args.sql, params) : runRead(lease, opts, args.sql, params, true),
     );
     return {
       structured: { database: args.database, ...rows },
@@ -279,14 +292,14 @@ export const explainTool = defineTool<
     return decide(args, section, facts);
   },
   async run(args, ctx) {
-    const { opts, params } = callSetup(args, ctx);
+    const { opts, params } = callSetup(args, ctx, `explain ${args.analyze === true}\u0000${args.sql}`);
     const prefix = args.analyze ? 'EXPLAIN (ANALYZE, FORMAT JSON) ' : 'EXPLAIN (FORMAT JSON) ';
     const textPrefix = args.analyze ? 'EXPLAIN (ANALYZE) ' : 'EXPLAIN ';
     const { plan, text } = await inTransaction(
       opts,
       async (lease) => {
         const j = await runRead(lease, opts, prefix + args.sql, params);
-        const t = await runRead(lease, opts, textPrefix + args.sql, params);
+        const t = await runRead(lease, opts, textPrefix + args.sql, params, true);
         return { plan: j.rows[0]?.[0] ?? null, text: t };
       },
       prefix.length,
@@ -365,7 +378,7 @@ export const listTablesTool = defineTool<
       signal: ctx.signal,
       runtime: ctx.runtime,
     };
-    const all = await inTransaction(opts, (lease) => runRead(lease, opts, LIST_TABLES_SQL, []));
+    const all = await inTransaction(opts, (lease) => runRead(lease, opts, LIST_TABLES_SQL, [], true));
     const allowed = all.rows.filter((r) => tableAllowed(db, String(r[0]), String(r[1])));
     const rows: Rows = {
       command: 'SELECT',
@@ -473,7 +486,7 @@ export const describeTableTool = defineTool<
           `42P01: relation "${displayName(facts.relations[0]!)}" does not exist`,
           'upstream',
         );
-      return { rows: await runRead(lease, opts, DESCRIBE_SQL, [rel.schema, rel.name]), resolved: rel };
+      return { rows: await runRead(lease, opts, DESCRIBE_SQL, [rel.schema, rel.name], true), resolved: rel };
     });
     rows.columns = [
       { name: 'column', type: 'name' },

@@ -17,6 +17,12 @@ beforeAll(async () => {
         connection: pg-shop
         poolSize: 1
         functions: ["pg_catalog.set_config", "pg_catalog.pg_advisory_lock", "pg_catalog.current_setting"]
+      loosew:
+        connection: pg-shop
+        access: read-write
+        poolSize: 1
+        tables: ["public.*"]
+        functions: ["pg_catalog.set_config", "pg_catalog.pg_advisory_lock", "pg_catalog.current_setting"]
       tight:
         connection: pg-shop
         poolSize: 1
@@ -285,6 +291,34 @@ describe('nothing survives on a pooled connection', () => {
       "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242",
     );
     expect(locks.rows[0].n).toBe(0);
+  });
+
+  it('a connection is not reused before its reset finished: committed session settings are gone', async () => {
+    // On a read-write database a write commits, and with it a session-level set_config (ROLLBACK
+    // cannot undo it; only the reset does). Back-to-back calls on a pool of one: the next one gets
+    // the same connection and must see the defaults and no advisory lock.
+    for (let round = 0; round < 5; round++) {
+      const set = await env.call('query', {
+        database: 'loosew',
+        sql: "UPDATE customers SET name = name WHERE id = 1 AND set_config('work_mem', '77MB', false) = '77MB' AND set_config('application_name', 'leaked', false) = 'leaked'",
+      });
+      expect(set.isError, set.text).toBe(false);
+      expect(set.structured?.rowCount).toBe(1);
+      const [read, lock] = await Promise.all([
+        env.call('query', {
+          database: 'loosew',
+          sql: "SELECT current_setting('work_mem'), current_setting('application_name')",
+        }),
+        env.call('query', { database: 'loosew', sql: 'SELECT pg_advisory_lock(4343)' }),
+      ]);
+      expect(read.structured?.rows).toEqual([['4MB', 'airlock']]);
+      expect(lock.isError, lock.text).toBe(false);
+      const locks = await env.call('query', {
+        database: 'loosew',
+        sql: "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND objid = 4343",
+      });
+      expect(locks.structured?.rows).toEqual([[0]]);
+    }
   });
 
   it('a full pool answers "busy, retry" after a bounded wait, and recovers', async () => {

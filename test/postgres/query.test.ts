@@ -3,11 +3,20 @@
 // bounded writes, explain, list_tables and describe_table, and the audit detail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectSocketClient } from '../helpers/fixture.js';
-import { auditRecords, startPgBroker, type PgBroker } from './context.js';
+import { AGENT_ROLE, auditRecords, shopPolicy, startPgBroker, type PgBroker } from './context.js';
 
 let env: PgBroker;
 beforeAll(async () => {
-  env = await startPgBroker();
+  env = await startPgBroker({
+    policy: shopPolicy(`      paged:
+        connection: pg-shop
+        maxRows: 2000
+      one:
+        connection: pg-shop
+        poolSize: 1
+        tables: ["public.*"]
+`),
+  });
 });
 afterAll(async () => {
   await env?.close();
@@ -54,6 +63,14 @@ describe('query', () => {
     ]);
     expect(r.structured?.rowCount).toBe(1);
     expect(r.structured?.truncated).toBe(false);
+    // The text rendering: a heading, the column names, one tab-separated line per row.
+    const text = await env.call('query', {
+      database: 'shop',
+      sql: `SELECT id, NULL::text AS none, id > 1 AS later, 2.5::float8 AS f, '{"a": [1]}'::jsonb AS j FROM customers WHERE id <= 2 ORDER BY id`,
+    });
+    expect(text.text).toBe(
+      'SELECT: 2 rows\nid\tnone\tlater\tf\tj\n1\tNULL\tfalse\t2.5\t{"a":[1]}\n2\tNULL\ttrue\t2.5\t{"a":[1]}',
+    );
   });
 
   it('a result of millions of rows stops at maxRows while fetching (truncated), and the pool stays usable', async () => {
@@ -68,6 +85,54 @@ describe('query', () => {
     // Had the portal been drained, 50 million rows at maxRows would have hit the 2 s statement timeout.
     const next = await env.call('query', { database: 'shop', sql: 'SELECT count(*) FROM orders' });
     expect(rowsOf(next)).toEqual([['50']]);
+  });
+
+  it('a result of several pages arrives whole and in order, and an error on a later page leaves the connection usable', async () => {
+    // wide: maxRows 100,000, so rows come about 1,000 per Execute; 2,345 rows take three pages.
+    const r = await env.call('query', { database: 'wide', sql: 'SELECT g FROM generate_series(1, 2345) g' });
+    expect(r.isError, r.text).toBe(false);
+    expect(r.structured).toMatchObject({ rowCount: 2345, truncated: false });
+    expect(rowsOf(r)).toEqual(Array.from({ length: 2345 }, (_, i) => [i + 1]));
+    // Division by zero at row 2,200: on the third page, after two pages came back.
+    const bad = await env.call('query', {
+      database: 'wide',
+      sql: 'SELECT 1 / (g - 2200) FROM generate_series(1, 2500) g',
+    });
+    expect(bad.isError).toBe(true);
+    expect(bad.text).toMatch(/^error: 22012: division by zero/);
+    const next = await env.call('query', { database: 'wide', sql: 'SELECT 7 AS seven' });
+    expect(rowsOf(next)).toEqual([[7]]);
+  });
+
+  it('maxRows + 1 rows end the fetch on the page that reaches them (truncated), in one page or several', async () => {
+    // slow keeps the default maxRows (1,000): one page. paged (maxRows 2,000): two pages of 1,001.
+    for (const [database, max] of [
+      ['slow', 1000],
+      ['paged', 2000],
+    ] as const) {
+      const whole = await env.call('query', { database, sql: `SELECT g FROM generate_series(1, ${max}) g` });
+      expect(whole.structured).toMatchObject({ rowCount: max, truncated: false });
+      const cut = await env.call('query', {
+        database,
+        sql: `SELECT g FROM generate_series(1, ${max + 1}) g`,
+      });
+      expect(cut.structured).toMatchObject({ rowCount: max, truncated: true });
+      expect(rowsOf(cut).at(-1)).toEqual([max]);
+      const next = await env.call('query', { database, sql: 'SELECT 8 AS eight' });
+      expect(rowsOf(next)).toEqual([[8]]);
+    }
+  });
+
+  it('every connection is back to idle (transaction ended) once its call answered', async () => {
+    await Promise.all(
+      ['shop', 'wide', 'slow', 'paged'].map((database) =>
+        env.call('query', { database, sql: 'SELECT count(*) FROM orders' }),
+      ),
+    );
+    const open = await env.admin.query(
+      "SELECT state FROM pg_stat_activity WHERE application_name = 'airlock' AND state <> 'idle'",
+    );
+    expect(open.rows).toEqual([]);
   });
 
   it('a 10 MB single value is cut by maxResultBytes, not shipped', async () => {
@@ -229,6 +294,59 @@ describe('read-write', () => {
     });
     expect(r.text).toMatch(/^denied: postgres\.databases\.shopw\.ddl: CREATE TABLE is DDL/);
     expect(await env.snapshot()).toBe(before);
+  });
+});
+
+describe('a statement allowed before', () => {
+  // The second time a statement comes, its lookup goes out as a guard in the statement's own
+  // batch; a catalog that changed under it must be decided afresh, never run on the old verdict.
+  /** DDL as the agent's role, which owns the shop's tables (the broker's role reads them). */
+  const asAgent = (sql: string) => env.admin.query(`SET ROLE ${AGENT_ROLE}; ${sql}; RESET ROLE`);
+
+  it('runs through the guard, and is refused once its name resolves to something the policy forbids', async () => {
+    await asAgent('CREATE TABLE public.guard_t (x int); INSERT INTO public.guard_t VALUES (1)');
+    const sql = 'SELECT * FROM guard_t';
+    for (let i = 0; i < 3; i++) {
+      const r = await env.call('query', { database: 'one', sql });
+      expect(rowsOf(r), r.text).toEqual([[1]]);
+    }
+    // One connection: the guard ran on it (prepared once, next to the lookup of that shape).
+    const prepared = await env.call('query', {
+      database: 'one',
+      sql: "SELECT name FROM pg_prepared_statements WHERE name LIKE 'airlock%' ORDER BY 1",
+    });
+    // (This query's own lookup, of another shape, is there too.)
+    expect(rowsOf(prepared)).toEqual(
+      expect.arrayContaining([['airlock_guard_v2_1'], ['airlock_resolve_v2_1']]),
+    );
+
+    // The same name is now a view over a table outside public.*.
+    await asAgent(
+      'ALTER TABLE public.guard_t RENAME TO guard_old; CREATE VIEW public.guard_t AS SELECT * FROM secret.payroll',
+    );
+    const refused = await env.call('query', { database: 'one', sql });
+    expect(refused.isError).toBe(true);
+    expect(refused.text).toMatch(/^denied: postgres\.databases\.one\.tables: .*secret\.payroll/);
+    expect(refused.text).not.toMatch(/alice|250000/);
+
+    // And a change the policy allows: decided afresh on the same connection, and it runs.
+    await asAgent('DROP VIEW public.guard_t; CREATE VIEW public.guard_t AS SELECT 2 AS x');
+    const again = await env.call('query', { database: 'one', sql });
+    expect(rowsOf(again), again.text).toEqual([[2]]);
+    await asAgent('DROP VIEW public.guard_t; ALTER TABLE public.guard_old RENAME TO guard_t');
+    const back = await env.call('query', { database: 'one', sql });
+    expect(rowsOf(back), back.text).toEqual([[1]]);
+    await asAgent('DROP TABLE public.guard_t');
+  });
+
+  it('a statement that failed after its guard leaves the connection usable', async () => {
+    const sql = 'SELECT 1 / (id - 1) FROM customers WHERE id = 1';
+    for (let i = 0; i < 2; i++) {
+      const r = await env.call('query', { database: 'one', sql });
+      expect(r.text).toMatch(/^error: 22012: division by zero/);
+    }
+    const ok = await env.call('query', { database: 'one', sql: 'SELECT count(*) FROM customers' });
+    expect(rowsOf(ok)).toEqual([['20']]);
   });
 });
 
