@@ -134,7 +134,21 @@ export class SpawnServer {
   }
 
   get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null && this.child.connected;
+    return (
+      !this.retiring && this.child.exitCode === null && this.child.signalCode === null && this.child.connected
+    );
+  }
+
+  private retiring = false;
+
+  /** Takes no more commands; exits once those it runs are done (it kills them if dropped sooner). */
+  retire(): void {
+    this.retiring = true;
+    this.disconnectIfIdle();
+  }
+
+  private disconnectIfIdle(): void {
+    if (this.retiring && this.pending.size === 0 && this.child.connected) this.child.disconnect();
   }
 
   spawn(req: SpawnRequest, handlers: SpawnHandlers): Spawned {
@@ -163,6 +177,7 @@ export class SpawnServer {
     if (m.t === 'out') return handlers.stdout(chunk(m.d));
     if (m.t === 'err') return handlers.stderr(chunk(m.d));
     this.pending.delete(m.id);
+    this.disconnectIfIdle();
     if (m.t === 'error') return handlers.done(null, m.message);
     if (m.out) handlers.stdout(chunk(m.out));
     if (m.err) handlers.stderr(chunk(m.err));
