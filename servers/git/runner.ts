@@ -76,7 +76,7 @@ const NSENTER_CANDIDATES = ['/usr/bin/nsenter', '/bin/nsenter'];
 
 /**
  * The program and arguments that run `then` (a shell line; "$@" holds `rest`) in a fresh mount
- * namespace, after confining `dir` there — used by the probe, per-command git and the holder.
+ * namespace, after confining `dir` there — used by the probe and by per-command git.
  */
 function confinedShell(
   unshare: readonly string[],
@@ -318,6 +318,8 @@ interface Helper {
   namespaced: boolean;
   /** The helper's /proc/<pid>/mountinfo, kept open: each check is one read from offset 0. */
   mountinfo?: Promise<FileHandle>;
+  /** Work trees being confined in its namespace now (one mount at a time per tree). */
+  confining: Map<string, Promise<void>>;
 }
 
 const MOUNTINFO_BUFFER_BYTES = 64 * 1024;
@@ -343,9 +345,8 @@ async function spawnHelper(): Promise<Helper> {
     const confinement = await workTreeConfinement().catch(() => undefined);
     const namespaced = confinement !== undefined;
     const server = await SpawnServer.start(namespaced ? confinement!.unshare : []);
-    const helper: Helper = { server, namespaced };
+    const helper: Helper = { server, namespaced, confining: new Map() };
     server.child.once('exit', () => {
-      confining.clear();
       void helper.mountinfo?.then((fh) => fh.close()).catch(() => undefined);
     });
     return helper;
@@ -354,16 +355,13 @@ async function spawnHelper(): Promise<Helper> {
   return helperStart;
 }
 
-/** Work trees being confined in the helper's namespace now (one mount at a time per tree). */
-const confining = new Map<string, Promise<void>>();
-
 /**
  * Makes sure `workTree` is confined in the helper's namespace, and is the same folder as the
  * host's: a work tree removed or replaced since (re-provisioned) lost its mount there.
  */
 async function confineInHelper(helper: Helper, workTree: string, confinement: Confinement): Promise<void> {
   for (;;) {
-    const inFlight = confining.get(workTree);
+    const inFlight = helper.confining.get(workTree);
     if (!inFlight) break;
     await inFlight.catch(() => undefined);
   }
@@ -386,11 +384,11 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
       throw new Error(`cannot confine git to the work tree: ${r.stderr.trim() || 'mount failed'}`);
     }
   })();
-  confining.set(workTree, mounting);
+  helper.confining.set(workTree, mounting);
   try {
     await mounting;
   } finally {
-    confining.delete(workTree);
+    helper.confining.delete(workTree);
   }
 }
 
@@ -426,11 +424,20 @@ function escapeMountinfo(p: string): string {
 /** Runs one git command. Resolves with its exit code; rejects only on abort/timeout/spawn failure. */
 export async function runGit(opts: GitRunOptions): Promise<GitRunResult> {
   const confinement = opts.confineTo === undefined ? undefined : await workTreeConfinement();
-  const helper = await spawnHelper();
+  let helper = await spawnHelper();
   const argv = buildArgv(opts);
   let [file, args] = [gitBinary(), argv];
   if (confinement && helper.namespaced) {
-    await confineInHelper(helper, opts.confineTo!, confinement);
+    try {
+      await confineInHelper(helper, opts.confineTo!, confinement);
+    } catch {
+      // The helper sees the host's mounts as they were when it started: a work tree mounted
+      // since (a volume) is not there. A fresh helper sees it; the old one finishes what it
+      // runs and exits. Failing there too is final.
+      helper.server.retire();
+      helper = await spawnHelper();
+      await confineInHelper(helper, opts.confineTo!, confinement);
+    }
   } else if (confinement) {
     // A fresh user + mount namespace for this command; "$@" is git and its arguments.
     [file, args] = confinedShell(

@@ -2,6 +2,7 @@
 // not the broker, and that must keep every guarantee a direct spawn gave — a clean environment,
 // the umask asked for, the output cap, the whole process group killed on abort and timeout —
 // and survive the helper dying.
+import { execFileSync } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -123,6 +124,44 @@ describe('git spawn helper', () => {
     expect(next).toBeGreaterThan(1);
     expect(next).not.toBe(helper);
     await fs.rm(home, { recursive: true, force: true });
+  });
+
+  it('confines a work tree mounted after the helper started (a fresh helper sees the mount)', async () => {
+    const root = await tempDir();
+    const home = path.join(root, 'home');
+    const early = path.join(root, 'early');
+    const late = path.join(root, 'late');
+    const outside = path.join(root, 'outside');
+    for (const dir of [home, early, late, outside]) await fs.mkdir(dir);
+    await fs.writeFile(path.join(outside, 'secret.txt'), 'HOST ONLY\n');
+    const confinedHash = (workTree: string, file: string) =>
+      runGit({
+        cwd: workTree,
+        args: ['hash-object', '--', file],
+        env: gitEnv({ home, protocol: 'file' }),
+        protocol: 'file',
+        timeoutMs: 20_000,
+        confineTo: workTree,
+      });
+    // A helper is running, its namespace made before the volume below is mounted.
+    await fs.writeFile(path.join(early, 'a.txt'), 'a\n');
+    expect((await confinedHash(early, 'a.txt')).code).toBe(0);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'airlock-test', late]);
+    try {
+      await fs.writeFile(path.join(late, 'on-volume.txt'), 'on the volume\n');
+      await fs.symlink(outside, path.join(late, 'link'));
+      // git sees the volume's files (not the folder under it), and cannot follow its symlinks.
+      const onVolume = await confinedHash(late, 'on-volume.txt');
+      expect(onVolume.code, onVolume.stderr).toBe(0);
+      const through = await confinedHash(late, 'link/secret.txt');
+      expect(through.code).not.toBe(0);
+      expect(through.stderr).toMatch(/Too many levels of symbolic links/);
+      // The first work tree is confined in the fresh helper too.
+      expect((await confinedHash(early, 'a.txt')).code).toBe(0);
+    } finally {
+      execFileSync('umount', ['-l', late]);
+      await fs.rm(root, { recursive: true, force: true });
+    }
   });
 
   it('exits when its broker drops it, killing what it still runs', async () => {
