@@ -65,6 +65,8 @@ process.on('message', (m) => {
 });
 // The broker is gone (or dropped us): nothing of ours outlives it.
 process.on('disconnect', () => { for (const c of children.values()) killGroup(c); process.exit(0); });
+// Running: any namespace prefix has been entered, so /proc/<pid> now shows the helper's own.
+send({ t: 'ready' });
 `;
 
 export interface SpawnRequest {
@@ -102,11 +104,14 @@ export class SpawnServer {
   private readonly ready: Promise<void>;
 
   private constructor(readonly child: ChildProcess) {
-    child.on('message', (m: FromServer) => this.receive(m));
+    child.on('message', (m: FromServer | { t: 'ready' }) => this.receive(m));
     child.on('exit', () => this.failAll('the git spawn helper exited'));
     this.ready = new Promise((resolve, reject) => {
-      child.once('spawn', resolve);
+      child.once('message', (m: { t?: string }) =>
+        m.t === 'ready' ? resolve() : reject(new Error('the git spawn helper did not start')),
+      );
       child.once('error', reject);
+      child.once('exit', () => reject(new Error('the git spawn helper exited as it started')));
     });
     // Never keep the broker alive for it; its IPC channel closing is what ends it.
     child.unref();
@@ -170,7 +175,8 @@ export class SpawnServer {
     this.child.kill('SIGKILL');
   }
 
-  private receive(m: FromServer): void {
+  private receive(m: FromServer | { t: 'ready' }): void {
+    if (m.t === 'ready') return;
     const handlers = this.pending.get(m.id);
     if (!handlers) return;
     const chunk = (d: Uint8Array) => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
