@@ -1,10 +1,38 @@
 // Shared by the benchmarks: latency statistics, a load driver, and a minimal JSON-RPC MCP client
 // (handshake, then requests by id): the benches measure servers, not the CPU an MCP SDK client
 // spends validating responses on the same 2-core machine.
+import { open, rm } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 
 export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
+
+/**
+ * Median latency of one write + fdatasync of a small record in `dir`: the disk's price for one
+ * durable audit record, the floor the durable-overhead targets are set from.
+ */
+export async function fdatasyncMs(dir: string, samples = 200): Promise<number> {
+  const file = path.join(dir, 'fdatasync-probe');
+  const fh = await open(file, 'a', 0o600);
+  const line = Buffer.from('x'.repeat(400) + '\n');
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < samples; i++) {
+      const t = performance.now();
+      await fh.write(line);
+      await fh.datasync();
+      times.push(performance.now() - t);
+    }
+  } finally {
+    await fh.close();
+    await rm(file, { force: true });
+  }
+  return percentile(
+    times.sort((a, b) => a - b),
+    0.5,
+  );
 }
 
 export interface Stats {

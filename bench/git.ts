@@ -28,11 +28,11 @@ import { parseArgs, promisify } from 'node:util';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { gitEnv, runGit } from '../servers/git/runner.js';
-import { gitPush, gitStatus } from '../servers/git/tools.js';
+import { GIT_STATUS_ARGS as STATUS_ARGS, gitPush, gitStatus } from '../servers/git/tools.js';
 import { gitContext, mustCall, ownedByAgent } from '../test/git/context.js';
 import { createBareRepo, fixtureGitEnv, refOf, startSmartHttpServer } from '../test/git/smart-http-server.js';
 import { connectSocketClient, makeInstallation, type Installation } from '../test/helpers/fixture.js';
-import { RawMcpSession } from './common.js';
+import { fdatasyncMs, RawMcpSession } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -63,15 +63,6 @@ const LOOP_PAUSE_MS = Number(values['loop-pause-ms']);
 const CALL_TIMEOUT_MS = 5 * 60_000;
 // The built CLI next to this file (fixture.ts's CLI assumes it runs from the source tree).
 const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
-/** What git_status runs (servers/git/tools.ts), minus the per-call upstream `-c`. */
-const STATUS_ARGS = [
-  'status',
-  '--porcelain=v2',
-  '-z',
-  '--branch',
-  '--untracked-files=normal',
-  '--ignore-submodules=all',
-];
 
 // The other team's upstream, in its own process as a real API would be.
 const UPSTREAM_SOURCE = `
@@ -150,28 +141,6 @@ async function brokerCall(
 async function rawCall(session: RawMcpSession, name: string, args: Record<string, unknown>): Promise<void> {
   const r = (await session.request('tools/call', { name, arguments: args })) as CallToolResult;
   if (r.isError) throw new Error(`${name} through the broker failed: ${JSON.stringify(r.content)}`);
-}
-
-/** Median latency of one write + fdatasync of a small record in `dir` (as bench/http.ts). */
-async function fdatasyncMs(dir: string, samples = 200): Promise<number> {
-  const file = path.join(dir, 'fdatasync-probe');
-  const fh = await fs.open(file, 'a', 0o600);
-  const line = Buffer.from('x'.repeat(400) + '\n');
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < samples; i++) {
-      times.push(
-        await time(async () => {
-          await fh.write(line);
-          await fh.datasync();
-        }),
-      );
-    }
-  } finally {
-    await fh.close();
-    await fs.rm(file, { force: true });
-  }
-  return median(times);
 }
 
 /** On-CPU time of a process's main thread (its event loop) so far, in ms (Linux schedstat). */

@@ -14,7 +14,6 @@
 //   npm run build && node dist/bench/github.js [--sequential 500] [--calls 3200] [--sessions 16]
 //     [--audit-dir DIR] [--baseline-cli PATH]
 import { spawn } from 'node:child_process';
-import { closeSync, fdatasyncSync, openSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,8 +25,8 @@ import { createGithubFetch } from '../servers/github/fetch.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { ChildProcess } from 'node:child_process';
 import {
+  fdatasyncMs,
   load,
-  percentile,
   processCpuMs,
   RawMcpSession,
   startServe,
@@ -58,28 +57,6 @@ const api = await startGithubApiStandIn({ tokens: [${JSON.stringify(TOKEN)}], re
 setInterval(() => api.calls.splice(0), 1000);
 process.stdout.write(api.apiUrl + '\\n');
 `;
-
-/** p50 of `rounds` small appends, each followed by fdatasync, in `dir` (as the audit log does). */
-function fsyncLatency(dir: string, rounds = 300): number {
-  const file = path.join(dir, 'fsync-probe');
-  const fd = openSync(file, 'a');
-  const times: number[] = [];
-  const line = Buffer.from(JSON.stringify({ probe: 'x'.repeat(300) }) + '\n');
-  try {
-    for (let i = 0; i < rounds; i++) {
-      const t = performance.now();
-      writeSync(fd, line);
-      fdatasyncSync(fd);
-      times.push(performance.now() - t);
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return percentile(
-    times.sort((a, b) => a - b),
-    0.5,
-  );
-}
 
 /** One airlock serve (this build or the baseline's) with its own config, sockets and audit file, on the shared stand-in. */
 async function startBroker(
@@ -213,7 +190,7 @@ async function main(): Promise<void> {
   ];
 
   for (const c of cases) await load([c.call(0)], 200);
-  const fsync = fsyncLatency(auditDir);
+  const fsync = await fdatasyncMs(auditDir);
   // The cases take turns in blocks, so load from the rest of the machine falls on all of them.
   const BLOCK = 50;
   const add = async (c: Case, into: Run, run: () => Promise<{ latencies: number[]; wallMs: number }>) => {
@@ -232,7 +209,7 @@ async function main(): Promise<void> {
       await add(c, c.con, () => load(calls, BLOCK * SESSIONS));
     }
   }
-  const fsyncAfter = fsyncLatency(auditDir);
+  const fsyncAfter = await fdatasyncMs(auditDir);
 
   console.log(
     `get_issue overhead — ${os.cpus().length} cores, node ${process.version}, audit log in ${auditDir}` +

@@ -8,13 +8,14 @@
 // disk, in alternating rounds with this one, and prints both and their ratios: the way to judge a
 // change on a machine whose speed drifts.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import {
+  fdatasyncMs,
   brokerMemory,
   load,
   percentile,
@@ -57,28 +58,6 @@ server.on('connection', () => connections++);
 process.stdin.on('data', () => process.stdout.write(connections + '\\n'));
 server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
 `;
-
-/** Median latency of one write + fdatasync of a small record in `dir` (the durable floor of one record). */
-async function fdatasyncMs(dir: string, samples = 200): Promise<number> {
-  const fh = await open(path.join(dir, 'fdatasync-probe'), 'a', 0o600);
-  const line = Buffer.from('x'.repeat(400) + '\n');
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < samples; i++) {
-      const t = performance.now();
-      await fh.write(line);
-      await fh.datasync();
-      times.push(performance.now() - t);
-    }
-  } finally {
-    await fh.close();
-    await rm(path.join(dir, 'fdatasync-probe'), { force: true });
-  }
-  return percentile(
-    times.sort((a, b) => a - b),
-    0.5,
-  );
-}
 
 async function main(): Promise<void> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-bench-'));

@@ -11,7 +11,7 @@
 //     [--paths airlock]   (only these of direct,reference,airlock,baseline: e.g. to profile the broker)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { startPostgresCluster } from '../src/demo/postgres-cluster.js';
-import { load, percentile, RawMcpSession, stats, type Stats } from './common.js';
+import { fdatasyncMs, load, percentile, RawMcpSession, stats, type Stats } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,28 +49,6 @@ const QUERIES = {
   '1 row': 'SELECT id, name, price, created FROM items WHERE id = 42',
   '1000 rows': 'SELECT id, name, price, created FROM items',
 } as const;
-
-/** p50 of write + fdatasync of one small record, in the audit folder: the disk's durability cost. */
-async function fsyncLatency(dir: string, samples = 300): Promise<number> {
-  const file = path.join(dir, 'fsync-probe');
-  const fh = await open(file, 'a');
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < samples; i++) {
-      const t = performance.now();
-      await fh.write(`{"probe":${i},"pad":"${'x'.repeat(200)}"}\n`);
-      await fh.datasync();
-      times.push(performance.now() - t);
-    }
-  } finally {
-    await fh.close();
-    await rm(file, { force: true });
-  }
-  return percentile(
-    times.sort((a, b) => a - b),
-    0.5,
-  );
-}
 
 async function main(): Promise<void> {
   const cluster = await startPostgresCluster();
@@ -161,7 +139,7 @@ async function main(): Promise<void> {
       for (const name of Object.keys(paths)) if (!wanted.includes(name)) delete paths[name];
     }
 
-    const fsyncMs = await fsyncLatency(auditDir);
+    const fsyncMs = await fdatasyncMs(auditDir);
     const runs = new Map<string, Stats[]>();
     const record = (name: string, s: Stats) => runs.set(name, [...(runs.get(name) ?? []), s]);
     for (const make of Object.values(paths))

@@ -19,6 +19,16 @@ import {
 import { noOptionsSchema, pullOptionsSchema, pushOptionsSchema, type GitSection } from './policy.js';
 import { openWorkspace, TRACKING_PREFIX, withLock, type WorkspaceGit } from './workspace.js';
 
+/** The `git status` git_status runs (after the per-call upstream `-c`s); bench/git.ts runs it raw. */
+export const GIT_STATUS_ARGS: readonly string[] = [
+  'status',
+  '--porcelain=v2',
+  '-z',
+  '--branch',
+  '--untracked-files=normal',
+  '--ignore-submodules=all',
+];
+
 /** Cap on diff/log/show text handed back to the agent. */
 export const MAX_OUTPUT_BYTES = 256 * 1024;
 const MAX_STATUS_FILES = 2000;
@@ -136,12 +146,7 @@ export const gitStatus = defineGitTool({
           ...(upstreamConfig
             ? ['-c', `branch.${branch}.remote=.`, '-c', `branch.${branch}.merge=${TRACKING_PREFIX}${branch}`]
             : []),
-          'status',
-          '--porcelain=v2',
-          '-z',
-          '--branch',
-          '--untracked-files=normal',
-          '--ignore-submodules=all',
+          ...GIT_STATUS_ARGS,
         ],
         { readOnly: true, maxOutputBytes: MAX_STATUS_BYTES },
       ),
