@@ -113,9 +113,17 @@ export class SpawnServer {
       child.once('error', reject);
       child.once('exit', () => reject(new Error('the git spawn helper exited as it started')));
     });
-    // Never keep the broker alive for it; its IPC channel closing is what ends it.
+    // The broker is kept alive by the helper only while it waits on it (its start, a command):
+    // an idle helper must not hold a finished broker open, but a broker whose only work is a git
+    // command (a policy fetch before any socket is listening) must not exit under it.
     child.unref();
-    child.channel?.unref();
+    void this.ready.then(() => this.holdWhileBusy(), () => undefined);
+  }
+
+  /** The IPC channel keeps the event loop alive exactly while commands are in flight. */
+  private holdWhileBusy(): void {
+    if (this.pending.size > 0) this.child.channel?.ref();
+    else this.child.channel?.unref();
   }
 
   /**
@@ -163,6 +171,7 @@ export class SpawnServer {
       return { kill: () => undefined };
     }
     this.pending.set(id, handlers);
+    if (this.pending.size === 1) this.holdWhileBusy();
     this.child.send({ t: 'spawn', id, ...req });
     return {
       kill: () => {
@@ -183,6 +192,7 @@ export class SpawnServer {
     if (m.t === 'out') return handlers.stdout(chunk(m.d));
     if (m.t === 'err') return handlers.stderr(chunk(m.d));
     this.pending.delete(m.id);
+    if (this.pending.size === 0) this.holdWhileBusy();
     this.disconnectIfIdle();
     if (m.t === 'error') return handlers.done(null, m.message);
     if (m.out) handlers.stdout(chunk(m.out));

@@ -2,9 +2,10 @@
 // not the broker, and that must keep every guarantee a direct spawn gave — a clean environment,
 // the umask asked for, the output cap, the whole process group killed on abort and timeout —
 // and survive the helper dying.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { gitEnv, runGit, GitAbortError, type GitRunOptions } from '../../servers/git/runner.js';
 import { SpawnServer } from '../../servers/git/spawner.js';
@@ -191,6 +192,35 @@ describe('git spawn helper', () => {
       expect(await waitFor(() => !alive(sleeper))).toBe(true);
     } finally {
       clearInterval(keepAlive);
+      await fs.rm(home, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps a process alive while its only work is a git command, and not once the helper is idle', async () => {
+    // `airlock serve` fetches policies from git before any socket listens: with the helper's IPC
+    // channel unref'd for good, Node exited under the fetch (CI: "serve did not open its sockets").
+    const home = await tempDir();
+    const runner = pathToFileURL(
+      path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/servers/git/runner.js'),
+    ).href;
+    const script = [
+      `const { runGit, gitEnv } = await import(${JSON.stringify(runner)});`,
+      `const r = await runGit({ cwd: ${JSON.stringify(home)}, args: ['-c', 'alias.t=!sleep 0.3; echo ran', 't'],`,
+      `  env: gitEnv({ home: ${JSON.stringify(home)}, protocol: 'file' }), protocol: 'file', timeoutMs: 20000 });`,
+      `process.stdout.write('code=' + r.code + ' ' + r.stdout.toString());`,
+    ].join('\n');
+    try {
+      // The build, in a plain Node process with nothing else to do, as `airlock serve` runs it.
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect(r.stderr).toBe('');
+      // It printed (it waited for git), and it exited on its own (the idle helper let it go).
+      expect(r.stdout).toBe('code=0 ran\n');
+      expect(r.status).toBe(0);
+      expect(r.signal).toBeNull();
+    } finally {
       await fs.rm(home, { recursive: true, force: true });
     }
   });
