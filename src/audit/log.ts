@@ -1306,12 +1306,7 @@ export class AuditLog {
       }
     }
     // A batch may have kept the lock for records that then failed to build.
-    if (this.tornEnd === null && !this.holdingIdle()) this.lock.release();
-  }
-
-  /** True while the lock is kept after a good batch (see `idleHoldMs`). */
-  private holdingIdle(): boolean {
-    return this.idleRelease !== undefined && this.lock.held;
+    if (this.tornEnd === null && this.idleRelease === undefined) this.lock.release(); // unless held while idle
   }
 
   /** Keeps the lock after a good batch, until the next batch or `idleHoldMs` without one. */
