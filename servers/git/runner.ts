@@ -64,15 +64,9 @@ export interface Confinement {
   /** argv prefix that runs the rest in a private mount namespace. */
   unshare: string[];
   mount: string;
-  /**
-   * Set as root, where the namespace needs no user namespace (airlock doctor reports which).
-   * Named for the nsenter that once entered a namespace per work tree; the spawn helper's
-   * namespace replaced those.
-   */
-  nsenter?: string;
+  /** The namespace sits in a user namespace of its own (a broker not running as root). */
+  userNamespace: boolean;
 }
-
-const NSENTER_CANDIDATES = ['/usr/bin/nsenter', '/bin/nsenter'];
 
 /**
  * The program and arguments that run `then` (a shell line; "$@" holds `rest`) in a fresh mount
@@ -131,10 +125,8 @@ async function probeConfinement(): Promise<Confinement> {
           child.on('close', resolve);
         });
         if (code === 0) {
-          // The spawn helper starts in this variant's namespace (see spawnHelper); `nsenter` only
-          // tells airlock doctor that no user namespace is involved.
-          const nsenter = variant.includes('--user') ? undefined : firstExecutable(NSENTER_CANDIDATES);
-          return { unshare: variant, mount, ...(nsenter ? { nsenter } : {}) };
+          // The spawn helper starts in this variant's namespace (see spawnHelper).
+          return { unshare: variant, mount, userNamespace: variant.includes('--user') };
         }
       }
     } finally {

@@ -151,7 +151,8 @@ async function checkGit({ policies, report }: DoctorContext): Promise<void> {
       report({
         ok: true,
         label: 'git work-tree confinement',
-        detail: c.nsenter ? 'mount namespace per work tree (root)' : 'user + mount namespace per command',
+        // Every git command forks from the spawn helper, inside this one namespace.
+        detail: `the git spawn helper's ${c.userNamespace ? 'user + mount namespace' : 'mount namespace (root)'}`,
       });
     } catch (err) {
       report({ ok: false, label: 'git work-tree confinement', detail: (err as Error).message });
