@@ -117,7 +117,10 @@ export class SpawnServer {
     // an idle helper must not hold a finished broker open, but a broker whose only work is a git
     // command (a policy fetch before any socket is listening) must not exit under it.
     child.unref();
-    void this.ready.then(() => this.holdWhileBusy(), () => undefined);
+    void this.ready.then(
+      () => this.holdWhileBusy(),
+      () => undefined,
+    );
   }
 
   /** The IPC channel keeps the event loop alive exactly while commands are in flight. */

@@ -165,7 +165,9 @@ servers:
     expect(r.stdout).toMatch(/FAIL\] secret "missing-one" — .*AIRLOCK_TEST_NOT_SET_ANYWHERE/);
     expect(r.stdout).toMatch(/ ok \] secret "api-token"/);
     expect(r.stdout).toMatch(/ ok \] git — git version/);
-    expect(r.stdout).toMatch(/ ok \] git work-tree confinement — the git spawn helper's mount namespace \(root\)/);
+    expect(r.stdout).toMatch(
+      / ok \] git work-tree confinement — the git spawn helper's mount namespace \(root\)/,
+    );
     expect(r.stdout).not.toContain(SECRET);
   });
 
