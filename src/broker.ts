@@ -120,9 +120,12 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
   const stopTelemetry = async () => telemetry?.shutdown();
   let shipper: AuditShipper | undefined;
+  const made: { pipeline?: CallPipeline } = {}; // the pipeline is made below, once the log is open
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
     idleHoldMs: LOCK_IDLE_HOLD_MS, // the broker's event loop never blocks on a synchronous call
+    // …except on a fast fdatasync while one call (the one being recorded) or none is in flight.
+    syncInline: { when: () => (made.pipeline?.activeCalls ?? 0) <= 1 },
     ...(signer ? { checkpoints: { signer } } : {}),
     ...(telemetry ? { onFsync: (seconds: number) => telemetry.auditFsync(seconds) } : {}),
     broker: brokerId,
@@ -177,7 +180,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     await stopTelemetry();
     throw err;
   }
-  const pipeline = new CallPipeline({
+  const pipeline = (made.pipeline = new CallPipeline({
     approvals,
     servers: SERVER_MAP,
     policies,
@@ -188,7 +191,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     stateDir: config.stateDir,
     log,
     ...(telemetry ? { telemetry } : {}),
-  });
+  }));
   if (telemetry) observePools(telemetry, () => pipeline.poolUse());
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);

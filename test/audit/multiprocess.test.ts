@@ -484,23 +484,53 @@ describe('the lock', () => {
   });
 });
 
+/** The threadpool requests (fs operations) one append makes. */
+async function fsRequestsOf(append: () => Promise<unknown>): Promise<string[]> {
+  const fsRequests: string[] = [];
+  const hook = createHook({
+    init(_id, type) {
+      if (type.startsWith('FSREQ') || type === 'FILEHANDLE' || type === 'STATWATCHER') fsRequests.push(type);
+    },
+  });
+  hook.enable();
+  try {
+    await append();
+  } finally {
+    hook.disable();
+  }
+  return fsRequests;
+}
+
 describe('latency', () => {
   it('an uncontended batch makes one threadpool request (the fdatasync)', async () => {
     const log = await openLog();
     await log.append(entry()); // warm up
-    const fsRequests: string[] = [];
-    const hook = createHook({
-      init(_id, type) {
-        if (type.startsWith('FSREQ') || type === 'FILEHANDLE' || type === 'STATWATCHER')
-          fsRequests.push(type);
-      },
+    expect(await fsRequestsOf(() => log.append(entry()))).toHaveLength(1);
+  });
+
+  it('syncInline: a lone batch syncs on the calling thread once a sync proved fast, and not when told otherwise', async () => {
+    let alone = true;
+    const synced: number[] = [];
+    // maxMs is generous here so that a busy test machine cannot make the first sync look slow.
+    const log = await openLog({
+      syncInline: { when: () => alone, maxMs: 10_000 },
+      onFsync: (s) => synced.push(s),
     });
-    hook.enable();
-    try {
-      await log.append(entry());
-    } finally {
-      hook.disable();
-    }
-    expect(fsRequests).toHaveLength(1);
+    // The first batch has no measured sync yet: the threadpool.
+    expect(await fsRequestsOf(() => log.append(entry({ call: 'first' })))).toHaveLength(1);
+    expect(await fsRequestsOf(() => log.append(entry({ call: 'inline' })))).toEqual([]);
+    alone = false;
+    expect(await fsRequestsOf(() => log.append(entry({ call: 'busy' })))).toHaveLength(1);
+    expect(synced).toHaveLength(3); // every sync is still reported
+    // Durable and chained the same either way.
+    expect(fileRecords().map((r) => r.call)).toEqual(['first', 'inline', 'busy']);
+    expect((await verifyAuditFile(file)).ok).toBe(true);
+  });
+
+  it('syncInline: a sync slower than maxMs sends the next one back to the threadpool', async () => {
+    const log = await openLog({ syncInline: { when: () => true, maxMs: 0 } });
+    await log.append(entry());
+    // Every sync takes more than 0 ms: never inline.
+    expect(await fsRequestsOf(() => log.append(entry()))).toHaveLength(1);
   });
 });
