@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { startControlServer, type ControlServer } from './approvals/control.js';
 import { ApprovalService } from './approvals/service.js';
-import { AuditLog, LOCK_IDLE_HOLD_MS } from './audit/log.js';
+import { AuditLog, LOCK_IDLE_HOLD_MS, LOCK_IDLE_HOLD_WATCHED_MS } from './audit/log.js';
 import { loadOrCreateAuditSigner } from './audit/key.js';
 import { loadOrCreateBrokerId } from './audit/broker-id.js';
 import { AuditShipper } from './audit/shipper.js';
@@ -124,6 +124,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   const audit = await AuditLog.open(config.audit.file, {
     redactor,
     idleHoldMs: LOCK_IDLE_HOLD_MS, // the broker's event loop never blocks on a synchronous call
+    idleHoldWatchedMs: LOCK_IDLE_HOLD_WATCHED_MS,
     // …except on a fast fdatasync while one call (the one being recorded) or none is in flight.
     syncInline: { when: () => (made.pipeline?.activeCalls ?? 0) <= 1 },
     ...(signer ? { checkpoints: { signer } } : {}),

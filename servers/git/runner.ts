@@ -11,8 +11,16 @@
 // kill the process group on abort. Driving child_process.spawn directly keeps the whole
 // hardening visible in this one file.
 import { spawn } from 'node:child_process';
-import { accessSync, constants, promises as fs } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  openSync,
+  promises as fs,
+  readFileSync,
+  readSync,
+  statSync,
+} from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Redactor } from '../../src/secrets/redact.js';
@@ -309,22 +317,26 @@ interface Helper {
    */
   namespaced: boolean;
   /** The helper's /proc/<pid>/mountinfo, kept open: each check is one read from offset 0. */
-  mountinfo?: Promise<FileHandle>;
+  mountinfo?: number;
   /** Work trees being confined in its namespace now (one mount at a time per tree). */
   confining: Map<string, Promise<void>>;
 }
 
 const MOUNTINFO_BUFFER_BYTES = 64 * 1024;
+const mountinfoBuffer = Buffer.allocUnsafe(MOUNTINFO_BUFFER_BYTES);
 
-/** The mount table of the helper's namespace, as of now. */
-async function helperMounts(helper: Helper): Promise<string> {
-  helper.mountinfo ??= fs.open(`/proc/${helper.server.pid}/mountinfo`, 'r');
-  const { bytesRead, buffer } = await (
-    await helper.mountinfo
-  ).read({ buffer: Buffer.allocUnsafe(MOUNTINFO_BUFFER_BYTES), position: 0 });
+/**
+ * The mount table of the helper's namespace, as of now. Read synchronously, like the stats of
+ * stillConfined: the kernel prints it from memory in microseconds, where each threadpool round
+ * trip (and the event-loop wake-up after it) costs a git command ~0.1 ms of its latency.
+ */
+function helperMounts(helper: Helper): string {
+  helper.mountinfo ??= openSync(`/proc/${helper.server.pid}/mountinfo`, 'r');
+  const bytesRead = readSync(helper.mountinfo, mountinfoBuffer, 0, MOUNTINFO_BUFFER_BYTES, 0);
   // A table that fills the buffer may go on: read it whole.
-  if (bytesRead === buffer.length) return fs.readFile(`/proc/${helper.server.pid}/mountinfo`, 'utf8');
-  return buffer.toString('utf8', 0, bytesRead);
+  if (bytesRead === MOUNTINFO_BUFFER_BYTES)
+    return readFileSync(`/proc/${helper.server.pid}/mountinfo`, 'utf8');
+  return mountinfoBuffer.toString('utf8', 0, bytesRead);
 }
 
 let helperStart: Promise<Helper> | undefined;
@@ -339,7 +351,8 @@ async function spawnHelper(): Promise<Helper> {
     const server = await SpawnServer.start(namespaced ? confinement!.unshare : []);
     const helper: Helper = { server, namespaced, confining: new Map() };
     server.child.once('exit', () => {
-      void helper.mountinfo?.then((fh) => fh.close()).catch(() => undefined);
+      if (helper.mountinfo !== undefined) closeSync(helper.mountinfo);
+      helper.mountinfo = undefined;
     });
     return helper;
   })();
@@ -357,7 +370,7 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
     if (!inFlight) break;
     await inFlight.catch(() => undefined);
   }
-  if (await stillConfined(helper, workTree)) return;
+  if (stillConfined(helper, workTree)) return;
   const mounting = (async () => {
     const r = await spawnThrough(helper.server, {
       file: '/bin/sh',
@@ -372,7 +385,7 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
       env: { PATH: '/usr/bin:/bin' },
       timeoutMs: 10_000,
     });
-    if (r.code !== 0 || !(await stillConfined(helper, workTree))) {
+    if (r.code !== 0 || !stillConfined(helper, workTree)) {
       throw new Error(`cannot confine git to the work tree: ${r.stderr.trim() || 'mount failed'}`);
     }
   })();
@@ -389,14 +402,12 @@ async function confineInHelper(helper: Helper, workTree: string, confinement: Co
  * now. (Removing a folder detaches mounts on it in every namespace, so a replaced work tree would
  * otherwise be seen there unconfined.)
  */
-async function stillConfined(helper: Helper, workTree: string): Promise<boolean> {
+function stillConfined(helper: Helper, workTree: string): boolean {
   const pid = helper.server.pid;
   try {
-    const [info, now, there] = await Promise.all([
-      helperMounts(helper),
-      fs.stat(workTree),
-      fs.stat(`/proc/${pid}/root${workTree}`),
-    ]);
+    const info = helperMounts(helper);
+    const now = statSync(workTree);
+    const there = statSync(`/proc/${pid}/root${workTree}`);
     const mountPoint = escapeMountinfo(workTree);
     const confined = info.split('\n').some((line) => {
       const fields = line.split(' ');

@@ -112,6 +112,22 @@ describe('two AuditLogs in one process on one file', () => {
     await expectOneChain(['a0', 'a1']);
   });
 
+  it('with idleHoldWatchedMs the idle hold outlasts idleHoldMs, and a waiter gets the lock as it asks', async () => {
+    const a = await openLog({ idleHoldMs: LOCK_IDLE_HOLD_MS, idleHoldWatchedMs: 60_000 });
+    await a.append(entry({ call: 'a0' }));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(linkExists(lockPath())).toBe(true); // still held, well past idleHoldMs
+    // Another writer reserves the next turn: a's watch sees it and lets go, long before its 60 s
+    // hold (or b's lock timeout, which would fail b's open or append) is up.
+    const b = await openLog({ lockTimeoutMs: 5000 });
+    await b.append(entry({ call: 'b0' }));
+    await a.append(entry({ call: 'a1' }));
+    await expectOneChain(['a0', 'b0', 'a1']);
+    await a.close();
+    await b.close();
+    expect(linkExists(lockPath())).toBe(false);
+  });
+
   it('concurrent appends form one chain with every record', async () => {
     const a = await openLog();
     const b = await openLog();
