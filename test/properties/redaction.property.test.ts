@@ -2,7 +2,7 @@
 // encoding, or split across stream chunks, is always removed, and nothing else changes.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { REDACTED, Redactor } from '../../src/secrets/redact.js';
+import { REDACTED, Redactor, secretVariants } from '../../src/secrets/redact.js';
 import { StreamScrubber } from '../../src/model/proxy.js';
 
 const secretArb = fc.string({
@@ -127,6 +127,55 @@ describe('redaction properties', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+
+  // The scrubber picks, per call, a RegExp alternation of every form (small sets, short texts) or
+  // a scan by four-unit prefix (large sets, long texts). Both must give exactly what the plain
+  // alternation (longest form first, leftmost match) gives, whichever is taken.
+  it('gives what one alternation of every form gives, for any number of secrets and any text', () => {
+    const reference = (secrets: string[], text: string) => {
+      const forms = [...new Set(secrets.flatMap((v) => secretVariants(v)))].sort(
+        (a, b) => b.length - a.length,
+      );
+      const escaped = forms.map((f) => f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+      return text.replace(new RegExp(escaped.join('|'), 'g'), REDACTED);
+    };
+    const anyUnit = fc.oneof(
+      fc.constantFrom(...'ab01+/=_-%"\\ \n\u00e9\u00ff'.split('')),
+      fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(secretArb, fc.string({ unit: anyUnit, minLength: 4, maxLength: 24 })), {
+          minLength: 1,
+          maxLength: 40,
+        }),
+        fc.array(
+          fc.tuple(fc.string({ unit: anyUnit, maxLength: 60 }), fc.nat(), fc.nat(), fc.nat({ max: 4 })),
+          {
+            maxLength: 40,
+          },
+        ),
+        (secrets, pieces) => {
+          const r = new Redactor();
+          for (const v of secrets) r.add(v);
+          // Text: random units with forms of the secrets (whole, cut or doubled) among them.
+          let text = '';
+          for (const [noise, which, form, how] of pieces) {
+            const forms = secretVariants(secrets[which % secrets.length]!);
+            const f = forms[form % forms.length] ?? '';
+            text += noise + (how === 0 ? f.slice(1) : how === 1 ? f + f : how === 2 ? f.slice(0, -1) : f);
+          }
+          // Short and long texts both (the scan takes texts past 512 units when the set is large).
+          for (const t of [text, text.repeat(Math.ceil(600 / Math.max(1, text.length)))]) {
+            const expected = reference(secrets, t);
+            expect(r.scrub(t)).toBe(expected);
+            expect(r.contains(t)).toBe(expected !== t);
+          }
+        },
+      ),
+      { numRuns: 150 },
     );
   });
 });
