@@ -9,6 +9,7 @@
 //     [--baseline-cli /other/checkout/dist/src/cli.js]   (also measures another build, same run)
 //     [--rounds 5]   (every case that many times, paths alternating; medians and ranges printed)
 //     [--paths airlock]   (only these of direct,reference,airlock,baseline: e.g. to profile the broker)
+//     [--queries 1]   (only the 1-row case, or 1000)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -30,6 +31,7 @@ const { values } = parseArgs({
     'baseline-cli': { type: 'string' },
     rounds: { type: 'string', default: '1' },
     paths: { type: 'string' },
+    queries: { type: 'string' },
   },
 });
 const CALLS = Number(values.calls);
@@ -45,10 +47,16 @@ const REFERENCE = createRequire(import.meta.url).resolve(
 
 const READER = 'bench_reader';
 const READER_PASSWORD = 'bench-reader-Pw-9dK2mQ';
-const QUERIES = {
+const ALL_QUERIES = {
   '1 row': 'SELECT id, name, price, created FROM items WHERE id = 42',
   '1000 rows': 'SELECT id, name, price, created FROM items',
 } as const;
+/** --queries 1 or 1000: only that case (e.g. to profile it alone). */
+const QUERIES = Object.fromEntries(
+  Object.entries(ALL_QUERIES).filter(
+    ([label]) => !values.queries || values.queries.split(',').includes(label.split(' ')[0]!),
+  ),
+);
 
 async function main(): Promise<void> {
   const cluster = await startPostgresCluster();
