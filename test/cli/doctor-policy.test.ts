@@ -81,10 +81,12 @@ describe('airlock doctor', () => {
   it('checks the audit folder by writing and fsyncing in it; a read-only one fails', async () => {
     const auditDir = path.dirname(inst.auditFile);
     await mkdir(auditDir, { recursive: true });
-    expect(check(doctor(), /^audit folder /)).toMatchObject({
-      status: 'ok',
-      detail: 'writable; fsync works',
-    });
+    // It times the fsync too; a slow disk is a warning, never a failure (how slow is the machine's).
+    const audit = check(doctor(), /^audit folder /)!;
+    expect(audit.detail).toMatch(
+      /^writable; fsync works(, but slowly:|;) fdatasync \d+\.\d\d ms \(median of 5; an allowed call waits for two\)/,
+    );
+    expect(audit.status).toBe(audit.detail.includes('slowly') ? 'warn' : 'ok');
     const text = await readFile(inst.configFile, 'utf8');
     await writeFile(
       inst.configFile,
