@@ -149,7 +149,8 @@ function analyse(profile: CpuProfile, top: number): void {
   let total = 0;
   let idle = 0;
   const stages = new Map<string, number>();
-  const functions = new Map<string, { us: number; stage: string }>();
+  /** Per function: its self time, and that time by stage (a native like `stat` has many callers). */
+  const functions = new Map<string, { us: number; byStage: Map<string, number> }>();
   for (const [id, us] of selfUs) {
     const node = byId.get(id)!;
     const self = node.callFrame;
@@ -166,8 +167,9 @@ function analyse(profile: CpuProfile, top: number): void {
     stages.set(stage, (stages.get(stage) ?? 0) + us);
     const where = self.url ? `${distRelative(self.url)}:${self.lineNumber + 1}` : '(native)';
     const key = `${self.functionName || '(anonymous)'} ${where}`;
-    const f = functions.get(key) ?? { us: 0, stage };
+    const f = functions.get(key) ?? { us: 0, byStage: new Map<string, number>() };
     f.us += us;
+    f.byStage.set(stage, (f.byStage.get(stage) ?? 0) + us);
     functions.set(key, f);
   }
   const pct = (us: number) => `${((us / total) * 100).toFixed(1).padStart(5)} %`;
@@ -189,7 +191,10 @@ function analyse(profile: CpuProfile, top: number): void {
   if (restCount > 0) line(`other (${restCount} stages)`, rest);
   console.log(`\ntop ${top} functions by self time`);
   for (const [key, f] of [...functions].sort((a, b) => b[1].us - a[1].us).slice(0, top)) {
-    console.log(`  ${pct(f.us)}  ${key.slice(0, 80).padEnd(80)} [${f.stage}]`);
+    // The stage that holds most of its time (it was the first seen, which could mislabel a native).
+    const [stage] = [...f.byStage].sort((a, b) => b[1] - a[1])[0]!;
+    const others = f.byStage.size > 1 ? ` +${f.byStage.size - 1}` : '';
+    console.log(`  ${pct(f.us)}  ${key.slice(0, 80).padEnd(80)} [${stage}${others}]`);
   }
 }
 
