@@ -240,24 +240,46 @@ export async function startAcmeHttpBroker(opts: {
 }
 
 let stagedCli: Promise<string> | undefined;
+/** Staged CLIs older than this are left by earlier runs (a full run takes minutes): removed. */
+const STALE_STAGED_CLI_MS = 6 * 60 * 60 * 1000;
+
 /**
- * The built CLI staged where any uid can read it (with its production dependencies), once per
- * test process: a clone may live in a 0700 folder that uid 1000 cannot enter.
+ * The built CLI staged where any uid can read it (with its production dependencies): a clone may
+ * live in a 0700 folder that uid 1000 cannot enter. One copy per build, shared by every test file
+ * and run (~100 MB each: one per file had left 0.5 GB in /tmp after a run), named by what it holds
+ * (the package.json and every built file's path, size and mtime); staged under a temporary name
+ * and renamed into place, so concurrent test files never see half of one.
  */
 export function cliReadableByAnyUid(): Promise<string> {
   return (stagedCli ??= (async () => {
-    const { readFile, mkdtemp } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
+    const { mkdtemp, readFile, readdir, rename, stat } = await import('node:fs/promises');
+    const { createHash } = await import('node:crypto');
     const { stageForAgent } = await import('../../src/demo/sandbox.js');
-    const pkg = JSON.parse(await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8')) as {
-      dependencies: Record<string, string>;
-    };
-    const staged = await stageForAgent({
-      sourceRoot: REPO_ROOT,
-      dest: await mkdtemp(path.join(tmpdir(), 'airlock-cli-')),
-      files: ['package.json', 'dist/src', 'dist/servers'],
-      packages: Object.keys(pkg.dependencies),
-    });
-    return staged.path('dist/src/cli.js');
+    const pkgText = await readFile(path.join(REPO_ROOT, 'package.json'), 'utf8');
+    const pkg = JSON.parse(pkgText) as { dependencies: Record<string, string> };
+    const files = ['package.json', 'dist/src', 'dist/servers'];
+    const hash = createHash('sha256').update(pkgText);
+    for (const top of ['dist/src', 'dist/servers']) {
+      for (const entry of (await readdir(path.join(REPO_ROOT, top), { recursive: true })).sort()) {
+        const st = await stat(path.join(REPO_ROOT, top, entry));
+        if (st.isFile()) hash.update(`${top}/${entry}\0${st.size}\0${st.mtimeMs}\0`);
+      }
+    }
+    const prefix = `airlock-cli-${process.getuid?.() ?? 'u'}-`;
+    const dest = path.join(os.tmpdir(), prefix + hash.digest('hex').slice(0, 16));
+    const cli = path.join(dest, 'dist/src/cli.js');
+    if (await stat(path.join(dest, '.complete')).catch(() => undefined)) return cli;
+    const tmp = await mkdtemp(`${dest}.staging-`);
+    await stageForAgent({ sourceRoot: REPO_ROOT, dest: tmp, files, packages: Object.keys(pkg.dependencies) });
+    await writeFile(path.join(tmp, '.complete'), '');
+    // Another test file may have renamed its copy into place first: then that one is used.
+    await rename(tmp, dest).catch(() => rm(tmp, { recursive: true, force: true }));
+    for (const old of await readdir(os.tmpdir())) {
+      if (!old.startsWith(prefix) || path.join(os.tmpdir(), old) === dest) continue;
+      const at = path.join(os.tmpdir(), old);
+      const st = await stat(at).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > STALE_STAGED_CLI_MS) await rm(at, { recursive: true, force: true });
+    }
+    return cli;
   })());
 }
