@@ -9,6 +9,14 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 }
 
+/** The nearest-rank median of unsorted `xs` (e.g. of rounds' figures). */
+export function median(xs: number[]): number {
+  return percentile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  );
+}
+
 /**
  * Median latency of one write + fdatasync of a small record in `dir`: the disk's price for one
  * durable audit record, the floor the durable-overhead targets are set from.

@@ -35,7 +35,7 @@ export async function stopServe(broker: ChildProcess): Promise<void> {
   await new Promise((r) => broker.once('exit', r));
 }
 
-export { fdatasyncMs, load, percentile, RawMcpSession, stats, type Stats } from './common.js';
+export { fdatasyncMs, load, median, percentile, RawMcpSession, stats, type Stats } from './common.js';
 
 /** Resident and peak memory of a process, in MiB (Linux /proc). */
 export function brokerMemory(pid: number): { rss: number; peak: number } {

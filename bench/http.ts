@@ -18,7 +18,7 @@ import {
   fdatasyncMs,
   brokerMemory,
   load,
-  percentile,
+  median,
   processCpuMs,
   RawMcpSession,
   startServe,
@@ -227,11 +227,6 @@ async function compareWithBaseline(
       figures[i]!.perSecond.push(stats(con.latencies, con.wallMs).perSecond);
     }
   }
-  const median = (xs: number[]) =>
-    percentile(
-      [...xs].sort((a, b) => a - b),
-      0.5,
-    );
   console.log(`\nthis build vs ${cli}, ${rounds} alternating rounds (medians of the rounds)`);
   const [mine, base] = figures.map((f) => ({
     p50: median(f.p50),

@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { startPostgresCluster } from '../src/demo/postgres-cluster.js';
-import { fdatasyncMs, load, percentile, RawMcpSession, stats, type Stats } from './common.js';
+import { fdatasyncMs, load, median, RawMcpSession, stats, type Stats } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -169,11 +169,6 @@ async function main(): Promise<void> {
         }
       }
     }
-    const median = (xs: number[]) =>
-      percentile(
-        [...xs].sort((a, b) => a - b),
-        0.5,
-      );
     const results = [...runs].map(([name, list]) => ({
       name,
       list,

@@ -61,10 +61,12 @@ function byteForms(bytes: Buffer, out: Set<string>): void {
 export function secretVariants(value: string): string[] {
   const out = new Set<string>([value]);
   byteForms(Buffer.from(value, 'utf8'), out);
-  // A lone surrogate has no URL encoding (encodeURIComponent throws); such a value has no such form.
-  if (!/[\ud800-\udfff]/.test(value.replace(/[\ud800-\udbff][\udc00-\udfff]/g, ''))) {
-    out.add(encodeURIComponent(value));
-    out.add(encodeURIComponent(value).replace(/%20/g, '+'));
+  try {
+    const encoded = encodeURIComponent(value);
+    out.add(encoded);
+    out.add(encoded.replace(/%20/g, '+'));
+  } catch {
+    // A lone surrogate has no URL encoding (URIError): such a value has no URL-encoded form.
   }
   // JSON string escaping (a secret with quotes, slashes or backslashes inside serialized text).
   for (const form of jsonEscapedForms(value)) out.add(form);
@@ -179,10 +181,15 @@ export class Redactor {
     return undefined;
   }
 
+  /** The alternation, when it is the faster way through `text` (see `pattern`). */
+  private patternFor(text: string): RegExp | null {
+    return text.length <= REGEX_MAX_TEXT || this.forms.size <= REGEX_ALWAYS_FORMS ? this.pattern : null;
+  }
+
   scrub(text: string): string {
     if (this.forms.size === 0) return text;
-    if (this.pattern && (text.length <= REGEX_MAX_TEXT || this.forms.size <= REGEX_ALWAYS_FORMS))
-      return text.replace(this.pattern, REDACTED);
+    const pattern = this.patternFor(text);
+    if (pattern) return text.replace(pattern, REDACTED);
     let found = this.find(text, 0);
     if (!found) return text;
     let out = '';
@@ -198,10 +205,11 @@ export class Redactor {
   /** True if `text` contains any registered secret in any form. */
   contains(text: string): boolean {
     if (this.forms.size === 0) return false;
-    if (this.pattern && (text.length <= REGEX_MAX_TEXT || this.forms.size <= REGEX_ALWAYS_FORMS)) {
-      this.pattern.lastIndex = 0;
-      const found = this.pattern.test(text);
-      this.pattern.lastIndex = 0;
+    const pattern = this.patternFor(text);
+    if (pattern) {
+      pattern.lastIndex = 0;
+      const found = pattern.test(text);
+      pattern.lastIndex = 0;
       return found;
     }
     return this.find(text, 0) !== undefined;
