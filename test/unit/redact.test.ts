@@ -48,6 +48,14 @@ describe('Redactor', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
+  it('registers a value with a lone surrogate (no URL encoding exists) and still scrubs it', () => {
+    const r4 = new Redactor();
+    const odd = 'tok\ud800en-value';
+    expect(r4.add(odd)).toBe(true);
+    expect(r4.scrub(`x ${odd} y`)).toBe(`x ${REDACTED} y`);
+    expect(r4.scrub(JSON.stringify({ v: odd }))).not.toContain('en-value');
+  });
+
   it('refuses to register values too short to redact safely', () => {
     const r3 = new Redactor();
     expect(r3.add('abc')).toBe(false);
