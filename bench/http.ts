@@ -130,7 +130,9 @@ async function main(): Promise<void> {
   await load([direct], 200);
 
   const seqDirect = await load([direct], SEQUENTIAL);
+  const cpuBeforeSeq = processCpuMs(broker.pid!);
   const seqAirlock = await load([viaAirlock(clients[0]!)], SEQUENTIAL);
+  const cpuPerSeqCall = (processCpuMs(broker.pid!) - cpuBeforeSeq) / SEQUENTIAL;
   const conDirect = await load(
     Array.from({ length: SESSIONS }, () => direct),
     CALLS,
@@ -163,7 +165,8 @@ async function main(): Promise<void> {
   }
   const [d1, a1, dN, aN] = rows.map((r) => r[1]) as [Stats, Stats, Stats, Stats];
   console.log(
-    `overhead, 1 session:   p50 +${(a1.p50 - d1.p50).toFixed(3)} ms, p99 +${(a1.p99 - d1.p99).toFixed(3)} ms  (target p50 ≤ 0.3, p99 ≤ 2)`,
+    `overhead, 1 session:   p50 +${(a1.p50 - d1.p50).toFixed(3)} ms, p99 +${(a1.p99 - d1.p99).toFixed(3)} ms  (target p50 ≤ 0.3, p99 ≤ 2); ` +
+      `broker CPU ${cpuPerSeqCall.toFixed(3)} ms a call`,
   );
   console.log(
     `fdatasync in ${auditDir}: p50 ${syncMs.toFixed(3)} ms; durable target for the 1-session p50 overhead: ` +

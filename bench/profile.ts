@@ -52,7 +52,7 @@ const FS_BINDING =
 /** Stages under this share of CPU are summed into one line. */
 const MIN_STAGE_SHARE = 0.005;
 
-/** Source maps of the bundled CLI's chunks (dist/src/chunks/*.js), by file URL; null if none. */
+/** Source maps of the bundled CLI's files (dist/src/cli.cjs, dist/src/chunks/*.cjs), by file URL; null if none. */
 const sourceMaps = new Map<string, SourceMap | null>();
 
 /**
@@ -60,7 +60,8 @@ const sourceMaps = new Map<string, SourceMap | null>();
  * chunk files mix modules; each chunk's .map names the dist file a position came from.
  */
 function unbundled(frame: CallFrame): CallFrame {
-  if (!frame.url.startsWith('file://') || !frame.url.includes('/dist/src/chunks/')) return frame;
+  if (!frame.url.startsWith('file://') || !/\/dist\/src\/(chunks\/[^/]+|cli)\.cjs$/.test(frame.url))
+    return frame;
   let map = sourceMaps.get(frame.url);
   if (map === undefined) {
     try {

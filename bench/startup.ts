@@ -22,7 +22,8 @@ const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
 });
 const RUNS = Number(positionals[0] ?? 15);
-const CLI = path.resolve(import.meta.dirname, '../src/cli.js');
+// The installed `airlock` (package.json bin): the bundle's entry, not the dist/src/cli.js forwarder.
+const CLI = path.resolve(import.meta.dirname, '../src/cli.cjs');
 const OTHER_CLI = opts.compare ? path.resolve(opts.compare) : undefined;
 const REFERENCE_POSTGRES = createRequire(import.meta.url).resolve(
   '@modelcontextprotocol/server-postgres/dist/index.js',
@@ -81,11 +82,13 @@ const commands: Command[] = [
 ];
 
 // Each child reports its own CPU time on exit (on fd 3, so the command's own output is untouched).
-const REPORT_CPU =
-  'data:text/javascript,' +
-  encodeURIComponent(
-    `import { writeSync } from 'node:fs'; process.on('exit', () => { const u = process.cpuUsage(); writeSync(3, String((u.user + u.system) / 1000)); });`,
-  );
+// A CommonJS preload (--require): an ES module one (--import) would start the ES module loader in
+// every child, which a CommonJS command (the bundle, the bridge) otherwise never loads.
+const REPORT_CPU = path.join(root, 'report-cpu.cjs');
+writeFileSync(
+  REPORT_CPU,
+  `const { writeSync } = require('node:fs'); process.on('exit', () => { const u = process.cpuUsage(); writeSync(3, String((u.user + u.system) / 1000)); });`,
+);
 
 const HANDSHAKE =
   [
@@ -109,7 +112,7 @@ const HANDSHAKE =
 function timeToToolsList(args: string[]): Promise<{ ms: number; cpu: number }> {
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
-    const child = spawn(process.execPath, ['--import', REPORT_CPU, ...args], {
+    const child = spawn(process.execPath, ['--require', REPORT_CPU, ...args], {
       env,
       stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
     });
@@ -139,7 +142,7 @@ function timeToToolsList(args: string[]): Promise<{ ms: number; cpu: number }> {
 
 function timeToExit(args: string[], input: string | undefined): { ms: number; cpu: number } {
   const started = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, ['--import', REPORT_CPU, ...args], {
+  const r = spawnSync(process.execPath, ['--require', REPORT_CPU, ...args], {
     env,
     input: input ?? undefined,
     stdio: ['pipe', 'ignore', 'pipe', 'pipe'],

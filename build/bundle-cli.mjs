@@ -1,17 +1,28 @@
-// Second build step (after tsc): bundles the `airlock` command, dist/src/cli.js, with rolldown.
+// Second build step (after tsc): bundles the `airlock` command with rolldown, then writes the
+// bundle's V8 code cache.
 //
 // Why: start-up is mostly module loading. Unbundled, `policy check` resolves, reads and links some
 // 200 files (zod alone is 94) and `stdio` about 400; one file per command plus a few shared chunks
-// removes that per-file cost (bench/startup.ts shows the figures; README "Speed").
+// removes that per-file cost. What remains is mostly V8 parsing and lazily compiling the bundle,
+// which a code cache removes (bench/startup.ts shows the figures; README "Speed").
 //
-// What: dist/src/cli.js is replaced by the bundle's entry; every `import()` of a command stays a
-// separate chunk under dist/src/chunks/, so each command still loads only what it runs. All other
+// What: the bundle is CommonJS (Node 20 can use a code cache only for scripts, not ES modules):
+// dist/src/cli.cjs is the entry (the `airlock` command; it first installs src/compile-cache.cts)
+// and every `import()` of a command stays a separate chunk under dist/src/chunks/, so each command
+// still loads only what it runs. tsc's dist/src/cli.js becomes a forwarder to cli.cjs. All other
 // tsc output (dist/src/**, dist/servers/**) stays as it is: tests and library users import it.
 // Packages that load files by path at run time stay external (resolved from node_modules as
 // before): native addons, WebAssembly, worker threads, optional native bindings.
+// Then each chunk gets `<file>.v8cache`: the commands below are run once with the cache
+// recording (build/compile-cache-training.mjs), so it holds the functions they compile too.
 // dist/src/chunks/modules.json maps each emitted file to the modules it holds, so
 // test/cli/lazy.test.ts can still tell which modules and packages a command loads.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import process from 'node:process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { build } from 'rolldown';
 
@@ -25,7 +36,6 @@ const BANNER = '// Bundled by build/bundle-cli.mjs from the tsc output of src/cl
 const EXTERNAL_PACKAGES = [
   '@napi-rs/keyring', // native addon
   'libpg-query', // WebAssembly file
-  'pino', // transports run in worker threads loaded by path
   'pg', // optional pg-native binding
   'playwright-core', // demo only; drives a browser binary
 ];
@@ -46,11 +56,20 @@ const output = await build({
   logLevel: 'warn',
   output: {
     dir: srcDir,
-    format: 'esm',
-    entryFileNames: 'cli.js',
-    chunkFileNames: 'chunks/[name]-[hash].js',
-    // rolldown keeps the entry's `#!/usr/bin/env node` line above the banner.
+    format: 'cjs',
+    entryFileNames: 'cli.cjs',
+    chunkFileNames: 'chunks/[name]-[hash].cjs',
+    // import() of a package becomes require(): a script compiled with a code cache (vm.Script)
+    // cannot import() without an experimental loader flag. Every external is CommonJS.
+    dynamicImportInCjs: false,
+    // Strict mode, as the ES modules it is made from (and the ESM bundle it replaced) ran in.
+    strict: true,
     banner: BANNER,
+    // Before the entry requires its first chunk: chunks compile with their code cache.
+    intro: (chunk) =>
+      chunk.isEntry
+        ? 'require("./compile-cache.cjs").install([require("path").join(__dirname, "chunks")]);'
+        : '',
     sourcemap: true,
   },
 });
@@ -66,6 +85,129 @@ function moduleName(id) {
 const manifest = {};
 for (const file of output.output) {
   if (file.type !== 'chunk') continue;
-  manifest[file.fileName] = [...new Set(file.moduleIds.map(moduleName))].sort();
+  // Not rolldown's own helpers (`\0rolldown/runtime.js`): no module of ours or of a package.
+  const ids = file.moduleIds.filter((id) => !id.startsWith('\0'));
+  manifest[file.fileName] = [...new Set(ids.map(moduleName))].sort();
 }
+manifest['cli.js'] = []; // the command itself (below) holds no module of the bundle
 await writeFile(path.join(chunksDir, 'modules.json'), JSON.stringify(manifest, null, 2) + '\n');
+
+for (const file of output.output) {
+  if (file.type !== 'chunk') continue;
+  // A dynamic import left in the bundle would fail under the code cache (see dynamicImportInCjs).
+  const code = await readFile(path.join(srcDir, file.fileName), 'utf8');
+  if (/(?<![\w$.'"@{])import\s*\(\s*['"`\w]/.test(code.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')))
+    throw new Error(`${file.fileName} still has an import(): every package it imports must be CommonJS`);
+}
+
+await rm(entry + '.map', { force: true }); // tsc's, of the file replaced here
+// `node dist/src/cli.js` (the path the docs and older setups use) still runs the command; the
+// installed `airlock` is cli.cjs itself (package.json bin), which skips the ES module loader.
+await writeFile(
+  entry,
+  `#!/usr/bin/env node
+${BANNER}
+// The command is cli.cjs (it runs main() when it is process.argv[1]).
+import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
+process.argv[1] = require.resolve('./cli.cjs');
+require('./cli.cjs');
+`,
+);
+
+// The code cache, trained on the commands users start most (each run adds what it compiled).
+const work = mkdtempSync(path.join(os.tmpdir(), 'airlock-cache-training-'));
+try {
+  const training = trainingCommands(work);
+  for (const { args, input } of training) {
+    const run = spawnSync(
+      process.execPath,
+      [path.join(import.meta.dirname, 'compile-cache-training.mjs'), entry, ...args],
+      {
+        cwd: work,
+        input: input ?? '',
+        env: {
+          PATH: process.env.PATH,
+          HOME: work,
+          AIRLOCK_TRAINING_TOKEN: 'training-token-value',
+          AIRLOCK_TRAINING_PG: 'postgres://training:training-password@127.0.0.1:1/none',
+        },
+        timeout: 60_000,
+        encoding: 'utf8',
+      },
+    );
+    if (run.status !== 0 && !(args[0] === 'doctor' && run.status === 1))
+      // doctor: 1 = problems found
+      throw new Error(
+        `training run \`airlock ${args.join(' ')}\` exited ${run.status ?? run.signal}:\n${run.stderr}`,
+      );
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
+
+/** The commands whose compiled functions go into the cache, in a throwaway installation. */
+function trainingCommands(dir) {
+  mkdirSync(path.join(dir, 'policies'));
+  mkdirSync(path.join(dir, 'audit'));
+  writeFileSync(path.join(dir, 'audit/audit.jsonl'), '');
+  writeFileSync(
+    path.join(dir, 'airlock.yaml'),
+    'socketDir: ./run\nstateDir: ./state\npolicies: ./policies\naudit:\n  file: ./audit/audit.jsonl\n' +
+      'secrets:\n  tok: { env: AIRLOCK_TRAINING_TOKEN }\n  pg: { env: AIRLOCK_TRAINING_PG }\n',
+  );
+  writeFileSync(
+    path.join(dir, 'policies/team.yaml'),
+    `team: team
+servers:
+  http:
+    hosts:
+      - origin: https://api.example.com
+        methods: [GET]
+        inject: { header: Authorization, value: "Bearer \${secret:tok}" }
+    tools:
+      http_request: {}
+  github:
+    credential: tok
+    repos: ['acme/*']
+    tools:
+      get_issue: {}
+      create_pull_request: { base: ['main'], head: ['agent/*'], draft: required }
+  postgres:
+    databases:
+      app: { connection: pg, tables: ['public.*'] }
+    tools:
+      query: {}
+      list_tables: {}
+`,
+  );
+  const config = ['--config', path.join(dir, 'airlock.yaml')];
+  const handshake =
+    [
+      {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-06-18',
+          capabilities: {},
+          clientInfo: { name: 'build', version: '0' },
+        },
+      },
+      { jsonrpc: '2.0', method: 'notifications/initialized' },
+      { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} },
+    ]
+      .map((m) => JSON.stringify(m))
+      .join('\n') + '\n';
+  return [
+    { args: ['--help'] },
+    { args: ['--version'] },
+    { args: ['policy', 'check', ...config] },
+    { args: ['audit', 'verify', ...config] },
+    { args: ['doctor', ...config] }, // finds problems here (no database, no git remote): it still runs every check
+    ...['http', 'github', 'postgres'].map((server) => ({
+      args: ['stdio', server, '--team', 'team', ...config],
+      input: handshake,
+    })),
+  ];
+}

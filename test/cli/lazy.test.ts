@@ -71,7 +71,14 @@ async function loaded(args: string[]): Promise<{ packages: string[]; modules: st
 describe('each command loads only what it runs', () => {
   it('the airlock command is the bundle, and its manifest names what each file holds', async () => {
     expect((await readFile(CLI, 'utf8')).split('\n')[1]).toMatch(/^\/\/ Bundled by build\/bundle-cli\.mjs/);
-    expect(bundled['cli.js']).toEqual(['src/cli.js']);
+    // cli.js only installs the code cache and requires the bundle's entry, cli.cjs.
+    expect(bundled['cli.js']).toEqual([]);
+    expect(bundled['cli.cjs']).toEqual(['src/cli.js']);
+    // CommonJS output runs in strict mode only by its directive; the ES modules it is made from always did.
+    for (const file of Object.keys(bundled).filter((f) => f.endsWith('.cjs'))) {
+      const head = (await readFile(path.join(REPO_ROOT, 'dist/src', file), 'utf8')).split('\n', 4);
+      expect(head, file).toContain('"use strict";');
+    }
     // The SDK, zod and the servers are in the bundle: the checks below would see them.
     const all = Object.values(bundled).flat();
     for (const m of [
@@ -88,14 +95,14 @@ describe('each command loads only what it runs', () => {
     for (const args of [['--help'], ['--version'], ['serve', '--help']]) {
       const { packages, modules } = await loaded(args);
       expect(packages, args.join(' ')).toEqual([]);
-      expect(modules).toEqual(['src/cli.js', 'src/version.js']);
+      expect(modules).toEqual(['src/cli.js', 'src/compile-cache.cjs', 'src/version.js']);
     }
   });
 
   it('airlock bridge loads the dependency-free bridge only', async () => {
     const { packages, modules } = await loaded(['bridge', path.join(dir, 'none.sock')]);
     expect(packages).toEqual([]);
-    expect(modules).toEqual(['src/bridge.cjs', 'src/cli.js', 'src/version.js']);
+    expect(modules).toEqual(['src/bridge.cjs', 'src/cli.js', 'src/compile-cache.cjs', 'src/version.js']);
   });
 
   it('policy check and audit verify never load the broker, the MCP SDK or the logger', async () => {

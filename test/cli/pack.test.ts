@@ -71,6 +71,8 @@ describe('npm pack and npm install -g', () => {
     expect(packed).toEqual(
       expect.arrayContaining([
         'dist/src/cli.js',
+        'dist/src/cli.cjs',
+        'dist/src/compile-cache.cjs',
         'dist/src/chunks/modules.json',
         'dist/src/bridge.cjs',
         'dist/servers/http/index.js',
@@ -79,6 +81,10 @@ describe('npm pack and npm install -g', () => {
       ]),
     );
     expect(packed.filter((f) => /\.ts$|\.map$|^test\/|^bench\/|^dist\/bench\/|^src\//.test(f))).toEqual([]);
+    // The chunks the build's training commands load, each with its code cache (src/compile-cache.cts).
+    const caches = packed.filter((f) => /^dist\/src\/chunks\/[^/]+\.cjs\.v8cache$/.test(f));
+    expect(caches.length).toBeGreaterThan(10);
+    expect(caches.filter((f) => !packed.includes(f.replace(/\.v8cache$/, '')))).toEqual([]);
   });
 
   it('installs production dependencies only', async () => {

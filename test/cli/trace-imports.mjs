@@ -1,6 +1,10 @@
-// Preloaded with `node --import`: records every module URL the ESM loader resolves, one per line,
-// in the file named by AIRLOCK_TRACE_IMPORTS (the hooks run on the loader's own thread).
-import { register } from 'node:module';
+// Preloaded with `node --import`: records every module the process loads, one URL per line, in the
+// file named by AIRLOCK_TRACE_IMPORTS: what the ESM loader resolves (its hooks run on the loader's
+// own thread) and what require() resolves (the bundled command is CommonJS: build/bundle-cli.mjs).
+import { appendFileSync } from 'node:fs';
+import Module, { register } from 'node:module';
+import process from 'node:process';
+import { pathToFileURL } from 'node:url';
 
 register(
   'data:text/javascript,' +
@@ -12,3 +16,13 @@ export async function resolve(specifier, context, next) {
   return r;
 }`),
 );
+
+const resolveFilename = Module._resolveFilename;
+Module._resolveFilename = function (...args) {
+  const file = resolveFilename.apply(this, args);
+  appendFileSync(
+    process.env.AIRLOCK_TRACE_IMPORTS,
+    (file.startsWith('/') ? pathToFileURL(file).href : file) + '\n',
+  );
+  return file;
+};

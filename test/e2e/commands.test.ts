@@ -46,8 +46,9 @@ servers:
     expect(r.status, r.stderr).toBe(0);
     const json = JSON.parse(r.stdout);
     expect(Object.keys(json.mcpServers).sort()).toEqual(['git', 'http']);
+    // The command itself (package.json bin, the bundle's entry), not the dist/src/cli.js forwarder.
     expect(json.mcpServers.http.args).toEqual([
-      CLI,
+      CLI.replace(/cli\.js$/, 'cli.cjs'),
       'stdio',
       'http',
       '--team',
