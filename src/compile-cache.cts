@@ -72,6 +72,9 @@ export function install(dirs: string[], record = false): CompileCache {
     if (!filename.endsWith('.cjs') || !roots.has(path.dirname(filename)))
       return original.call(this, content, filename);
     // A shebang line is not JavaScript inside the function wrapper (Node strips it the same way).
+    // V8 refuses a cache made under another V8 version or other V8 flags (a --max-old-space-size in
+    // NODE_OPTIONS is enough), so once it refuses one the others are not read and hashed for nothing.
+    if (rejected.length > 0 && !record) return original.call(this, content, filename);
     const source = wrap(content.startsWith('#!') ? '//' + content : content);
     const digest = crypto.createHash('sha256').update(content).digest();
     let cachedData: Buffer | undefined;

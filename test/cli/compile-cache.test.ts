@@ -24,7 +24,7 @@ afterAll(async () => {
  * Runs `main` (a .cjs file) in a fresh node with the loader installed for its folder (`record`:
  * caches written at exit); prints what main printed, then the loader's used/rejected lists.
  */
-function runWithLoader(main: string, record = false, args: string[] = []) {
+function runWithLoader(main: string, record = false, args: string[] = [], nodeFlags: string[] = []) {
   const script = `
     const cache = require(${JSON.stringify(LOADER)}).install([${JSON.stringify(path.dirname(main))}], ${record});
     process.on('exit', () => {
@@ -32,7 +32,10 @@ function runWithLoader(main: string, record = false, args: string[] = []) {
       process.stdout.write('\\n' + JSON.stringify({ used: cache.used, rejected: cache.rejected }));
     });
     require(${JSON.stringify(main)});`;
-  const r = spawnSync(process.execPath, ['-e', script, ...args], { encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, [...nodeFlags, '-e', script, ...args], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
   expect(r.status, r.stderr).toBe(0);
   const lines = r.stdout.split('\n');
   return { out: lines.slice(0, -1).join('\n').trimEnd(), ...JSON.parse(lines.at(-1)!) } as {
@@ -69,7 +72,21 @@ describe('the code cache', () => {
     const own = await readFile(file + '.v8cache');
     const other = await readFile(path.join(dir, 'lib/c.cjs.v8cache'));
     await writeFile(file + '.v8cache', Buffer.concat([own.subarray(0, 32), other.subarray(32)]));
-    expect(runWithLoader(file)).toEqual({ out: 'b 7', used: ['c.cjs'], rejected: ['b.cjs'] });
+    // After one refusal the others are not tried (V8 refuses for its version or flags, all alike).
+    expect(runWithLoader(file)).toEqual({ out: 'b 7', used: [], rejected: ['b.cjs'] });
+  });
+
+  it('under other V8 flags (NODE_OPTIONS=--max-old-space-size=…) the files compile as usual', async () => {
+    const file = path.join(dir, 'lib/g.cjs');
+    await writeFile(file, `console.log('g', require('./h.cjs'));\n`);
+    await writeFile(path.join(dir, 'lib/h.cjs'), `module.exports = 8;\n`);
+    runWithLoader(file, true);
+    expect(runWithLoader(file)).toEqual({ out: 'g 8', used: ['g.cjs', 'h.cjs'], rejected: [] });
+    expect(runWithLoader(file, false, [], ['--max-old-space-size=200'])).toEqual({
+      out: 'g 8',
+      used: [],
+      rejected: ['g.cjs'],
+    });
   });
 
   it('files outside the given folders, and not .cjs, are left to Node', async () => {
