@@ -404,9 +404,6 @@ function sizeMessage(issue: ZodIssue): string {
  * failed refinement at the value, a missing key at the mapping that lacks it. `schema` is the
  * schema the issues came from (validating the data at `base`); it names the allowed keys.
  */
-/** Servers the SPEC defines whose implementation is still to come. */
-const PLANNED_SERVERS = new Set(['github']);
-
 export function zodIssuesToPolicyIssues(
   src: YamlSource,
   zodIssues: readonly ZodIssue[],
@@ -420,14 +417,8 @@ export function zodIssuesToPolicyIssues(
       case 'unrecognized_keys': {
         const allowed = allowedKeys(schemaAt(schema, issue.path), valueAt(src.data, path).value, issue.keys);
         const hint = allowed ? ` (allowed: ${allowed.length ? allowed.join(', ') : 'none'})` : '';
-        for (const key of issue.keys) {
-          // SPEC servers that this build does not ship yet get a message that says so.
-          const notYet = path.length === 1 && path[0] === 'servers' && PLANNED_SERVERS.has(key);
-          const message = notYet
-            ? `the ${key} server is not available in this version of Airlock${hint}`
-            : `unknown key ${shownKey(key)}${hint}`;
-          out.push(issueAt(src, [...path, key], message, 'key'));
-        }
+        for (const key of issue.keys)
+          out.push(issueAt(src, [...path, key], `unknown key ${shownKey(key)}${hint}`, 'key'));
         break;
       }
       case 'invalid_key': {
