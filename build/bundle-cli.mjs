@@ -17,7 +17,8 @@
 // recording (build/compile-cache-training.mjs), so it holds the functions they compile too.
 // dist/src/chunks/modules.json maps each emitted file to the modules it holds, so
 // test/cli/lazy.test.ts can still tell which modules and packages a command loads.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import process from 'node:process';
@@ -115,27 +116,23 @@ require('./cli.cjs');
 `,
 );
 
-// The code cache, trained on the commands users start most (each run adds what it compiled).
+// The code cache, trained on the commands users start most (each run adds what it compiled),
+// and in the stdio sessions on a first call of each server (against a loopback stand-in that
+// answers every request with a small JSON body or a GitHub-style 404), so a session's first call
+// does not compile the call path either.
 const work = mkdtempSync(path.join(os.tmpdir(), 'airlock-cache-training-'));
+const upstream = http.createServer((req, res) => {
+  req.resume();
+  req.on('end', () => {
+    const github = req.url.startsWith('/repos/');
+    res.writeHead(github ? 404 : 200, { 'content-type': 'application/json' });
+    res.end(github ? '{"message":"Not Found"}' : '{"ok":true}');
+  });
+});
+await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve));
 try {
-  const training = trainingCommands(work);
-  for (const { args, input } of training) {
-    const run = spawnSync(
-      process.execPath,
-      [path.join(import.meta.dirname, 'compile-cache-training.mjs'), entry, ...args],
-      {
-        cwd: work,
-        input: input ?? '',
-        env: {
-          PATH: process.env.PATH,
-          HOME: work,
-          AIRLOCK_TRAINING_TOKEN: 'training-token-value',
-          AIRLOCK_TRAINING_PG: 'postgres://training:training-password@127.0.0.1:1/none',
-        },
-        timeout: 60_000,
-        encoding: 'utf8',
-      },
-    );
+  for (const { args, calls } of trainingCommands(work, `http://127.0.0.1:${upstream.address().port}`)) {
+    const run = await train(args, calls);
     if (run.status !== 0 && !(args[0] === 'doctor' && run.status === 1))
       // doctor: 1 = problems found
       throw new Error(
@@ -143,11 +140,68 @@ try {
       );
   }
 } finally {
+  upstream.close();
   await rm(work, { recursive: true, force: true });
 }
 
+/**
+ * One training run of `airlock ARGS…`. With `calls` (an MCP session over stdio): the handshake,
+ * then each tools/call once its answer to the one before has come; stdin closes after the last.
+ */
+function train(args, calls) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [path.join(import.meta.dirname, 'compile-cache-training.mjs'), entry, ...args],
+      {
+        cwd: work,
+        env: {
+          PATH: process.env.PATH,
+          HOME: work,
+          AIRLOCK_TRAINING_TOKEN: 'training-token-value',
+          AIRLOCK_TRAINING_PG: 'postgres://training:training-password@127.0.0.1:1/none',
+        },
+        timeout: 60_000,
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (status, signal) => resolve({ status, signal, stderr }));
+    if (!calls) return child.stdin.end();
+    const send = (m) => child.stdin.write(JSON.stringify({ jsonrpc: '2.0', ...m }) + '\n');
+    const queue = [
+      {
+        id: 1,
+        method: 'initialize',
+        params: {
+          protocolVersion: '2025-06-18',
+          capabilities: {},
+          clientInfo: { name: 'build', version: '0' },
+        },
+      },
+      { id: 2, method: 'tools/list', params: {} },
+      ...calls.map((params, n) => ({ id: 3 + n, method: 'tools/call', params })),
+    ];
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+        const answered = JSON.parse(out.slice(0, nl)).id;
+        out = out.slice(nl + 1);
+        if (answered === 1) send({ method: 'notifications/initialized' });
+        if (answered !== queue[0]?.id) continue;
+        queue.shift();
+        if (queue.length) send(queue[0]);
+        else child.stdin.end();
+      }
+    });
+    send(queue[0]);
+  });
+}
+
 /** The commands whose compiled functions go into the cache, in a throwaway installation. */
-function trainingCommands(dir) {
+function trainingCommands(dir, origin) {
   mkdirSync(path.join(dir, 'policies'));
   mkdirSync(path.join(dir, 'audit'));
   writeFileSync(path.join(dir, 'audit/audit.jsonl'), '');
@@ -162,13 +216,15 @@ function trainingCommands(dir) {
 servers:
   http:
     hosts:
-      - origin: https://api.example.com
+      - origin: ${origin}
         methods: [GET]
+        allowPrivateAddress: true
         inject: { header: Authorization, value: "Bearer \${secret:tok}" }
     tools:
       http_request: {}
   github:
     credential: tok
+    apiUrl: ${origin}
     repos: ['acme/*']
     tools:
       get_issue: {}
@@ -182,23 +238,22 @@ servers:
 `,
   );
   const config = ['--config', path.join(dir, 'airlock.yaml')];
-  const handshake =
-    [
-      {
-        jsonrpc: '2.0',
-        id: 1,
-        method: 'initialize',
-        params: {
-          protocolVersion: '2025-06-18',
-          capabilities: {},
-          clientInfo: { name: 'build', version: '0' },
-        },
-      },
-      { jsonrpc: '2.0', method: 'notifications/initialized' },
-      { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} },
-    ]
-      .map((m) => JSON.stringify(m))
-      .join('\n') + '\n';
+  const call = (name, args) => ({ name, arguments: args });
+  // Per server: an allowed call, then one the policy denies.
+  const calls = {
+    http: [
+      call('http_request', { method: 'GET', url: `${origin}/training` }),
+      call('http_request', { method: 'GET', url: 'https://elsewhere.example/' }),
+    ],
+    github: [
+      call('get_issue', { owner: 'acme', repo: 'app', number: 1 }),
+      call('get_issue', { owner: 'other', repo: 'app', number: 1 }),
+    ],
+    postgres: [
+      call('query', { database: 'app', sql: 'SELECT 1' }),
+      call('query', { database: 'app', sql: 'DELETE FROM t' }),
+    ],
+  };
   return [
     { args: ['--help'] },
     { args: ['--version'] },
@@ -207,7 +262,7 @@ servers:
     { args: ['doctor', ...config] }, // finds problems here (no database, no git remote): it still runs every check
     ...['http', 'github', 'postgres'].map((server) => ({
       args: ['stdio', server, '--team', 'team', ...config],
-      input: handshake,
+      calls: calls[server],
     })),
   ];
 }
