@@ -13,18 +13,18 @@
 // tsc output (dist/src/**, dist/servers/**) stays as it is: tests and library users import it.
 // Packages that load files by path at run time stay external (resolved from node_modules as
 // before): native addons, WebAssembly, worker threads, optional native bindings.
-// Then each chunk gets `<file>.v8cache`: the commands below are run once with the cache
-// recording (build/compile-cache-training.mjs), so it holds the functions they compile too.
+// Then each chunk gets `<file>.v8cache`: the commands below (their stdio sessions with a call or
+// two) are run once with the cache recording (build/compile-cache-training.mjs), so it holds the
+// functions they compile too.
 // dist/src/chunks/modules.json maps each emitted file to the modules it holds, so
 // test/cli/lazy.test.ts can still tell which modules and packages a command loads.
 import { spawn } from 'node:child_process';
-import http from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import process from 'node:process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
+import process from 'node:process';
 import { build } from 'rolldown';
 
 const root = path.resolve(import.meta.dirname, '..');
