@@ -102,6 +102,7 @@ export async function doctorCommand(opts: {
     checkAuditShipping,
     checkFleetLimits,
     checkPostgres,
+    checkStartupCache,
   ]) {
     await group(ctx);
   }
@@ -515,6 +516,35 @@ async function checkFleetLimits({ config, report }: DoctorContext): Promise<void
 
 export async function doctorMain(ctx: CommandContext): Promise<number> {
   return doctorCommand({ configFile: ctx.configFile, json: Boolean(ctx.values.json) });
+}
+
+/**
+ * Whether this process's bundle compiled from its build-time code cache (src/compile-cache.cts).
+ * V8 refuses it under another Node version than the build's or any V8 flag, which costs every
+ * command ~100 ms of start-up; nothing says so otherwise. No line when run unbundled (tsc output).
+ */
+async function checkStartupCache({ report }: DoctorContext): Promise<void> {
+  const { default: Module } = await import('node:module');
+  const cache = (Module as unknown as Record<symbol, { used: string[]; rejected: string[] } | undefined>)[
+    Symbol.for('airlock.compileCache')
+  ];
+  if (!cache) return;
+  const label = 'start-up code cache';
+  if (cache.rejected.length > 0) {
+    report({
+      ok: true,
+      warn: true,
+      label,
+      detail:
+        `refused by this Node (${process.version}; the build's was another, or V8 flags are set, e.g. ` +
+        `--max-old-space-size in NODE_OPTIONS): every command compiles its code at start (~100 ms more); ` +
+        `rebuild with this Node (npm run build) or drop the flag where start-up matters`,
+    });
+  } else if (cache.used.length === 0) {
+    report({ ok: true, warn: true, label, detail: 'none beside the bundle (npm run build writes it)' });
+  } else {
+    report({ ok: true, label, detail: `${cache.used.length} files compiled from it` });
+  }
 }
 
 async function checkPostgres({ config, policies, report }: DoctorContext): Promise<void> {

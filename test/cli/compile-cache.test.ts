@@ -101,6 +101,29 @@ describe('the code cache', () => {
     expect(used).toEqual(['f.cjs']);
   });
 
+  it('airlock doctor says whether the command started from its cache, and why not', async () => {
+    const home = path.join(dir, 'doctor');
+    await mkdir(path.join(home, 'policies'), { recursive: true });
+    await writeFile(
+      path.join(home, 'airlock.yaml'),
+      'socketDir: ./run\nstateDir: ./state\npolicies: ./policies\naudit:\n  file: ./audit/audit.jsonl\n',
+    );
+    const doctor = (env: Record<string, string> = {}) =>
+      spawnSync(
+        process.execPath,
+        [path.join(DIST_SRC, 'cli.cjs'), 'doctor', '--config', path.join(home, 'airlock.yaml')],
+        {
+          encoding: 'utf8',
+          timeout: 30_000,
+          env: { PATH: process.env.PATH, ...env },
+        },
+      ).stdout;
+    expect(doctor()).toMatch(/^\[ ok \] start-up code cache — \d+ files compiled from it$/m);
+    expect(doctor({ NODE_OPTIONS: '--max-old-space-size=300' })).toMatch(
+      /^\[warn\] start-up code cache — refused by this Node .*NODE_OPTIONS/m,
+    );
+  });
+
   it("the build's cache is accepted by this Node for the chunks a command loads", () => {
     // What the bundle's entry does first (its intro), observed from a loader installed before it.
     const chunks = path.join(DIST_SRC, 'chunks');
