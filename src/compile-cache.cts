@@ -23,6 +23,7 @@ import vm = require('node:vm');
 const DIGEST_BYTES = 32;
 export const CACHE_SUFFIX = '.v8cache';
 
+/** Where the installed cache's state is kept (on `Module`; `airlock doctor` reads it there). */
 const INSTALLED = Symbol.for('airlock.compileCache');
 
 export interface CompileCache {
@@ -42,7 +43,6 @@ interface Compiled {
 interface InternalModule {
   exports: unknown;
   require(id: string): unknown;
-  paths: string[];
 }
 
 type CompileFn = (this: InternalModule, content: string, filename: string) => unknown;
@@ -71,10 +71,10 @@ export function install(dirs: string[], record = false): CompileCache {
   proto._compile = function compile(this: InternalModule, content: string, filename: string): unknown {
     if (!filename.endsWith('.cjs') || !roots.has(path.dirname(filename)))
       return original.call(this, content, filename);
-    // A shebang line is not JavaScript inside the function wrapper (Node strips it the same way).
     // V8 refuses a cache made under another V8 version or other V8 flags (a --max-old-space-size in
     // NODE_OPTIONS is enough), so once it refuses one the others are not read and hashed for nothing.
     if (rejected.length > 0 && !record) return original.call(this, content, filename);
+    // A shebang line is not JavaScript inside the function wrapper (Node strips it the same way).
     const source = wrap(content.startsWith('#!') ? '//' + content : content);
     const digest = crypto.createHash('sha256').update(content).digest();
     let cachedData: Buffer | undefined;

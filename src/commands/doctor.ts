@@ -3,10 +3,12 @@
 // and every folder serve needs: socket and state folders (creatable, right owner), each git work
 // tree (exists, the agent's group, setgid) and the audit folder (writable, fsync honoured).
 import { execFile } from 'node:child_process';
+import Module from 'node:module';
 import { access, constants, lstat, open, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { CommandContext } from '../cli.js';
+import type { CompileCache } from '../compile-cache.cjs';
 import { ConfigError, loadConfig, type AirlockConfig } from '../config/airlock-yaml.js';
 import { folderProblem } from '../transport/folders.js';
 import { checkPolicyFiles, type TeamPolicy } from '../policy/team-policy.js';
@@ -524,8 +526,9 @@ export async function doctorMain(ctx: CommandContext): Promise<number> {
  * command ~100 ms of start-up; nothing says so otherwise. No line when run unbundled (tsc output).
  */
 async function checkStartupCache({ report }: DoctorContext): Promise<void> {
-  const { default: Module } = await import('node:module');
-  const cache = (Module as unknown as Record<symbol, { used: string[]; rejected: string[] } | undefined>)[
+  // The key src/compile-cache.cts keeps its state under (not imported: the bundle's copy is the one
+  // that ran, and the unbundled tsc output has none).
+  const cache = (Module as unknown as Record<symbol, CompileCache | undefined>)[
     Symbol.for('airlock.compileCache')
   ];
   if (!cache) return;
