@@ -95,14 +95,15 @@ function resolutionSql(mask: number): string {
         'proname',
         'pronamespace',
         'n.nspname::text AS nsp',
-      )}) x`,
+      )} OFFSET 0) x`,
     );
   }
   if (has(PARTS.op))
-    selects.push(`SELECT DISTINCT 'op'::text, o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
-  FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
-  JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
- WHERE o.oprname = ANY($6::text[]) AND n.nspname <> 'pg_catalog'`);
+    selects.push(`SELECT DISTINCT 'op'::text, x.* FROM unnest($6::text[]) AS w(op) CROSS JOIN LATERAL (
+    SELECT o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
+      FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
+      JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
+     WHERE o.oprname = w.op::name AND n.nspname <> 'pg_catalog' OFFSET 0) x`);
   if (has(PARTS.type)) {
     ctes.push(
       `wantedt AS (SELECT s, r, i FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS w(s, r, i))`,
@@ -118,9 +119,10 @@ function resolutionSql(mask: number): string {
     );
   }
   if (has(PARTS.attr))
-    selects.push(`SELECT DISTINCT 'attr'::text, p.proname::text, n.nspname::text, '', '' FROM pg_proc p
-  JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
- WHERE p.proname = ANY($9::text[]) AND p.pronargs = 1`);
+    selects.push(`SELECT DISTINCT 'attr'::text, x.*, '', '' FROM unnest($9::text[]) AS w(r) CROSS JOIN LATERAL (
+    SELECT p.proname::text, n.nspname::text FROM pg_proc p
+      JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
+     WHERE p.proname = w.r::name AND p.pronargs = 1 OFFSET 0) x`);
   return `WITH ${ctes.join(',\n  ')}\n${selects.join('\nUNION ALL\n')}`;
 }
 
