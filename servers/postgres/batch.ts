@@ -78,7 +78,12 @@ export interface BatchSpec {
   before?: readonly ControlStatement[];
   main?: MainStatement;
   /** Statements run after the main one, when it succeeded (ROLLBACK and the reset…). */
-  after?: readonly string[];
+  after?: readonly ControlStatement[];
+  /**
+   * The connection's prepared statement names: a named statement this batch parses is added
+   * once it ran, so a batch cut short by an error never claims a Parse the server skipped.
+   */
+  parsedNames?: Set<string>;
 }
 
 /** Sizes pages evenly, at most `maxPage` rows each, so maxRows + 1 rows take the fewest Executes. */
@@ -87,10 +92,14 @@ export function pageRowsFor(maxRows: number, maxPage: number): number {
   return Math.ceil(wanted / Math.ceil(wanted / maxPage));
 }
 
+const controlPrepared = (stmt: ControlStatement): Prepared | undefined =>
+  typeof stmt === 'string' ? undefined : stmt.prepared;
+
 export class Batch {
   private readonly before: readonly ControlStatement[];
-  private readonly after: readonly string[];
+  private readonly after: readonly ControlStatement[];
   private readonly main: MainStatement | undefined;
+  private readonly parsedNames: Set<string> | undefined;
   /** Index of the statement whose replies arrive now: before…, main, after…. */
   private stage = 0;
   private synced = false;
@@ -107,6 +116,20 @@ export class Batch {
     this.before = spec.before ?? [];
     this.after = spec.after ?? [];
     this.main = spec.main;
+    this.parsedNames = spec.parsedNames;
+  }
+
+  /** The statement at `stage` ran: if it was parsed under a name here, the connection has it now. */
+  private ran(stage: number): void {
+    if (!this.parsedNames) return;
+    const b = this.before.length;
+    const prepared =
+      stage < b
+        ? controlPrepared(this.before[stage]!)
+        : stage === this.mainStage
+          ? this.main!.prepared
+          : controlPrepared(this.after[stage - b - (this.main ? 1 : 0)]!);
+    if (prepared && !prepared.parsed) this.parsedNames.add(prepared.name);
   }
 
   private get mainStage(): number {
@@ -209,18 +232,18 @@ export class Batch {
       this.result.command = msg.text ?? '';
       return this.endMain(wire);
     }
-    this.stage++;
+    this.ran(this.stage++);
   }
 
   /** The main statement is done: what follows it comes next (sent now if not sent yet). */
   private endMain(wire: Wire): void {
-    this.stage++;
+    this.ran(this.stage++);
     if (!this.synced) this.corked(wire, () => this.finish(wire));
   }
 
   handleEmptyQuery(wire: Wire): void {
     if (this.stage === this.mainStage) return this.endMain(wire);
-    this.stage++;
+    this.ran(this.stage++);
   }
 
   handleCopyInResponse(wire: Wire): void {

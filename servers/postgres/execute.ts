@@ -22,7 +22,7 @@ import {
   viewDependencyQuery,
   type Resolution,
 } from './resolve.js';
-import { RESET_SESSION_STATEMENTS, withCancel, type Lease, type PostgresRuntime } from './runtime.js';
+import { control, resetSession, withCancel, type Lease, type PostgresRuntime } from './runtime.js';
 import type { DatabasePolicy } from './section.js';
 import type { SqlFacts } from './sql.js';
 
@@ -123,7 +123,9 @@ async function runBatch(
   spec: BatchSpec,
 ): Promise<BatchResult> {
   const done = new Promise<BatchResult>((resolve, reject) => {
-    const batch = new Batch(spec, (err, result) => (err ? reject(err) : resolve(result!)));
+    const batch = new Batch({ ...spec, parsedNames: lease.state.prepared }, (err, result) =>
+      err ? reject(err) : resolve(result!),
+    );
     void lease.client.query(batch as unknown as pg.QueryConfig);
   });
   return (await withCancel(lease, deadlineMs, signal, done)).value;
@@ -204,32 +206,33 @@ export async function inTransaction<T>(
   let broken = true;
   try {
     const t = db.statementTimeoutMs;
-    const opening: ControlStatement[] = [
-      `BEGIN ${WRITE_CLASSES.has(facts.statementClass) ? 'READ WRITE' : 'READ ONLY'}`,
-      `SET LOCAL statement_timeout = ${t}`,
-      `SET LOCAL lock_timeout = ${t}`,
-      `SET LOCAL idle_in_transaction_session_timeout = ${t + 10_000}`,
+    const state = lease.state;
+    // Built for each batch: whether a statement still needs its Parse is the connection's state then.
+    const opening = (): ControlStatement[] => [
+      control(state, WRITE_CLASSES.has(facts.statementClass) ? 'beginReadWrite' : 'beginReadOnly'),
+      control(state, 'limits', [String(t), String(t + 10_000)]),
     ];
     if (!needsResolution(facts)) {
-      lease.pending = opening;
+      lease.pending = opening();
       const out = await body(lease, undefined);
       broken = false;
       return out;
     }
     const searchPath = lease.state.searchPath;
+    let rollbackFirst = false;
     const key = opts.verdictKey && `${opts.verdictKey}\u0000${searchPath.join('\u0000')}`;
     const known = key ? runtime.verdicts.get(db, key) : undefined;
     if (key && known) {
       const guard = guardQuery(facts, searchPath, known.rows);
       lease.pending = [
-        ...opening,
-        'SET LOCAL plan_cache_mode = force_generic_plan',
+        ...opening(),
+        control(state, 'genericPlans'),
         {
           text: guard.text,
           values: guard.values.map(textArray),
           prepared: { name: guard.name, parsed: lease.state.prepared.has(guard.name), types: guard.types },
         },
-        ...(opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : []),
+        ...(opts.hasParams ? [control(state, 'autoPlans')] : []),
       ];
       try {
         const out = await body(lease, known.resolution);
@@ -247,14 +250,18 @@ export async function inTransaction<T>(
         // The guard refused: nothing after it ran. Roll back, and decide afresh.
         lease.pending = undefined;
         runtime.verdicts.forget(db, key);
-        opening.unshift('ROLLBACK');
+        rollbackFirst = true;
       }
     }
     const lookup = resolutionQuery(facts, searchPath);
     const found = await runBatch(lease, t, signal, {
       // The broker's prepared lookup keeps one generic plan instead of being planned per call;
       // the agent's own parameterised statement is planned as Postgres normally would.
-      before: [...opening, 'SET LOCAL plan_cache_mode = force_generic_plan'],
+      before: [
+        ...(rollbackFirst ? [control(state, 'rollback')] : []),
+        ...opening(),
+        control(state, 'genericPlans'),
+      ],
       main: {
         text: lookup.text,
         values: lookup.values.map(textArray),
@@ -264,7 +271,7 @@ export async function inTransaction<T>(
         pageRows: 0,
         render: rawText,
       },
-      after: opts.hasParams ? ['SET LOCAL plan_cache_mode = auto'] : [],
+      after: opts.hasParams ? [control(state, 'autoPlans')] : [],
     }).catch((err: BatchError) => {
       // Which of the control statements ran is not known: the connection goes.
       err.airlockBatchPart = 'before';
@@ -363,7 +370,7 @@ function takePending(lease: Lease): ControlStatement[] {
 }
 
 /** ROLLBACK and the session reset, appended to the call's last statement. */
-const FINISH_READ = ['ROLLBACK', ...RESET_SESSION_STATEMENTS];
+const finishRead = (lease: Lease) => [control(lease.state, 'rollback'), ...resetSession(lease.state)];
 
 /**
  * Runs a read (SELECT/VALUES/TABLE/WITH/EXPLAIN) through a capped portal, a page at a time.
@@ -387,7 +394,7 @@ export async function runRead(
       pageRows: pageRowsFor(db.maxRows, MAX_PAGE_ROWS),
       render: renderValue,
     },
-    after: last ? FINISH_READ : [],
+    after: last ? finishRead(lease) : [],
   });
   if (last) lease.finished = true;
   return toRows(lease, runtime, result);
@@ -433,7 +440,7 @@ export async function runWrite(
       pageRows: 0,
       render: rawText,
     },
-    after: RESET_SESSION_STATEMENTS,
+    after: resetSession(lease.state),
   });
   lease.finished = true;
   const rows = await toRows(lease, runtime, result);

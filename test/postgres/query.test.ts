@@ -348,6 +348,37 @@ describe('a statement allowed before', () => {
     const ok = await env.call('query', { database: 'one', sql: 'SELECT count(*) FROM customers' });
     expect(rowsOf(ok)).toEqual([['20']]);
   });
+
+  it("the broker's own statements are prepared once per connection and outlive the agent's errors", async () => {
+    // BEGIN, the limits, ROLLBACK and the reset are named statements: parsed on a connection's
+    // first call, then only bound. An error in the agent's statement (after them in the batch,
+    // or before the ROLLBACK and reset, which then never ran) must not make the broker think
+    // a statement is prepared when it is not (the next call would fail) or the other way round.
+    const control = async () => {
+      const r = await env.call('query', {
+        database: 'one',
+        sql: "SELECT name, prepare_time::text FROM pg_prepared_statements WHERE name LIKE 'airlock%' AND name NOT LIKE 'airlock%v2%' ORDER BY 1",
+      });
+      return rowsOf(r);
+    };
+    const before = await control();
+    expect(before.map((row) => row[0])).toEqual(
+      expect.arrayContaining([
+        'airlock_beginReadOnly',
+        'airlock_genericPlans',
+        'airlock_limits',
+        'airlock_reset0',
+        'airlock_reset6',
+        'airlock_rollback',
+      ]),
+    );
+    for (const sql of ['SELECT 1 / 0', 'SELECT 1 / (id - 1) FROM customers WHERE id = 1', 'SELECT 1 / 0']) {
+      const r = await env.call('query', { database: 'one', sql });
+      expect(r.text).toMatch(/^error: 22012: division by zero/);
+    }
+    // The same connection (poolSize 1) and the same statements: none was dropped or parsed again.
+    expect(await control()).toEqual(before);
+  });
 });
 
 describe('explain, list_tables, describe_table', () => {
