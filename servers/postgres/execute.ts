@@ -190,10 +190,10 @@ const rawText = (raw: string | null) => raw;
  * read takes two trips, or more when its result spans pages. The connection returns to the
  * pool only after the reset, so no other call can get it with this call's state.
  *
- * A statement allowed before (same `verdictKey`, same policy object, same search_path) takes one
- * trip: instead of the lookup, a guard (resolve.ts guardQuery) compares the lookup's rows with the
- * ones that verdict was reached on, inside this transaction, ahead of the statement in the same
- * batch. Unequal, it fails and the server skips the statement; the call then rolls back and
+ * A statement allowed before (same `verdictKey`, same policy object) takes one trip: instead of
+ * the lookup, a guard (resolve.ts guardQuery) compares the lookup's rows, under the search_path
+ * as it is now, with the ones that verdict was reached on, inside this transaction, ahead of the
+ * statement in the same batch. Unequal, it fails and the server skips the statement; the call then rolls back and
  * takes the full path, whose lookup and check decide afresh.
  */
 export async function inTransaction<T>(
@@ -218,12 +218,11 @@ export async function inTransaction<T>(
       broken = false;
       return out;
     }
-    const searchPath = lease.state.searchPath;
     let rollbackFirst = false;
-    const key = opts.verdictKey && `${opts.verdictKey}\u0000${searchPath.join('\u0000')}`;
+    const key = opts.verdictKey;
     const known = key ? runtime.verdicts.get(db, key) : undefined;
     if (key && known) {
-      const guard = guardQuery(facts, searchPath, known.rows);
+      const guard = guardQuery(facts, known.rows);
       lease.pending = [
         ...opening(),
         control(state, 'genericPlans'),
@@ -253,7 +252,7 @@ export async function inTransaction<T>(
         rollbackFirst = true;
       }
     }
-    const lookup = resolutionQuery(facts, searchPath);
+    const lookup = resolutionQuery(facts);
     const found = await runBatch(lease, t, signal, {
       // The broker's prepared lookup keeps one generic plan instead of being planned per call;
       // the agent's own parameterised statement is planned as Postgres normally would.

@@ -1,6 +1,7 @@
 // Resolves what a statement's names mean on this connection, inside the call's own transaction:
-// unqualified relations, functions and types as the connection's search_path resolves them
-// (the search_path is read once per connection, not guessed by the parser), the relations and
+// unqualified relations, functions and types as the connection's search_path resolves them at
+// that moment (current_schemas(true) inside the lookup, never guessed by the parser: a schema of
+// the search_path created after the connection opened counts, as it does for Postgres), the relations and
 // functions every user view reads (transitively), user-defined operators, and functions that
 // attribute notation (`t.f` = `f(t)`) could call. One prepared statement per connection, run
 // right after the BEGIN that opens the call's transaction.
@@ -52,8 +53,8 @@ const pick = (catalog: string, alias: string, nameCol: string, nsCol: string, ex
  * The lookup, built from the parts a statement needs (relations, functions, unqualified
  * operators, types, attribute names) and prepared once per connection per shape (planning it was
  * most of its cost; a part that is not needed is not executed at all), with the names as array
- * parameters: $1 search_path, $2/$3 relation schemas/names, $4/$5 function schemas/names, $6
- * unqualified operator names, $7/$8 type schemas/names, $9 attribute names. Every parameter is
+ * parameters: $1/$2 relation schemas/names, $3/$4 function schemas/names, $5 unqualified operator
+ * names, $6/$7 type schemas/names, $8 attribute names. Every parameter is
  * declared text[] at Parse, so a shape that leaves some unused still parses.
  */
 const PARTS = {
@@ -66,11 +67,15 @@ const PARTS = {
 
 function resolutionSql(mask: number): string {
   const has = (bit: number) => (mask & bit) !== 0;
-  const ctes = [`path AS (SELECT nsp, ord FROM unnest($1::text[]) WITH ORDINALITY AS p(nsp, ord))`];
+  // The search path as Postgres searches it now: implicit pg_catalog and pg_temp included, and
+  // only schemas that exist ("$user" once that schema is created).
+  const ctes = [
+    `path AS (SELECT nsp::text, ord FROM unnest(pg_catalog.current_schemas(true)) WITH ORDINALITY AS p(nsp, ord))`,
+  ];
   const selects: string[] = [];
   if (has(PARTS.rel)) {
     ctes.push(
-      `wanted AS (SELECT s, r, i FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w(s, r, i))`,
+      `wanted AS (SELECT s, r, i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(s, r, i))`,
       `rel AS (SELECT w.i, x.* FROM wanted w CROSS JOIN LATERAL (${pick(
         'pg_class',
         'c',
@@ -86,7 +91,7 @@ function resolutionSql(mask: number): string {
   }
   if (has(PARTS.func)) {
     ctes.push(
-      `wantedf AS (SELECT s, r, i FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS w(s, r, i))`,
+      `wantedf AS (SELECT s, r, i FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS w(s, r, i))`,
     );
     selects.push(
       `SELECT DISTINCT 'func'::text, w.i::text, x.nsp, '', '' FROM wantedf w CROSS JOIN LATERAL (${pick(
@@ -99,14 +104,14 @@ function resolutionSql(mask: number): string {
     );
   }
   if (has(PARTS.op))
-    selects.push(`SELECT DISTINCT 'op'::text, x.* FROM unnest($6::text[]) AS w(op) CROSS JOIN LATERAL (
+    selects.push(`SELECT DISTINCT 'op'::text, x.* FROM unnest($5::text[]) AS w(op) CROSS JOIN LATERAL (
     SELECT o.oprname::text, n.nspname::text, pn.nspname::text, p.proname::text
       FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace JOIN path pa ON pa.nsp = n.nspname
       JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace pn ON pn.oid = p.pronamespace
      WHERE o.oprname = w.op::name AND n.nspname <> 'pg_catalog' OFFSET 0) x`);
   if (has(PARTS.type)) {
     ctes.push(
-      `wantedt AS (SELECT s, r, i FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS w(s, r, i))`,
+      `wantedt AS (SELECT s, r, i FROM unnest($6::text[], $7::text[]) WITH ORDINALITY AS w(s, r, i))`,
     );
     selects.push(
       `SELECT 'type'::text, w.i::text, x.nsp, x.typname, x.typtype FROM wantedt w CROSS JOIN LATERAL (${pick(
@@ -119,7 +124,7 @@ function resolutionSql(mask: number): string {
     );
   }
   if (has(PARTS.attr))
-    selects.push(`SELECT DISTINCT 'attr'::text, x.*, '', '' FROM unnest($9::text[]) AS w(r) CROSS JOIN LATERAL (
+    selects.push(`SELECT DISTINCT 'attr'::text, x.*, '', '' FROM unnest($8::text[]) AS w(r) CROSS JOIN LATERAL (
     SELECT p.proname::text, n.nspname::text FROM pg_proc p
       JOIN pg_namespace n ON n.oid = p.pronamespace JOIN path pa ON pa.nsp = n.nspname
      WHERE p.proname = w.r::name AND p.pronargs = 1 OFFSET 0) x`);
@@ -148,15 +153,14 @@ export interface PreparedLookup {
 }
 
 /** The lookup as a named (per-connection prepared) statement; values are bound, never spliced. */
-export function resolutionQuery(facts: SqlFacts, searchPath: readonly string[]): PreparedLookup {
+export function resolutionQuery(facts: SqlFacts): PreparedLookup {
   const types = facts.types.filter((t) => t.schema !== 'pg_catalog');
   const mask = shapeOf(facts);
   return {
-    name: `airlock_resolve_v2_${mask}`,
+    name: `airlock_resolve_v3_${mask}`,
     text: resolutionSql(mask),
-    types: Array<number>(9).fill(TEXT_ARRAY),
+    types: Array<number>(8).fill(TEXT_ARRAY),
     values: [
-      [...searchPath],
       facts.relations.map((r) => r.schema ?? ''),
       facts.relations.map((r) => r.name),
       facts.functions.map((f) => f.schema ?? ''),
@@ -174,28 +178,27 @@ export const GUARD_MISMATCH = 'airlock: names resolve differently now';
 
 /**
  * resolutionQuery's lookup compared, in the call's own transaction, with the rows it gave when
- * the broker last checked this statement ($10–$14: the five columns of those rows). Equal as
+ * the broker last checked this statement ($9–$13: the five columns of those rows). Equal as
  * multisets: it returns nothing. Otherwise it fails (22P02, GUARD_MISMATCH), so that the server
  * skips everything after it up to the Sync and the agent's statement behind it never runs.
  */
 const guardSql = (mask: number) => `WITH got(k, a, b, c, d) AS (${resolutionSql(mask)}),
-  want AS (SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[]) AS w(k, a, b, c, d)),
+  want AS (SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[]) AS w(k, a, b, c, d)),
   diff AS ((SELECT * FROM got EXCEPT ALL SELECT * FROM want) UNION ALL (SELECT * FROM want EXCEPT ALL SELECT * FROM got))
 SELECT (count(*)::text || ' ${GUARD_MISMATCH}')::int FROM diff HAVING count(*) > 0`;
 
 /** The guard as a named statement: the lookup's parameters, then the expected rows by column. */
 export function guardQuery(
   facts: SqlFacts,
-  searchPath: readonly string[],
   expected: ReadonlyArray<ReadonlyArray<string | null>>,
 ): PreparedLookup {
-  const lookup = resolutionQuery(facts, searchPath);
+  const lookup = resolutionQuery(facts);
   const mask = shapeOf(facts);
   const column = (i: number) => expected.map((row) => row[i] ?? null);
   return {
-    name: `airlock_guard_v2_${mask}`,
+    name: `airlock_guard_v3_${mask}`,
     text: guardSql(mask),
-    types: Array<number>(14).fill(TEXT_ARRAY),
+    types: Array<number>(13).fill(TEXT_ARRAY),
     values: [...lookup.values, column(0), column(1), column(2), column(3), column(4)],
   };
 }

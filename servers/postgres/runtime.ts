@@ -78,7 +78,6 @@ export function resetSession(state: ConnectionState): ControlStatement[] {
 const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };
 
 export interface ConnectionState {
-  searchPath: string[];
   /** Names of the broker's statements this connection has prepared. */
   prepared: Set<string>;
 }
@@ -148,15 +147,8 @@ export class PostgresRuntime {
       // A connection dropped while leased (server restart, our own destroy after a failed
       // cancel) rejects the pending query; without a listener it would also crash the process.
       client.on('error', () => undefined);
-      // Asked once per connection: how this connection resolves unqualified names.
-      try {
-        const r = await client.query<{ s: string }>('SELECT unnest(current_schemas(true)) AS s');
-        state = { searchPath: r.rows.map((row) => row.s), prepared: new Set() };
-        this.states.set(client, state);
-      } catch (err) {
-        client.release(true);
-        throw err;
-      }
+      state = { prepared: new Set() };
+      this.states.set(client, state);
     }
     return new Lease(client, state, pool);
   }

@@ -317,7 +317,7 @@ describe('a statement allowed before', () => {
     });
     // (This query's own lookup, of another shape, is there too.)
     expect(rowsOf(prepared)).toEqual(
-      expect.arrayContaining([['airlock_guard_v2_1'], ['airlock_resolve_v2_1']]),
+      expect.arrayContaining([['airlock_guard_v3_1'], ['airlock_resolve_v3_1']]),
     );
 
     // The same name is now a view over a table outside public.*.
@@ -339,6 +339,33 @@ describe('a statement allowed before', () => {
     await asAgent('DROP TABLE public.guard_t');
   });
 
+  it('a schema of the search_path created after the connection opened is searched, as Postgres searches it', async () => {
+    // The default search_path is "$user", public: once a schema named after the role exists, an
+    // unqualified name means the relation there, on connections already open too.
+    await asAgent('CREATE TABLE public.path_t (x int); INSERT INTO public.path_t VALUES (1)');
+    const sql = 'SELECT * FROM path_t';
+    const other = 'SELECT x FROM path_t';
+    for (let i = 0; i < 2; i++)
+      expect(rowsOf(await env.call('query', { database: 'one', sql }))).toEqual([[1]]);
+    await asAgent(
+      `CREATE SCHEMA ${AGENT_ROLE}; CREATE VIEW ${AGENT_ROLE}.path_t AS SELECT count(*)::int AS x FROM secret.payroll`,
+    );
+    try {
+      // A statement allowed before (its guard) and one never seen (its lookup): both refused.
+      for (const text of [sql, other]) {
+        const refused = await env.call('query', { database: 'one', sql: text });
+        expect(refused.isError, refused.text).toBe(true);
+        expect(refused.text).toMatch(
+          new RegExp(`^denied: postgres\\.databases\\.one\\.tables: .*${AGENT_ROLE}\\.path_t`),
+        );
+      }
+    } finally {
+      await asAgent(`DROP SCHEMA ${AGENT_ROLE} CASCADE`);
+    }
+    expect(rowsOf(await env.call('query', { database: 'one', sql }))).toEqual([[1]]);
+    await asAgent('DROP TABLE public.path_t');
+  });
+
   it('a statement that failed after its guard leaves the connection usable', async () => {
     const sql = 'SELECT 1 / (id - 1) FROM customers WHERE id = 1';
     for (let i = 0; i < 2; i++) {
@@ -357,7 +384,7 @@ describe('a statement allowed before', () => {
     const control = async () => {
       const r = await env.call('query', {
         database: 'one',
-        sql: "SELECT name, prepare_time::text FROM pg_prepared_statements WHERE name LIKE 'airlock%' AND name NOT LIKE 'airlock%v2%' ORDER BY 1",
+        sql: "SELECT name, prepare_time::text FROM pg_prepared_statements WHERE name LIKE 'airlock%' AND name NOT LIKE 'airlock%v3%' ORDER BY 1",
       });
       return rowsOf(r);
     };
