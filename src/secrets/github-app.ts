@@ -31,6 +31,14 @@ export interface GithubAppCredential {
 
 /** Re-mint this long before GitHub's `expires_at`, so a token never expires during a call (a push can take minutes). */
 export const REFRESH_MARGIN_MS = 5 * 60_000;
+/**
+ * How long past its expiry a token is still redacted: longer than any call that took it before
+ * the refresh margin can still run (calls are bounded well inside this), so no answer or log line
+ * of such a call can show it.
+ */
+export const EXPIRED_FORGET_MS = 30 * 60_000;
+/** GitHub's installation tokens live one hour at most. */
+const TOKEN_MAX_LIFETIME_MS = 60 * 60_000;
 
 const USER_AGENT = 'airlock-github-app';
 /** Upper bound for one mint (JWT, POST access_tokens). */
@@ -134,6 +142,12 @@ interface CachedToken {
 export interface GithubAppTokensOptions {
   /** Receives every minted token before it is used (the broker registers it for redaction). */
   onToken(token: string): void;
+  /**
+   * Receives a token EXPIRED_FORGET_MS past its expiry (and past an hour after its mint by this
+   * host's clock), when it grants nothing: the broker stops redacting it, so a broker that mints
+   * every hour does not grow without bound.
+   */
+  onExpired?(token: string): void;
   /** The clock the cache compares expiry against (tests move it). */
   now?: () => number;
   refreshMarginMs?: number;
@@ -144,6 +158,9 @@ export class GithubAppTokens {
   private readonly cache = new Map<string, CachedToken>();
   private readonly now: () => number;
   private readonly marginMs: number;
+  /** Every token minted and not yet handed to onExpired, with its expiry. */
+  private minted: Array<{ token: string; forgetAt: number }> = [];
+  private nextSweep = 0;
 
   constructor(private readonly opts: GithubAppTokensOptions) {
     this.now = opts.now ?? Date.now;
@@ -156,6 +173,7 @@ export class GithubAppTokens {
    * (MINT_TIMEOUT_MS), never by one caller's session: a caller that goes away just stops waiting.
    */
   async token(app: GithubAppCredential, scope: GithubTokenScope): Promise<string> {
+    this.sweep();
     const key = cacheKey(app, scope);
     const cached = this.cache.get(key);
     if (cached) {
@@ -174,6 +192,17 @@ export class GithubAppTokens {
       if (this.cache.get(key) === minting) this.cache.delete(key);
       throw err;
     }
+  }
+
+  /** At most once a minute: hands the tokens long expired to onExpired. */
+  private sweep(): void {
+    const now = this.now();
+    if (now < this.nextSweep || !this.opts.onExpired) return;
+    this.nextSweep = now + 60_000;
+    const expired = this.minted.filter((m) => m.forgetAt <= now);
+    if (expired.length === 0) return;
+    this.minted = this.minted.filter((m) => m.forgetAt > now);
+    for (const { token } of expired) this.opts.onExpired(token);
   }
 
   /** Forgets every cached token (policy or secret change). */
@@ -221,8 +250,15 @@ export class GithubAppTokens {
       throw new GithubAppError(`${where}: ${mintFailure(err, app, scope)}`);
     }
     this.opts.onToken(minted.token);
-    const expiresAt = Date.parse(minted.expiresAt);
-    return { token: minted.token, expiresAt: Number.isFinite(expiresAt) ? expiresAt : this.now() };
+    const parsed = Date.parse(minted.expiresAt);
+    const expiresAt = Number.isFinite(parsed) ? parsed : this.now();
+    // Redacted at least as long as GitHub's longest lifetime (one hour) by this host's clock, so
+    // neither a missing expires_at nor a clock behind GitHub's ends it early.
+    this.minted.push({
+      token: minted.token,
+      forgetAt: Math.max(expiresAt, this.now() + TOKEN_MAX_LIFETIME_MS) + EXPIRED_FORGET_MS,
+    });
+    return { token: minted.token, expiresAt };
   }
 }
 

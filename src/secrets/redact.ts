@@ -104,8 +104,11 @@ const filterSlot = (key: number) => (key ^ (key >>> FILTER_BITS)) & ((1 << FILTE
 
 export class Redactor {
   private readonly values = new Set<string>();
-  /** Every form of every registered value (kept across adds: only a new value's forms are computed). */
-  private readonly forms = new Set<string>();
+  /**
+   * Every form of every registered value, with how many registered values have it (only a new
+   * value's forms are computed; a form stays while any value that has it is registered).
+   */
+  private readonly forms = new Map<string, number>();
   /**
    * Forms by the key of their first four code units, longest first. A scan looks each position's
    * key up (after a 64 Ki-slot filter that nearly every position fails), so its cost is the text's
@@ -118,7 +121,7 @@ export class Redactor {
   /**
    * The same forms as one RegExp alternation, longest first, while that stays small: V8's
    * compiled pattern beats the scan on short strings (log lines, arguments: ~75 vs ~170 ns at one
-   * secret). Dropped for good once the set outgrows REGEX_MAX_SOURCE.
+   * secret). None while the set is larger than REGEX_MAX_SOURCE.
    */
   private pattern: RegExp | null = null;
   private patternSource = 0;
@@ -128,9 +131,10 @@ export class Redactor {
     if (value.length < MIN_REDACTABLE_LENGTH) return false;
     if (this.values.has(value)) return true;
     this.values.add(value);
-    for (const form of secretVariants(value)) {
-      if (this.forms.has(form)) continue;
-      this.forms.add(form);
+    for (const form of new Set(secretVariants(value))) {
+      const owners = this.forms.get(form);
+      this.forms.set(form, (owners ?? 0) + 1);
+      if (owners) continue;
       const key = prefixKey(form, 0);
       const bucket = this.buckets.get(key);
       // Longest first, so a value's longer encoding is replaced whole (leftmost, then longest).
@@ -141,17 +145,47 @@ export class Redactor {
       this.filter[filterSlot(key)] = 1;
       this.patternSource += form.length + 1;
     }
+    this.rebuildPattern();
+    return true;
+  }
+
+  /**
+   * Stops redacting a value registered before (an installation token past its expiry: it grants
+   * nothing any more, and a broker that mints every hour must not grow forever). Forms another
+   * registered value also has are kept.
+   */
+  remove(value: string): void {
+    if (!this.values.delete(value)) return;
+    for (const form of new Set(secretVariants(value))) {
+      const owners = this.forms.get(form) ?? 0;
+      if (owners > 1) {
+        this.forms.set(form, owners - 1);
+        continue;
+      }
+      this.forms.delete(form);
+      const key = prefixKey(form, 0);
+      const bucket = this.buckets.get(key)?.filter((f) => f !== form);
+      if (bucket?.length) this.buckets.set(key, bucket);
+      else this.buckets.delete(key);
+      this.patternSource -= form.length + 1;
+    }
+    // Slots are shared by keys: set again from the keys that are left.
+    this.filter.fill(0);
+    for (const key of this.buckets.keys()) this.filter[filterSlot(key)] = 1;
+    this.rebuildPattern();
+  }
+
+  private rebuildPattern(): void {
     this.pattern =
-      this.patternSource <= REGEX_MAX_SOURCE
+      this.patternSource <= REGEX_MAX_SOURCE && this.forms.size > 0
         ? new RegExp(
-            [...this.forms]
+            [...this.forms.keys()]
               .sort((a, b) => b.length - a.length)
               .map(escapeRegExp)
               .join('|'),
             'g',
           )
         : null;
-    return true;
   }
 
   get size(): number {

@@ -104,6 +104,7 @@ export class SecretStore {
     this.onWarning = opts.onWarning;
     this.appTokens = new GithubAppTokens({
       onToken: (token) => this.redactor.add(token),
+      onExpired: (token) => this.redactor.remove(token),
       now: opts.now,
     });
   }

@@ -9,7 +9,7 @@ import { Redactor } from '../../src/secrets/redact.js';
 import { SecretStore } from '../../src/secrets/store.js';
 import { startGithubApiStandIn } from '../../src/demo/github-api/server.js';
 import { sampleRepo } from '../../src/demo/github-api/data.js';
-import { REFRESH_MARGIN_MS } from '../../src/secrets/github-app.js';
+import { EXPIRED_FORGET_MS, REFRESH_MARGIN_MS } from '../../src/secrets/github-app.js';
 import {
   APP_ID,
   appKeyPair,
@@ -273,6 +273,15 @@ describe('the token cache against a moving clock (SecretStore, as the broker use
       ).rejects.toThrow(
         /GitHub would not mint a token for acme\/payments-api with contents: write \(422: The permissions requested are not granted/,
       );
+      // Long past both tokens' expiry they grant nothing: the next call stops redacting them (a
+      // broker minting every hour must not grow forever), and the token it mints is redacted.
+      const registered = redactor.size;
+      now += 60 * 60_000 + EXPIRED_FORGET_MS + 60_000; // an hour after the second mint, and the grace
+      const third = await store.githubToken('app', 'any', scope);
+      expect(api.mints).toHaveLength(3);
+      expect(redactor.size).toBe(registered - 1);
+      expect(redactor.scrub(`${first} ${second}`)).toBe(`${first} ${second}`);
+      expect(redactor.scrub(third)).toBe('[redacted]');
     } finally {
       await api.close();
     }
