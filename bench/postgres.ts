@@ -11,7 +11,7 @@
 //     [--paths airlock]   (only these of direct,reference,airlock,baseline: e.g. to profile the broker)
 //     [--queries 1]   (only the 1-row case, or 1000)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -58,6 +58,40 @@ const QUERIES = Object.fromEntries(
   ),
 );
 
+/** CPU seconds (user + system) of a process from /proc; 0 once it is gone (Linux only). */
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return 0;
+  }
+}
+
+/** The PostgreSQL server's backends: the postmaster's children (from its postmaster.pid). */
+function backendPids(dataDir: string): number[] {
+  let postmaster: number;
+  try {
+    postmaster = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster)
+        pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
 async function main(): Promise<void> {
   const cluster = await startPostgresCluster();
   const root = await mkdtemp(path.join(os.tmpdir(), 'al-pgbench-'));
@@ -87,6 +121,7 @@ async function main(): Promise<void> {
     // BENCH_BROKER_NODE_ARGS adds node flags to the broker (e.g. --cpu-prof --cpu-prof-dir=/tmp/p).
     const nodeArgs = process.env.BENCH_BROKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
     /** A broker of `cli` with its own sockets, state and audit file (same audit disk); its socket. */
+    const brokerPids = new Map<string, number | undefined>();
     const startBroker = async (cli: string, name: string): Promise<string> => {
       const config = path.join(root, `${name}.yaml`);
       await writeFile(
@@ -98,6 +133,7 @@ async function main(): Promise<void> {
         env: { ...process.env, AIRLOCK_LOG_LEVEL: 'warn' },
       });
       children.push(broker);
+      brokerPids.set(name, broker.pid);
       const socketPath = path.join(root, `run-${name}/bench/postgres.sock`);
       for (let i = 0; i < 400 && !existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 25));
       return socketPath;
@@ -108,11 +144,13 @@ async function main(): Promise<void> {
     const airlock: RawMcpSession[] = [];
     const baseline: RawMcpSession[] = [];
     const reference: RawMcpSession[] = [];
+    const referencePids: Array<number | undefined> = [];
     for (let i = 0; i < SESSIONS; i++) {
       airlock.push(await RawMcpSession.open(socketPath));
       if (baselineSocket) baseline.push(await RawMcpSession.open(baselineSocket));
       const child = spawn(process.execPath, [REFERENCE, url], { stdio: ['pipe', 'pipe', 'ignore'] });
       children.push(child);
+      referencePids.push(child.pid);
       reference.push(await RawMcpSession.over(child.stdout!, child.stdin!, () => child.kill()));
     }
     sessions.push(...airlock, ...baseline, ...reference);
@@ -150,6 +188,10 @@ async function main(): Promise<void> {
     const fsyncMs = await fdatasyncMs(auditDir);
     const runs = new Map<string, Stats[]>();
     const record = (name: string, s: Stats) => runs.set(name, [...(runs.get(name) ?? []), s]);
+    const cpu = new Map<string, Array<{ serving: number; postgres: number }>>();
+    const recordCpu = (name: string, c: { serving: number; postgres: number }) =>
+      cpu.set(name, [...(cpu.get(name) ?? []), c]);
+    const dataDir = path.join(cluster.socketDir, '..', 'data');
     for (const make of Object.values(paths))
       for (const [label, sql] of Object.entries(QUERIES))
         await load([make(sql, label === '1 row' ? 1 : 1000)(0)], 50); // warm-up: JIT, connections
@@ -161,10 +203,25 @@ async function main(): Promise<void> {
           const worker = make(sql, rows);
           const one = await load([worker(0)], Math.round(SEQUENTIAL * scale));
           record(`${pathName}, ${label}, 1 session`, stats(one.latencies, one.wallMs));
+          // CPU of the serving processes and of Postgres's backends over the N-session case.
+          const serving = () =>
+            pathName === 'reference'
+              ? referencePids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0)
+              : pathName === 'direct'
+                ? process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6
+                : cpuSeconds(brokerPids.get(pathName));
+          const backends = () => backendPids(dataDir).reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
+          const serving0 = serving();
+          const backends0 = backends();
           const many = await load(
             Array.from({ length: SESSIONS }, (_, i) => worker(i)),
             Math.round(CALLS * scale),
           );
+          const calls = many.latencies.length;
+          recordCpu(`${pathName}, ${label}, ${SESSIONS} sessions`, {
+            serving: ((serving() - serving0) * 1000) / calls,
+            postgres: ((backends() - backends0) * 1000) / calls,
+          });
           record(`${pathName}, ${label}, ${SESSIONS} sessions`, stats(many.latencies, many.wallMs));
         }
       }
@@ -202,6 +259,13 @@ async function main(): Promise<void> {
           list.map((x) => x.perSecond),
           0,
         ).padStart(12),
+      );
+    console.log(
+      `CPU a call at ${SESSIONS} sessions, from /proc (medians): the serving process (broker; reference: its ${SESSIONS} processes; direct: this process, load generator included) and Postgres's backends`,
+    );
+    for (const [name, list] of cpu)
+      console.log(
+        `  ${name.padEnd(38)} serving ${median(list.map((c) => c.serving)).toFixed(3)} ms, postgres ${median(list.map((c) => c.postgres)).toFixed(3)} ms`,
       );
     const get = (name: string) => results.find((r) => r.name === name)!.s;
     const budget = 2 * fsyncMs + 0.5;
