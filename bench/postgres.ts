@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { startPostgresCluster } from '../src/demo/postgres-cluster.js';
-import { fdatasyncMs, load, median, RawMcpSession, stats, type Stats } from './common.js';
+import { fdatasyncMs, load, median, processCpuMs, RawMcpSession, stats, type Stats } from './harness.js';
 
 const { values } = parseArgs({
   options: {
@@ -58,13 +58,10 @@ const QUERIES = Object.fromEntries(
   ),
 );
 
-/** CPU seconds (user + system) of a process from /proc; 0 once it is gone (Linux only). */
+/** CPU seconds (user + system) a process has used; 0 once it is gone. */
 function cpuSeconds(pid: number | undefined): number {
-  if (!pid) return 0;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+    return pid ? processCpuMs(pid) / 1000 : 0;
   } catch {
     return 0;
   }

@@ -92,14 +92,13 @@ export function pageRowsFor(maxRows: number, maxPage: number): number {
   return Math.ceil(wanted / Math.ceil(wanted / maxPage));
 }
 
-const controlPrepared = (stmt: ControlStatement): Prepared | undefined =>
-  typeof stmt === 'string' ? undefined : stmt.prepared;
-
 export class Batch {
   private readonly before: readonly ControlStatement[];
   private readonly after: readonly ControlStatement[];
   private readonly main: MainStatement | undefined;
   private readonly parsedNames: Set<string> | undefined;
+  /** By stage (before…, main, after…): the named statement this batch parses there, if any. */
+  private readonly parsing: Array<Prepared | undefined>;
   /** Index of the statement whose replies arrive now: before…, main, after…. */
   private stage = 0;
   private synced = false;
@@ -117,19 +116,18 @@ export class Batch {
     this.after = spec.after ?? [];
     this.main = spec.main;
     this.parsedNames = spec.parsedNames;
+    const named = (stmt: ControlStatement) => (typeof stmt === 'string' ? undefined : stmt.prepared);
+    this.parsing = [
+      ...this.before.map(named),
+      ...(this.main ? [this.main.prepared] : []),
+      ...this.after.map(named),
+    ].map((p) => (p && !p.parsed ? p : undefined));
   }
 
   /** The statement at `stage` ran: if it was parsed under a name here, the connection has it now. */
   private ran(stage: number): void {
-    if (!this.parsedNames) return;
-    const b = this.before.length;
-    const prepared =
-      stage < b
-        ? controlPrepared(this.before[stage]!)
-        : stage === this.mainStage
-          ? this.main!.prepared
-          : controlPrepared(this.after[stage - b - (this.main ? 1 : 0)]!);
-    if (prepared && !prepared.parsed) this.parsedNames.add(prepared.name);
+    const parsed = this.parsing[stage];
+    if (parsed) this.parsedNames?.add(parsed.name);
   }
 
   private get mainStage(): number {

@@ -22,7 +22,14 @@ import {
   viewDependencyQuery,
   type Resolution,
 } from './resolve.js';
-import { control, resetSession, withCancel, type Lease, type PostgresRuntime } from './runtime.js';
+import {
+  control,
+  preparedOn,
+  resetSession,
+  withCancel,
+  type Lease,
+  type PostgresRuntime,
+} from './runtime.js';
 import type { DatabasePolicy } from './section.js';
 import type { SqlFacts } from './sql.js';
 
@@ -193,8 +200,8 @@ const rawText = (raw: string | null) => raw;
  * A statement allowed before (same `verdictKey`, same policy object) takes one trip: instead of
  * the lookup, a guard (resolve.ts guardQuery) compares the lookup's rows, under the search_path
  * as it is now, with the ones that verdict was reached on, inside this transaction, ahead of the
- * statement in the same batch. Unequal, it fails and the server skips the statement; the call then rolls back and
- * takes the full path, whose lookup and check decide afresh.
+ * statement in the same batch. Unequal, it fails and the server skips the statement; the call
+ * then rolls back and takes the full path, whose lookup and check decide afresh.
  */
 export async function inTransaction<T>(
   opts: ExecuteOptions,
@@ -229,23 +236,21 @@ export async function inTransaction<T>(
         {
           text: guard.text,
           values: guard.values.map(textArray),
-          prepared: { name: guard.name, parsed: lease.state.prepared.has(guard.name), types: guard.types },
+          prepared: preparedOn(state, guard.name, guard.types),
         },
         ...(opts.hasParams ? [control(state, 'autoPlans')] : []),
       ];
       try {
         const out = await body(lease, known.resolution);
-        lease.state.prepared.add(guard.name);
         broken = false;
         return out;
       } catch (err) {
         const e = err as BatchError & { code?: string };
         const mismatch =
           e.airlockBatchPart === 'before' && e.code === '22P02' && e.message.includes(GUARD_MISMATCH);
-        // Past the guard (the statement failed, or what came after it), it was prepared.
-        if (mismatch || e.airlockBatchPart === 'main' || e.airlockBatchPart === 'after')
-          lease.state.prepared.add(guard.name);
         if (!mismatch) throw err;
+        // The guard parsed and ran, then failed: the batch did not count it, it is prepared all the same.
+        state.prepared.add(guard.name);
         // The guard refused: nothing after it ran. Roll back, and decide afresh.
         lease.pending = undefined;
         runtime.verdicts.forget(db, key);
@@ -264,7 +269,7 @@ export async function inTransaction<T>(
       main: {
         text: lookup.text,
         values: lookup.values.map(textArray),
-        prepared: { name: lookup.name, parsed: lease.state.prepared.has(lookup.name), types: lookup.types },
+        prepared: preparedOn(state, lookup.name, lookup.types),
         maxRows: Number.MAX_SAFE_INTEGER,
         maxBytes: Number.POSITIVE_INFINITY,
         pageRows: 0,
@@ -276,7 +281,6 @@ export async function inTransaction<T>(
       err.airlockBatchPart = 'before';
       throw err;
     });
-    lease.state.prepared.add(lookup.name);
     const rows = found.rows as Array<Array<string | null>>;
     const resolution = readResolution(facts, rows);
     if (resolution.viewOids.length) {
