@@ -15,6 +15,10 @@ beforeAll(async () => {
         connection: pg-shop
         poolSize: 1
         tables: ["public.*"]
+      fresh:
+        connection: pg-shop
+        poolSize: 1
+        tables: ["public.*"]
 `),
   });
 });
@@ -364,6 +368,25 @@ describe('a statement allowed before', () => {
     }
     expect(rowsOf(await env.call('query', { database: 'one', sql }))).toEqual([[1]]);
     await asAgent('DROP TABLE public.path_t');
+  });
+
+  it('a guard that refused the first time it ran stays prepared, so the next guarded call runs', async () => {
+    // Its own one-connection database: the guard is parsed for the first time in the batch where
+    // it refuses (the server keeps it; the broker must know it has it, or the next Parse fails).
+    await asAgent('CREATE TABLE public.guard_p (x int); INSERT INTO public.guard_p VALUES (1)');
+    const sql = 'SELECT * FROM guard_p';
+    expect(rowsOf(await env.call('query', { database: 'fresh', sql }))).toEqual([[1]]);
+    // The same name as another kind of relation (r → p): the guard refuses, the call is decided
+    // afresh and allowed, and the call after it goes through the guard again.
+    await asAgent('DROP TABLE public.guard_p; CREATE TABLE public.guard_p (x int) PARTITION BY RANGE (x)');
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await env.call('query', { database: 'fresh', sql });
+        expect(rowsOf(r), r.text).toEqual([]);
+      }
+    } finally {
+      await asAgent('DROP TABLE public.guard_p');
+    }
   });
 
   it('a statement that failed after its guard leaves the connection usable', async () => {
