@@ -273,6 +273,13 @@ describe('the token cache against a moving clock (SecretStore, as the broker use
       ).rejects.toThrow(
         /GitHub would not mint a token for acme\/payments-api with contents: write \(422: The permissions requested are not granted/,
       );
+      // Past the first token's expiry but inside the grace: still redacted (a call that took it
+      // before the refresh margin may still be answering). The refused mint still sweeps.
+      now += 30 * 60_000;
+      await expect(
+        store.githubToken('app', 'any', () => ({ ...scope(), permissions: { contents: 'write' } })),
+      ).rejects.toThrow(/422/);
+      expect(redactor.scrub(`x ${first} y`)).toBe('x [redacted] y');
       // Long past both tokens' expiry they grant nothing: the next call stops redacting them (a
       // broker minting every hour must not grow forever), and the token it mints is redacted.
       const registered = redactor.size;
