@@ -72,6 +72,12 @@ const output = await build({
         ? 'require("./compile-cache.cjs").install([require("path").join(__dirname, "chunks")]);'
         : '',
     sourcemap: true,
+    // V8 keeps every loaded chunk's source in the heap for lazy compilation, as UTF-16 when one
+    // character is not Latin-1 (a '—' in a message): ASCII escapes and no JSDoc keep them one
+    // byte a character and ~18 % shorter (~1.5 MiB less heap for `serve`; stack traces map back
+    // through the source maps).
+    charset: 'ascii',
+    comments: false,
   },
 });
 
