@@ -3,7 +3,10 @@
 // leak shows as growth there). Printed against an idle `node` process measured in the same run,
 // and with --compare against another build (e.g. main's) run in the same script, as ratios.
 //
-//   npm run build && node dist/bench/memory.js [--sessions 10000] [--open 1000] [--compare OTHER/dist/src/cli.js]
+// Idle and after-churn figures are read twice: at once, and after up to --reducer-wait seconds
+// idle, once V8's memory reducer has shrunk the heap (what a broker between bursts holds).
+//
+//   npm run build && node dist/bench/memory.js [--sessions 10000] [--open 1000] [--reducer-wait 40] [--compare OTHER/dist/src/cli.js]
 import { spawn } from 'node:child_process';
 import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -16,6 +19,7 @@ const { values } = parseArgs({
     sessions: { type: 'string', default: '10000' },
     open: { type: 'string', default: '1000' },
     compare: { type: 'string' },
+    'reducer-wait': { type: 'string', default: '40' },
   },
 });
 const CHURN = Number(values.sessions);
@@ -24,6 +28,8 @@ const OPEN = Number(values.open);
 const WAVE = 100;
 const THIS_CLI = path.resolve(import.meta.dirname, '../src/cli.js');
 
+/** How long an idle broker is watched for V8's memory reducer (see reducedRss). */
+const REDUCER_WAIT_MS = Number(values['reducer-wait'] ?? 40) * 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** RSS settles a moment after a burst (GC, freed pages): the lowest of a few readings. */
@@ -31,6 +37,20 @@ async function settledRss(pid: number): Promise<number> {
   let low = Infinity;
   for (let i = 0; i < 6; i++) {
     await sleep(250);
+    low = Math.min(low, brokerMemory(pid).rss);
+  }
+  return low;
+}
+
+/**
+ * RSS once the broker has sat idle long enough for V8's memory reducer (it shrinks the heap a few
+ * seconds after allocation stops: ~8 s after start-up, up to ~30 s after a burst of sessions):
+ * the lowest reading over `ms`. A broker spends most of its life like this.
+ */
+async function reducedRss(pid: number, ms = REDUCER_WAIT_MS): Promise<number> {
+  let low = Infinity;
+  for (const end = Date.now() + ms; Date.now() < end; ) {
+    await sleep(500);
     low = Math.min(low, brokerMemory(pid).rss);
   }
   return low;
@@ -44,9 +64,13 @@ async function openSession(socketPath: string): Promise<RawMcpSession> {
 
 interface Figures {
   idle: number;
+  /** Idle, after V8's memory reducer has run. */
+  idleReduced: number;
   openSessions: number;
   perSessionKiB: number;
   afterChurn: number;
+  /** After the churn, once V8's memory reducer has run. */
+  afterChurnReduced: number;
   peak: number;
   /** Broker CPU per session while churning (handshake, tools/list, close). */
   cpuPerSessionMs: number;
@@ -80,6 +104,7 @@ async function measure(cli: string): Promise<Figures> {
       // One session first, so code paths a session needs are loaded before "idle" is read.
       (await openSession(socketPath)).close();
       const idle = await settledRss(pid);
+      const idleReduced = await reducedRss(pid);
 
       const open: RawMcpSession[] = [];
       for (let i = 0; i < OPEN; i += WAVE)
@@ -103,11 +128,14 @@ async function measure(cli: string): Promise<Figures> {
       // (NdjsonTransport.close), and holds the session until then: read after those timers.
       await sleep(2500);
       const afterChurn = await settledRss(pid);
+      const afterChurnReduced = await reducedRss(pid);
       return {
         idle,
+        idleReduced,
         openSessions,
         perSessionKiB: ((openSessions - idle) * 1024) / OPEN,
         afterChurn,
+        afterChurnReduced,
         peak: brokerMemory(pid).peak,
         cpuPerSessionMs,
       };
@@ -142,13 +170,22 @@ async function main(): Promise<void> {
   );
   console.log(`idle node process (baseline): ${floor} MiB RSS`);
   const rows: Array<[string, (f: Figures) => string]> = [
-    ['idle RSS', (f) => `${f.idle} MiB (+${f.idle - floor} over node)`],
+    ['idle RSS, start-up', (f) => `${f.idle} MiB (+${f.idle - floor} over node)`],
+    [
+      `idle RSS, V8 reduced (${REDUCER_WAIT_MS / 1000} s)`,
+      (f) => `${f.idleReduced} MiB (+${f.idleReduced - floor} over node)`,
+    ],
     [`RSS, ${OPEN} sessions open`, (f) => `${f.openSessions} MiB`],
     ['per open session', (f) => `${f.perSessionKiB.toFixed(0)} KiB`],
     [
       `RSS after ${CHURN} sessions`,
       (f) =>
         `${f.afterChurn} MiB (${f.afterChurn - f.idle >= 0 ? '+' : ''}${f.afterChurn - f.idle} over idle)`,
+    ],
+    [
+      `same, V8 reduced (${REDUCER_WAIT_MS / 1000} s)`,
+      (f) =>
+        `${f.afterChurnReduced} MiB (${f.afterChurnReduced - f.idleReduced >= 0 ? '+' : ''}${f.afterChurnReduced - f.idleReduced} over reduced idle)`,
     ],
     ['peak RSS', (f) => `${f.peak} MiB`],
     ['broker CPU per session', (f) => `${f.cpuPerSessionMs.toFixed(2)} ms`],
@@ -160,7 +197,7 @@ async function main(): Promise<void> {
   if (results.length === 2) {
     const [mine, other] = [results[0]![1], results[1]![1]];
     console.log(
-      `ratios this / other: idle ×${(mine.idle / other.idle).toFixed(2)}, per session ×${(mine.perSessionKiB / other.perSessionKiB).toFixed(2)}, after churn ×${(mine.afterChurn / other.afterChurn).toFixed(2)}, peak ×${(mine.peak / other.peak).toFixed(2)}, CPU per session ×${(mine.cpuPerSessionMs / other.cpuPerSessionMs).toFixed(2)}`,
+      `ratios this / other: idle ×${(mine.idle / other.idle).toFixed(2)}, reduced idle ×${(mine.idleReduced / other.idleReduced).toFixed(2)}, per session ×${(mine.perSessionKiB / other.perSessionKiB).toFixed(2)}, after churn ×${(mine.afterChurn / other.afterChurn).toFixed(2)} (reduced ×${(mine.afterChurnReduced / other.afterChurnReduced).toFixed(2)}), peak ×${(mine.peak / other.peak).toFixed(2)}, CPU per session ×${(mine.cpuPerSessionMs / other.cpuPerSessionMs).toFixed(2)}`,
     );
   }
   console.log(
