@@ -49,7 +49,7 @@ async function settledRss(pid: number): Promise<number> {
  */
 async function reducedRss(pid: number, ms = REDUCER_WAIT_MS): Promise<number> {
   let low = Infinity;
-  for (const end = Date.now() + ms; Date.now() < end; ) {
+  for (const end = Date.now() + ms; Date.now() < end;) {
     await sleep(500);
     low = Math.min(low, brokerMemory(pid).rss);
   }
