@@ -29,32 +29,28 @@ const WAVE = 100;
 const THIS_CLI = path.resolve(import.meta.dirname, '../src/cli.js');
 
 /** How long an idle broker is watched for V8's memory reducer (see reducedRss). */
-const REDUCER_WAIT_MS = Number(values['reducer-wait'] ?? 40) * 1000;
+const REDUCER_WAIT_MS = Number(values['reducer-wait']) * 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** RSS settles a moment after a burst (GC, freed pages): the lowest of a few readings. */
-async function settledRss(pid: number): Promise<number> {
+/** The lowest RSS read every `everyMs` over `ms`: what the process settles at. */
+async function lowestRss(pid: number, ms: number, everyMs: number): Promise<number> {
   let low = Infinity;
-  for (let i = 0; i < 6; i++) {
-    await sleep(250);
+  for (const end = Date.now() + ms; Date.now() < end;) {
+    await sleep(everyMs);
     low = Math.min(low, brokerMemory(pid).rss);
   }
   return low;
 }
+
+/** RSS settles a moment after a burst (GC, freed pages). */
+const settledRss = (pid: number) => lowestRss(pid, 1500, 250);
 
 /**
  * RSS once the broker has sat idle long enough for V8's memory reducer (it shrinks the heap a few
- * seconds after allocation stops: ~8 s after start-up, up to ~30 s after a burst of sessions):
- * the lowest reading over `ms`. A broker spends most of its life like this.
+ * seconds after allocation stops: ~8 s after start-up, up to ~30 s after a burst of sessions).
+ * A broker spends most of its life like this.
  */
-async function reducedRss(pid: number, ms = REDUCER_WAIT_MS): Promise<number> {
-  let low = Infinity;
-  for (const end = Date.now() + ms; Date.now() < end;) {
-    await sleep(500);
-    low = Math.min(low, brokerMemory(pid).rss);
-  }
-  return low;
-}
+const reducedRss = (pid: number) => lowestRss(pid, REDUCER_WAIT_MS, 500);
 
 async function openSession(socketPath: string): Promise<RawMcpSession> {
   const session = await RawMcpSession.open(socketPath);
@@ -133,7 +129,8 @@ async function measure(cli: string): Promise<Figures> {
         idle,
         idleReduced,
         openSessions,
-        perSessionKiB: ((openSessions - idle) * 1024) / OPEN,
+        // Against the reduced idle: the sessions open right after it was read.
+        perSessionKiB: ((openSessions - idleReduced) * 1024) / OPEN,
         afterChurn,
         afterChurnReduced,
         peak: brokerMemory(pid).peak,

@@ -67,6 +67,12 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
+/** CPU seconds this process (the direct client and the load generator) has used. */
+function ownCpuSeconds(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+}
+
 /** The PostgreSQL server's backends: the postmaster's children (from its postmaster.pid). */
 function backendPids(dataDir: string): number[] {
   let postmaster: number;
@@ -205,7 +211,7 @@ async function main(): Promise<void> {
             pathName === 'reference'
               ? referencePids.reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0)
               : pathName === 'direct'
-                ? process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6
+                ? ownCpuSeconds()
                 : cpuSeconds(brokerPids.get(pathName));
           const backends = () => backendPids(dataDir).reduce<number>((sum, pid) => sum + cpuSeconds(pid), 0);
           const serving0 = serving();
