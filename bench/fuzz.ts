@@ -162,7 +162,7 @@ async function framingOnce(chunks: Buffer[]): Promise<void> {
 
 // --- tool arguments ---------------------------------------------------------------------------
 
-const tools = SERVERS.flatMap((s) => s.tools.map((t) => ({ server: s.name, tool: t })));
+const tools = (await SERVERS.all()).flatMap((s) => s.tools.map((t) => ({ server: s.name, tool: t })));
 const toolArgs = fc.tuple(
   fc.nat({ max: tools.length - 1 }),
   fc.oneof(

@@ -241,6 +241,12 @@ servers:
     tools:
       query: {}
       list_tables: {}
+  git:
+    workspaces:
+      app: { path: ${path.join(dir, 'workspace')}, remote: ${origin}/acme/app.git }
+    tools:
+      git_status: {}
+      git_diff: {}
 `,
   );
   const config = ['--config', path.join(dir, 'airlock.yaml')];
@@ -259,6 +265,8 @@ servers:
       call('query', { database: 'app', sql: 'SELECT 1' }),
       call('query', { database: 'app', sql: 'DELETE FROM t' }),
     ],
+    // Denied (a workspace the policy does not name): no git process, no clone of the stand-in.
+    git: [call('git_status', { workspace: 'other' }), call('git_diff', { workspace: 'other' })],
   };
   return [
     { args: ['--help'] },
@@ -266,7 +274,7 @@ servers:
     { args: ['policy', 'check', ...config] },
     { args: ['audit', 'verify', ...config] },
     { args: ['doctor', ...config] }, // finds problems here (no database, no git remote): it still runs every check
-    ...['http', 'github', 'postgres'].map((server) => ({
+    ...['http', 'github', 'postgres', 'git'].map((server) => ({
       args: ['stdio', server, '--team', 'team', ...config],
       calls: calls[server],
     })),

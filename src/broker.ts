@@ -20,7 +20,7 @@ import { FleetLimits, type SharedRateLimiter } from './limits/fleet.js';
 import { HostRateLimiter } from './limits/local-store.js';
 import { Redactor } from './secrets/redact.js';
 import { SecretStore, withoutSecretName } from './secrets/store.js';
-import { SERVERS, SERVER_MAP } from './servers.js';
+import { SERVERS } from './servers.js';
 import { NdjsonTransport } from './transport/ndjson.js';
 import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
@@ -114,7 +114,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     log,
     secretValue: (name) => secrets.brokerValue(name),
     scrub: (text) => redactor.scrub(text),
-    servers: SERVERS,
+    servers: SERVERS.loaded,
     instanceId: brokerId,
   });
   // Nothing exported yet is lost when start-up fails below; the exporters' timers must not linger.
@@ -183,7 +183,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
   }
   const pipeline = (made.pipeline = new CallPipeline({
     approvals,
-    servers: SERVER_MAP,
+    servers: SERVERS.loaded,
     policies,
     audit,
     secrets,
@@ -333,7 +333,7 @@ export class Broker {
     const wanted = new Set<string>();
     for (const policy of this.core.policies.teams()) {
       for (const name of Object.keys(policy.servers)) {
-        if (!SERVER_MAP.has(name as ServerName)) continue;
+        if (!SERVERS.has(name)) continue;
         const key = `${policy.team}/${name}`;
         wanted.add(key);
         if (!this.listeners.has(key)) await open(policy.team, name as ServerName);

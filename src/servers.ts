@@ -1,15 +1,10 @@
 // Every MCP server Airlock ships. Adding one = adding its folder under servers/ and a line here.
-import { gitServer } from '../servers/git/index.js';
-import { githubServer } from '../servers/github/index.js';
-import { httpServer } from '../servers/http/index.js';
-import { postgresServer } from '../servers/postgres/index.js';
-import type { ServerDefinition, ServerName } from './tool.js';
+// Each is imported when a policy names it (ServerCatalog), not when the broker starts.
+import { ServerCatalog, type ServerDefinition } from './tool.js';
 
-export const SERVERS: ServerDefinition[] = [
-  gitServer as ServerDefinition,
-  httpServer as ServerDefinition,
-  githubServer as ServerDefinition,
-  postgresServer as ServerDefinition,
-];
-
-export const SERVER_MAP: ReadonlyMap<ServerName, ServerDefinition> = new Map(SERVERS.map((s) => [s.name, s]));
+export const SERVERS = new ServerCatalog({
+  git: async () => (await import('../servers/git/index.js')).gitServer as ServerDefinition,
+  http: async () => (await import('../servers/http/index.js')).httpServer as ServerDefinition,
+  github: async () => (await import('../servers/github/index.js')).githubServer as ServerDefinition,
+  postgres: async () => (await import('../servers/postgres/index.js')).postgresServer as ServerDefinition,
+});

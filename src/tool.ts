@@ -226,3 +226,69 @@ export function defineServer<Section, Runtime = unknown>(
 ): ServerDefinition<Section, Runtime> {
   return def;
 }
+
+/**
+ * The servers a broker can run, by name, each loaded the first time something needs it. A
+ * server's module builds every zod schema of its tools when it is evaluated (a third of
+ * `airlock stdio`'s start-up for the four servers), while a broker runs the servers its policies
+ * name, often one or two: policies are checked by loading the servers each file names, and only
+ * `policy schema` and `init` need them all.
+ */
+export class ServerCatalog {
+  /** The servers loaded so far, by name; it grows as policies name more of them. */
+  readonly loaded = new Map<ServerName, ServerDefinition>();
+  private readonly pending = new Map<ServerName, Promise<ServerDefinition>>();
+  readonly names: readonly ServerName[];
+
+  constructor(
+    private readonly loaders: Readonly<Partial<Record<ServerName, () => Promise<ServerDefinition>>>>,
+  ) {
+    this.names = Object.keys(loaders) as ServerName[];
+  }
+
+  /** A catalog of servers already at hand (tests, and callers that pass definitions). */
+  static of(servers: readonly ServerDefinition[]): ServerCatalog {
+    const dup = servers.find((s, i) => servers.findIndex((t) => t.name === s.name) !== i);
+    if (dup) throw new Error(`server "${dup.name}" is defined twice`);
+    const catalog = new ServerCatalog(
+      Object.fromEntries(servers.map((s) => [s.name, () => Promise.resolve(s)])),
+    );
+    for (const s of servers) catalog.loaded.set(s.name, s);
+    return catalog;
+  }
+
+  has(name: string): name is ServerName {
+    return (this.names as readonly string[]).includes(name);
+  }
+
+  /** The definitions of the named servers this catalog has (other names are skipped), in catalog order. */
+  async load(names: Iterable<string>): Promise<ServerDefinition[]> {
+    const wanted = new Set(names);
+    return Promise.all(this.names.filter((n) => wanted.has(n)).map((n) => this.loadOne(n)));
+  }
+
+  all(): Promise<ServerDefinition[]> {
+    return this.load(this.names);
+  }
+
+  private loadOne(name: ServerName): Promise<ServerDefinition> {
+    const done = this.loaded.get(name);
+    if (done) return Promise.resolve(done);
+    let loading = this.pending.get(name);
+    if (!loading) {
+      loading = this.loaders[name]!().then((def) => {
+        this.loaded.set(name, def);
+        return def;
+      });
+      // A module that fails to load (a broken install) is tried again by the next caller.
+      loading.catch(() => this.pending.delete(name));
+      this.pending.set(name, loading);
+    }
+    return loading;
+  }
+}
+
+/** Callers may pass definitions or a catalog. */
+export function asCatalog(servers: readonly ServerDefinition[] | ServerCatalog): ServerCatalog {
+  return servers instanceof ServerCatalog ? servers : ServerCatalog.of(servers);
+}

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type { CommandContext } from '../cli.js';
 import { createCore, UserError } from '../broker.js';
-import { SERVER_MAP } from '../servers.js';
+import { SERVERS } from '../servers.js';
 import type { ServerName } from '../tool.js';
 
 async function readStdin(): Promise<string> {
@@ -32,8 +32,8 @@ export async function callMain(ctx: CommandContext): Promise<number> {
   const [server, tool] = ctx.positionals as [string, string];
   const team = ctx.values.team;
   if (typeof team !== 'string') throw ctx.usageError('--team TEAM is required');
-  if (!SERVER_MAP.has(server as ServerName)) {
-    throw new UserError(`unknown server "${server}"; available: ${[...SERVER_MAP.keys()].join(', ')}`);
+  if (!SERVERS.has(server)) {
+    throw new UserError(`unknown server "${server}"; available: ${SERVERS.names.join(', ')}`);
   }
   const json = ctx.values.json;
   const args = parseCallArgs(json === '-' ? await readStdin() : (json as string | undefined));

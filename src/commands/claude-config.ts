@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { CommandContext } from '../cli.js';
 import type { AirlockConfig } from '../config/airlock-yaml.js';
 import { checkPolicyFiles } from '../policy/team-policy.js';
-import { SERVERS, SERVER_MAP } from '../servers.js';
+import { SERVERS } from '../servers.js';
 import { UserError } from '../broker.js';
 import type { ServerName } from '../tool.js';
 
@@ -69,7 +69,7 @@ export async function claudeConfigCommand(opts: {
     );
   }
   if (!policy) throw new UserError(`no policy for team "${opts.team}" in ${opts.config.policies}`);
-  const servers = Object.keys(policy.servers).filter((s): s is ServerName => SERVER_MAP.has(s as ServerName));
+  const servers = Object.keys(policy.servers).filter((s) => SERVERS.has(s));
   if (opts.socketDir !== undefined && !path.isAbsolute(opts.socketDir)) {
     throw new UserError(`--socket-dir must be an absolute path inside the sandbox, got "${opts.socketDir}"`);
   }

@@ -107,7 +107,9 @@ export async function initMain(ctx: CommandContext): Promise<number> {
   await writeFile(configFile, configText(), { flag: 'wx', mode: 0o644 });
   await writeFile(policyFile, policyText(team), { flag: 'wx', mode: 0o644 });
   const schemaFile = path.join(dir, 'policies', 'schema.json');
-  await writeFile(schemaFile, JSON.stringify(policyJsonSchema(SERVERS), null, 2) + '\n', { mode: 0o644 });
+  await writeFile(schemaFile, JSON.stringify(policyJsonSchema(await SERVERS.all()), null, 2) + '\n', {
+    mode: 0o644,
+  });
 
   const rel = path.relative(process.cwd(), configFile);
   const config = rel === 'airlock.yaml' ? '' : ` --config ${rel.startsWith('..') ? configFile : rel}`;

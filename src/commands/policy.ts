@@ -16,7 +16,7 @@ import {
   type SecretCheckMode,
   type TeamPolicy,
 } from '../policy/team-policy.js';
-import type { ServerDefinition } from '../tool.js';
+import type { ServerCatalog, ServerDefinition } from '../tool.js';
 
 /** Paths under the working directory print relative (shorter, still clickable); others absolute. */
 function displayPath(file: string): string {
@@ -78,7 +78,7 @@ function configless(): AirlockConfig {
 export async function policyCheckCommand(opts: {
   config: string;
   paths: string[];
-  servers: ServerDefinition[];
+  servers: readonly ServerDefinition[] | ServerCatalog;
   configOptional?: boolean;
   json?: boolean;
   out?: NodeJS.WritableStream;
@@ -170,7 +170,7 @@ export async function policyCheckMain(ctx: CommandContext): Promise<number> {
 
 export async function policySchemaMain(): Promise<number> {
   const { SERVERS } = await import('../servers.js');
-  return policySchemaCommand({ servers: SERVERS });
+  return policySchemaCommand({ servers: await SERVERS.all() });
 }
 
 export function policySchemaCommand(opts: {

@@ -3,8 +3,7 @@
 import type { CommandContext } from '../cli.js';
 import { Broker, serveStdio, UserError } from '../broker.js';
 import { LOG_FORMATS, defaultLogFormat, type LogFormat } from '../log.js';
-import { SERVER_MAP } from '../servers.js';
-import type { ServerName } from '../tool.js';
+import { SERVERS } from '../servers.js';
 
 function logFormat(ctx: CommandContext): LogFormat {
   const given = ctx.values['log-format'];
@@ -47,11 +46,11 @@ export async function serveMain(ctx: CommandContext): Promise<number> {
 
 export async function stdioMain(ctx: CommandContext): Promise<number> {
   const server = ctx.positionals[0]!;
-  if (!SERVER_MAP.has(server as ServerName)) {
-    throw new UserError(`unknown server "${server}"; available: ${[...SERVER_MAP.keys()].join(', ')}`);
+  if (!SERVERS.has(server)) {
+    throw new UserError(`unknown server "${server}"; available: ${SERVERS.names.join(', ')}`);
   }
   const team = ctx.values.team;
   if (typeof team !== 'string') throw ctx.usageError('--team TEAM is required');
-  await serveStdio(await ctx.config(), server as ServerName, team);
+  await serveStdio(await ctx.config(), server, team);
   return 0;
 }

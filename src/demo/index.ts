@@ -14,7 +14,7 @@ import path from 'node:path';
 import { readAuditRecords, type AuditRecord } from '../audit/log.js';
 import { formatAuditTable } from '../commands/audit.js';
 import { Redactor } from '../secrets/redact.js';
-import { SERVER_MAP } from '../servers.js';
+import { SERVERS } from '../servers.js';
 import type { AgentPlan, AgentReport, AgentStep, StepReport } from './agent.js';
 import {
   AGENT_GID,
@@ -529,7 +529,7 @@ async function demo(run: DemoRun): Promise<number> {
   }
 
   // 2. Upstreams and secrets.
-  const gitEnabled = SERVER_MAP.has('git');
+  const gitEnabled = SERVERS.has('git');
   // Random unless given (the demo's test passes its own, to look for them in the output).
   const apiKey = process.env.AIRLOCK_DEMO_API_KEY || `sk_demo_${randomBytes(16).toString('hex')}`;
   const gitToken = process.env.AIRLOCK_DEMO_GIT_TOKEN || `ghp_demo${randomBytes(16).toString('hex')}`;
@@ -553,7 +553,7 @@ async function demo(run: DemoRun): Promise<number> {
   const github = await startGithubDemo(githubToken);
   run.onCleanup(() => github.close());
   run.checkpoint();
-  const pgDemo = SERVER_MAP.has('postgres') ? await startDemoPostgres(secretsDir, TEAM) : undefined;
+  const pgDemo = SERVERS.has('postgres') ? await startDemoPostgres(secretsDir, TEAM) : undefined;
   if (pgDemo) {
     run.onCleanup(() => pgDemo.close());
     redactor.add(pgDemo.password);

@@ -20,7 +20,7 @@ import type { AirlockConfig } from '../config/airlock-yaml.js';
 import type { Logger } from '../log.js';
 import { Redactor } from '../secrets/redact.js';
 import type { SecretStore } from '../secrets/store.js';
-import type { ServerDefinition } from '../tool.js';
+import type { ServerCatalog, ServerDefinition } from '../tool.js';
 import { firstExecutable, gitEnv, runGit, type GitRunResult } from '../../servers/git/runner.js';
 import type { PolicyGitConfig, SignerKey } from './git-source-config.js';
 import {
@@ -128,7 +128,7 @@ function runTool(
 export interface PolicyGitSourceOptions {
   config: AirlockConfig;
   git: PolicyGitConfig;
-  servers: ServerDefinition[];
+  servers: readonly ServerDefinition[] | ServerCatalog;
   store: PolicyStore;
   secrets: SecretStore;
   log: Logger;
@@ -595,7 +595,7 @@ async function writeAtomic(file: string, text: string): Promise<void> {
  */
 export async function loadGitPolicies(
   config: AirlockConfig,
-  servers: ServerDefinition[],
+  servers: readonly ServerDefinition[] | ServerCatalog,
   log: Logger,
   secrets: SecretStore,
 ): Promise<PolicyStore> {

@@ -23,7 +23,7 @@ import { globSchema } from './glob.js';
 import type { Logger } from '../log.js';
 import { rateLimitSchema, type RateLimit } from './ratelimit-spec.js';
 import { secretNameSchema } from '../secrets/config.js';
-import type { SecretRef, ServerDefinition } from '../tool.js';
+import { asCatalog, type SecretRef, type ServerCatalog, type ServerDefinition } from '../tool.js';
 import {
   formatIssue,
   issueAt,
@@ -147,13 +147,27 @@ export function serverSectionSchema(server: ServerDefinition): z.ZodObject {
   return schema;
 }
 
-export function buildPolicySchema(servers: ServerDefinition[]): z.ZodObject {
-  const sections: Record<string, z.ZodType> = {};
+/**
+ * The schema of a policy file whose server sections are those of `servers`. `names` lists every
+ * server in order, loaded or not: a server the file does not name need not be loaded to check it,
+ * so its key is there by name only (an unknown section's error still lists every server), and a
+ * file that names one is checked with that server loaded instead.
+ */
+export function buildPolicySchema(
+  servers: ServerDefinition[],
+  names: readonly string[] = servers.map((s) => s.name),
+): z.ZodObject {
+  const byName = new Map<string, ServerDefinition>();
   for (const server of servers) {
-    if (sections[server.name] || RESERVED_SECTIONS.has(server.name)) {
+    if (byName.has(server.name) || RESERVED_SECTIONS.has(server.name)) {
       throw new Error(`server "${server.name}" is defined twice or uses a reserved name`);
     }
-    sections[server.name] = serverSectionSchema(server).optional();
+    byName.set(server.name, server);
+  }
+  const sections: Record<string, z.ZodType> = {};
+  for (const name of new Set([...names, ...byName.keys()])) {
+    const server = byName.get(name);
+    sections[name] = server ? serverSectionSchema(server).optional() : z.never().optional();
   }
   sections.model = modelSectionSchema.optional();
   return z
@@ -313,24 +327,41 @@ function sectionSecretRefs(server: ServerDefinition, rawSection: unknown): Secre
   }
 }
 
-function checkFile(
+/** The policy schema for files that name these servers (the servers loaded), one per set of servers. */
+class PolicySchemas {
+  private readonly bySet = new Map<string, { servers: ServerDefinition[]; schema: z.ZodObject }>();
+  constructor(private readonly catalog: ServerCatalog) {}
+
+  async forServers(named: string[]): Promise<{ servers: ServerDefinition[]; schema: z.ZodObject }> {
+    const servers = await this.catalog.load(named);
+    const key = servers.map((s) => s.name).join(',');
+    let entry = this.bySet.get(key);
+    if (!entry) {
+      entry = { servers, schema: buildPolicySchema(servers, this.catalog.names) };
+      this.bySet.set(key, entry);
+    }
+    return entry;
+  }
+}
+
+async function checkFile(
   file: string,
   text: string,
   config: AirlockConfig,
-  servers: ServerDefinition[],
-  schema: z.ZodObject,
+  schemas: PolicySchemas,
   mode: SecretCheckMode,
-): FileCheck {
+): Promise<FileCheck> {
   const src = parseYaml(file, text);
   const issues = [...src.issues];
   if (!src.usable) return { file, issues };
 
-  const result = schema.safeParse(src.data, { jitless: true });
-  if (!result.success) issues.push(...zodIssuesToPolicyIssues(src, result.error.issues, schema));
-
   const root = asRecord(src.data);
   const team = typeof root?.team === 'string' && TEAM_NAME_RE.test(root.team) ? root.team : undefined;
   const rawServers = asRecord(root?.servers);
+  const { servers, schema } = await schemas.forServers(Object.keys(rawServers ?? {}));
+
+  const result = schema.safeParse(src.data, { jitless: true });
+  if (!result.success) issues.push(...zodIssuesToPolicyIssues(src, result.error.issues, schema));
 
   // Secrets are checked even when other parts of the file are broken: every mistake at once.
   for (const server of servers) {
@@ -395,7 +426,7 @@ async function secretFileIdentities(config: AirlockConfig): Promise<Map<string, 
 
 async function checkFiles(
   config: AirlockConfig,
-  servers: ServerDefinition[],
+  servers: readonly ServerDefinition[] | ServerCatalog,
   paths?: string[],
   mode: SecretCheckMode = 'config',
 ): Promise<{ checks: FileCheck[]; issues: PolicyIssue[] }> {
@@ -405,7 +436,7 @@ async function checkFiles(
     listed.issues[0].message = `no policy commit in force yet: airlock serve fetches ${config.policyGit.url} into this folder (see airlock policy status)`;
   }
   const issues = [...listed.issues];
-  const schema = buildPolicySchema(servers);
+  const schemas = new PolicySchemas(asCatalog(servers));
   const checks: FileCheck[] = [];
   const firstByTeam = new Map<string, string>();
   const secretFiles = await secretFileIdentities(config);
@@ -440,7 +471,7 @@ async function checkFiles(
       issues.push(...check.issues);
       continue;
     }
-    const check = checkFile(file, text, config, servers, schema, mode);
+    const check = await checkFile(file, text, config, schemas, mode);
     if (check.group !== undefined && check.policy && check.src) {
       const gid = await groupId(check.group);
       if (gid === undefined) {
@@ -474,7 +505,7 @@ async function checkFiles(
  */
 export async function checkPolicyFiles(
   config: AirlockConfig,
-  servers: ServerDefinition[],
+  servers: readonly ServerDefinition[] | ServerCatalog,
   paths?: string[],
   mode: SecretCheckMode = 'config',
 ): Promise<{ policies: TeamPolicy[]; issues: PolicyIssue[] }> {
@@ -514,15 +545,19 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
 
   private constructor(
     private readonly config: AirlockConfig,
-    private readonly servers: ServerDefinition[],
+    private readonly servers: ServerCatalog,
     private readonly log: Logger,
   ) {
     super();
   }
 
-  static async load(config: AirlockConfig, servers: ServerDefinition[], log: Logger): Promise<PolicyStore> {
-    const store = new PolicyStore(config, servers, log);
-    const { policies, issues } = await checkPolicyFiles(config, servers);
+  static async load(
+    config: AirlockConfig,
+    servers: readonly ServerDefinition[] | ServerCatalog,
+    log: Logger,
+  ): Promise<PolicyStore> {
+    const store = new PolicyStore(config, asCatalog(servers), log);
+    const { policies, issues } = await checkPolicyFiles(config, store.servers);
     if (issues.length) throw new ConfigError(issues, `invalid policies in ${config.policies}:`);
     for (const policy of policies) store.byTeam.set(policy.team, policy);
     log.info(
@@ -533,8 +568,12 @@ export class PolicyStore extends EventEmitter<{ change: [teams: string[]] }> {
   }
 
   /** A store with no teams yet, for a source that fills it with replaceAll. */
-  static empty(config: AirlockConfig, servers: ServerDefinition[], log: Logger): PolicyStore {
-    return new PolicyStore(config, servers, log);
+  static empty(
+    config: AirlockConfig,
+    servers: readonly ServerDefinition[] | ServerCatalog,
+    log: Logger,
+  ): PolicyStore {
+    return new PolicyStore(config, asCatalog(servers), log);
   }
 
   get(team: string): TeamPolicy | undefined {

@@ -72,8 +72,8 @@ export interface StartTelemetryOptions {
   /** The value of a secret named in `telemetry.otlp.headers` (SecretStore.brokerValue). */
   secretValue(name: string): Promise<string>;
   scrub(text: string): string;
-  /** The servers and their tools (SERVERS). */
-  servers: ReadonlyArray<{ name: string; tools: ReadonlyArray<{ name: string }> }>;
+  /** The servers loaded so far, by name, and their tools (SERVERS.loaded: a call names only a loaded one). */
+  servers: ReadonlyMap<string, { tools: ReadonlyArray<{ name: string }> }>;
   instanceId?: string;
 }
 
@@ -98,13 +98,12 @@ export async function startTelemetry(
       return undefined;
     }
   }
-  const tools = new Set(opts.servers.flatMap((s) => s.tools.map((t) => `${s.name}/${t.name}`)));
   const { startOtel } = await import('./otel.js');
   const telemetry = startOtel(config, {
     log: opts.log,
     headers,
     ...(opts.instanceId !== undefined ? { instanceId: opts.instanceId } : {}),
-    knownTool: (server, tool) => tools.has(`${server}/${tool}`),
+    knownTool: (server, tool) => opts.servers.get(server)?.tools.some((t) => t.name === tool) ?? false,
     scrub: opts.scrub,
   });
   opts.log.info(

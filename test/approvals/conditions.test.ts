@@ -5,15 +5,18 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { approvalDigest } from '../../src/approvals/service.js';
 import { approveSchema, needsApproval, parseDuration } from '../../src/approvals/policy.js';
 import { canonicalJson } from '../../src/audit/log.js';
-import { SERVER_MAP } from '../../src/servers.js';
+import { SERVERS } from '../../src/servers.js';
 import { loadSqlParser } from '../../servers/postgres/sql.js';
 
 // The pipeline loads the SQL parser (a tool's prepare) before it asks whether a call needs
 // approval; these tests call needsApproval directly, so they load it first.
-beforeAll(() => loadSqlParser());
+beforeAll(async () => {
+  await loadSqlParser();
+  await SERVERS.all();
+});
 
 const tool = (server: 'git' | 'http' | 'github' | 'postgres', name: string) =>
-  SERVER_MAP.get(server)!.tools.find((t) => t.name === name)!;
+  SERVERS.loaded.get(server)!.tools.find((t) => t.name === name)!;
 
 describe('approval digest', () => {
   it('is sha256 over the canonical JSON of team, server, tool and arguments', () => {

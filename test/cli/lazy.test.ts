@@ -134,6 +134,30 @@ describe('each command loads only what it runs', () => {
       expect(packages, unneeded).not.toContain(unneeded);
   });
 
+  it("loads a server's module only when a policy names it", async () => {
+    const serverModules = (modules: string[]) =>
+      modules.filter((m) => /^servers\/[^/]+\/index\.js$/.test(m)).map((m) => m.split('/')[1]);
+    expect(serverModules((await loaded(['policy', 'check', path.join(dir, 'acme.yaml')])).modules)).toEqual([
+      'http',
+    ]);
+    expect(lastStatus).toBe(0);
+    expect(serverModules((await loaded(['policy', 'check', path.join(dir, 'data.yaml')])).modules)).toEqual([
+      'postgres',
+    ]);
+    // stdio checks every team's policy (acme names http, data names postgres); none names git or github.
+    expect(serverModules((await loaded(['stdio', 'http', '--team', 'acme'])).modules)).toEqual([
+      'http',
+      'postgres',
+    ]);
+    // The policy schema describes every server.
+    expect(serverModules((await loaded(['policy', 'schema'])).modules)).toEqual([
+      'git',
+      'github',
+      'http',
+      'postgres',
+    ]);
+  });
+
   it('policy check validates a postgres policy without loading the SQL parser', async () => {
     const good = await loaded(['policy', 'check', path.join(dir, 'data.yaml')]);
     expect(lastStatus).toBe(0);

@@ -4,6 +4,7 @@ import { symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type AirlockConfig } from '../../src/config/airlock-yaml.js';
 import { checkPolicyFiles, MAX_POLICY_FILE_BYTES } from '../../src/policy/team-policy.js';
+import { ServerCatalog, type ServerDefinition } from '../../src/tool.js';
 import { fakeHttp, fakeServers } from './fake-servers.js';
 import { brief, makeWorkspace } from './helpers.js';
 
@@ -374,5 +375,72 @@ describe('checkPolicyFiles on things that are not policy files', () => {
     expect(brief(named.issues)).toEqual([
       '1:1: this is the file of secret "pg-analytics", not a policy file; its contents are not read',
     ]);
+  });
+});
+
+describe('checkPolicyFiles with a catalog (servers loaded when a policy names them)', () => {
+  /** A catalog of the fake servers that records which ones it was asked to load. */
+  function countingCatalog() {
+    const asked: string[] = [];
+    const loaders = Object.fromEntries(
+      fakeServers.map((s) => [
+        s.name,
+        async () => {
+          asked.push(s.name);
+          return s;
+        },
+      ]),
+    ) as Record<string, () => Promise<ServerDefinition>>;
+    return { catalog: new ServerCatalog(loaders), asked };
+  }
+  const HTTP_POLICY =
+    'team: payments\nservers:\n  http:\n    hosts:\n      - origin: https://api.stripe.com\n    tools:\n      http_request: {}\n';
+
+  it('loads only the servers a file names, once, and checks the file as fully as with every server', async () => {
+    const { catalog, asked } = countingCatalog();
+    const first = await ws.write('payments.yaml', HTTP_POLICY);
+    const second = await ws.write('web.yaml', HTTP_POLICY.replace('payments', 'web'));
+    const { policies, issues } = await checkPolicyFiles(config, catalog, [first, second]);
+    expect(issues).toEqual([]);
+    expect(policies.map((p) => p.team)).toEqual(['payments', 'web']);
+    expect(asked).toEqual(['http']);
+    expect([...catalog.loaded.keys()]).toEqual(['http']);
+    // The same file against every server at once: the same policy (defaults filled in).
+    const eager = await checkPolicyFiles(config, fakeServers, [first]);
+    expect(policies[0]).toEqual(eager.policies[0]);
+  });
+
+  it('an unknown section lists every server, loaded or not, in the same order as with every server loaded', async () => {
+    const { catalog, asked } = countingCatalog();
+    const file = await ws.write('payments.yaml', 'team: payments\nservers:\n  htp:\n    tools: {}\n');
+    const { issues } = await checkPolicyFiles(config, catalog, [file]);
+    expect(brief(issues)).toEqual([
+      '3:3: servers: unknown key "htp" (allowed: git, github, postgres, http, model)',
+    ]);
+    expect(asked).toEqual([]);
+  });
+
+  it("a section's mistakes are found in a server loaded for that file (and secret checks run on it)", async () => {
+    const { catalog, asked } = countingCatalog();
+    const file = await ws.write(
+      'payments.yaml',
+      HTTP_POLICY.replace(
+        'api.stripe.com',
+        'api.stripe.com\n        inject: { header: X, value: "${secret:nope}" }',
+      ).replace('tools:', 'timeoutMs: "10s"\n    tools:'),
+    );
+    const { issues, policies } = await checkPolicyFiles(config, catalog, [file]);
+    expect(policies).toEqual([]);
+    expect(brief(issues)).toEqual([
+      expect.stringMatching(/^6:\d+: servers\.http\.hosts\[0\]\.inject\.value: unknown secret "nope"/),
+      expect.stringMatching(/^7:\d+: servers\.http\.timeoutMs: /),
+    ]);
+    expect(asked).toEqual(['http']);
+  });
+
+  it('refuses a catalog that defines a server twice', () => {
+    expect(() => ServerCatalog.of([fakeHttp, fakeHttp] as unknown as ServerDefinition[])).toThrow(
+      'server "http" is defined twice',
+    );
   });
 });
