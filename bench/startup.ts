@@ -5,11 +5,14 @@
 // the reference Postgres MCP server (@modelcontextprotocol/server-postgres, which answers
 // tools/list without reaching its database). Everything against `node -e 0` measured in the same
 // run, interleaved so machine load hits every command alike.
-// Run: npm run bench:startup [-- runs] [--compare OTHER/dist/src/cli.js]   (not a test; prints
+// Run: npm run bench:startup [-- runs] [--compare OTHER/dist/src/cli.js] [--instructions]   (not a test; prints
 // median and p90 wall time per command, and the median CPU time (user + system), which a busy
 // machine inflates far less than wall time). --compare runs every airlock command of another
 // build (e.g. main's) interleaved with this one and prints this build's CPU over node -e 0 as a
-// ratio of the other's.
+// ratio of the other's. --instructions also counts each command's instructions under valgrind
+// (callgrind, every thread; one run each unless `runs` is given): the same count for the same
+// build whatever else the machine does, so it ranks two builds where time on a shared machine
+// cannot (a run takes ~50× as long as the command).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,10 +21,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values: opts, positionals } = parseArgs({
-  options: { compare: { type: 'string' } },
+  options: { compare: { type: 'string' }, instructions: { type: 'boolean' } },
   allowPositionals: true,
 });
 const RUNS = Number(positionals[0] ?? 15);
+const INSTRUCTION_RUNS = Number(positionals[0] ?? 1);
 // The installed `airlock` (package.json bin): the bundle's entry, not the dist/src/cli.js forwarder.
 const CLI = path.resolve(import.meta.dirname, '../src/cli.cjs');
 const OTHER_CLI = opts.compare ? path.resolve(opts.compare) : undefined;
@@ -152,6 +156,30 @@ function timeToExit(args: string[], input: string | undefined): { ms: number; cp
   return { ms, cpu: Number(r.output[3]?.toString() || NaN) };
 }
 
+/** Instructions (every thread) of one run under callgrind; an MCP command gets the handshake, then EOF. */
+function instructionsOf({ args, until, input }: Command): number {
+  const r = spawnSync(
+    'valgrind',
+    ['--tool=callgrind', '--callgrind-out-file=/dev/null', process.execPath, ...args],
+    {
+      env,
+      input: until === 'mcp' ? HANDSHAKE : (input ?? ''),
+      stdio: ['pipe', 'ignore', 'pipe'],
+      timeout: 600_000,
+    },
+  );
+  const collected = /Collected : (\d+)/.exec(r.stderr?.toString() ?? '');
+  if (r.error || !collected) throw new Error(`valgrind ${args.join(' ')}: ${r.error?.message ?? r.stderr}`);
+  return Number(collected[1]);
+}
+
+const instructions = new Map<string, number[]>();
+if (opts.instructions) {
+  for (let i = 0; i < INSTRUCTION_RUNS; i++)
+    for (const command of commands)
+      instructions.set(command.name, [...(instructions.get(command.name) ?? []), instructionsOf(command)]);
+}
+
 const times = new Map<string, number[]>(commands.map(({ name }) => [name, []]));
 const cpu = new Map<string, number[]>(commands.map(({ name }) => [name, []]));
 try {
@@ -204,6 +232,31 @@ if (OTHER_CLI) {
     console.log(
       `  ${name.padEnd(width)} ${signed(mine).padStart(9)} vs ${signed(theirs).padStart(9)}  ×${(mine / theirs).toFixed(2)}`,
     );
+  }
+}
+if (opts.instructions) {
+  const median = (name: string) => quantile(instructions.get(name)!, 0.5);
+  const base = median(commands[0]!.name);
+  const millions = (x: number) => `${(x / 1e6).toFixed(0)} M`;
+  console.log(
+    `instructions (callgrind, median of ${INSTRUCTION_RUNS}; over node -e 0; ratio to the reference server's over node -e 0):`,
+  );
+  const refOver = median('reference postgres → tools/list') - base;
+  for (const { name } of commands) {
+    const over = median(name) - base;
+    console.log(
+      `  ${name.padEnd(width)} ${millions(median(name)).padStart(8)} ${`+${millions(over)}`.padStart(8)}${name.includes('tools/list') ? `  ×${(over / refOver).toFixed(2)}` : ''}`,
+    );
+  }
+  if (OTHER_CLI) {
+    console.log(`  this build against the other (over node -e 0):`);
+    for (const { name } of airlockCommands(CLI)) {
+      const mine = median(name) - base;
+      const theirs = median(OTHER_PREFIX + name.replace(/^airlock /, '')) - base;
+      console.log(
+        `    ${name.padEnd(width)} +${millions(mine)} vs +${millions(theirs)}  ×${(mine / theirs).toFixed(2)}`,
+      );
+    }
   }
 }
 const stdio = quantile(times.get('airlock stdio → tools/list')!, 0.5);

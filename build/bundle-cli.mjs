@@ -49,12 +49,41 @@ await rm(chunksDir, { recursive: true, force: true });
 
 const isExternalPackage = (id) => EXTERNAL_PACKAGES.some((name) => id === name || id.startsWith(`${name}/`));
 
+// The SDK's server/index.js imports its Ajv provider (Ajv and ajv-formats, ~1,000 lines evaluated
+// at load) for one use: `new AjvJsonSchemaValidator()` when a Server is made without a validator,
+// which Airlock never does (src/transport/session.ts passes one that loads Ajv on first use).
+// In the bundle that import is this module, which loads the real provider only if constructed.
+const LAZY_AJV_PROVIDER = '\0airlock:sdk-ajv-provider';
+const lazyAjvProvider = {
+  name: 'airlock-lazy-sdk-ajv-provider',
+  resolveId(source, importer) {
+    if (
+      source === '../validation/ajv-provider.js' &&
+      /@modelcontextprotocol\/sdk\/dist\/esm\/server\/index\.js$/.test(importer ?? '')
+    )
+      return LAZY_AJV_PROVIDER;
+    return null;
+  },
+  load(id) {
+    if (id !== LAZY_AJV_PROVIDER) return null;
+    return `import { createRequire } from 'node:module';
+export class AjvJsonSchemaValidator {
+  constructor(ajv) {
+    const real = createRequire(__filename)('@modelcontextprotocol/sdk/validation/ajv');
+    return new real.AjvJsonSchemaValidator(ajv);
+  }
+}
+`;
+  },
+};
+
 const output = await build({
   input: entry,
   platform: 'node',
   // The dependency-free bridge stays the very file `airlock-bridge` runs.
   external: (id) => isExternalPackage(id) || id === './bridge.cjs' || id.endsWith('/bridge.cjs'),
   logLevel: 'warn',
+  plugins: [lazyAjvProvider],
   output: {
     dir: srcDir,
     format: 'cjs',

@@ -22,11 +22,9 @@ import { Redactor } from './secrets/redact.js';
 import { SecretStore, withoutSecretName } from './secrets/store.js';
 import { SERVERS } from './servers.js';
 import { NdjsonTransport } from './transport/ndjson.js';
-import { createModelProxy } from './model/proxy.js';
 import { openSession, type McpSession } from './transport/session.js';
 import { ensureFolder, FolderError } from './transport/folders.js';
 import { startTelemetry, type Telemetry } from './telemetry/telemetry.js';
-import { observePools, observeShipping } from './telemetry/pools.js';
 import type { ServerName } from './tool.js';
 
 /** Connections per model socket (HTTP keep-alive); MCP sockets are bounded by `sessions` in airlock.yaml. */
@@ -145,7 +143,7 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
       connection: () => secrets.brokerValue(central.connection),
       log: log.child({ component: 'audit-shipper' }),
     });
-    if (telemetry) observeShipping(telemetry, shipper);
+    if (telemetry) (await import('./telemetry/pools.js')).observeShipping(telemetry, shipper);
   }
   if (audit.tornTailSetAside)
     log.warn(
@@ -193,7 +191,8 @@ export async function createCore(config: AirlockConfig, opts: CoreOptions = {}):
     log,
     ...(telemetry ? { telemetry } : {}),
   }));
-  if (telemetry) observePools(telemetry, () => pipeline.poolUse());
+  // With telemetry only: its gauges read the http server's pools (loaded with them).
+  if (telemetry) (await import('./telemetry/pools.js')).observePools(telemetry, () => pipeline.poolUse());
   policies.on('change', (teams: string[]) => {
     for (const team of teams) void pipeline.resetRuntimes(team);
   });
@@ -386,7 +385,7 @@ export class Broker {
       team,
       server,
       socketPath,
-      net: this.createListener(team, server),
+      net: await this.createListener(team, server),
       sessions: new Set(),
       connections: new Set(),
     };
@@ -423,9 +422,11 @@ export class Broker {
     this.core.log.info({ team, server, socketPath }, 'listening');
   }
 
-  private createListener(team: string, server: ServerName | 'model'): net.Server {
+  private async createListener(team: string, server: ServerName | 'model'): Promise<net.Server> {
     if (server !== 'model') return net.createServer();
     const { core } = this;
+    // Loaded for a team with a model section only: its HTTP(S) client and zlib are not start-up's.
+    const { createModelProxy } = await import('./model/proxy.js');
     const proxy = createModelProxy({
       team,
       getSection: () => core.policies.get(team)?.model,

@@ -15,7 +15,7 @@ import {
   type SecretAccess,
 } from '../../src/tool.js';
 import { classifyHostname } from '../../src/net/addresses.js';
-import { sendUpstream, type Resolver, type UpstreamResponse } from './client.js';
+import type { Resolver, UpstreamResponse } from './client.js';
 import { cutSecretTail } from '../../src/secrets/tail.js';
 import { pathTrickProblem } from '../../src/net/path-tricks.js';
 import {
@@ -28,6 +28,13 @@ import {
 } from './section.js';
 
 /** Largest request body sent upstream (UTF-8 bytes). */
+/**
+ * The transport (node:http, https, dns, zlib) loads on the first request, not with the server:
+ * `airlock stdio http` answers tools/list without it.
+ */
+let client: Promise<typeof import('./client.js')> | undefined;
+const loadClient = () => (client ??= import('./client.js'));
+
 const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 const MAX_REQUEST_HEADERS = 64;
 const MAX_HEADER_VALUE_BYTES = 8 * 1024;
@@ -370,6 +377,7 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
         earlier?.section === section ? earlier.checked : checkRequest(section, args.method, args.url);
       if (!first.decision.allow) throw new ToolError(first.decision.reason, 'denied', first.decision.rule);
 
+      const { sendUpstream } = await loadClient();
       const response = await sendUpstream({
         method: args.method,
         url: first.url!,

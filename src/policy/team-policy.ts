@@ -315,8 +315,12 @@ function checkSecretRef(
   return undefined;
 }
 
-/** Secret names a section references: from the validated section, or best effort from the raw one. */
-function sectionSecretRefs(server: ServerDefinition, rawSection: unknown): SecretRef[] {
+/**
+ * Secret names a section references: from the validated section (`validated`, when the whole
+ * file parsed), or best effort from the raw one.
+ */
+function sectionSecretRefs(server: ServerDefinition, rawSection: unknown, validated?: unknown): SecretRef[] {
+  if (validated !== undefined) return server.secretRefs(validated);
   const parsed = serverSectionSchema(server).safeParse(rawSection);
   if (parsed.success) return server.secretRefs(parsed.data);
   try {
@@ -367,7 +371,10 @@ async function checkFile(
   for (const server of servers) {
     const rawSection = rawServers?.[server.name];
     if (rawSection === undefined) continue;
-    for (const ref of sectionSecretRefs(server, rawSection)) {
+    const validated = result.success
+      ? (result.data.servers as Record<string, unknown>)[server.name]
+      : undefined;
+    for (const ref of sectionSecretRefs(server, rawSection, validated)) {
       if (typeof ref?.name !== 'string') continue;
       const refPath = Array.isArray(ref.path) ? ref.path : [];
       const where = refPath[0] === 'servers' ? refPath : ['servers', server.name, ...refPath];

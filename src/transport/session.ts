@@ -3,6 +3,7 @@
 // unregistered tools and arguments that fail its schema itself, before any code of ours runs,
 // so those calls could not be audited. Here every tools/call goes through the pipeline.
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { CallToolResult, JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
@@ -15,7 +16,6 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { serializedResult, type CallPipeline, type SessionInfo } from '../pipeline/pipeline.js';
 import type { ServerName } from '../tool.js';
-import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/types.js';
 import { NdjsonTransport } from './ndjson.js';
 import { VERSION } from '../version.js';
@@ -23,9 +23,19 @@ import { VERSION } from '../version.js';
 // The SDK's Server makes its own Ajv instance (formats added) unless given a validator; it only
 // checks elicitation answers, which Airlock never asks for. Per session that instance was most of
 // a session's memory and handshake CPU (bench:memory): one, made on first use, serves them all.
-let ajvValidator: AjvJsonSchemaValidator | undefined;
-const sharedValidator: jsonSchemaValidator = {
-  getValidator: (schema) => (ajvValidator ??= new AjvJsonSchemaValidator()).getValidator(schema),
+// Ajv itself is loaded then too (require), not at start-up: the bundled command's copy of the
+// SDK's server does not import it either (build/bundle-cli.mjs).
+let ajvValidator: jsonSchemaValidator | undefined;
+export const sharedValidator: jsonSchemaValidator = {
+  getValidator: (schema) => {
+    if (!ajvValidator) {
+      const { AjvJsonSchemaValidator } = createRequire(import.meta.url)(
+        '@modelcontextprotocol/sdk/validation/ajv',
+      ) as typeof import('@modelcontextprotocol/sdk/validation/ajv');
+      ajvValidator = new AjvJsonSchemaValidator();
+    }
+    return ajvValidator.getValidator(schema);
+  },
 };
 
 type ProgressNotification = {

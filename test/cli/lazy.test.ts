@@ -41,8 +41,10 @@ afterAll(async () => {
 /** Exit status of the last `loaded` run. */
 let lastStatus: number | null = null;
 
-/** The packages and dist modules `airlock ARGS…` loads. */
-async function loaded(args: string[]): Promise<{ packages: string[]; modules: string[] }> {
+/** The packages, dist modules and Node built-ins (`https`) `airlock ARGS…` loads. */
+async function loaded(
+  args: string[],
+): Promise<{ packages: string[]; modules: string[]; builtins: string[] }> {
   const trace = path.join(dir, `trace-${args.join('-').replace(/\W/g, '')}.txt`);
   const run = spawnSync(process.execPath, ['--import', TRACER, CLI, ...args], {
     cwd: dir,
@@ -54,7 +56,12 @@ async function loaded(args: string[]): Promise<{ packages: string[]; modules: st
   lastStatus = run.status;
   const packages = new Set<string>();
   const modules = new Set<string>();
+  const builtins = new Set<string>();
   for (const url of urls) {
+    if (url.startsWith('builtin:')) {
+      builtins.add(url.slice('builtin:'.length));
+      continue;
+    }
     const inBundle = bundled[/\/dist\/src\/(.+)$/.exec(url)?.[1] ?? ''];
     if (inBundle) {
       for (const m of inBundle) (m.startsWith('pkg:') ? packages : modules).add(m.replace(/^pkg:/, ''));
@@ -65,7 +72,7 @@ async function loaded(args: string[]): Promise<{ packages: string[]; modules: st
     const mod = /\/dist\/(.+)$/.exec(url)?.[1];
     if (mod && !pkg) modules.add(mod);
   }
-  return { packages: [...packages].sort(), modules: [...modules].sort() };
+  return { packages: [...packages].sort(), modules: [...modules].sort(), builtins: [...builtins].sort() };
 }
 
 describe('each command loads only what it runs', () => {
@@ -127,10 +134,23 @@ describe('each command loads only what it runs', () => {
   });
 
   it("airlock stdio http loads the broker and the SDK but no other server's client library", async () => {
-    const { packages, modules } = await loaded(['stdio', 'http', '--team', 'acme']);
+    const { packages, modules, builtins } = await loaded(['stdio', 'http', '--team', 'acme']);
     expect(modules).toContain('src/broker.js');
     expect(packages).toContain('@modelcontextprotocol/sdk');
-    for (const unneeded of ['pg', 'libpg-query', '@octokit/rest', '@octokit/auth-app', '@napi-rs/keyring'])
+    // The http client (and the model proxy) load on their first request, not to answer tools/list.
+    expect(builtins).toContain('crypto'); // the audit chain's hashes: the trace sees built-ins
+    for (const unneeded of ['http', 'https', 'tls', 'zlib', 'dns'])
+      expect(builtins, unneeded).not.toContain(unneeded);
+    expect(modules).not.toContain('servers/http/client.js');
+    // Ajv checks elicitation answers only (src/transport/session.ts): loaded if one ever comes.
+    for (const unneeded of [
+      'pg',
+      'libpg-query',
+      '@octokit/rest',
+      '@octokit/auth-app',
+      '@napi-rs/keyring',
+      'ajv',
+    ])
       expect(packages, unneeded).not.toContain(unneeded);
   });
 

@@ -26,3 +26,13 @@ Module._resolveFilename = function (...args) {
   );
   return file;
 };
+
+// Node's built-in modules do not pass through either hook when the bundle requires them: at exit,
+// the ones Node loaded (`builtin:https`), less those a bare `node` has already loaded at start.
+const atStart = new Set(process.moduleLoadList);
+process.on('exit', () => {
+  const names = process.moduleLoadList
+    .filter((entry) => !atStart.has(entry) && entry.startsWith('NativeModule '))
+    .map((entry) => `builtin:${entry.slice('NativeModule '.length)}\n`);
+  appendFileSync(process.env.AIRLOCK_TRACE_IMPORTS, names.join(''));
+});
