@@ -23,25 +23,31 @@ const METADATA_HOSTNAMES: ReadonlySet<string> = new Set([
   'instance-data.ec2.internal',
 ]);
 
+let metadataAddresses: ReadonlySet<string> | undefined;
+
 /**
  * Metadata service addresses: AWS/GCP/Azure IMDS (169.254.169.254), AWS IMDS over IPv6
  * (fd00:ec2::254), GCP metadata over IPv6 (fd20:ce::254), Alibaba (100.100.100.200), Tencent
  * (169.254.0.23), AWS ECS task credentials (169.254.170.2), EKS Pod Identity (169.254.170.23,
  * fd00:ec2::23) and Azure WireServer (168.63.129.16, a public address that serves VM credentials).
+ * Parsed on first use: ipaddr.js compiles its IPv6 patterns on its first parse, which would
+ * otherwise be part of every command's start-up.
  */
-const METADATA_ADDRESSES: ReadonlySet<string> = new Set(
-  [
-    '169.254.169.254',
-    'fd00:ec2::254',
-    'fd20:ce::254',
-    '100.100.100.200',
-    '169.254.0.23',
-    '169.254.170.2',
-    '169.254.170.23',
-    'fd00:ec2::23',
-    '168.63.129.16',
-  ].map((a) => ipaddr.parse(a).toNormalizedString()),
-);
+function metadataAddressSet(): ReadonlySet<string> {
+  return (metadataAddresses ??= new Set(
+    [
+      '169.254.169.254',
+      'fd00:ec2::254',
+      'fd20:ce::254',
+      '100.100.100.200',
+      '169.254.0.23',
+      '169.254.170.2',
+      '169.254.170.23',
+      'fd00:ec2::23',
+      '168.63.129.16',
+    ].map((a) => ipaddr.parse(a).toNormalizedString()),
+  ));
+}
 
 /** ipaddr.js range names that are globally reachable (IANA special-purpose registry). */
 const GLOBAL_RANGES: ReadonlySet<string> = new Set(['unicast', 'as112', 'amt', 'as112v6']);
@@ -77,7 +83,7 @@ function embeddedIPv4(v6: ipaddr.IPv6): { v4: ipaddr.IPv4[]; form: string } | un
 }
 
 function classifyParsed(addr: ipaddr.IPv4 | ipaddr.IPv6): AddressClass {
-  if (METADATA_ADDRESSES.has(addr.toNormalizedString())) return { kind: 'metadata', range: 'metadata' };
+  if (metadataAddressSet().has(addr.toNormalizedString())) return { kind: 'metadata', range: 'metadata' };
   const range = addr.range();
   if (addr.kind() === 'ipv6') {
     const v6 = addr as ipaddr.IPv6;
