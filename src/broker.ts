@@ -629,19 +629,37 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
     await core.close();
     throw new UserError(`team "${team}" does not enable the ${server} server`);
   }
-  let control: ControlServer;
-  try {
-    control = await startControlServer(core.approvals, core.log, core.config.approvers);
-  } catch (err) {
-    await core.close();
-    throw err;
+  // The control socket, through which `airlock approve` reaches a call waiting here, opens once
+  // this server's section has a tool with `approve` (at start, or on a reload that adds one):
+  // without one no call can wait, and a listen costs start-up (Node loads its cluster module).
+  const needsControl = () =>
+    Object.values(core.policies.get(team)?.servers[server]?.tools ?? {}).some((t) => t.approve !== undefined);
+  let control: Promise<ControlServer> | undefined;
+  const openControl = () => (control ??= startControlServer(core.approvals, core.log, core.config.approvers));
+  if (needsControl()) {
+    try {
+      await openControl();
+    } catch (err) {
+      await core.close();
+      throw err;
+    }
   }
+  const closeControl = async () => (await control?.catch(() => undefined))?.close();
   const session = await startSession(core, team, server, process.stdin, process.stdout, 'stdio');
   core.policies.on('change', (teams: string[]) => {
-    if (teams.includes(team)) session.notifyToolsChanged();
+    if (!teams.includes(team)) return;
+    if (needsControl() && !control)
+      openControl().catch((err: Error) => {
+        control = undefined; // tried again on the next reload
+        core.log.error(
+          { err: err.message },
+          'cannot open the approvals control socket; calls that need approval wait unreachable',
+        );
+      });
+    session.notifyToolsChanged();
   });
   const stop = async () => {
-    await control.close();
+    await closeControl();
     await core.approvals.close();
     await core.pipeline.drain(DRAIN_TIMEOUT_MS);
     await session.close().catch(() => undefined);
@@ -652,7 +670,7 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
     core.policies.reload().catch((err: Error) => core.log.error({ err: err.message }, 'reload failed'));
   });
   await session.closed;
-  await control.close();
+  await closeControl();
   await core.approvals.close();
   await core.pipeline.drain(DRAIN_TIMEOUT_MS);
   await core.close();

@@ -1,5 +1,7 @@
 // `airlock stdio` (Claude Code on the host, no sandbox) holds calls for approval too: its own
 // control socket, found by `airlock approvals list` next to the serve process's.
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -11,7 +13,15 @@ import {
   type EchoUpstream,
   type Installation,
 } from '../helpers/fixture.js';
-import { auditRecords, callWithProgress, listPending, runCli, textOf, waitForPending } from './helpers.js';
+import {
+  auditRecords,
+  callWithProgress,
+  listPending,
+  runCli,
+  textOf,
+  waitFor,
+  waitForPending,
+} from './helpers.js';
 
 let inst: Installation;
 let upstream: EchoUpstream;
@@ -84,4 +94,48 @@ it('with no broker running, the commands say so and exit 1', async () => {
   const usage = await runCli(['approvals', '--config', inst.configFile]);
   expect(usage.code).toBe(1);
   expect(usage.stderr).toContain('airlock approvals list [--team TEAM] [--json]');
+});
+
+it('a stdio session whose server has no approve rule opens no control socket, until a reload adds one', async () => {
+  const betaPolicy = acmeHttpPolicy(upstream.origin).replace('team: acme', 'team: beta');
+  await inst.writePolicy('beta.yaml', betaPolicy);
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [CLI, 'stdio', 'http', '--team', 'beta', '--config', inst.configFile],
+    env: { ...(process.env as Record<string, string>), AIRLOCK_LOG_LEVEL: 'warn' },
+    stderr: 'ignore',
+  });
+  const client = new Client({ name: 'stdio-test', version: '0' });
+  await client.connect(transport);
+  const controlDir = path.join(inst.stateDir, 'approvals', 'control');
+  const sockets = async () =>
+    (await readdir(controlDir).catch(() => [] as string[])).filter((f) => f.endsWith('.sock'));
+  try {
+    const r = await client.callTool({
+      name: 'http_request',
+      arguments: { method: 'GET', url: `${upstream.origin}/v1/no-approval` },
+    });
+    expect(r.isError, textOf(r as never)).toBeFalsy();
+    expect(await sockets()).toEqual([]);
+
+    await inst.writePolicy(
+      'beta.yaml',
+      betaPolicy.replace('      http_request: {}', '      http_request:\n        approve: required'),
+    );
+    process.kill(transport.pid!, 'SIGHUP');
+    await waitFor('the control socket after the reload', async () =>
+      (await sockets()).length === 1 ? true : undefined,
+    );
+    expect(await sockets()).toEqual([`${transport.pid}.sock`]);
+    const { result } = callWithProgress(client, 'http_request', {
+      method: 'GET',
+      url: `${upstream.origin}/v1/after-reload`,
+    });
+    const pending = await waitForPending(inst, 'http_request');
+    expect((await runCli(['approve', pending.id, '--config', inst.configFile])).code).toBe(0);
+    const approved = await result;
+    expect(approved.isError, textOf(approved)).toBeFalsy();
+  } finally {
+    await client.close();
+  }
 });
