@@ -43,15 +43,21 @@ afterAll(async () => {
   await inst?.cleanup();
 });
 
-it('a call over airlock stdio waits, is listed and approved from another process, then runs', async () => {
+/** An MCP client on `airlock stdio http --team TEAM`, as Claude Code on the host starts it. */
+async function connectStdio(team: string): Promise<{ client: Client; transport: StdioClientTransport }> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [CLI, 'stdio', 'http', '--team', 'acme', '--config', inst.configFile],
+    args: [CLI, 'stdio', 'http', '--team', team, '--config', inst.configFile],
     env: { ...(process.env as Record<string, string>), AIRLOCK_LOG_LEVEL: 'warn' },
     stderr: 'ignore',
   });
   const client = new Client({ name: 'stdio-test', version: '0' });
   await client.connect(transport);
+  return { client, transport };
+}
+
+it('a call over airlock stdio waits, is listed and approved from another process, then runs', async () => {
+  const { client, transport } = await connectStdio('acme');
   try {
     const { result } = callWithProgress(client, 'http_request', {
       method: 'GET',
@@ -99,14 +105,7 @@ it('with no broker running, the commands say so and exit 1', async () => {
 it('a stdio session whose server has no approve rule opens no control socket, until a reload adds one', async () => {
   const betaPolicy = acmeHttpPolicy(upstream.origin).replace('team: acme', 'team: beta');
   await inst.writePolicy('beta.yaml', betaPolicy);
-  const transport = new StdioClientTransport({
-    command: process.execPath,
-    args: [CLI, 'stdio', 'http', '--team', 'beta', '--config', inst.configFile],
-    env: { ...(process.env as Record<string, string>), AIRLOCK_LOG_LEVEL: 'warn' },
-    stderr: 'ignore',
-  });
-  const client = new Client({ name: 'stdio-test', version: '0' });
-  await client.connect(transport);
+  const { client, transport } = await connectStdio('beta');
   const controlDir = path.join(inst.stateDir, 'approvals', 'control');
   const sockets = async () =>
     (await readdir(controlDir).catch(() => [] as string[])).filter((f) => f.endsWith('.sock'));
