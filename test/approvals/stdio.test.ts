@@ -57,7 +57,7 @@ async function connectStdio(team: string): Promise<{ client: Client; transport: 
 }
 
 it('a call over airlock stdio waits, is listed and approved from another process, then runs', async () => {
-  const { client, transport } = await connectStdio('acme');
+  const { client } = await connectStdio('acme');
   try {
     const { result } = callWithProgress(client, 'http_request', {
       method: 'GET',
