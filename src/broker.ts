@@ -1,6 +1,6 @@
 // The broker process: wires config → secrets → audit → policies → pipeline, then serves MCP
 // sessions on per-team Unix sockets (`airlock serve`) or on stdin/stdout (`airlock stdio`).
-import { lstat, unlink, chmod, lchown } from 'node:fs/promises';
+import { lstat, unlink, chmod, lchown, link } from 'node:fs/promises';
 import type http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -379,7 +379,14 @@ export class Broker {
     await chmod(teamDir, 0o750);
     if (socketGroup !== undefined) await giveToGroup(teamDir, socketGroup);
     const socketPath = path.join(teamDir, `${server}.sock`);
+    // Bound under another name of the same length (socket paths are limited to ~107 bytes) and
+    // linked to its own name only once it listens with its mode and group: a client that finds
+    // the socket can connect, never meeting one that refuses it (bind before listen) or has yet
+    // to get its group. A link, not a rename, so a broker starting at the same moment is refused,
+    // not displaced.
+    const boundPath = path.join(teamDir, `.${server}.new`);
     await removeStaleSocket(socketPath);
+    await removeStaleSocket(boundPath); // a broker stopped between its listen and its link
 
     const listener: Listener = {
       team,
@@ -404,18 +411,25 @@ export class Broker {
     try {
       await new Promise<void>((resolve, reject) => {
         listener.net.once('error', reject);
-        listener.net.listen(socketPath, () => {
+        listener.net.listen(boundPath, () => {
           listener.net.off('error', reject);
           resolve();
         });
       });
       // The folder is ours and closed to others, so this is still the socket listen() made.
-      if (!(await lstat(socketPath)).isSocket())
-        throw new UserError(`${socketPath} was replaced; refusing to chmod it`);
-      await chmod(socketPath, 0o660);
-      if (socketGroup !== undefined) await giveToGroup(socketPath, socketGroup);
+      if (!(await lstat(boundPath)).isSocket())
+        throw new UserError(`${boundPath} was replaced; refusing to chmod it`);
+      await chmod(boundPath, 0o660);
+      if (socketGroup !== undefined) await giveToGroup(boundPath, socketGroup);
+      await link(boundPath, socketPath).catch((err: NodeJS.ErrnoException) => {
+        throw err.code === 'EEXIST'
+          ? new UserError(`${socketPath} is served by another running broker`)
+          : err;
+      });
+      await unlink(boundPath);
     } catch (err) {
       listener.net.close();
+      await unlink(boundPath).catch(() => undefined);
       throw err;
     }
     this.listeners.set(`${team}/${server}`, listener);
@@ -506,10 +520,10 @@ export class Broker {
     // close() only calls back once every connection has ended, so the sessions are ended first:
     // waiting on it with sessions open hung this sync, and with it every later reload.
     const closed = new Promise<void>((resolve) => l.net.close(() => resolve()));
+    await unlink(l.socketPath).catch(() => undefined);
     for (const s of l.sessions) await s.close().catch(() => undefined);
     for (const conn of l.connections) conn.destroy();
     await closed;
-    await unlink(l.socketPath).catch(() => undefined);
     this.core.log.info({ team: l.team, server: l.server }, 'socket closed (no longer in policy)');
   }
 
@@ -518,7 +532,10 @@ export class Broker {
     if (this.stopping) return;
     this.stopping = true;
     await this.syncing;
+    // Closing no longer removes the socket file (the listener was bound under another name):
+    // it goes now, so no client finds it while calls drain.
     for (const l of this.listeners.values()) l.net.close();
+    await Promise.all([...this.listeners.values()].map((l) => unlink(l.socketPath).catch(() => undefined)));
     // Calls waiting for a human end now (expired, never approved) instead of holding the drain.
     await this.control?.close();
     await this.core.approvals.close();
@@ -541,7 +558,6 @@ export class Broker {
     if (!clean) this.core.log.warn('drain timed out; in-flight calls were aborted');
     for (const l of this.listeners.values()) {
       for (const s of l.sessions) await s.close().catch(() => undefined);
-      await unlink(l.socketPath).catch(() => undefined);
     }
     this.listeners.clear();
     await this.core.close();

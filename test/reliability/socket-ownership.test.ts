@@ -1,7 +1,8 @@
 // Who can reach a team's sockets: the folders on the way must belong to root or the broker, and
 // each team's sockets can carry their own group, so agents of one team cannot open another's.
 import { spawnSync } from 'node:child_process';
-import { chmod, chown, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Broker } from '../../src/broker.js';
@@ -139,5 +140,54 @@ describe('per-team socket groups', () => {
     await expect(loadConfig(inst.configFile)).rejects.toThrow(
       /1:20: socketGroups\.a: unknown group "also-no-such-group"/,
     );
+  });
+});
+
+describe('a socket appears only once it is served', () => {
+  /** A socket file left by a process killed while listening (nothing removed it). */
+  const connects = (socket: string) =>
+    new Promise<boolean>((resolve) => {
+      const c = net.connect(socket);
+      c.once('connect', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+
+  function leaveStaleSocket(file: string): void {
+    const r = spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(file)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
+    expect(r.signal).toBe('SIGKILL');
+  }
+
+  it('is bound under another name and linked once it listens with its mode; leftovers of a killed broker are cleared', async () => {
+    const teamDir = path.dirname(inst.socket('a', 'http'));
+    await mkdir(teamDir, { recursive: true, mode: 0o750 });
+    leaveStaleSocket(path.join(teamDir, '.http.new')); // killed between its listen and its link
+    leaveStaleSocket(inst.socket('a', 'http')); // killed while serving
+    await start();
+    expect((await readdir(teamDir)).sort()).toEqual(['http.sock']);
+    expect((await stat(inst.socket('a', 'http'))).mode & 0o777).toBe(0o660);
+    expect(await connects(inst.socket('a', 'http'))).toBe(true);
+  });
+
+  it('a second broker on the same sockets is refused and leaves the first one serving', async () => {
+    await start();
+    await expect(
+      Broker.start(await loadConfig(inst.configFile), { log: silentLogger(), watch: false }),
+    ).rejects.toThrow(/is served by another running broker/);
+    expect((await readdir(path.dirname(inst.socket('a', 'http')))).sort()).toEqual(['http.sock']);
+    expect(await connects(inst.socket('a', 'http'))).toBe(true);
+  });
+
+  it('stop removes the socket file before calls drain', async () => {
+    await start();
+    const stopping = broker!.stop(1000);
+    broker = undefined;
+    await stopping;
+    expect(await readdir(path.dirname(inst.socket('a', 'http')))).toEqual([]);
   });
 });
