@@ -173,12 +173,10 @@ function instructionsOf({ args, until, input }: Command): number {
   return Number(collected[1]);
 }
 
-const instructions = new Map<string, number[]>();
-if (opts.instructions) {
+const instructions = new Map<string, number[]>(commands.map(({ name }) => [name, []]));
+if (opts.instructions)
   for (let i = 0; i < INSTRUCTION_RUNS; i++)
-    for (const command of commands)
-      instructions.set(command.name, [...(instructions.get(command.name) ?? []), instructionsOf(command)]);
-}
+    for (const command of commands) instructions.get(command.name)!.push(instructionsOf(command));
 
 const times = new Map<string, number[]>(commands.map(({ name }) => [name, []]));
 const cpu = new Map<string, number[]>(commands.map(({ name }) => [name, []]));

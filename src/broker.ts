@@ -664,12 +664,12 @@ export async function serveStdio(config: AirlockConfig, server: ServerName, team
   const session = await startSession(core, team, server, process.stdin, process.stdout, 'stdio');
   core.policies.on('change', (teams: string[]) => {
     if (!teams.includes(team)) return;
-    if (needsControl() && !control)
+    if (needsControl())
       openControl().catch((err: Error) => {
         control = undefined; // tried again on the next reload
         core.log.error(
           { err: err.message },
-          'cannot open the approvals control socket; calls that need approval wait unreachable',
+          'cannot open the approvals control socket; a call waiting for approval cannot be approved until a reload opens it',
         );
       });
     session.notifyToolsChanged();

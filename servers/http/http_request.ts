@@ -32,8 +32,7 @@ import {
  * The transport (node:http, https, dns, zlib) loads on the first request, not with the server:
  * `airlock stdio http` answers tools/list without it.
  */
-let client: Promise<typeof import('./client.js')> | undefined;
-const loadClient = () => (client ??= import('./client.js'));
+let client: typeof import('./client.js') | undefined;
 
 const MAX_REQUEST_BODY_BYTES = 1024 * 1024;
 const MAX_REQUEST_HEADERS = 64;
@@ -377,7 +376,7 @@ export function createHttpRequestTool(deps: HttpRequestDeps = {}) {
         earlier?.section === section ? earlier.checked : checkRequest(section, args.method, args.url);
       if (!first.decision.allow) throw new ToolError(first.decision.reason, 'denied', first.decision.rule);
 
-      const { sendUpstream } = await loadClient();
+      const { sendUpstream } = (client ??= await import('./client.js'));
       const response = await sendUpstream({
         method: args.method,
         url: first.url!,

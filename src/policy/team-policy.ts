@@ -315,12 +315,8 @@ function checkSecretRef(
   return undefined;
 }
 
-/**
- * Secret names a section references: from the validated section (`validated`, when the whole
- * file parsed), or best effort from the raw one.
- */
-function sectionSecretRefs(server: ServerDefinition, rawSection: unknown, validated?: unknown): SecretRef[] {
-  if (validated !== undefined) return server.secretRefs(validated);
+/** Secret names a section references: from the validated section, or best effort from the raw one. */
+function sectionSecretRefs(server: ServerDefinition, rawSection: unknown): SecretRef[] {
   const parsed = serverSectionSchema(server).safeParse(rawSection);
   if (parsed.success) return server.secretRefs(parsed.data);
   try {
@@ -333,18 +329,15 @@ function sectionSecretRefs(server: ServerDefinition, rawSection: unknown, valida
 
 /** The policy schema for files that name these servers (the servers loaded), one per set of servers. */
 class PolicySchemas {
-  private readonly bySet = new Map<string, { servers: ServerDefinition[]; schema: z.ZodObject }>();
+  private readonly bySet = new Map<string, z.ZodObject>();
   constructor(private readonly catalog: ServerCatalog) {}
 
   async forServers(named: string[]): Promise<{ servers: ServerDefinition[]; schema: z.ZodObject }> {
     const servers = await this.catalog.load(named);
     const key = servers.map((s) => s.name).join(',');
-    let entry = this.bySet.get(key);
-    if (!entry) {
-      entry = { servers, schema: buildPolicySchema(servers, this.catalog.names) };
-      this.bySet.set(key, entry);
-    }
-    return entry;
+    let schema = this.bySet.get(key);
+    if (!schema) this.bySet.set(key, (schema = buildPolicySchema(servers, this.catalog.names)));
+    return { servers, schema };
   }
 }
 
@@ -371,10 +364,11 @@ async function checkFile(
   for (const server of servers) {
     const rawSection = rawServers?.[server.name];
     if (rawSection === undefined) continue;
-    const validated = result.success
-      ? (result.data.servers as Record<string, unknown>)[server.name]
-      : undefined;
-    for (const ref of sectionSecretRefs(server, rawSection, validated)) {
+    // A file that parsed whole has its sections validated already: not parsed a second time.
+    const refs = result.success
+      ? server.secretRefs((result.data.servers as Record<string, unknown>)[server.name])
+      : sectionSecretRefs(server, rawSection);
+    for (const ref of refs) {
       if (typeof ref?.name !== 'string') continue;
       const refPath = Array.isArray(ref.path) ? ref.path : [];
       const where = refPath[0] === 'servers' ? refPath : ['servers', server.name, ...refPath];
