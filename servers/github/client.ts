@@ -90,12 +90,12 @@ export async function callOptions(
   } catch (err) {
     throw new ToolError(`no GitHub credential for this call: ${(err as Error).message}`);
   }
-  const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.section.timeoutMs)]);
   // A write that failed with a 5xx may still have happened: never sent twice.
   const writes = Object.values(permissions).includes('write');
   return {
     headers: { authorization: `token ${token}` },
-    request: { signal, ...(writes ? { retries: 0 } : {}) },
+    // ctx.signal ends at the policy's timeoutMs too (tools.ts defineTool).
+    request: { signal: ctx.signal, ...(writes ? { retries: 0 } : {}) },
   };
 }
 

@@ -11,6 +11,7 @@ import {
   deny,
   globCondition,
   ToolError,
+  withDeadline,
   type AuditDetail,
   type Decision,
   type ToolDefinition,
@@ -70,11 +71,20 @@ const REPOS_CONDITION = globCondition(
   (a: { owner: string; repo: string }) => `${a.owner}/${a.repo}`,
 );
 
-/** defineTool with the github section and runtime fixed, so every handler is type-checked against them. */
+/**
+ * defineTool with the github section and runtime fixed, so every handler is type-checked against
+ * them. Each handler's signal also ends at the policy's timeoutMs: the deadline for all of one
+ * call's GitHub requests, retries and their waits included.
+ */
 function defineTool<In extends z.ZodObject, Out extends z.ZodObject, Options extends z.ZodObject>(
   def: ToolDefinition<In, Out, Options, GithubSection, GithubRuntime>,
 ): ToolDefinition<In, Out, Options, GithubSection, GithubRuntime> {
-  return def;
+  const run = def.run;
+  return {
+    ...def,
+    run: (args, ctx) =>
+      withDeadline(ctx.signal, ctx.section.timeoutMs, (signal) => run(args, { ...ctx, signal })),
+  };
 }
 
 const READ = {
