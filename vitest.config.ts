@@ -8,5 +8,7 @@ export default defineConfig({
     // Integration tests bind sockets and spawn processes; keep CPU contention sane on 2 cores.
     pool: 'forks',
     maxWorkers: 2,
+    // A full garbage collection every 100 ms in each worker (what holds only until one runs fails).
+    setupFiles: ['test/helpers/gc-stress-setup.ts'],
   },
 });
