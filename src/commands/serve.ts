@@ -15,6 +15,8 @@ function logFormat(ctx: CommandContext): LogFormat {
 }
 
 export async function serveMain(ctx: CommandContext): Promise<number> {
+  // Loaded here: `node:v8` is nothing airlock stdio needs.
+  (await import('./heap-sizing.js')).sizeBrokerHeap();
   const format = logFormat(ctx);
   const broker = await Broker.start(await ctx.config(), {
     logFormat: format,
