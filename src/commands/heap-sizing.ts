@@ -2,7 +2,7 @@
 // whenever a scavenge finds it busy (up to 16 MiB a semi-space, 32 MiB in all on 64-bit), and lets
 // the old space grow up to 4× its live size before the next full collection; a long-running
 // process keeps what it grew. With the new space kept at its initial size and the old space
-// allowed to double, the broker's peak RSS under that load fell from 138–146 MiB to 85–91 MiB,
+// allowed to double, the broker's peak RSS under that load fell from 138–146 MiB to 85–93 MiB,
 // for a few per cent more CPU a call (bench:http, README "Speed"). `--max-semi-space-size` and
 // friends would do it too, but only on Node's command line, which also makes V8 refuse the
 // bundle's code cache; these two are read each time V8 sizes the heap, so setting them at run
