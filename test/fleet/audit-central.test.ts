@@ -315,13 +315,15 @@ describe('central audit: two brokers, one table', () => {
     // Following: a call on each broker shows up.
     const follower = spawn(
       process.execPath,
-      [CLI, 'audit', 'tail', '--postgres', '-f', '-n', '0', '--json', '--config', a.inst.configFile],
+      [CLI, 'audit', 'tail', '--postgres', '-f', '-n', '1', '--json', '--config', a.inst.configFile],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let followOut = '';
     follower.stdout.setEncoding('utf8').on('data', (d: string) => (followOut += d));
     const followerExit = new Promise<number | null>((r) => follower.once('exit', (code) => r(code)));
-    await sleep(1500);
+    // The newest record is printed once its snapshot is taken: following starts from there, so
+    // calls made after it are followed however long the command took to start.
+    await waitFor('tail -f to print the newest record', () => (followOut.includes('\n') ? true : undefined));
     await call(a, 400);
     await call(b, 401);
     await waitFor('tail -f to print both brokers', () =>
