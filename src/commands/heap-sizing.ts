@@ -11,7 +11,7 @@ import { setFlagsFromString } from 'node:v8';
 
 /** Each flag and the pattern by which an operator's own setting of it is recognised. */
 const SETTINGS = [
-  { flag: '--semi-space-growth-factor=1', given: /--(max-|min-)?semi-space|--semi-space-growth-factor/ },
+  { flag: '--semi-space-growth-factor=1', given: /--(max-|min-)?semi-space/ },
   { flag: '--heap-growing-percent=100', given: /--heap-growing-percent/ },
 ];
 

@@ -315,7 +315,7 @@ function checkSecretRef(
   return undefined;
 }
 
-/** Secret names a section references: from the validated section, or best effort from the raw one. */
+/** Secret names a raw section references: from its parse when it validates, else best effort. */
 function sectionSecretRefs(server: ServerDefinition, rawSection: unknown): SecretRef[] {
   const parsed = serverSectionSchema(server).safeParse(rawSection);
   if (parsed.success) return server.secretRefs(parsed.data);
